@@ -1,0 +1,132 @@
+"""One training job, as `python -m runner ...` runs it: validate, record, build, resume, fit, report.
+
+The run directory (Hydra's output dir) receives `.hydra/`, `train.log`, `run.json`,
+`git.diff` (when the tree is dirty), `checkpoints/` and `tb/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from runner import checkpoint, data, provenance
+from runner.config import validate
+from runner.errors import UserError
+from runner.models import count_parameters
+from runner.train import changed_settings, fit, pick_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+# settings that may change between a run and its resume without changing what is computed
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
+                     "checkpoint.", "resume", "dataset.root", "dataset.download")
+
+
+def hydra_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def train_job(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train the configured model in run_dir; returns the last epoch's training figures."""
+    validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run directory %s", run_dir)
+    log.info("command-line overrides: %s", " ".join(hydra_overrides()) or "(none)")
+    log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+    git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git)
+
+    trainer = cfg.trainer
+    device = pick_device(str(trainer.device))
+    seed_everything(trainer.seed, trainer.deterministic)
+    splits = data.build_splits(cfg.dataset)
+    log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    model = instantiate(cfg.model)
+    total, trainable = count_parameters(model)
+    log.info("model %s: %s parameters (%s trainable)", cfg.model._target_.rsplit(".", 1)[-1], f"{total:,}", f"{trainable:,}")
+
+    resume_state, resumed_from = find_resume_state(cfg, run_dir)
+    record = {
+        "status": "running",
+        "start_time": provenance.now(),
+        "end_time": None,
+        "run_dir": ".",  # paths in a run are relative to it, so the folder can move
+        "overrides": hydra_overrides(),
+        "seed": trainer.seed,
+        "resumed_from": resumed_from,
+        "git": git,
+        "environment": provenance.environment(device),
+    }
+    provenance.write_run_json(run_dir, record)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    if resume_state is None:
+        writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
+    try:
+        figures = fit(cfg, run_dir, splits["train"], model, device, writer,
+                      {"git": git, "environment": record["environment"]}, resume_state)
+        if "loss" in figures:
+            writer.add_hparams(flat_hparams(cfg), {"hparams/final_train_loss": figures["loss"]}, run_name=".")
+        record["status"] = "finished"
+    except BaseException as error:
+        record["status"] = f"failed: {type(error).__name__}: {error}"
+        raise
+    finally:
+        writer.close()
+        record["end_time"] = provenance.now()
+        provenance.write_run_json(run_dir, record)
+
+    print(f"\nrun directory: {run_dir}")
+    print(f"checkpoints:   {run_dir / 'checkpoints'}")
+    print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
+    return figures
+
+
+def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
+    """The checkpoint to continue from: resume=PATH, else the newest in this run directory."""
+    if cfg.resume is not None:
+        path = Path(cfg.resume)
+        state = checkpoint.load(path)
+    else:
+        found = checkpoint.load_newest(run_dir / "checkpoints")
+        if found is None:
+            return None, None
+        path, state = found
+    saved = state["config"]
+    current = OmegaConf.to_container(cfg, resolve=True)
+    changes = [c for c in changed_settings(saved, current) if not c.startswith(RESUMABLE_CHANGES)]
+    if changes:
+        raise UserError(
+            f"{path} was written with a different config ({'; '.join(changes[:5])}). Fix: rerun with the "
+            "run's own settings, or start a new run directory (drop hydra.run.dir=...)"
+        )
+    log.info("resuming from %s (epoch %d, step %d)", path, state["epoch"], state["global_step"])
+    try:
+        resumed_from = str(path.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        resumed_from = str(path)
+    return state, resumed_from
+
+
+def flat_hparams(cfg: DictConfig) -> dict:
+    """Scalar settings as {"optimizer.lr": 0.005, ...} for TensorBoard's hparams view."""
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float, str, bool)):
+                flat[f"{prefix}{key}"] = value
+            elif value is None:
+                flat[f"{prefix}{key}"] = "null"
+            else:
+                flat[f"{prefix}{key}"] = str(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat

@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules: `python -m runner optimizer=sgd schedule=warmup_cosine`.
+
+Optimizers are torch's own, built from `cfg.optimizer` (`_partial_: true`) once the parameters
+exist. Schedules are written in epochs and stepped once per optimizer update: each schedule
+below maps (epoch, total_epochs) to a factor of the optimizer's lr, where epoch is fractional
+(update / updates_per_epoch), so a schedule means the same at any batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from hydra.utils import instantiate
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def constant(epoch: float, total_epochs: int) -> float:
+    return 1.0
+
+
+def step(epoch: float, total_epochs: int, step_epochs: float = 30, gamma: float = 0.1) -> float:
+    return gamma ** math.floor(epoch / step_epochs)
+
+
+def cosine(epoch: float, total_epochs: int, min_factor: float = 0.0) -> float:
+    progress = min(epoch / total_epochs, 1.0)
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(epoch: float, total_epochs: int, warmup_epochs: float = 5, min_factor: float = 0.0) -> float:
+    if epoch < warmup_epochs:
+        return epoch / warmup_epochs
+    progress = min((epoch - warmup_epochs) / max(total_epochs - warmup_epochs, 1e-12), 1.0)
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def onecycle(epoch: float, total_epochs: int, pct_start: float = 0.3, div_factor: float = 25.0,
+             final_div_factor: float = 1e4) -> float:
+    """The shape of torch's OneCycleLR (cosine annealing), as a factor of the peak lr."""
+    start, end = 1 / div_factor, 1 / (div_factor * final_div_factor)
+    peak = pct_start * total_epochs
+    if epoch < peak:
+        return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * epoch / peak))
+    progress = min((epoch - peak) / max(total_epochs - peak, 1e-12), 1.0)
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def linear(epoch: float, total_epochs: int, end_factor: float = 0.0) -> float:
+    return 1.0 + (end_factor - 1.0) * min(epoch / total_epochs, 1.0)
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer over the trainable parameters."""
+    make = instantiate(cfg)
+    return make([p for p in model.parameters() if p.requires_grad])
+
+
+def build_schedule(cfg, optimizer: torch.optim.Optimizer, updates_per_epoch: int, total_epochs: int) -> LambdaLR:
+    """A LambdaLR stepped per update; its state_dict holds only counters (checkpoint-safe)."""
+    factor: Callable[..., float] = instantiate(cfg)
+
+    def lr_factor(update: int) -> float:
+        return factor(epoch=update / updates_per_epoch, total_epochs=total_epochs)
+
+    return LambdaLR(optimizer, lr_factor)

@@ -1,0 +1,120 @@
+"""Provenance: what ran, from which code, where. Written by `python -m runner` into RUN/run.json.
+
+"If it's worth running, it's worth committing": the log opens with the git commit, branch and
+dirty status; a dirty tree also leaves `git.diff` (tracked changes against HEAD) in the run
+directory and its untracked files in run.json, so a result can be traced to the exact code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from runner.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def git_state(directory: Path) -> dict | None:
+    """Commit, describe, branch, dirty flag, diff and untracked files; None outside a repository."""
+    try:
+        import git  # gitpython needs the git executable; without it this import fails
+    except ImportError as error:
+        log.warning("git is not available (%s): the run will not record its code version", error)
+        return None
+    try:
+        repo = git.Repo(directory, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        log.warning("%s is not inside a git repository: the run will not record its code version", directory)
+        return None
+    try:
+        commit = repo.head.commit.hexsha
+        describe = repo.git.describe("--always", "--dirty")
+        diff = repo.git.diff("HEAD")
+    except ValueError:  # a repository without commits
+        commit, describe, diff = None, None, repo.git.diff("--cached")
+    branch = None if repo.head.is_detached else repo.active_branch.name
+    untracked = repo.untracked_files
+    return {
+        "root": str(repo.working_tree_dir),
+        "commit": commit,
+        "describe": describe,
+        "branch": branch,
+        "dirty": bool(diff) or bool(untracked),
+        "untracked": untracked,
+        "diff": diff,
+    }
+
+
+def record_git(run_dir: Path, cwd: Path, require_clean: bool) -> dict | None:
+    """Log the code version, write git.diff for a dirty tree; refuse a dirty tree if asked to."""
+    state = git_state(cwd)
+    if state is None:
+        return None
+    log.info("git: commit %s (%s) on branch %s, %s", state["commit"], state["describe"],
+             state["branch"], "DIRTY" if state["dirty"] else "clean")
+    if state["dirty"]:
+        if require_clean:
+            raise UserError(
+                f"the git tree at {state['root']} has uncommitted changes and require_clean_git=true. "
+                "Fix: commit or stash them (git status), or set require_clean_git=false"
+            )
+        log.warning(
+            "the git tree has uncommitted changes: this run may not be reproducible from commit %s "
+            "(tracked changes saved to git.diff, %d untracked files listed in run.json)",
+            state["commit"], len(state["untracked"]),
+        )
+        if state["diff"]:
+            (run_dir / "git.diff").write_text(state["diff"] + "\n")
+    return {key: value for key, value in state.items() if key != "diff"}
+
+
+def environment(device: torch.device) -> dict:
+    """Versions, device and host: enough to tell two machines' results apart."""
+    import torchvision
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "slurm": {key: value for key, value in os.environ.items() if key.startswith("SLURM_")},
+        "command": [sys.executable, *sys.argv],
+    }
+    return env
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
+def write_run_json(run_dir: Path, record: dict) -> None:
+    """run.json: this attempt's record; earlier attempts (before a resume) are kept in `attempts`."""
+    path = run_dir / "run.json"
+    attempts = []
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+            attempts = previous.get("attempts", [])
+            if previous.get("start_time") != record.get("start_time"):
+                attempts.append({k: previous.get(k) for k in ("start_time", "end_time", "status", "resumed_from")})
+        except json.JSONDecodeError:
+            log.warning("run.json was unreadable; starting a new one")
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps({**record, "attempts": attempts}, indent=2, default=str) + "\n")
+    os.replace(temporary, path)

@@ -1,0 +1,314 @@
+"""The training loop of `python -m runner`: accumulation, mixed precision, clipping, checkpoints.
+
+One learning batch (`trainer.batch_size` samples, one optimizer update) is made of
+micro-batches (`trainer.micro_batch_size`). Each micro-batch's summed loss is divided by the
+number of samples in its learning batch, so the accumulated gradient equals the gradient of
+the whole learning batch at once, also for the last, smaller one of an epoch.
+
+Figures (loss, accuracy, gradient norm, non-finite flags) are accumulated on the device and
+read back only every `trainer.log_every_steps` updates: no host-device sync per micro-batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from runner import checkpoint, data
+from runner.errors import UserError
+from runner.models import has_batch_norm
+from runner.optim import build_optimizer, build_schedule
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={name} but no CUDA GPU is visible. Fix: trainer.device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("trainer.device=mps but MPS is not available. Fix: trainer.device=auto or cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `trainer.precision` on this device; None means plain fp32."""
+    precision = str(precision)
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "16" and device.type != "cuda":
+        raise UserError(
+            f"trainer.precision=16 needs a CUDA GPU (fp16 training uses a GradScaler), not {device}. "
+            "Fix: trainer.precision=bf16 or trainer.precision=32"
+        )
+    return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def micro_batch_loss(model: nn.Module, x, y, window_size: int, label_smoothing: float, amp_dtype):
+    """(loss to backpropagate, summed per-sample loss, correct predictions) of one micro-batch."""
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(x)
+    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
+    correct = (logits.argmax(dim=1) == y).sum()
+    return loss_sum / window_size, loss_sum.detach(), correct
+
+
+def checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict) -> dict:
+    return {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "epoch": epoch,
+        "global_step": global_step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": checkpoint.rng_state(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "provenance": provenance,
+    }
+
+
+def all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config containers."""
+    keys = sorted(set(old) | set(new))
+    changes = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer, provenance: dict,
+        resume_state: dict | None) -> dict:
+    """Train for cfg.trainer.epochs (continuing from resume_state); returns the last epoch's figures."""
+    trainer = cfg.trainer
+    amp_dtype = autocast_dtype(trainer.precision, device)
+    model.to(device)
+    if trainer.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    batch_size, micro_batch_size = trainer.batch_size, trainer.micro_batch_size
+    n_samples = len(train_set)
+    updates_per_epoch = math.ceil(n_samples / batch_size)
+    schedule = build_schedule(cfg.schedule, optimizer, updates_per_epoch, trainer.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    checkpoint_dir = run_dir / "checkpoints"
+
+    start_epoch, global_step = 0, 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        schedule.load_state_dict(resume_state["schedule"])
+        scaler.load_state_dict(resume_state["scaler"])
+        checkpoint.set_rng_state(resume_state["rng"])
+        start_epoch, global_step = resume_state["epoch"], resume_state["global_step"]
+    if start_epoch >= trainer.epochs:
+        log.info("the run has already finished (%d of %d epochs): nothing to do", start_epoch, trainer.epochs)
+        return {"epoch": start_epoch, "finished": True}
+
+    if has_batch_norm(model) and micro_batch_size < batch_size:
+        log.warning(
+            "the model has BatchNorm and trainer.micro_batch_size=%d < trainer.batch_size=%d: "
+            "normalization statistics see only the micro-batch", micro_batch_size, batch_size,
+        )
+    accumulation = batch_size // micro_batch_size
+    log.info(
+        "training %d samples for epochs %d..%d: %d updates per epoch of %d samples (%d micro-batches of %d), "
+        "precision %s on %s", n_samples, start_epoch + 1, trainer.epochs, updates_per_epoch, batch_size,
+        accumulation, micro_batch_size, amp_dtype or "fp32", device,
+    )
+
+    step_model = torch.compile(model) if trainer.compile else model
+    loader, sampler = data.train_loader(
+        train_set, micro_batch_size, trainer.seed, trainer.num_workers, pin_memory=device.type == "cuda"
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = float(trainer.grad_clip_norm) if trainer.grad_clip_norm is not None else math.inf
+    smoothing = cfg.loss.label_smoothing
+    fp16 = amp_dtype == torch.float16
+    show_bar = sys.stderr.isatty()
+    mean, std = data.channel_stats(cfg.dataset)
+
+    # device-side accumulators, read at log points only
+    zero = torch.zeros((), device=device)
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+    epoch_figures: dict = {}
+    for epoch in range(start_epoch, trainer.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        interval = new_interval(zero)
+        epoch_loss, epoch_correct, epoch_samples = zero.clone(), zero.clone(), 0
+        interval_start = epoch_start = time.perf_counter()
+        bar = tqdm(total=updates_per_epoch, desc=f"epoch {epoch + 1}/{trainer.epochs}", disable=not show_bar,
+                   leave=False, dynamic_ncols=True)
+        window_start, window_loss = 0, zero.clone()
+        iterator = iter(loader)
+        while True:
+            wait_start = time.perf_counter()
+            try:
+                x, y = next(iterator)
+            except StopIteration:
+                break
+            interval["data_wait"] += time.perf_counter() - wait_start
+            window_size = min(batch_size, n_samples - window_start)
+                        x, y = to_device(x, device, trainer.channels_last), y.to(device, non_blocking=True)
+            loss, loss_sum, correct = micro_batch_loss(step_model, x, y, window_size, smoothing, amp_dtype)
+            if global_step == 0 and epoch_samples == 0:
+                log_first_batch(writer, x.cpu(), mean, std)
+                # the practice: check the loss at init (about -ln(1/C) for a fresh classifier)
+                log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / len(y),
+                         cfg.dataset.num_classes, math.log(cfg.dataset.num_classes))
+            scaler.scale(loss).backward()
+            window_loss += loss_sum
+            epoch_samples += len(y)
+            interval["correct"] += correct
+            interval["samples"] += len(y)
+            if epoch_samples - window_start < window_size:
+                continue  # more micro-batches to accumulate into this learning batch
+
+            scaler.unscale_(optimizer)
+            grad_norm = nn.utils.clip_grad_norm_(params, clip)
+            scaler.step(optimizer)  # under fp16 skips the update when a gradient is inf/nan
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            global_step += 1
+            grad_finite = torch.isfinite(grad_norm)
+            bad = ~torch.isfinite(window_loss) if fp16 else ~(torch.isfinite(window_loss) & grad_finite)
+            first_bad_step = torch.where(bad & (first_bad_step < 0), global_step, first_bad_step)
+            interval["loss"] += window_loss
+            interval["grad_norm"] += torch.where(grad_finite, grad_norm, 0.0)
+            interval["skipped"] += (~grad_finite).float()
+            interval["updates"] += 1
+            epoch_loss += window_loss
+            window_start, window_loss = epoch_samples, zero.clone()
+            bar.update(1)
+
+            end_of_epoch = epoch_samples == n_samples
+            if global_step % trainer.log_every_steps == 0 or end_of_epoch:
+                figures = read_interval(interval, interval_start, first_bad_step, global_step, epoch, schedule, scaler, fp16)
+                epoch_correct += interval["correct"]
+                write_interval(writer, figures, global_step)
+                if show_bar:
+                    bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.2e}",
+                                    img_s=f"{figures['images_per_s']:.0f}")
+                else:
+                    log.info("step %d (epoch %d): loss %.4f, accuracy %.1f%%, lr %.3g, %.0f images/s",
+                             global_step, epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"],
+                             figures["images_per_s"])
+                interval = new_interval(zero)
+                interval_start = time.perf_counter()
+        bar.close()
+
+        seconds = time.perf_counter() - epoch_start
+        epoch_figures = {
+            "epoch": epoch + 1,
+            "loss": epoch_loss.item() / n_samples,
+            "accuracy": epoch_correct.item() / n_samples,
+            "seconds": seconds,
+        }
+        writer.add_scalar("train/epoch_loss", epoch_figures["loss"], global_step)
+        writer.add_scalar("train/epoch_accuracy", epoch_figures["accuracy"], global_step)
+        log.info("epoch %d/%d: loss %.4f, accuracy %.1f%%, %.1f s (%.0f images/s)", epoch + 1, trainer.epochs,
+                 epoch_figures["loss"], 100 * epoch_figures["accuracy"], seconds, n_samples / seconds)
+
+        if (epoch + 1) % cfg.checkpoint.every_epochs == 0 or epoch + 1 == trainer.epochs:
+            if not all_finite(model):
+                raise UserError(f"the weights are not finite after epoch {epoch + 1}: no checkpoint written. "
+                                "Fix: lower optimizer.lr or set trainer.grad_clip_norm")
+            path = checkpoint_dir / checkpoint.checkpoint_name(epoch + 1)
+            checkpoint.save_atomic(
+                checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch + 1, global_step, provenance), path
+            )
+            log.info("checkpoint %s", path.relative_to(run_dir))
+            checkpoint.prune(checkpoint_dir, cfg.checkpoint.keep_last, protect=path)
+        writer.flush()
+    return epoch_figures
+
+
+def new_interval(zero: torch.Tensor) -> dict:
+    """Accumulators of one log interval: tensors stay on the device, counts and times on the host."""
+    return {"loss": zero.clone(), "correct": zero.clone(), "grad_norm": zero.clone(), "skipped": zero.clone(),
+            "samples": 0, "updates": 0, "data_wait": 0.0}
+
+
+def read_interval(interval, interval_start, first_bad_step, global_step, epoch, schedule, scaler, fp16) -> dict:
+    """Bring one log interval's figures to the host (the one sync point) and stop on non-finite ones."""
+    bad_step = int(first_bad_step.item())
+    if bad_step >= 0:
+        raise UserError(
+            f"the loss or gradient norm became non-finite at step {bad_step} (epoch {epoch + 1}); "
+            "the run stops and writes no checkpoint with these weights. Fix: lower optimizer.lr, set "
+            "trainer.grad_clip_norm=1.0, or check the data for NaN/inf values"
+        )
+    seconds = max(time.perf_counter() - interval_start, 1e-9)
+    updates = max(interval["updates"], 1)
+    figures = {
+        "loss": interval["loss"].item() / max(interval["samples"], 1),
+        "accuracy": interval["correct"].item() / max(interval["samples"], 1),
+        "lr": schedule.get_last_lr()[0],
+        "grad_norm": interval["grad_norm"].item() / updates,
+        "images_per_s": interval["samples"] / seconds,
+        "data_wait_fraction": interval["data_wait"] / seconds,
+    }
+    if fp16:
+        figures["grad_scale"] = scaler.get_scale()
+        figures["skipped_steps"] = interval["skipped"].item()
+    return figures
+
+
+def write_interval(writer, figures: dict, global_step: int) -> None:
+    for name, value in figures.items():
+        writer.add_scalar(f"train/{name}", value, global_step)
+
+
+def log_first_batch(writer, x: torch.Tensor, mean, std) -> None:
+    """The first training batch as the model sees it (de-normalized for display)."""
+    from torchvision.utils import make_grid
+
+    images = x[:64].float() * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+    writer.add_image("train/first_batch", make_grid(images.clamp(0, 1), nrow=8, pad_value=1.0), 0)
