@@ -195,7 +195,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
                 break
             interval["data_wait"] += time.perf_counter() - wait_start
             window_size = min(batch_size, n_samples - window_start)
-                        x, y = to_device(x, device, trainer.channels_last), y.to(device, non_blocking=True)
+            x, y = to_device(x, device, trainer.channels_last), y.to(device, non_blocking=True)
             loss, loss_sum, correct = micro_batch_loss(step_model, x, y, window_size, smoothing, amp_dtype)
             if global_step == 0 and epoch_samples == 0:
                 log_first_batch(writer, x.cpu(), mean, std)
