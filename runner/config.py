@@ -43,9 +43,20 @@ def _target(cfg: DictConfig, group: str, choices: str) -> None:
         _fail(f"{group}._target_", target, "cannot be imported", f"pick one of the {group} configs ({choices})")
 
 
+def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys left at ??? (without resolving interpolations that point at them)."""
+    found = []
+    for key in cfg:
+        if OmegaConf.is_missing(cfg, key):
+            found.append(f"{prefix}{key}")
+        elif isinstance(cfg._get_node(key), DictConfig):
+            found += missing_keys(cfg._get_node(key), f"{prefix}{key}.")
+    return found
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise UserError at the first bad setting; returns None when the config is usable."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = missing_keys(cfg)
     if missing:
         raise UserError(f"{missing[0]} has no value (???). Fix: set it on the command line, e.g. {missing[0]}=...")
 

@@ -11,6 +11,7 @@ read back only every `trainer.log_every_steps` updates: no host-device sync per 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -101,7 +102,8 @@ def checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch: int, global
         "scaler": scaler.state_dict(),
         "rng": checkpoint.rng_state(),
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "provenance": provenance,
+        # plain JSON types only, so the file loads with weights_only=True
+        "provenance": json.loads(json.dumps(provenance, default=str)),
     }
 
 
@@ -311,4 +313,4 @@ def log_first_batch(writer, x: torch.Tensor, mean, std) -> None:
     from torchvision.utils import make_grid
 
     images = x[:64].float() * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
-    writer.add_image("train/first_batch", make_grid(images.clamp(0, 1), nrow=8, pad_value=1.0), 0)
+    writer.add_image("train/first_batch", make_grid(images.nan_to_num(0).clamp(0, 1), nrow=8, pad_value=1.0), 0)

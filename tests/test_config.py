@@ -1,0 +1,108 @@
+"""Every config option composes, instantiates and validates; bad values get one clear line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from runner.config import validate
+from runner.errors import UserError
+from runner.optim import build_optimizer, build_schedule
+from tests.conftest import CONF, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_instantiates_and_predicts(model):
+    cfg = compose_config(["dataset=synthetic", "dataset.num_classes=7", "dataset.image_size=[32,32]",
+                          f"model={model}"])
+    validate(cfg)
+    net = instantiate(cfg.model)
+    logits = net(torch.randn(3, 3, 32, 32))
+    assert logits.shape == (3, 7)
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("schedule", options("schedule"))
+def test_every_optimizer_and_schedule_instantiates(optimizer, schedule):
+    cfg = compose_config([f"optimizer={optimizer}", f"schedule={schedule}"])
+    validate(cfg)
+    net = instantiate(cfg.model)
+    opt = build_optimizer(cfg.optimizer, net)
+    sched = build_schedule(cfg.schedule, opt, updates_per_epoch=5, total_epochs=cfg.trainer.epochs)
+    assert isinstance(opt, torch.optim.Optimizer)
+    lrs = []
+    for _ in range(5 * cfg.trainer.epochs):
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert all(0 <= lr <= cfg.optimizer.lr * 1.000001 for lr in lrs)
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_every_dataset_composes(dataset, tmp_path):
+    overrides = [f"dataset={dataset}"]
+    if dataset == "imagefolder":
+        overrides += [f"dataset.root={tmp_path}", "dataset.num_classes=3"]
+    cfg = compose_config(overrides)
+    validate(cfg)
+    assert cfg.model.num_classes == cfg.dataset.num_classes
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes(experiment):
+    cfg = compose_config([f"+experiment={experiment}"])
+    validate(cfg)
+    instantiate(cfg.model)
+
+
+def test_flowers_experiment_is_the_flagship():
+    cfg = compose_config(["+experiment=flowers"])
+    assert cfg.dataset.name == "flowers102" and cfg.dataset.num_classes == 102
+    assert list(cfg.dataset.image_size) == [128, 128]
+    assert cfg.model._target_ == "runner.models.convnet"
+    assert cfg.model.channels == 32 and cfg.model.n_blocks == 4
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == 0.005
+    assert cfg.trainer.batch_size == 256 and cfg.trainer.batch_size > cfg.trainer.micro_batch_size
+    assert cfg.trainer.epochs == 100 and cfg.checkpoint.every_epochs == 10
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("optimizer.lr=-0.1", ["optimizer.lr=-0.1", "Fix:"]),
+        ("trainer.micro_batch_size=5", ["trainer.batch_size=64", "micro_batch_size=5", "divisor"]),
+        ("trainer.precision=fp8", ["trainer.precision='fp8'", "bf16"]),
+        ("model.num_classes=5", ["model.num_classes=5", "dataset.num_classes=10"]),
+        ("model._target_=runner.models.nonexistent", ["model._target_", "cannot be imported"]),
+        ("trainer.epochs=0", ["trainer.epochs=0", "integer >= 1"]),
+        ("dataset.subset=-3", ["dataset.subset=-3"]),
+        ("trainer.device=tpu", ["trainer.device='tpu'"]),
+        ("resume=/no/such/file.pt", ["resume='/no/such/file.pt'", "is not a file"]),
+        ("dataset.mean=[0.1,0.2]", ["dataset.mean", "1 or 1 values"]),
+    ],
+)
+def test_bad_values_get_one_line_naming_key_and_fix(override, names):
+    cfg = compose_config([override])
+    with pytest.raises(UserError) as caught:
+        validate(cfg)
+    message = str(caught.value)
+    assert "\n" not in message
+    for name in names:
+        assert name in message, message
+
+
+def test_imagefolder_root_must_exist(tmp_path):
+    cfg = compose_config(["dataset=imagefolder", f"dataset.root={tmp_path / 'missing'}", "dataset.num_classes=3"])
+    with pytest.raises(UserError, match=r"dataset.root=.*missing.*is not a folder"):
+        validate(cfg)
+
+
+def test_missing_mandatory_value_is_named():
+    cfg = compose_config(["dataset=imagefolder"])
+    with pytest.raises(UserError, match="has no value"):
+        validate(cfg)
