@@ -33,11 +33,15 @@ def compose_config(overrides: list[str] | None = None):
         return compose(config_name="train", overrides=list(overrides or []))
 
 
-def run_cli(args: list[str], cwd: Path, module: str = "runner", timeout: float = 300, env: dict | None = None):
+def cli_env() -> dict:
+    """The environment of a command-line run: this checkout's runner, Hydra's short errors."""
+    return {**os.environ, "PYTHONPATH": str(PROJECT), "HYDRA_FULL_ERROR": "0"}
+
+
+def run_cli(args: list[str], cwd: Path, module: str = "runner", timeout: float = 300):
     """`python -m runner ARGS` in cwd; returns the CompletedProcess (stdout and stderr captured)."""
-    environment = {**os.environ, "PYTHONPATH": str(PROJECT), "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=environment)
+                          timeout=timeout, env=cli_env())
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,94 @@
+"""Checkpoints survive crashes and resume exactly: SIGKILL mid-epoch, rerun, same weights."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from runner import checkpoint
+from runner.errors import UserError
+from runner.job import train_job
+from tests.conftest import TINY, cli_env, compose_config, run_cli
+
+# dropout, augmentation and loader workers: every random stream a resume has to restore
+EXACT = [
+    "dataset=synthetic", "dataset.image_size=[16,16]", "dataset.train_size=3000", "dataset.val_size=10",
+    "dataset.test_size=10", "dataset.augment=basic", "model.dropout=0.2", "model.hidden=512",
+    "trainer.epochs=4", "trainer.batch_size=30", "trainer.micro_batch_size=10", "trainer.num_workers=2",
+    "trainer.deterministic=true", "checkpoint.every_epochs=1", "schedule=cosine",
+]
+
+
+def weights(run_dir, epoch):
+    return checkpoint.load(run_dir / "checkpoints" / checkpoint.checkpoint_name(epoch))["model"]
+
+
+def assert_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.slow
+def test_sigkill_during_epoch_3_then_rerun_gives_the_uninterrupted_weights(workdir):
+    straight, killed = workdir / "straight", workdir / "killed"
+    done = run_cli([*EXACT, f"hydra.run.dir={straight}"], cwd=workdir)
+    assert done.returncode == 0, done.stderr
+
+    command = [sys.executable, "-m", "runner", *EXACT, f"hydra.run.dir={killed}"]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=cli_env())
+    second = killed / "checkpoints" / checkpoint.checkpoint_name(2)
+    deadline = time.monotonic() + 240
+    while not second.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert second.exists()
+    assert not (killed / "checkpoints" / checkpoint.checkpoint_name(3)).exists(), "the kill came too late"
+
+    rerun = run_cli([*EXACT, f"hydra.run.dir={killed}"], cwd=workdir)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming from" in rerun.stdout and "epoch 2, step 200" in rerun.stdout
+    assert_identical(weights(straight, 4), weights(killed, 4))
+
+    again = run_cli([*EXACT, f"hydra.run.dir={killed}"], cwd=workdir)
+    assert again.returncode == 0
+    assert "already finished (4 of 4 epochs): nothing to do" in again.stdout
+
+
+def test_resume_after_extending_epochs_equals_a_longer_run(tmp_path):
+    random_streams = ["trainer.deterministic=true", "model.dropout=0.3", "dataset.augment=basic"]
+    two = compose_config([*TINY, *random_streams])
+    four = compose_config([*TINY, *random_streams, "trainer.epochs=4"])
+    train_job(two, tmp_path / "resumed")
+    train_job(four, tmp_path / "resumed")  # same run directory: continues from epoch 2
+    train_job(four, tmp_path / "straight")
+    assert_identical(weights(tmp_path / "straight", 4), weights(tmp_path / "resumed", 4))
+
+
+def test_resume_from_a_given_file(tmp_path):
+    train_job(compose_config(TINY), tmp_path / "first")
+    path = tmp_path / "first" / "checkpoints" / checkpoint.checkpoint_name(1)
+    train_job(compose_config([*TINY, f"resume={path}"]), tmp_path / "second")
+    assert_identical(weights(tmp_path / "first", 2), weights(tmp_path / "second", 2))
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    train_job(compose_config(TINY), tmp_path / "run")
+    with pytest.raises(UserError, match=r"different config \(optimizer.lr: 0.0003 -> 0.1\)"):
+        train_job(compose_config([*TINY, "optimizer.lr=0.1", "trainer.epochs=3"]), tmp_path / "run")
+
+
+def test_a_truncated_newest_checkpoint_is_skipped(tmp_path, caplog):
+    train_job(compose_config(TINY), tmp_path / "run")
+    newest = tmp_path / "run" / "checkpoints" / checkpoint.checkpoint_name(2)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    path, state = checkpoint.load_newest(tmp_path / "run" / "checkpoints")
+    assert path.name == checkpoint.checkpoint_name(1) and state["epoch"] == 1
+    assert "epoch-0002.pt is truncated" in caplog.text
