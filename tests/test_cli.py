@@ -1,0 +1,108 @@
+"""The real command, end to end: the default run, the flowers experiment, help, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import run_cli
+
+
+def printed_run_dir(stdout: str) -> Path:
+    return Path(re.search(r"^run directory: (.+)$", stdout, re.M).group(1))
+
+
+@pytest.mark.slow
+def test_default_command_trains_on_digits_and_says_where_everything_is(workdir):
+    result = run_cli([], cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    run_dir = printed_run_dir(result.stdout)
+    assert run_dir.parent == workdir / "outputs" / "default"
+    assert f"checkpoints:   {run_dir / 'checkpoints'}" in result.stdout
+    assert f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}" in result.stdout
+    assert "not inside a git repository" in result.stdout  # a warning, not a crash
+
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "run.json",
+                 "checkpoints/epoch-0020.pt"):
+        assert (run_dir / name).is_file(), name
+    log = (run_dir / "train.log").read_text()
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO", log, re.M)  # millisecond stamps
+    assert "resolved config:" in log and "command-line overrides: (none)" in log
+    epochs = re.findall(r"epoch (\d+)/20: loss ([\d.]+), accuracy ([\d.]+)%", log)
+    assert len(epochs) == 20 and float(epochs[-1][1]) < 0.3 < float(epochs[0][1])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/accuracy", "train/lr", "train/grad_norm", "train/images_per_s",
+            "train/data_wait_fraction"} <= scalars
+    assert "train/first_batch" in events.Tags()["images"]
+    losses = [event.value for event in events.Scalars("train/loss")]
+    assert losses[-1] < losses[0]
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["optimizer.lr"].number_value == pytest.approx(3e-4)
+    assert start.hparams["model._target_"].string_value == "runner.models.mlp"
+
+
+@pytest.mark.slow
+def test_flowers_experiment_end_to_end_on_the_fixture(workdir, flowers_root):
+    result = run_cli(["+experiment=flowers", f"dataset.root={flowers_root}", "dataset.download=false",
+                      "dataset.subset=24", "trainer.epochs=2", "trainer.batch_size=12", "trainer.micro_batch_size=6",
+                      "model.channels=8", "checkpoint.every_epochs=1"], cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = printed_run_dir(result.stdout)
+    assert run_dir.parent == workdir / "outputs" / "flowers"
+    assert (run_dir / "checkpoints" / "epoch-0002.pt").is_file()
+    assert "dataset flowers102: train 24, val 24, test 24" in result.stdout
+    assert "2 micro-batches of 6" in result.stdout
+
+
+@pytest.mark.slow
+def test_flowers_without_data_stops_with_one_clear_message(workdir):
+    result = run_cli(["+experiment=flowers", "dataset.download=false"], cwd=workdir)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert f"Flowers-102 not found in {Path('data') / 'flowers-102'}" in output
+    assert "imagelabels.mat, setid.mat and jpg/" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "expected"), [
+    (["trainer.batch_size=100", "trainer.micro_batch_size=32"],
+     "trainer.batch_size=100 is not a multiple of trainer.micro_batch_size=32"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1 must be a number > 0. Fix:"),
+])
+def test_bad_values_exit_non_zero_with_one_line(workdir, args, expected):
+    result = run_cli(args, cwd=workdir)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and expected in errors[0], result.stdout
+
+
+@pytest.mark.slow
+def test_unknown_model_lists_the_options(workdir):
+    result = run_cli(["model=transformer"], cwd=workdir)
+    assert result.returncode != 0
+    assert "Could not find 'model/transformer'" in result.stderr and "convnet" in result.stderr
+
+
+@pytest.mark.slow
+def test_help_and_cfg_job_show_the_composed_config(workdir):
+    shown = run_cli(["--cfg", "job", "optimizer=sgd", "optimizer.lr=0.1", "schedule=warmup_cosine"], cwd=workdir)
+    assert shown.returncode == 0
+    assert "_target_: torch.optim.SGD" in shown.stdout and "lr: 0.1" in shown.stdout
+    assert "runner.optim.warmup_cosine" in shown.stdout
+    assert not (workdir / "outputs").exists()  # printing the config does no work
+    helped = run_cli(["--help"], cwd=workdir)
+    assert helped.returncode == 0
+    assert "python -m runner +experiment=flowers" in helped.stdout
+    assert "model: convnet, lenet, linear, mlp, resnet18, resnet50" in helped.stdout

@@ -1,0 +1,124 @@
+"""Datasets: real splits, seeded miniatures, worker-independent augmentation, clear missing-data errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from runner import data
+from runner.errors import UserError
+from tests.conftest import compose_config
+
+
+def dataset_cfg(*overrides):
+    return compose_config(list(overrides)).dataset
+
+
+def as_tensor(dataset):
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+    return torch.stack(xs), torch.as_tensor(ys)
+
+
+def test_digits_is_the_real_bundled_data_split_without_overlap():
+    splits = data.build_splits(dataset_cfg())
+    assert [len(splits[s]) for s in data.SPLITS] == [1079, 359, 359]
+    x, y = as_tensor(splits["train"])
+    assert x.shape[1:] == (1, 8, 8) and set(y.tolist()) == set(range(10))
+    assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1  # standardized
+    index = data.seeded_split(1797, (0.2, 0.2), seed=0)
+    assert sorted(index["train"] + index["val"] + index["test"]) == list(range(1797))  # each sample once
+
+
+def test_subset_is_fixed_and_identical_across_builds():
+    first = data.build_splits(dataset_cfg("dataset.subset=64"))
+    second = data.build_splits(dataset_cfg("dataset.subset=64"))
+    for split in data.SPLITS:
+        assert len(first[split]) == 64
+        assert torch.equal(as_tensor(first[split])[0], as_tensor(second[split])[0])
+
+
+def test_synthetic_takes_prime_shapes():
+    splits = data.build_splits(dataset_cfg("dataset=synthetic", "dataset.num_classes=7", "dataset.channels=3",
+                                           "dataset.image_size=[11,13]", "dataset.train_size=21"))
+    x, y = as_tensor(splits["train"])
+    assert x.shape == (21, 3, 11, 13)
+    assert sorted(y.tolist()) == sorted(list(range(7)) * 3)
+
+
+def epoch_batches(dataset, num_workers, epoch, seed=0):
+    loader, sampler = data.train_loader(dataset, 5, seed, num_workers, pin_memory=False)
+    sampler.set_epoch(epoch)
+    return [x for x, _ in loader]
+
+
+def test_augmentation_depends_on_seed_and_epoch_not_on_workers():
+    train = data.build_splits(dataset_cfg("dataset=synthetic", "dataset.image_size=[12,12]",
+                                          "dataset.train_size=20", "dataset.augment=basic"))["train"]
+    in_process = epoch_batches(train, 0, epoch=3)
+    with_workers = epoch_batches(train, 2, epoch=3)
+    assert all(torch.equal(a, b) for a, b in zip(in_process, with_workers, strict=True))
+    other_epoch = epoch_batches(train, 0, epoch=4)
+    assert not all(torch.equal(a, b) for a, b in zip(in_process, other_epoch, strict=True))
+
+
+def test_flowers102_loads_official_splits_through_torchvision(flowers_root):
+    splits = data.build_splits(dataset_cfg("dataset=flowers102", f"dataset.root={flowers_root}",
+                                           "dataset.download=false"))
+    assert [len(splits[s]) for s in data.SPLITS] == [1020, 1020, 6149]
+    x, y = splits["train"][0]
+    assert x.shape == (3, 128, 128) and 0 <= y < 102
+    train_labels = splits["train"]._labels
+    assert sorted(set(train_labels)) == list(range(102))  # the official train split: 10 per class
+    assert all(train_labels.count(c) == 10 for c in range(102))
+
+
+def test_flowers102_missing_names_the_folder_and_the_files(tmp_path):
+    cfg = dataset_cfg("dataset=flowers102", f"dataset.root={tmp_path}", "dataset.download=false")
+    with pytest.raises(UserError) as caught:
+        data.build_splits(cfg)
+    message = str(caught.value)
+    assert str(tmp_path / "flowers-102") in message
+    assert "imagelabels.mat, setid.mat and jpg/" in message and "dataset.download=true" in message
+
+
+def test_flowers102_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torchvision.datasets.flowers102 as module
+
+    def offline(*args, **kwargs):
+        raise URLError("no internet")
+
+    monkeypatch.setattr(module, "download_and_extract_archive", offline)
+    cfg = dataset_cfg("dataset=flowers102", f"dataset.root={tmp_path}", "dataset.download=true")
+    with pytest.raises(UserError, match=r"could not download Flowers-102 into .*flowers-102 .*no internet"):
+        data.build_splits(cfg)
+
+
+def make_image_folder(root, classes=3, per_class=10, size=(9, 7)):
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class_{c}" / f"{i}.png")
+
+
+def test_imagefolder_seeded_split(tmp_path):
+    make_image_folder(tmp_path)
+    cfg = dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=3",
+                      "dataset.image_size=[8,8]")
+    splits = data.build_splits(cfg)
+    assert [len(splits[s]) for s in data.SPLITS] == [24, 6, 0]
+    assert splits["train"][0][0].shape == (3, 8, 8)
+    assert splits["val"].indices == data.build_splits(cfg)["val"].indices
+    assert not set(splits["train"].indices) & set(splits["val"].indices)
+
+
+def test_imagefolder_class_count_mismatch(tmp_path):
+    make_image_folder(tmp_path)
+    cfg = dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=5")
+    with pytest.raises(UserError, match=r"dataset.num_classes=5 but .* has 3 class folders. Fix: dataset.num_classes=3"):
+        data.build_splits(cfg)
