@@ -170,8 +170,9 @@ def flowers102(cfg) -> dict[str, Dataset]:
             cfg.root, split=split, transform=pil_transforms(cfg, split == "train"), download=cfg.download
         )
 
+    fetch = f"102flowers.tgz (unpacked there into jpg/), imagelabels.mat and setid.mat from {FLOWERS_URL}"
     return {
-        split: _open_torchvision(lambda s=split: make(s), "Flowers-102", folder, expected, FLOWERS_URL, cfg)
+        split: _open_torchvision(lambda s=split: make(s), "Flowers-102", folder, expected, fetch, cfg)
         for split in SPLITS
     }
 
@@ -182,12 +183,12 @@ def cifar10(cfg) -> dict[str, Dataset]:
 
     folder = Path(cfg.root) / "cifar-10-batches-py"
     expected = "data_batch_1 .. data_batch_5, test_batch, batches.meta"
-    url = "https://www.cs.toronto.edu/~kriz/cifar.html"
+    fetch = "cifar-10-python.tar.gz (unpacked there) from https://www.cs.toronto.edu/~kriz/cifar.html"
 
     def make(train: bool, augment: bool):
         return _open_torchvision(
             lambda: CIFAR10(cfg.root, train=train, transform=pil_transforms(cfg, augment), download=cfg.download),
-            "CIFAR-10", folder, expected, url, cfg,
+            "CIFAR-10", folder, expected, fetch, cfg,
         )
 
     train_full, val_full = make(True, True), make(True, False)
@@ -236,7 +237,7 @@ def imagefolder(cfg) -> dict[str, Dataset]:
     }
 
 
-def _open_torchvision(make: Callable, name: str, folder: Path, expected: str, url: str, cfg):
+def _open_torchvision(make: Callable, name: str, folder: Path, expected: str, fetch: str, cfg):
     """Build a torchvision dataset; a missing download or folder becomes one clear message."""
     try:
         return make()
@@ -244,7 +245,7 @@ def _open_torchvision(make: Callable, name: str, folder: Path, expected: str, ur
         if cfg.download:
             raise UserError(
                 f"could not download {name} into {folder} ({error}). Fix: check the internet "
-                f"connection, or fetch {expected} from {url} into {folder} yourself, "
+                f"connection, or put {fetch} into {folder} yourself, "
                 "or set dataset.root=FOLDER that already holds them"
             ) from None
         raise UserError(
