@@ -124,3 +124,16 @@ def test_label_smoothing_and_channels_last_run(tmp_path):
                           "model.channels=4", "model.n_blocks=1", "model.activation_checkpointing=true"])
     figures = train_job(cfg, tmp_path / "run")
     assert math.isfinite(figures["loss"])
+
+
+def test_batch_norm_with_micro_batches_warns_once(tmp_path, caplog):
+    cfg = compose_config([*TINY, "model=resnet18", "trainer.epochs=1"])
+    train_job(cfg, tmp_path / "bn")
+    warnings = [r for r in caplog.records if "normalization statistics see only the micro-batch" in r.message]
+    assert len(warnings) == 1
+
+
+def test_first_step_reports_the_loss_at_init_against_chance(tmp_path, caplog):
+    caplog.set_level("INFO")
+    train_job(compose_config(TINY), tmp_path / "run")
+    assert "chance level -ln(1/7) = 1.9459" in caplog.text
