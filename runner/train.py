@@ -107,6 +107,27 @@ def checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch: int, global
     }
 
 
+def restore(state: dict, model, optimizer, schedule, scaler) -> tuple[int, int]:
+    """Load a checkpoint's full state (RNG last); returns (completed epochs, global step)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    scaler.load_state_dict(state["scaler"])
+    checkpoint.set_rng_state(state["rng"])
+    return state["epoch"], state["global_step"]
+
+
+def optimizer_update(optimizer, scaler, schedule, params, clip: float) -> torch.Tensor:
+    """One update from the accumulated gradients; returns the gradient norm before clipping."""
+    scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+    grad_norm = nn.utils.clip_grad_norm_(params, clip)
+    scaler.step(optimizer)  # under fp16 skips the update when a gradient is inf/nan
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    schedule.step()
+    return grad_norm
+
+
 def all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -142,12 +163,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
 
     start_epoch, global_step = 0, 0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        schedule.load_state_dict(resume_state["schedule"])
-        scaler.load_state_dict(resume_state["scaler"])
-        checkpoint.set_rng_state(resume_state["rng"])
-        start_epoch, global_step = resume_state["epoch"], resume_state["global_step"]
+        start_epoch, global_step = restore(resume_state, model, optimizer, schedule, scaler)
     if start_epoch >= trainer.epochs:
         log.info("the run has already finished (%d of %d epochs): nothing to do", start_epoch, trainer.epochs)
         return {"epoch": start_epoch, "finished": True}
@@ -212,12 +228,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
             if epoch_samples - window_start < window_size:
                 continue  # more micro-batches to accumulate into this learning batch
 
-            scaler.unscale_(optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(params, clip)
-            scaler.step(optimizer)  # under fp16 skips the update when a gradient is inf/nan
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()
+            grad_norm = optimizer_update(optimizer, scaler, schedule, params, clip)
             global_step += 1
             grad_finite = torch.isfinite(grad_norm)
             bad = ~torch.isfinite(window_loss) if fp16 else ~(torch.isfinite(window_loss) & grad_finite)
@@ -262,10 +273,9 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
             if not all_finite(model):
                 raise UserError(f"the weights are not finite after epoch {epoch + 1}: no checkpoint written. "
                                 "Fix: lower optimizer.lr or set trainer.grad_clip_norm")
+            state = checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch + 1, global_step, provenance)
             path = checkpoint_dir / checkpoint.checkpoint_name(epoch + 1)
-            checkpoint.save_atomic(
-                checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch + 1, global_step, provenance), path
-            )
+            checkpoint.save_atomic(state, path)
             log.info("checkpoint %s", path.relative_to(run_dir))
             checkpoint.prune(checkpoint_dir, cfg.checkpoint.keep_last, protect=path)
         writer.flush()
