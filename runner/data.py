@@ -274,6 +274,16 @@ def build_splits(cfg) -> dict[str, Dataset]:
     return splits
 
 
+def class_names(dataset: Dataset, num_classes: int) -> list[str]:
+    """The dataset's class names where it has them (torchvision's .classes), else the class numbers."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    names = getattr(dataset, "classes", None)
+    if names is not None and len(names) == num_classes:
+        return [str(name) for name in names]
+    return [str(c) for c in range(num_classes)]
+
+
 def subset(dataset: Dataset, size: int, seed: int, split: str) -> Dataset:
     """A fixed miniature: the same `size` samples of this split in every run (seeded by split name)."""
     if size >= len(dataset):

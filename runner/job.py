@@ -17,13 +17,14 @@ from runner import checkpoint, data, provenance
 from runner.config import validate
 from runner.errors import UserError
 from runner.models import count_parameters
-from runner.train import changed_settings, fit, pick_device, seed_everything
+from runner.device import pick_device
+from runner.train import changed_settings, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
 # settings that may change between a run and its resume without changing what is computed
 RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
-                     "checkpoint.", "resume", "dataset.root", "dataset.download")
+                     "checkpoint.", "resume", "dataset.root", "dataset.download", "evaluate.")
 
 
 def hydra_overrides() -> list[str]:
@@ -40,7 +41,7 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
     git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git)
 
     trainer = cfg.trainer
-    device = pick_device(str(trainer.device))
+    device = pick_device(str(trainer.device), key="trainer.device")
     seed_everything(trainer.seed, trainer.deterministic)
     splits = data.build_splits(cfg.dataset)
     log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))

@@ -28,40 +28,12 @@ from torch import nn
 from tqdm import tqdm
 
 from runner import checkpoint, data
+from runner.device import autocast_dtype
 from runner.errors import UserError
 from runner.models import has_batch_norm
 from runner.optim import build_optimizer, build_schedule
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"trainer.device={name} but no CUDA GPU is visible. Fix: trainer.device=auto or cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("trainer.device=mps but MPS is not available. Fix: trainer.device=auto or cpu")
-    return torch.device(name)
-
-
-def autocast_dtype(precision, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `trainer.precision` on this device; None means plain fp32."""
-    precision = str(precision)
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "16" and device.type != "cuda":
-        raise UserError(
-            f"trainer.precision=16 needs a CUDA GPU (fp16 training uses a GradScaler), not {device}. "
-            "Fix: trainer.precision=bf16 or trainer.precision=32"
-        )
-    return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -149,7 +121,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
         resume_state: dict | None) -> dict:
     """Train for cfg.trainer.epochs (continuing from resume_state); returns the last epoch's figures."""
     trainer = cfg.trainer
-    amp_dtype = autocast_dtype(trainer.precision, device)
+    amp_dtype = autocast_dtype(trainer.precision, device, key="trainer.precision")
     model.to(device)
     if trainer.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -23,7 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from runner import data
 from runner.optim import build_optimizer
-from runner.train import autocast_dtype, fit, pick_device, seed_everything
+from runner.device import autocast_dtype, pick_device
+from runner.train import fit, seed_everything
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -26,7 +26,7 @@ def test_mixed_precision_trains_on_cuda(tmp_path, precision):
 
 
 def test_auto_precision_picks_bf16_where_supported():
-    from runner.train import autocast_dtype
+    from runner.device import autocast_dtype
 
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     assert autocast_dtype("auto", torch.device("cuda")) == expected

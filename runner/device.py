@@ -1,0 +1,37 @@
+"""Device and precision choice, shared by training (`python -m runner`) and `python -m runner.evaluate`."""
+
+from __future__ import annotations
+
+import torch
+
+from runner.errors import UserError
+
+
+def pick_device(name: str, key: str = "device") -> torch.device:
+    """`auto`: cuda, then mps, then cpu; a named device that is not there is a UserError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{key}={name} but no CUDA GPU is visible. Fix: {key}=auto or {key}=cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{key}=mps but MPS is not available. Fix: {key}=auto or {key}=cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision, device: torch.device, key: str = "precision") -> torch.dtype | None:
+    """The autocast dtype for a precision setting on this device; None means plain fp32."""
+    precision = str(precision)
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "16" and device.type != "cuda":
+        raise UserError(
+            f"{key}=16 needs a CUDA GPU (fp16 training uses a GradScaler), not {device}. "
+            f"Fix: {key}=bf16 or {key}=32"
+        )
+    return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]

@@ -1,0 +1,73 @@
+"""Figures of `python -m runner.evaluate` for the best checkpoint: confusion matrix, loss galleries.
+
+"Know the output, not only the metric": a gallery shows the examples at the minimum, the
+quartiles and the maximum of the per-example loss, each tile the input as the model saw it
+(de-normalized for display) with its true label, the prediction and the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, on a cluster node or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+QUANTILES = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
+
+
+def confusion_matrix_png(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
+    """Row-normalized confusion matrix (each true class sums to 1); class names when they fit."""
+    c = confusion.shape[0]
+    rows = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp_min(1)
+    size = min(4 + 0.25 * c, 20)
+    figure, axes = plt.subplots(figsize=(size, size))
+    image = axes.imshow(rows.numpy(), cmap="viridis", vmin=0, vmax=1)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    if c <= 30:
+        axes.set_xticks(range(c), class_names, rotation=90, fontsize=7)
+        axes.set_yticks(range(c), class_names, fontsize=7)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of the true class")
+    axes.set_title(f"confusion matrix ({int(confusion.sum())} examples)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def gallery_indices(losses: torch.Tensor, quantile: float, count: int) -> list[int]:
+    """`count` examples whose loss ranks nearest the quantile (the lowest for 0, the highest for 1)."""
+    order = losses.argsort().tolist()
+    count = min(count, len(order))
+    centre = round(quantile * (len(order) - 1))
+    start = min(max(centre - count // 2, 0), len(order) - count)
+    return order[start:start + count]
+
+
+def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor,
+                   load_image: Callable[[int], torch.Tensor], class_names: list[str],
+                   mean: list[float], std: list[float], out_dir: Path, per_gallery: int = 8) -> list[Path]:
+    """One PNG per quantile of the per-example loss: gallery_min.png ... gallery_max.png."""
+    paths = []
+    for name, quantile in QUANTILES.items():
+        indices = gallery_indices(losses, quantile, per_gallery)
+        figure, axes = plt.subplots(1, len(indices), figsize=(2 * len(indices), 2.6), squeeze=False)
+        for axis, index in zip(axes[0], indices, strict=True):
+            image = load_image(index).float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+            image = image.clamp(0, 1).permute(1, 2, 0).numpy()
+            axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            true, predicted = int(labels[index]), int(predictions[index])
+            colour = "green" if true == predicted else "red"
+            axis.set_title(f"true {class_names[true][:14]}\npred {class_names[predicted][:14]}\n"
+                           f"loss {float(losses[index]):.3f}", fontsize=7, color=colour)
+            axis.axis("off")
+        figure.suptitle(f"per-example loss at the {name} (#{', #'.join(map(str, indices))})", fontsize=8)
+        figure.tight_layout()
+        path = out_dir / f"gallery_{name}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths
