@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import checkpoint, data, provenance
 from runner.config import validate
+from runner.device import pick_device
 from runner.errors import UserError
 from runner.models import count_parameters
-from runner.device import pick_device
 from runner.train import changed_settings, fit, seed_everything
 
 log = logging.getLogger(__name__)

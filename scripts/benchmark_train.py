@@ -22,8 +22,8 @@ from hydra.utils import instantiate
 from torch.utils.tensorboard import SummaryWriter
 
 from runner import data
-from runner.optim import build_optimizer
 from runner.device import autocast_dtype, pick_device
+from runner.optim import build_optimizer
 from runner.train import fit, seed_everything
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
