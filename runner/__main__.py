@@ -15,18 +15,19 @@ log = logging.getLogger("runner")
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the best validation metric (evaluate.metric), the objective a sweeper optimizes."""
     from runner.job import train_job  # after Hydra has parsed --help/--cfg: those stay fast
 
     hydra_cfg = HydraConfig.get()
     try:
-        figures = train_job(cfg, Path(hydra_cfg.runtime.output_dir))
+        result = train_job(cfg, Path(hydra_cfg.runtime.output_dir))
     except UserError as error:
         log.error("%s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial and goes on
         sys.exit(2)
-    return figures.get("loss", float("nan"))
+    return None if result["best"] is None else result["best"][cfg.evaluate.metric]
 
 
 if __name__ == "__main__":

@@ -118,6 +118,13 @@ def run_directory(settings: DictConfig) -> Path:
     return run_dir
 
 
+def find_row(run_dir: Path, checkpoint_name: str, split: str, tta: str) -> dict | None:
+    for row in read_rows(run_dir / "eval"):
+        if (row["checkpoint"], row["split"], row["tta"]) == (checkpoint_name, split, tta):
+            return row
+    return None
+
+
 def read_rows(eval_dir: Path) -> list[dict]:
     path = eval_dir / "metrics.jsonl"
     if not path.exists():
@@ -236,7 +243,8 @@ def write_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
     record = {"checkpoint": best["checkpoint"], "epoch": best["epoch"], "global_step": best["global_step"],
               "metric": settings.metric, "direction": direction_of(settings), "value": best[settings.metric],
               "split": best["split"], "tta": best["tta"], "metrics": best}
-    figures_current = previous.get("checkpoint") == best["checkpoint"] and (eval_dir / "confusion_matrix.png").exists()
+    same = all(previous.get(key) == record[key] for key in ("checkpoint", "split", "tta"))
+    figures_current = same and (eval_dir / "confusion_matrix.png").exists()
     if settings.galleries and not figures_current:
         record["confused_pairs"] = write_figures(run_dir, best, settings)
     elif "confused_pairs" in previous:
@@ -334,32 +342,28 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
         if best is None:
             raise UserError(f"{run_dir} has no evaluated checkpoint to look at. Fix: train it first")
         only = run_dir / best["checkpoint"]
+    name = relative(only, run_dir)
+    evaluate_pending(run_dir, settings, [only])
+    row = find_row(run_dir, name, "test", settings.tta)
+    if row is None:
+        raise UserError(f"{only} could not be read. Fix: pick another checkpoint=FILE")
+    record_test_look(run_dir, name, settings.tta, row["top1"])
+    print_table(read_rows(run_dir / "eval"), row, "test", settings.tta, settings.metric)
+    return row
+
+
+def record_test_look(run_dir: Path, checkpoint_name: str, tta: str, top1: float) -> None:
+    """Append this look at the test split to the run's ledger; warn if it is not the first."""
+    from runner.provenance import now
+
     ledger = run_dir / "eval" / "test_ledger.jsonl"
     looks = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
     if looks:
         log.warning("the test split of this run has been looked at %d time(s) before (first %s, %s): results chosen "
                     "after looking are no longer an unbiased estimate. Tune on val; test once.",
                     len(looks), looks[0]["time"], looks[0]["checkpoint"])
-    done = {(r["checkpoint"], r["split"], r["tta"]): r for r in read_rows(run_dir / "eval")}
-    name = relative(only, run_dir)
-    row = done.get((name, "test", settings.tta))
-    if row is None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"), filename_suffix=".eval")
-        try:
-            row = evaluate_checkpoint(only, run_dir, settings, writer)
-        finally:
-            writer.close()
-        if row is None:
-            raise UserError(f"{only} could not be read. Fix: pick another checkpoint=FILE")
-        append_row(run_dir / "eval", row)
-    from runner.provenance import now
-
     with open(ledger, "a") as file:
-        file.write(json.dumps({"time": now(), "checkpoint": name, "tta": settings.tta, "top1": row["top1"]}) + "\n")
-    print_table(read_rows(run_dir / "eval"), row, "test", settings.tta, settings.metric)
-    return row
+        file.write(json.dumps({"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}) + "\n")
 
 
 def run_finished(run_dir: Path) -> bool:

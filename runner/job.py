@@ -32,7 +32,7 @@ def hydra_overrides() -> list[str]:
 
 
 def train_job(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train the configured model in run_dir; returns the last epoch's training figures."""
+    """Train in run_dir, then evaluate; returns {"train": last epoch's figures, "best": best val row}."""
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
@@ -82,10 +82,17 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         record["end_time"] = provenance.now()
         provenance.write_run_json(run_dir, record)
 
+    best = None
+    if cfg.evaluate.after_training:  # a separate step, as `python -m runner.evaluate run_dir=...` would do it
+        from runner.evaluate import evaluate_run
+
+        best = evaluate_run(run_dir, cfg.evaluate)
     print(f"\nrun directory: {run_dir}")
     print(f"checkpoints:   {run_dir / 'checkpoints'}")
+    if best is not None:
+        print(f"best:          {best['checkpoint']} ({cfg.evaluate.metric} {best[cfg.evaluate.metric]:.4f} on val)")
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
-    return figures
+    return {"train": figures, "best": best}
 
 
 def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:

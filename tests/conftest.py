@@ -23,7 +23,7 @@ TINY = [
     "dataset=synthetic", "dataset.num_classes=7", "dataset.image_size=[11,13]", "dataset.channels=3",
     "dataset.train_size=30", "dataset.val_size=14", "dataset.test_size=14",
     "trainer.epochs=2", "trainer.batch_size=12", "trainer.micro_batch_size=4",
-    "checkpoint.every_epochs=1",
+    "checkpoint.every_epochs=1", "evaluate.after_training=false",
 ]
 
 

@@ -21,7 +21,7 @@ CONVNET = [*TINY, "model=convnet", "model.channels=8", "model.n_blocks=2", "trai
 
 @pytest.mark.parametrize("precision", ["bf16", "16", "32"])
 def test_mixed_precision_trains_on_cuda(tmp_path, precision):
-    figures = train_job(compose_config([*CONVNET, f"trainer.precision={precision}"]), tmp_path / precision)
+    figures = train_job(compose_config([*CONVNET, f"trainer.precision={precision}"]), tmp_path / precision)["train"]
     assert figures["loss"] < 0.5 * math.log(7), figures
 
 
@@ -42,5 +42,5 @@ def test_fp16_scaler_state_is_checkpointed(tmp_path):
 
 def test_channels_last_and_compile_train_on_cuda(tmp_path):
     figures = train_job(compose_config([*CONVNET, "trainer.channels_last=true", "trainer.compile=true"]),
-                        tmp_path / "run")
+                        tmp_path / "run")["train"]
     assert figures["loss"] < 0.5 * math.log(7), figures

@@ -93,7 +93,7 @@ def test_gradient_clipping_clips_the_gradient_not_the_loss(tmp_path):
 def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     cfg = compose_config([*TINY, "trainer.precision=bf16", "model=convnet", "model.channels=8",
                           "model.n_blocks=2", "trainer.epochs=6", "optimizer.lr=0.01"])
-    figures = train_job(cfg, tmp_path / "bf16")
+    figures = train_job(cfg, tmp_path / "bf16")["train"]
     assert figures["loss"] < 0.5 * math.log(7), figures
 
 
@@ -122,7 +122,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 def test_label_smoothing_and_channels_last_run(tmp_path):
     cfg = compose_config([*TINY, "loss.label_smoothing=0.1", "trainer.channels_last=true", "model=convnet",
                           "model.channels=4", "model.n_blocks=1", "model.activation_checkpointing=true"])
-    figures = train_job(cfg, tmp_path / "run")
+    figures = train_job(cfg, tmp_path / "run")["train"]
     assert math.isfinite(figures["loss"])
 
 

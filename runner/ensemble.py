@@ -1,0 +1,102 @@
+"""python -m runner.evaluate 'ensemble=[RUN_A,RUN_B]'   or   run_dir=RUN ensemble_top_k=3
+
+Averages the members' predicted probabilities (each member: the best checkpoint of a run, or
+one of the K best checkpoints of one run) and reports the ensemble next to each member, on
+the chosen split. Members are evaluated first where they have not been, with the evaluator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner import metrics
+from runner.errors import UserError
+from runner.evaluate import (
+    direction_of,
+    evaluate_pending,
+    evaluate_run,
+    find_row,
+    locked,
+    predictions_path,
+    read_rows,
+    record_test_look,
+    relative,
+    run_directory,
+)
+
+log = logging.getLogger("runner.evaluate")
+
+
+def members_of(settings: DictConfig) -> list[tuple[Path, Path]]:
+    """(run_dir, checkpoint) of each member, chosen on the validation split."""
+    val = OmegaConf.merge(settings, {"split": "val", "checkpoint": None})
+    if settings.ensemble:
+        members = []
+        for run in settings.ensemble:
+            run_dir = run_directory(OmegaConf.merge(val, {"run_dir": run}))
+            best = evaluate_run(run_dir, val)
+            if best is None:
+                raise UserError(f"{run_dir} has no checkpoint to evaluate. Fix: train it first, or drop it from ensemble=")
+            members.append((run_dir, run_dir / best["checkpoint"]))
+        return members
+    run_dir = run_directory(val)
+    evaluate_run(run_dir, val)
+    rows = [r for r in read_rows(run_dir / "eval") if r["split"] == "val" and r["tta"] == settings.tta]
+    sign = -1 if direction_of(settings) == "max" else 1
+    ranked = sorted(rows, key=lambda r: (sign * r[settings.metric], -r["epoch"]))
+    if len(ranked) < 2:
+        raise UserError(f"{run_dir} has {len(ranked)} evaluated checkpoint(s); an ensemble needs 2. Fix: ensemble_top_k "
+                        "needs a run with several checkpoints (checkpoint.every_epochs)")
+    return [(run_dir, run_dir / r["checkpoint"]) for r in ranked[: settings.ensemble_top_k]]
+
+
+def evaluate_ensemble(settings: DictConfig) -> dict:
+    """Evaluate each member on settings.split, average their probabilities, report all of them."""
+    members = members_of(settings)
+    rows, log_probs, labels = [], [], None
+    for run_dir, path in members:
+        with locked(run_dir / "eval"):
+            evaluate_pending(run_dir, settings, [path])
+        name = relative(path, run_dir)
+        row = find_row(run_dir, name, settings.split, settings.tta)
+        if row is None:
+            raise UserError(f"{path} could not be evaluated. Fix: drop it from the ensemble")
+        saved = torch.load(predictions_path(run_dir / "eval", name, settings.split, settings.tta), weights_only=True)
+        if labels is not None and not torch.equal(labels, saved["labels"]):
+            raise UserError(f"{run_dir} was evaluated on different {settings.split} data than the first member. "
+                            "Fix: ensemble runs of the same dataset and split")
+        labels = saved["labels"]
+        log_probs.append(saved["log_probabilities"])
+        rows.append({"member": f"{run_dir.name}/{name}", **{k: row[k] for k in ("loss", "top1", "top5", "balanced_accuracy")}})
+        if settings.split == "test":
+            record_test_look(run_dir, name, settings.tta, row["top1"])
+    averaged = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
+    summary = metrics.summarize(averaged, labels, averaged.shape[1])
+    result = {"split": settings.split, "tta": settings.tta, "members": rows,
+              "ensemble": {k: summary[k] for k in ("n", "loss", "top1", "top5", "balanced_accuracy", "top1_ci95", "ece")}}
+    out = ensemble_path(settings, members)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print_ensemble(result)
+    print(f"written to {out}")
+    return result["ensemble"]
+
+
+def ensemble_path(settings: DictConfig, members: list[tuple[Path, Path]]) -> Path:
+    if settings.ensemble_top_k and not settings.ensemble:
+        return members[0][0] / "eval" / f"ensemble_top{settings.ensemble_top_k}.{settings.split}.json"
+    return Path("outputs") / "ensembles" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S") / f"ensemble.{settings.split}.json"
+
+
+def print_ensemble(result: dict) -> None:
+    lines = [f"ensemble on the {result['split']} split:", f"  {'member':<60} {'loss':>8} {'top-1':>7} {'top-5':>7}"]
+    for row in [*result["members"], {"member": "ENSEMBLE (mean probability)", **result["ensemble"]}]:
+        lines.append(f"  {row['member']:<60} {row['loss']:>8.4f} {100 * row['top1']:>6.2f}% {100 * row['top5']:>6.2f}%")
+    print("\n".join(lines))
