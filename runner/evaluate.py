@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import checkpoint, data, metrics
 from runner.device import autocast_dtype, pick_device
 from runner.errors import UserError
+from runner.provenance import now
 
 log = logging.getLogger("runner.evaluate")  # also when run as __main__
 
@@ -206,7 +207,7 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer)
         "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"],
         "split": settings.split, "tta": settings.tta, **summary,
         "top1_ci_low": summary["top1_ci95"][0], "top1_ci_high": summary["top1_ci95"][1],
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
     }
     checkpoint.save_atomic({"log_probabilities": log_probs, "labels": labels},
                            predictions_path(run_dir / "eval", name, settings.split, settings.tta))
@@ -354,8 +355,6 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
 
 def record_test_look(run_dir: Path, checkpoint_name: str, tta: str, top1: float) -> None:
     """Append this look at the test split to the run's ledger; warn if it is not the first."""
-    from runner.provenance import now
-
     ledger = run_dir / "eval" / "test_ledger.jsonl"
     looks = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
     if looks:
@@ -373,6 +372,18 @@ def run_finished(run_dir: Path) -> bool:
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     return status != "running"
+
+
+def wait_for_run(settings: DictConfig) -> Path:
+    """watch=true may start before the training run has made its directory: wait for it."""
+    deadline = time.monotonic() + 60 * settings.idle_minutes
+    while True:
+        try:
+            return run_directory(settings)
+        except UserError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(settings.poll_seconds)
 
 
 def watch(run_dir: Path, settings: DictConfig) -> dict | None:
@@ -402,9 +413,9 @@ def evaluate(settings: DictConfig) -> dict | None:
         from runner.ensemble import evaluate_ensemble
 
         return evaluate_ensemble(settings)
-    run_dir = run_directory(settings)
     if settings.watch:
-        return watch(run_dir, settings)
+        return watch(wait_for_run(settings), settings)
+    run_dir = run_directory(settings)
     only = Path(settings.checkpoint) if settings.checkpoint else None
     return evaluate_run(run_dir, settings, only)
 

@@ -27,10 +27,10 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str] | None = None):
-    """The composed train config, as `python -m runner OVERRIDES` would see it."""
+def compose_config(overrides: list[str] | None = None, config_name: str = "train"):
+    """The composed config, as `python -m runner OVERRIDES` (or runner.evaluate) would see it."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides or []))
+        return compose(config_name=config_name, overrides=list(overrides or []))
 
 
 def cli_env() -> dict:

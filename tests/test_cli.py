@@ -37,11 +37,18 @@ def test_default_command_trains_on_digits_and_says_where_everything_is(workdir):
     assert len(epochs) == 20 and float(epochs[-1][1]) < 0.3 < float(epochs[0][1])
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
+    # training ends with the offline evaluator: the validation table and the best checkpoint
+    assert "val split (best by top1 marked *):" in result.stdout
+    best = json.loads((run_dir / "eval" / "best.json").read_text())
+    assert f"best:          {best['checkpoint']} (top1 {best['value']:.4f} on val)" in result.stdout
+    assert best["value"] > 0.9  # digits with an MLP: well above chance
+    assert (run_dir / "eval" / "gallery_max.png").is_file()
+
     events = EventAccumulator(str(run_dir / "tb"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "train/accuracy", "train/lr", "train/grad_norm", "train/images_per_s",
-            "train/data_wait_fraction"} <= scalars
+            "train/data_wait_fraction", "eval/val/top1", "eval/val/loss"} <= scalars
     assert "train/first_batch" in events.Tags()["images"]
     losses = [event.value for event in events.Scalars("train/loss")]
     assert losses[-1] < losses[0]
@@ -106,3 +113,20 @@ def test_help_and_cfg_job_show_the_composed_config(workdir):
     assert helped.returncode == 0
     assert "python -m runner +experiment=flowers" in helped.stdout
     assert "model: convnet, lenet, linear, mlp, resnet18, resnet50" in helped.stdout
+
+
+@pytest.mark.slow
+def test_the_evaluate_command(workdir):
+    trained = run_cli(["trainer.epochs=2", "checkpoint.every_epochs=1", "evaluate.after_training=false"], cwd=workdir)
+    run_dir = printed_run_dir(trained.stdout)
+    assert not (run_dir / "eval").exists()
+    result = run_cli([f"run_dir={run_dir}"], cwd=workdir, module="runner.evaluate")
+    assert result.returncode == 0, result.stderr
+    table = result.stdout[result.stdout.index("val split"):].splitlines()
+    assert table[1].split() == ["checkpoint", "epoch", "loss", "top-1", "top-5", "bal.acc"]
+    assert [line.split()[-5] for line in table[2:]] == ["1", "2"]
+    assert (run_dir / "eval" / "evaluate.log").read_text().count("on val: loss") == 2
+
+    missing = run_cli(["run_dir=no/such/run"], cwd=workdir, module="runner.evaluate")
+    assert missing.returncode == 2 and "Traceback" not in missing.stdout + missing.stderr
+    assert "run_dir=no/such/run is not a run directory" in missing.stdout

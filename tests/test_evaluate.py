@@ -1,0 +1,267 @@
+"""The offline evaluator against a plain reference, its files, its modes, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from runner import checkpoint, data
+from runner.errors import UserError
+from runner.evaluate import assert_eval_mode, evaluate, evaluate_run, predict, read_rows
+from runner.job import train_job
+from tests.conftest import TINY, cli_env, compose_config
+
+
+def settings(*overrides):
+    return compose_config(list(overrides), config_name="evaluate")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 3-epoch run with a checkpoint every epoch, not yet evaluated."""
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    train_job(compose_config([*TINY, "trainer.epochs=3", "model.dropout=0.2"]), run_dir)
+    return run_dir
+
+
+def fresh_copy(run_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))
+    return copy
+
+
+def reference_metrics(path: Path, split: str) -> dict:
+    """Deliberately simple: one sample at a time through the model, plain Python counting."""
+    state = checkpoint.load(path)
+    config = OmegaConf.create(state["config"])
+    model = instantiate(config.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    dataset = data.build_splits(config.dataset)[split]
+    total_loss, correct = 0.0, 0
+    hits, counts = [0] * config.dataset.num_classes, [0] * config.dataset.num_classes
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            x, y = dataset[i]
+            logits = model(x.unsqueeze(0))[0]
+            total_loss += float(torch.nn.functional.cross_entropy(logits.unsqueeze(0), torch.tensor([int(y)])))
+            counts[int(y)] += 1
+            if int(logits.argmax()) == int(y):
+                correct += 1
+                hits[int(y)] += 1
+    return {"loss": total_loss / len(dataset), "top1": correct / len(dataset),
+            "per_class_accuracy": [h / c if c else None for h, c in zip(hits, counts, strict=True)],
+            "n": len(dataset)}
+
+
+def test_metrics_equal_a_plain_per_sample_loop(trained, tmp_path):
+    run_dir = fresh_copy(trained, tmp_path)
+    evaluate_run(run_dir, settings("batch_size=5"))  # 14 validation samples: the last batch has 4
+    rows = read_rows(run_dir / "eval")
+    assert [r["checkpoint"] for r in rows] == [f"checkpoints/epoch-000{e}.pt" for e in (1, 2, 3)]
+    for row in rows:
+        expected = reference_metrics(run_dir / row["checkpoint"], "val")
+        assert row["n"] == expected["n"] == 14  # every sample exactly once
+        assert row["top1"] == pytest.approx(expected["top1"])
+        assert row["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+        assert row["per_class_accuracy"] == pytest.approx(expected["per_class_accuracy"])
+
+
+def bn_dropout_model():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 9 * 11, 7))
+    model.train()
+    for _ in range(3):  # give BatchNorm running statistics that differ from any one batch's
+        model(torch.randn(16, 3, 11, 13) * 3 + 1)
+    return model
+
+
+def test_eval_mode_gives_the_same_predictions_for_any_batch_size():
+    model = bn_dropout_model().eval()
+    dataset = torch.utils.data.TensorDataset(torch.randn(23, 3, 11, 13), torch.randint(0, 7, (23,)))
+    results = [predict(model, data.eval_loader(dataset, b, 0, False), torch.device("cpu"), None, "none")[0]
+               for b in (1, 5, 23)]
+    for other in results[1:]:
+        torch.testing.assert_close(results[0], other, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_left_in_training_mode_is_caught():
+    model = bn_dropout_model()  # in training mode: dropout and batch statistics
+    x = torch.randn(8, 3, 11, 13)
+    assert not torch.allclose(model(x)[:4], model(x[:4]))  # what the check protects against
+    dataset = torch.utils.data.TensorDataset(x, torch.zeros(8, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="training mode"):
+        predict(model, data.eval_loader(dataset, 4, 0, False), torch.device("cpu"), None, "none")
+
+
+def test_a_model_whose_eval_does_nothing_is_caught(monkeypatch):
+    """The check of the check: a planted no-op eval() is refused, not silently evaluated."""
+    model = bn_dropout_model()
+    monkeypatch.setattr(torch.nn.Module, "eval", lambda self: self)
+    with pytest.raises(RuntimeError, match="training mode"):
+        assert_eval_mode(model.eval())
+
+
+def test_rerun_evaluates_nothing_new_and_prints_the_same_table(trained, tmp_path, capsys):
+    run_dir = fresh_copy(trained, tmp_path)
+    evaluate_run(run_dir, settings())
+    first = capsys.readouterr().out
+    rows = read_rows(run_dir / "eval")
+    evaluate_run(run_dir, settings())
+    assert capsys.readouterr().out == first
+    assert read_rows(run_dir / "eval") == rows
+    assert sum(line.startswith("* checkpoints/") for line in first.splitlines()) == 1  # the best, marked
+
+
+def test_best_json_figures_and_tensorboard_steps(trained, tmp_path):
+    run_dir = fresh_copy(trained, tmp_path)
+    best = evaluate_run(run_dir, settings("metric=loss"))
+    rows = read_rows(run_dir / "eval")
+    assert best["loss"] == min(r["loss"] for r in rows)
+    record = json.loads((run_dir / "eval" / "best.json").read_text())
+    assert record["checkpoint"] == best["checkpoint"] and record["direction"] == "min"
+    for name in ("confusion_matrix.png", "confusion_matrix.csv", "metrics.csv", "gallery_min.png",
+                 "gallery_q25.png", "gallery_median.png", "gallery_q75.png", "gallery_max.png"):
+        assert (run_dir / "eval" / name).is_file(), name
+    counts = (run_dir / "eval" / "confusion_matrix.csv").read_text().splitlines()
+    assert sum(sum(map(int, line.split(",")[1:])) for line in counts[1:]) == 14
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("eval/val/top1")]
+    assert steps == [r["global_step"] for r in rows] == [3, 6, 9]
+    assert [e.value for e in events.Scalars("eval/val/top1")] == pytest.approx([r["top1"] for r in rows])
+
+
+def test_the_test_split_is_looked_at_once_and_the_second_look_warns(trained, tmp_path, caplog):
+    run_dir = fresh_copy(trained, tmp_path)
+    row = evaluate(settings(f"run_dir={run_dir}", "split=test"))
+    val_rows = [r for r in read_rows(run_dir / "eval") if r["split"] == "val"]
+    assert len(val_rows) == 3 and row["split"] == "test"
+    assert row["checkpoint"] == max(val_rows, key=lambda r: (r["top1"], -r["epoch"]))["checkpoint"]
+    assert "looked at" not in caplog.text
+    evaluate(settings(f"run_dir={run_dir}", "split=test"))
+    assert "has been looked at 1 time(s) before" in caplog.text
+    ledger = (run_dir / "eval" / "test_ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 2
+
+
+def test_corrupt_and_partial_checkpoints_are_skipped_and_retried(trained, tmp_path, caplog):
+    run_dir = fresh_copy(trained, tmp_path)
+    good = (run_dir / "checkpoints" / "epoch-0002.pt").read_bytes()
+    (run_dir / "checkpoints" / "epoch-0002.pt").write_bytes(good[: len(good) // 2])
+    (run_dir / "checkpoints" / ".epoch-0004.pt.tmp-99").write_bytes(b"being written")
+    evaluate_run(run_dir, settings())
+    assert "epoch-0002.pt is truncated" in caplog.text
+    assert [r["epoch"] for r in read_rows(run_dir / "eval")] == [1, 3]
+    (run_dir / "checkpoints" / "epoch-0002.pt").write_bytes(good)  # now complete: evaluated next time
+    evaluate_run(run_dir, settings())
+    assert sorted(r["epoch"] for r in read_rows(run_dir / "eval")) == [1, 2, 3]
+
+
+def test_a_single_checkpoint_file(trained, tmp_path):
+    run_dir = fresh_copy(trained, tmp_path)
+    evaluate(settings(f"checkpoint={run_dir / 'checkpoints' / 'epoch-0002.pt'}"))
+    assert [r["checkpoint"] for r in read_rows(run_dir / "eval")] == ["checkpoints/epoch-0002.pt"]
+
+
+def test_a_moved_run_directory_still_evaluates(trained, tmp_path):
+    moved = fresh_copy(trained, tmp_path / "elsewhere")
+    best = evaluate(settings(f"run_dir={moved}"))
+    assert best["checkpoint"].startswith("checkpoints/")
+    assert json.loads((moved / "eval" / "best.json").read_text())["checkpoint"] == best["checkpoint"]
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(trained, tmp_path):
+    run_dir = fresh_copy(trained, tmp_path)
+    evaluate(settings(f"checkpoint={run_dir / 'checkpoints' / 'epoch-0003.pt'}", "tta=flip"))
+    saved = torch.load(run_dir / "eval" / "predictions" / "epoch-0003.val.flip.pt", weights_only=True)
+    state = checkpoint.load(run_dir / "checkpoints" / "epoch-0003.pt")
+    config = OmegaConf.create(state["config"])
+    model = instantiate(config.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = torch.stack([x for x, _ in data.build_splits(config.dataset)["val"]])
+    with torch.no_grad():
+        expected = ((model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2).log()
+    torch.testing.assert_close(saved["log_probabilities"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_ensemble_of_top_checkpoints_averages_probabilities(trained, tmp_path):
+    run_dir = fresh_copy(trained, tmp_path)
+    result = evaluate(settings(f"run_dir={run_dir}", "ensemble_top_k=2"))
+    rows = sorted(read_rows(run_dir / "eval"), key=lambda r: (-r["top1"], r["epoch"]))[:2]
+    probabilities = [torch.load(run_dir / "eval" / "predictions" / f"{Path(r['checkpoint']).stem}.val.pt",
+                                weights_only=True) for r in rows]
+    mean = (probabilities[0]["log_probabilities"].exp() + probabilities[1]["log_probabilities"].exp()) / 2
+    expected_top1 = float((mean.argmax(1) == probabilities[0]["labels"]).float().mean())
+    assert result["top1"] == pytest.approx(expected_top1)
+    assert json.loads((run_dir / "eval" / "ensemble_top2.val.json").read_text())["ensemble"]["n"] == 14
+
+
+def test_ensemble_of_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs = []
+    for seed in (1, 2):
+        train_job(compose_config([*TINY, f"trainer.seed={seed}"]), tmp_path / f"seed{seed}")
+        runs.append(str(tmp_path / f"seed{seed}"))
+    result = evaluate(settings(f"ensemble=[{runs[0]},{runs[1]}]"))
+    assert result["n"] == 14
+    written = list((tmp_path / "outputs" / "ensembles").glob("*/ensemble.val.json"))
+    assert len(json.loads(written[0].read_text())["members"]) == 2
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["run_dir=/nonexistent/run"], "is not a run directory"),
+    ([], "no run to evaluate"),
+    (["checkpoint=/nonexistent.pt"], "does not exist"),
+])
+def test_bad_arguments_get_one_clear_message(overrides, message):
+    with pytest.raises(UserError, match=message):
+        evaluate(settings(*overrides))
+
+
+def test_a_split_the_dataset_does_not_have(trained, tmp_path):
+    run_dir = fresh_copy(trained, tmp_path)
+    with pytest.raises(UserError, match="split='train2' is not a split"):
+        evaluate(settings(f"run_dir={run_dir}", "split=train2", "checkpoint=" + str(run_dir / "checkpoints/epoch-0001.pt")))
+
+
+def test_a_checkpoint_from_a_different_model(trained, tmp_path):
+    run_dir = fresh_copy(trained, tmp_path)
+    path = run_dir / "checkpoints" / "epoch-0001.pt"
+    state = checkpoint.load(path)
+    state["config"]["model"]["hidden"] = 32  # the weights no longer fit the described model
+    checkpoint.save_atomic(state, path)
+    with pytest.raises(UserError, match="does not fit the model of its config"):
+        evaluate(settings(f"checkpoint={path}"))
+
+
+@pytest.mark.slow
+def test_watch_follows_a_training_run_in_another_process(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "runner", *TINY, "dataset.train_size=3000", "model.hidden=512", "trainer.epochs=4",
+               f"hydra.run.dir={run_dir}"]
+    training = subprocess.Popen(command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        best = evaluate(settings(f"run_dir={run_dir}", "watch=true", "poll_seconds=0.1", "galleries=false"))
+    finally:
+        training.wait(timeout=120)
+    assert training.returncode == 0
+    rows = read_rows(run_dir / "eval")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    end = json.loads((run_dir / "run.json").read_text())["end_time"]
+    assert rows[0]["evaluated_at"] < end  # evaluated while the run was still training
+    assert best["checkpoint"] in {r["checkpoint"] for r in rows}
