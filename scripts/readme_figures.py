@@ -1,0 +1,22 @@
+"""python scripts/readme_figures.py
+
+Regenerates the figures the README shows (scripts/figures/*.png) from a real run: the default
+command (digits + MLP), whose evaluation writes the galleries and the confusion matrix.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+FIGURES = Path(__file__).resolve().parent / "figures"
+
+with tempfile.TemporaryDirectory() as workdir:
+    result = subprocess.run([sys.executable, "-m", "runner"], cwd=workdir, capture_output=True, text=True, check=True)
+    run_dir = Path(re.search(r"^run directory: (.+)$", result.stdout, re.M).group(1))
+    FIGURES.mkdir(exist_ok=True)
+    for name in ("gallery_max.png", "gallery_median.png", "confusion_matrix.png"):
+        shutil.copy(run_dir / "eval" / name, FIGURES / name)
+        print(FIGURES / name)
