@@ -20,10 +20,8 @@ from runner import metrics
 from runner.errors import UserError
 from runner.evaluate import (
     direction_of,
-    evaluate_pending,
+    evaluate_one,
     evaluate_run,
-    find_row,
-    locked,
     predictions_path,
     read_rows,
     record_test_look,
@@ -62,10 +60,8 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
     members = members_of(settings)
     rows, log_probs, labels = [], [], None
     for run_dir, path in members:
-        with locked(run_dir / "eval"):
-            evaluate_pending(run_dir, settings, [path])
         name = relative(path, run_dir)
-        row = find_row(run_dir, name, settings.split, settings.tta)
+        row = evaluate_one(run_dir, settings, path)
         if row is None:
             raise UserError(f"{path} could not be evaluated. Fix: drop it from the ensemble")
         saved = torch.load(predictions_path(run_dir / "eval", name, settings.split, settings.tta), weights_only=True)

@@ -313,6 +313,14 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
         return best
 
 
+def evaluate_one(run_dir: Path, settings: DictConfig, path: Path) -> dict | None:
+    """Evaluate one checkpoint (unless it already is) and return its row; None if unreadable."""
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    with locked(run_dir / "eval"):
+        evaluate_pending(run_dir, settings, [path])
+    return find_row(run_dir, relative(path, run_dir), settings.split, settings.tta)
+
+
 def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path]) -> int:
     """Evaluate the checkpoints in paths that have no row yet for this split and tta."""
     from torch.utils.tensorboard import SummaryWriter

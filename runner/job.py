@@ -6,6 +6,7 @@ The run directory (Hydra's output dir) receives `.hydra/`, `train.log`, `run.jso
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # settings that may change between a run and its resume without changing what is computed
 RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
-                     "checkpoint.", "resume", "dataset.root", "dataset.download", "evaluate.")
+                     "checkpoint.", "resume", "dataset.root", "dataset.download", "evaluate.", "sweep.")
 
 
 def hydra_overrides() -> list[str]:
@@ -61,6 +62,13 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         "git": git,
         "environment": provenance.environment(device),
     }
+
+    trial = None
+    if cfg.sweep.trial_id is not None:  # a trial of the runner_optuna sweeper
+        from runner.sweep.trial import TrialLink
+
+        trial = TrialLink(cfg.sweep)
+        record["sweep"] = trial.record()
     provenance.write_run_json(run_dir, record)
 
     from torch.utils.tensorboard import SummaryWriter
@@ -69,13 +77,16 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
     if resume_state is None:
         writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
     try:
-        figures = fit(cfg, run_dir, splits["train"], model, device, writer,
-                      {"git": git, "environment": record["environment"]}, resume_state)
+        with trial or contextlib.nullcontext():
+            on_checkpoint = trial and trial.pruning_callback(lambda path: validation_metric(run_dir, cfg, path))
+            figures = fit(cfg, run_dir, splits["train"], model, device, writer,
+                          {"git": git, "environment": record["environment"]}, resume_state, on_checkpoint)
         if "loss" in figures:
             writer.add_hparams(flat_hparams(cfg), {"hparams/final_train_loss": figures["loss"]}, run_name=".")
         record["status"] = "finished"
     except BaseException as error:
-        record["status"] = f"failed: {type(error).__name__}: {error}"
+        pruned = type(error).__name__ == "TrialPruned"
+        record["status"] = f"pruned: {error}" if pruned else f"failed: {type(error).__name__}: {error}"
         raise
     finally:
         writer.close()
@@ -93,6 +104,16 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         print(f"best:          {best['checkpoint']} ({cfg.evaluate.metric} {best[cfg.evaluate.metric]:.4f} on val)")
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
     return {"train": figures, "best": best}
+
+
+def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:
+    """One checkpoint's evaluate.metric on the validation split, by the offline evaluator."""
+    from runner.evaluate import evaluate_one
+
+    row = evaluate_one(run_dir, OmegaConf.merge(cfg.evaluate, {"split": "val"}), path)
+    if row is None:
+        raise UserError(f"{path} could not be evaluated for pruning. Fix: see the warning above")
+    return row[cfg.evaluate.metric]
 
 
 def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:

@@ -18,6 +18,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,11 @@ def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer, provenance: dict,
-        resume_state: dict | None) -> dict:
-    """Train for cfg.trainer.epochs (continuing from resume_state); returns the last epoch's figures."""
+        resume_state: dict | None, on_checkpoint: Callable[[Path, int], None] | None = None) -> dict:
+    """Train for cfg.trainer.epochs (continuing from resume_state); returns the last epoch's figures.
+
+    on_checkpoint(path, epoch) runs after each checkpoint is written (a sweep's pruning hook).
+    """
     trainer = cfg.trainer
     amp_dtype = autocast_dtype(trainer.precision, device, key="trainer.precision")
     model.to(device)
@@ -250,6 +254,8 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
             checkpoint.save_atomic(state, path)
             log.info("checkpoint %s", path.relative_to(run_dir))
             checkpoint.prune(checkpoint_dir, cfg.checkpoint.keep_last, protect=path)
+            if on_checkpoint is not None:
+                on_checkpoint(path, epoch + 1)
         writer.flush()
     return epoch_figures
 

@@ -1,0 +1,1 @@
+"""The `runner_optuna` Hydra sweeper (Hydra discovers plugins in the hydra_plugins namespace)."""

@@ -1,0 +1,175 @@
+"""python -m runner -m hydra/sweeper=runner_optuna 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' hydra.sweeper.n_trials=20
+
+A random-search (or TPE) sweeper on Optuna: each trial is a normal run launched through Hydra's
+launcher, its objective the offline evaluator's best validation metric. The study lives in
+storage (a journal file in the sweep directory by default), so the same command resumes it,
+several copies of the command work on it together, and a trial's job can report to it for
+pruning. Failed, NaN and pruned trials are recorded and the sweep goes on.
+"""
+
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional  # noqa: UP035 (OmegaConf reads these annotations at run time)
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from runner.errors import UserError
+from runner.sweep import results, space, study
+
+log = logging.getLogger("runner.sweep")
+
+
+@dataclass
+class RunnerOptunaSweeperConf:
+    _target_: str = "hydra_plugins.runner_sweeper.runner_sweeper.RunnerOptunaSweeper"
+    n_trials: int = 20  # in total, over every run of the command and every worker
+    n_jobs: int = 1  # trials handed to Hydra's launcher at a time
+    sampler: str = "random"  # random | tpe
+    seed: int = 0
+    direction: str = "auto"  # maximize | minimize | auto (from evaluate.metric)
+    storage: Optional[str] = None  # noqa: UP045  # default: a journal file in the sweep directory; or postgresql://...
+    study_name: Optional[str] = None  # noqa: UP045  # default: the experiment name and a hash of the search
+    sweep_dir: Optional[str] = None  # noqa: UP045  # default: outputs/<name>/sweeps/<study_name>
+    pruner: str = "none"  # none | median | hyperband
+    max_failure_rate: float = 0.5  # stop when more than this fraction of n_trials has failed
+    max_retries: int = 1  # retries of a trial whose worker was lost
+    heartbeat_seconds: float = 10.0
+    grace_seconds: float = 120.0  # a RUNNING trial silent this long has lost its worker
+    params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006  # the search space, as in conf/search/*.yaml
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="runner_optuna", node=RunnerOptunaSweeperConf,
+                             provider="runner")
+
+
+class RunnerOptunaSweeper(Sweeper):
+    def __init__(self, **settings: Any):
+        self.settings = OmegaConf.create(settings)
+        self.launcher = None
+        self.config: Optional[DictConfig] = None  # noqa: UP045
+        self.job_index = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        s = self.settings
+        fixed, search = space.parse(arguments, dict(s.params or {}))
+        if not search:
+            raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
+                            "or +search=NAME")
+        name = s.study_name or default_study_name(self.config.name, fixed, search)
+        sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
+        storage_url = s.storage or str(sweep_dir / "study.journal")
+        the_study = optuna.create_study(
+            study_name=name, storage=study.storage_for(storage_url), direction=self.direction(),
+            sampler=study.make_sampler(s.sampler, s.seed), pruner=study.make_pruner(s.pruner), load_if_exists=True)
+        log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
+                 study.budget_used(the_study), s.n_trials, sweep_dir)
+        log.info("optuna-dashboard %s", storage_url)
+
+        while True:
+            with study.sweep_lock(sweep_dir):
+                study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries)
+                room = s.n_trials - study.budget_used(the_study)
+                trials = [the_study.ask(search) for _ in range(max(0, min(s.n_jobs, room)))]
+                storage = the_study._storage
+                for trial in trials:  # a retried trial keeps its lost run's directory, to resume there
+                    if storage.get_trial_system_attrs(trial._trial_id).get("runner:run_dir") is None:
+                        storage.set_trial_system_attr(trial._trial_id, "runner:run_dir", f"trial_{trial.number:04d}")
+            if not trials:
+                break
+            self.run_batch(the_study, trials, fixed, sweep_dir, storage_url)
+            self.check_failures(the_study)
+            results.write_trials_csv(the_study, sweep_dir)
+
+        self.report(the_study, sweep_dir, fixed, search)
+        with contextlib.suppress(OSError):  # Hydra's own timestamped multirun folder, unused by this sweeper
+            Path(self.config.hydra.sweep.dir).rmdir()
+
+    def direction(self) -> str:
+        if self.settings.direction != "auto":
+            return self.settings.direction
+        evaluation = self.config.evaluate
+        if evaluation.direction != "auto":
+            return {"max": "maximize", "min": "minimize"}[evaluation.direction]
+        return "minimize" if evaluation.metric in ("loss", "ece") else "maximize"
+
+    def run_batch(self, the_study: optuna.Study, trials: list, fixed: list[str], sweep_dir: Path, storage_url: str):
+        """Launch the trials through Hydra's launcher and tell the study how each ended."""
+        s = self.settings
+        batch = []
+        for trial in trials:
+            run_dir = the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
+            batch.append([
+                *fixed, *space.as_overrides(trial.params),
+                f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir={run_dir}",
+                f"sweep.study={the_study.study_name}", f"sweep.storage={storage_url}",
+                f"sweep.trial={trial.number}", f"sweep.trial_id={trial._trial_id}",
+                f"sweep.pruner={s.pruner}", f"sweep.heartbeat_seconds={s.heartbeat_seconds}",
+            ])
+            log.info("trial %d: %s", trial.number, " ".join(space.as_overrides(trial.params)))
+        started = time.time()
+        returns = self.launcher.launch(batch, initial_job_idx=self.job_index)
+        self.job_index += len(batch)
+        for trial, job in zip(trials, returns, strict=True):
+            self.tell(the_study, trial, job, time.time() - started)
+
+    def tell(self, the_study: optuna.Study, trial, job, seconds: float) -> None:
+        storage = the_study._storage
+        if job.status == JobStatus.COMPLETED:
+            value = job.return_value
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                the_study.tell(trial, value)
+                log.info("trial %d: %s = %.4f", trial.number, self.config.evaluate.metric, value)
+                return
+            reason = f"objective is {value!r} (not a finite number; evaluate.after_training=false?)"
+        else:
+            error = job._return_value
+            if isinstance(error, optuna.TrialPruned):
+                the_study.tell(trial, state=TrialState.PRUNED)
+                log.info("trial %d: PRUNED (%s)", trial.number, error)
+                return
+            reason = f"{type(error).__name__}: {error}"
+        storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason", reason[:1000])
+        the_study.tell(trial, state=TrialState.FAIL)
+        log.warning("trial %d: FAIL (%s)", trial.number, reason)
+
+    def check_failures(self, the_study: optuna.Study) -> None:
+        failed = sum(t.state == TrialState.FAIL and study.counted(t) for t in the_study.get_trials(deepcopy=False))
+        if failed > self.settings.max_failure_rate * self.settings.n_trials:
+            raise UserError(f"{failed} trials failed, more than max_failure_rate={self.settings.max_failure_rate} of "
+                            f"n_trials={self.settings.n_trials}: the sweep stops. Fix: see the reasons in trials.csv")
+
+    def report(self, the_study: optuna.Study, sweep_dir: Path, fixed: list[str], search: dict) -> None:
+        results.write_trials_csv(the_study, sweep_dir)
+        best = results.write_best(the_study, sweep_dir, fixed, search)
+        results.write_plots(the_study, sweep_dir)
+        if best is None:
+            log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
+            return
+        print(f"\nsweep {the_study.study_name}: {best['trials']}")
+        print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {sweep_dir / best['best_run_dir']})")
+        print(f"reproduce:  {best['reproduce']}")
+        print("coarse to fine, next sweep: " + " ".join(best["coarse_to_fine"]["overrides"]))
+        print(f"results:    {sweep_dir}")
+
+
+def default_study_name(name: str, fixed: list[str], search: dict) -> str:
+    """The same sweep command names the same study, so running it again resumes it."""
+    description = repr((sorted(fixed), sorted((k, repr(v)) for k, v in search.items())))
+    return f"{name}-{hashlib.sha1(description.encode()).hexdigest()[:8]}"

@@ -1,0 +1,89 @@
+"""A sweep's results in its directory: trials.csv, optimization_results.yaml, plots, coarse-to-fine.
+
+Rewritten after every batch of trials, so an interrupted sweep still leaves its results.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from pathlib import Path
+
+import optuna
+from omegaconf import OmegaConf
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+
+from runner.sweep.space import as_overrides, narrowed
+
+log = logging.getLogger("runner.sweep")
+
+
+def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({key for t in trials for key in t.params})
+    with open(sweep_dir / "trials.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["number", "state", *names, "value", "duration_s", "run_dir", "reason"])
+        for t in trials:
+            duration = t.duration.total_seconds() if t.duration else None
+            writer.writerow([t.number, t.state.name, *(t.params.get(n) for n in names), t.value,
+                             None if duration is None else round(duration, 2), t.system_attrs.get("runner:run_dir"),
+                             t.system_attrs.get("runner:fail_reason", "")])
+
+
+def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: dict[str, BaseDistribution]) -> dict | None:
+    """optimization_results.yaml: the best trial and the overrides that reproduce it, plus coarse-to-fine."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    best = study.best_trial
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
+    top = ranked[: max(3, len(ranked) // 4)]
+    suggestion = narrowed(space, [t.params for t in top])
+    results = {
+        "study": study.study_name,
+        "direction": "maximize" if maximize else "minimize",
+        "best_value": best.value,
+        "best_trial": best.number,
+        "best_params": best.params,
+        "best_run_dir": best.system_attrs.get("runner:run_dir"),
+        "reproduce": " ".join(["python -m runner", *fixed, *as_overrides(best.params)]),
+        "trials": {state.name: sum(t.state == state for t in study.get_trials(deepcopy=False))
+                   for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)},
+        "coarse_to_fine": {"from_top_trials": [t.number for t in top],
+                           "overrides": [f"'{key}={value}'" for key, value in suggestion.items()]},
+    }
+    (sweep_dir / "optimization_results.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(results)))
+    return results
+
+
+def write_plots(study: optuna.Study, sweep_dir: Path) -> None:
+    """Optimization history, parameter slices and importances as PNG (each when it can be drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    wanted = {"optimization_history": plots.plot_optimization_history, "slice": plots.plot_slice}
+    if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
+        wanted["param_importances"] = plots.plot_param_importances
+    for name, plot in wanted.items():
+        if not complete:
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError) as error:  # e.g. importances need parameters that vary
+                log.warning("no %s plot: %s", name, error)
+                continue
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        figure.set_size_inches(max(6.4, figure.get_size_inches()[0]), 4.8)
+        figure.tight_layout()
+        figure.savefig(sweep_dir / f"{name}.png", dpi=100)
+        plt.close(figure)

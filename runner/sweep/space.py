@@ -1,0 +1,107 @@
+"""The search space of a sweep, in Hydra's sweep grammar, as Optuna distributions.
+
+    optimizer.lr='tag(log, interval(1e-4, 1e-1))'    FloatDistribution(1e-4, 0.1, log=True)
+    model.channels='int(interval(8, 64))'            IntDistribution(8, 64)
+    trainer.batch_size='range(32, 257, 32)'          IntDistribution(32, 256, step=32)
+    model='choice(convnet, resnet18)'                CategoricalDistribution
+"""
+
+from __future__ import annotations
+
+import math
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from runner.errors import UserError
+
+
+def distribution(override: Override) -> BaseDistribution:
+    """The Optuna distribution of one sweep override."""
+    value = override.value()
+    if override.is_choice_sweep():
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if override.is_range_sweep():
+        assert isinstance(value, RangeSweep)
+        values = list(override.sweep_iterator(transformer=Transformer.encode))
+        if not values:
+            raise UserError(f"{override.input_line} is empty. Fix: range(start, stop, step) with stop past start")
+        if all(isinstance(v, int) for v in values) and not value.shuffle:
+            low, high = min(values), max(values)
+            return IntDistribution(low, high, step=abs(int(value.step)))
+        return CategoricalDistribution([round(v, 12) if isinstance(v, float) else v for v in values])
+    if override.is_interval_sweep():
+        assert isinstance(value, IntervalSweep)
+        log = "log" in value.tags
+        if log and value.start <= 0:
+            raise UserError(f"{override.input_line}: a log interval needs a start > 0. Fix: tag(log, interval(1e-5, ...))")
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log)
+        return FloatDistribution(float(value.start), float(value.end), log=log)
+    raise UserError(f"{override.input_line} is not a sweep this sweeper knows. Fix: use interval, range or choice")
+
+
+def parse(arguments: list[str], params_from_config: dict[str, str]) -> tuple[list[str], dict[str, BaseDistribution]]:
+    """(fixed overrides, {key: distribution}); command-line sweeps win over the config file's."""
+    parser = OverridesParser.create()
+    lines = [f"{key}={value}" for key, value in params_from_config.items()]
+    fixed, space = [], {}
+    for override in parser.parse_overrides(lines) + parser.parse_overrides(list(arguments)):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            space[key] = distribution(override)
+            fixed = [line for line in fixed if not line.startswith(f"{key}=")]
+        else:
+            space.pop(key, None)
+            fixed = [line for line in fixed if not line.startswith(f"{key}=")]
+            fixed.append(override.input_line)
+    return fixed, space
+
+
+def as_overrides(params: dict) -> list[str]:
+    """A trial's parameters as command-line overrides (quoted as Hydra needs)."""
+    return [f"{key}={format_value(value)}" for key, value in params.items()]
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def narrowed(space: dict[str, BaseDistribution], top_params: list[dict]) -> dict[str, str]:
+    """Coarse to fine: for each parameter, the range the best trials span, widened a little.
+
+    Numbers get the interval from the smallest to the largest value among the top trials,
+    widened by a quarter of that span (in log space for log parameters) and kept inside the
+    old bounds; choices keep the values the top trials used.
+    """
+    suggestion = {}
+    for key, dist in space.items():
+        values = [p[key] for p in top_params if key in p]
+        if not values:
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            kept = [c for c in dist.choices if c in values]
+            suggestion[key] = f"choice({', '.join(format_value(c) for c in kept)})"
+            continue
+        log = dist.log
+        f = math.log if log else (lambda v: v)
+        g = math.exp if log else (lambda v: v)
+        low, high = f(min(values)), f(max(values))
+        pad = 0.25 * (high - low) if high > low else 0.1 * (f(dist.high) - f(dist.low))
+        new_low, new_high = max(g(low - pad), dist.low), min(g(high + pad), dist.high)
+        if isinstance(dist, IntDistribution):
+            interval = f"int(interval({math.floor(new_low)}, {math.ceil(new_high)}))"
+        else:
+            interval = f"interval({new_low:.4g}, {new_high:.4g})"
+        suggestion[key] = f"tag(log, {interval})" if log else interval
+    return suggestion

@@ -1,0 +1,130 @@
+"""The Optuna study behind a sweep: storage, sampler and pruner by name, the trial budget, lost trials.
+
+Used by the `runner_optuna` Hydra sweeper (hydra_plugins/runner_sweeper) and by each trial's
+training job (runner/sweep/trial.py), which talk only through the study's storage: a journal
+file in the sweep directory by default, or any Optuna storage URL (postgresql://...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+import zlib
+from pathlib import Path
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from runner.errors import UserError
+
+log = logging.getLogger("runner.sweep")
+
+HEARTBEAT = "runner:heartbeat"  # trial system attr: time.time() of the trial job's last sign of life
+
+
+def storage_for(url: str):
+    """An Optuna storage from a URL; a plain path (or journal:PATH) is a journal file."""
+    if "://" not in url:
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as error:
+        raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({type(error).__name__}: {error}). "
+                        "Fix: check the URL, the server and its driver (e.g. pip install psycopg2-binary)") from None
+
+
+class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
+    """Random search whose draws are a function of (seed, trial number, parameter) only.
+
+    The same seed gives the same parameters for trial N whichever worker runs it, and no two
+    trials (or workers) share a random stream.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__(seed=seed)
+        self._base_seed = seed
+
+    def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution):
+        seed = zlib.crc32(repr((self._base_seed, trial.number, param_name)).encode())
+        return optuna.samplers.RandomSampler(seed=seed).sample_independent(study, trial, param_name, param_distribution)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return TrialSeededRandomSampler(seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+    raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: hydra.sweeper.sampler=random or tpe")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    raise UserError(f"hydra.sweeper.pruner={name!r} is not known. Fix: none, median or hyperband")
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Does the trial use up one of n_trials? A failed trial that was retried does not."""
+    return not trial.system_attrs.get("runner:retried", False)
+
+
+def budget_used(study: optuna.Study) -> int:
+    return sum(counted(t) for t in study.get_trials(deepcopy=False))
+
+
+def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int) -> list[int]:
+    """RUNNING trials without a heartbeat for grace_seconds (a killed worker): FAIL, and retry them.
+
+    A retry is a new trial with the same parameters, queued for the next ask; it continues in
+    the lost trial's run directory, so it resumes from the checkpoints that trial wrote.
+    """
+    now = time.time()
+    lost = []
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
+        if now - last < grace_seconds:
+            continue
+        try:
+            storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason",
+                                          f"worker lost: no heartbeat for {now - last:.0f} s")
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker got there first
+        retries = trial.system_attrs.get("runner:retries", 0)
+        lost.append(trial.number)
+        if retries < max_retries:
+            storage.set_trial_system_attr(trial._trial_id, "runner:retried", True)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
+            storage.set_trial_system_attr(pending._trial_id, "runner:retries", retries + 1)
+            storage.set_trial_system_attr(pending._trial_id, "runner:run_dir",
+                                          trial.system_attrs.get("runner:run_dir"))
+            log.warning("trial %d lost its worker: retrying it with the same parameters (retry %d of %d)",
+                        trial.number, retries + 1, max_retries)
+        else:
+            log.warning("trial %d lost its worker and has used its %d retries: left as FAIL", trial.number, max_retries)
+    return lost
+
+
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path):
+    """One worker at a time counts the budget and asks for trials (workers on one filesystem)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / ".ask.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
