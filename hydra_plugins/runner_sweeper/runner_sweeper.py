@@ -163,7 +163,8 @@ class RunnerOptunaSweeper(Sweeper):
             log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
             return
         print(f"\nsweep {the_study.study_name}: {best['trials']}")
-        print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {sweep_dir / best['best_run_dir']})")
+        where = sweep_dir / best["best_run_dir"] if best["best_run_dir"] else "added to the study by hand"
+        print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {where})")
         print(f"reproduce:  {best['reproduce']}")
         print("coarse to fine, next sweep: " + " ".join(best["coarse_to_fine"]["overrides"]))
         print(f"results:    {sweep_dir}")

@@ -96,16 +96,17 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
         last = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
         if now - last < grace_seconds:
             continue
-        try:
+        retries = trial.system_attrs.get("runner:retries", 0)
+        retry = retries < max_retries
+        try:  # attributes first: a finished trial can no longer be changed
             storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason",
                                           f"worker lost: no heartbeat for {now - last:.0f} s")
+            storage.set_trial_system_attr(trial._trial_id, "runner:retried", retry)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
-        retries = trial.system_attrs.get("runner:retries", 0)
         lost.append(trial.number)
-        if retries < max_retries:
-            storage.set_trial_system_attr(trial._trial_id, "runner:retried", True)
+        if retry:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
             pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
             storage.set_trial_system_attr(pending._trial_id, "runner:retries", retries + 1)
