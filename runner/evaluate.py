@@ -28,10 +28,9 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint, data, metrics
+from runner import checkpoint, data, metrics, models
 from runner.device import autocast_dtype, pick_device
 from runner.errors import UserError
 from runner.provenance import now
@@ -51,7 +50,8 @@ def build_model(config: dict, state: dict, path: Path, device: torch.device) -> 
     model_cfg = OmegaConf.create(config["model"])
     if "pretrained" in model_cfg:  # the checkpoint holds every weight: download nothing
         model_cfg.pretrained, model_cfg.weights_path = False, None
-    model = instantiate(model_cfg)
+    model_cfg.init_output_bias = "none"  # and the bias too
+    model = models.build(model_cfg)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:

@@ -10,15 +10,14 @@ import contextlib
 import logging
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint, data, provenance
+from runner import checkpoint, data, models, provenance
 from runner.config import validate
 from runner.device import pick_device
 from runner.errors import UserError
-from runner.models import count_parameters
 from runner.train import changed_settings, fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -46,8 +45,9 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
     seed_everything(trainer.seed, trainer.deterministic)
     splits = data.build_splits(cfg.dataset)
     log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    model = instantiate(cfg.model)
-    total, trainable = count_parameters(model)
+    model = models.build(cfg.model, class_counts=torch.bincount(data.labels_of(splits["train"]),
+                                                                minlength=cfg.dataset.num_classes))
+    total, trainable = models.count_parameters(model)
     log.info("model %s: %s parameters (%s trainable)", cfg.model._target_.rsplit(".", 1)[-1], f"{total:,}", f"{trainable:,}")
 
     resume_state, resumed_from = find_resume_state(cfg, run_dir)

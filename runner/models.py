@@ -154,6 +154,36 @@ def load_weights(model: nn.Module, path: str) -> None:
         )
 
 
+def build(cfg, class_counts: torch.Tensor | None = None) -> nn.Module:
+    """The configured model; with init_output_bias=prior, its output bias set to log class frequencies.
+
+    The practice: a classifier whose bias starts at the class prior begins at the loss of
+    predicting the prior (its entropy) instead of paying for learning the imbalance first.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    init_bias = settings.pop("init_output_bias", "none")
+    model = instantiate(settings)
+    if init_bias == "prior":
+        if class_counts is None:
+            raise UserError("model.init_output_bias=prior needs the training labels. Fix: build the model with them")
+        set_output_bias_to_prior(model, class_counts)
+    elif init_bias != "none":
+        raise UserError(f"model.init_output_bias={init_bias!r} is not known. Fix: none or prior")
+    return model
+
+
+def set_output_bias_to_prior(model: nn.Module, class_counts: torch.Tensor) -> None:
+    layer = output_layer(model)
+    if layer.bias is None:
+        raise UserError("model.init_output_bias=prior: the output layer has no bias. Fix: model.init_output_bias=none")
+    prior = class_counts.float().clamp_min(1) / class_counts.sum()
+    with torch.no_grad():
+        layer.bias.copy_(prior.log())
+
+
 def output_layer(model: nn.Module) -> nn.Module:
     """The layer that produces the logits (its bias is the output bias)."""
     if hasattr(model, "fc"):

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from torch.utils.tensorboard import SummaryWriter
 
-from runner import data
+from runner import data, models
 from runner.device import autocast_dtype, pick_device
 from runner.optim import build_optimizer
 from runner.train import fit, seed_everything
@@ -33,7 +32,7 @@ def bare_loop_images_per_s(cfg, train_set, device, epochs: int) -> float:
     """Forward, backward, step over in-memory micro-batches; the last epoch is timed."""
     x_all = torch.stack([train_set[i][0] for i in range(len(train_set))]).to(device)
     y_all = torch.as_tensor([int(train_set[i][1]) for i in range(len(train_set))]).to(device)
-    model = instantiate(cfg.model).to(device)
+    model = models.build(cfg.model).to(device)
     if cfg.trainer.channels_last:
         model.to(memory_format=torch.channels_last)
         x_all = x_all.contiguous(memory_format=torch.channels_last)
@@ -80,7 +79,7 @@ def main() -> None:
     bare = bare_loop_images_per_s(cfg, train_set, device, args.epochs)
     with tempfile.TemporaryDirectory() as run_dir:
         writer = SummaryWriter(str(Path(run_dir) / "tb"))
-        figures = fit(cfg, Path(run_dir), train_set, instantiate(cfg.model), device, writer, {}, None)
+        figures = fit(cfg, Path(run_dir), train_set, models.build(cfg.model), device, writer, {}, None)
         writer.close()
     ours = args.samples / figures["seconds"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
+from runner import models
 from runner.config import validate
 from runner.errors import UserError
 from runner.optim import build_optimizer, build_schedule
@@ -21,7 +21,7 @@ def test_every_model_instantiates_and_predicts(model):
     cfg = compose_config(["dataset=synthetic", "dataset.num_classes=7", "dataset.image_size=[32,32]",
                           f"model={model}"])
     validate(cfg)
-    net = instantiate(cfg.model)
+    net = models.build(cfg.model)
     logits = net(torch.randn(3, 3, 32, 32))
     assert logits.shape == (3, 7)
 
@@ -31,7 +31,7 @@ def test_every_model_instantiates_and_predicts(model):
 def test_every_optimizer_and_schedule_instantiates(optimizer, schedule):
     cfg = compose_config([f"optimizer={optimizer}", f"schedule={schedule}"])
     validate(cfg)
-    net = instantiate(cfg.model)
+    net = models.build(cfg.model)
     opt = build_optimizer(cfg.optimizer, net)
     sched = build_schedule(cfg.schedule, opt, updates_per_epoch=5, total_epochs=cfg.trainer.epochs)
     assert isinstance(opt, torch.optim.Optimizer)
@@ -57,7 +57,7 @@ def test_every_dataset_composes(dataset, tmp_path):
 def test_every_experiment_composes(experiment):
     cfg = compose_config([f"+experiment={experiment}"])
     validate(cfg)
-    instantiate(cfg.model)
+    models.build(cfg.model)
 
 
 def test_flowers_experiment_is_the_flagship():

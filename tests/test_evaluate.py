@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runner import checkpoint, data
+from runner import checkpoint, data, models
 from runner.errors import UserError
 from runner.evaluate import assert_eval_mode, evaluate, evaluate_run, predict, read_rows
 from runner.job import train_job
@@ -44,7 +43,7 @@ def reference_metrics(path: Path, split: str) -> dict:
     """Deliberately simple: one sample at a time through the model, plain Python counting."""
     state = checkpoint.load(path)
     config = OmegaConf.create(state["config"])
-    model = instantiate(config.model)
+    model = models.build(config.model)
     model.load_state_dict(state["model"])
     model.eval()
     dataset = data.build_splits(config.dataset)[split]
@@ -189,7 +188,7 @@ def test_flip_tta_averages_the_image_and_its_mirror(trained, tmp_path):
     saved = torch.load(run_dir / "eval" / "predictions" / "epoch-0003.val.flip.pt", weights_only=True)
     state = checkpoint.load(run_dir / "checkpoints" / "epoch-0003.pt")
     config = OmegaConf.create(state["config"])
-    model = instantiate(config.model)
+    model = models.build(config.model)
     model.load_state_dict(state["model"])
     model.eval()
     x = torch.stack([x for x, _ in data.build_splits(config.dataset)["val"]])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from runner import models
 from runner.errors import UserError
@@ -15,7 +14,7 @@ PRIME = ["dataset=synthetic", "dataset.num_classes=7", "dataset.channels=3", "da
 
 @pytest.mark.parametrize("model", ["linear", "mlp", "lenet", "convnet", "resnet18", "resnet50"])
 def test_prime_shapes_give_one_row_of_logits_per_sample(model):
-    net = instantiate(compose_config([*PRIME, f"model={model}"]).model).eval()
+    net = models.build(compose_config([*PRIME, f"model={model}"]).model).eval()
     x = torch.randn(3, 3, 11, 13)
     logits = net(x)
     assert logits.shape == (3, 7)

@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from runner import checkpoint, data
+from runner import checkpoint, data, models
 from runner.errors import UserError
 from runner.job import train_job
 from runner.train import micro_batch_loss, seed_everything
@@ -23,7 +22,7 @@ def initial_model(cfg):
     """The model exactly as train_job initializes it (same seed, same order of random draws)."""
     seed_everything(cfg.trainer.seed, False)
     data.build_splits(cfg.dataset)
-    return instantiate(cfg.model)
+    return models.build(cfg.model)
 
 
 def test_accumulated_gradient_equals_big_batch_gradient():
