@@ -42,9 +42,11 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
 
     trainer = cfg.trainer
     device = pick_device(str(trainer.device), key="trainer.device")
-    seed_everything(trainer.seed, trainer.deterministic)
     splits = data.build_splits(cfg.dataset)
     log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    if cfg.checks.preflight:
+        preflight(cfg, run_dir, splits, device)
+    seed_everything(trainer.seed, trainer.deterministic)  # after the checks, which draw random numbers
     model = models.build(cfg.model, class_counts=torch.bincount(data.labels_of(splits["train"]),
                                                                 minlength=cfg.dataset.num_classes))
     total, trainable = models.count_parameters(model)
@@ -104,6 +106,24 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         print(f"best:          {best['checkpoint']} ({cfg.evaluate.metric} {best[cfg.evaluate.metric]:.4f} on val)")
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
     return {"train": figures, "best": best}
+
+
+def preflight(cfg: DictConfig, run_dir: Path, splits: dict, device) -> None:
+    """The fast sanity checks before training; a FAIL stops the run unless checks.strict=false."""
+    from runner import checks
+    from runner.check import table, write
+
+    setup = checks.setup_for(cfg, device)
+    setup.splits = splits
+    results = checks.run(setup, checks.PREFLIGHT)
+    write(results, run_dir)
+    log.info("preflight checks:\n%s", table(results))
+    failed = [r for r in results if r.verdict == "FAIL"]
+    if failed and cfg.checks.strict:
+        raise UserError(f"preflight check {failed[0].check} failed ({failed[0].figure}). Fix: {failed[0].fix}; "
+                        "or train anyway with checks.strict=false")
+    for result in failed:
+        log.warning("preflight check %s failed (checks.strict=false: training anyway): %s", result.check, result.fix)
 
 
 def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:

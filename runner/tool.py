@@ -1,0 +1,56 @@
+"""The shared entry of the tools that work on a training config: runner.check, inspect_data, lr_find.
+
+    python -m runner.check +experiment=flowers checks=[overfit_batch]
+
+Each tool composes the same config as training (conf/train.yaml) and writes into its own run
+directory, outputs/<name>/<tool>_<time>/, with its own log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from runner.errors import UserError
+
+log = logging.getLogger("runner")
+CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: Hydra would read a relative one as a module
+
+
+def tool_arguments(name: str, argv: list[str]) -> list[str]:
+    """The tool's command line for Hydra: its job name and run directory, unless given.
+
+    `checks=[a,b]` is shorthand for `checks.only=[a,b]` (the rest of `checks.` holds settings).
+    """
+    args = [f"checks.only={a.split('=', 1)[1]}" if a.startswith("checks=") else a for a in argv]
+    if not any(a.startswith("hydra.job.name=") for a in args):
+        args.append(f"hydra.job.name={name}")
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        args.append(f"hydra.run.dir=outputs/${{name}}/{name}_${{now:%Y-%m-%d_%H-%M-%S}}")
+    return args
+
+
+def run_tool(name: str, work: Callable[[DictConfig, Path], int]) -> None:
+    """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code."""
+    sys.argv = [sys.argv[0], *tool_arguments(name, sys.argv[1:])]
+
+    @hydra.main(config_path=str(CONF), config_name="train", version_base="1.3")
+    def main(cfg: DictConfig) -> None:
+        from runner.config import validate
+
+        try:
+            validate(cfg)
+            code = work(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except UserError as error:
+            log.error("%s", error)
+            sys.exit(2)
+        if code:
+            sys.exit(code)
+
+    main()
