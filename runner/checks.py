@@ -82,6 +82,10 @@ def check_data(setup: Setup) -> Result:
               f"mean {fmt(mean)}, std {fmt(std)}, labels {int(y.min())}..{int(y.max())}")
     expected = f"({setup.cfg.dataset.channels}, H, W) float32, mean ~0, std ~1, labels 0..{setup.num_classes - 1}"
     details = {"mean": mean.tolist(), "std": std.tolist(), "min": low, "max": high}
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(dim=(1, 2, 3)).sum())
+        return Result("data", figure, expected, "FAIL", f"{bad} of {len(x)} samples contain NaN or inf: fix the "
+                      "data or the transform that produces them", details)
     if int(y.min()) < 0 or int(y.max()) >= setup.num_classes:
         return Result("data", figure, expected, "FAIL", f"labels must lie in 0..{setup.num_classes - 1}: check "
                       "dataset.num_classes and the label mapping", details)
@@ -142,15 +146,12 @@ def check_splits(setup: Setup) -> Result:
     return Result("splits", figure, expected, "PASS", details=details)
 
 
-def check_outliers(setup: Setup) -> Result:
-    """Image sizes, aspect ratios, file sizes (extremes named), grayscale among color, undecodable files."""
+def scan_files(files: list[Path], channels: int) -> tuple[list, list[str], list[str]]:
+    """Each file once: ([(path, (width, height), bytes)], undecodable names, grayscale names)."""
     from PIL import Image
 
-    files = [f for ds in setup.splits.values() for f in (data.image_files(ds) or [])]
-    if not files:
-        return Result("outliers", "in-memory tensors, all one shape", "files that decode, in color", "PASS")
     records, broken, gray = [], [], []
-    for path in dict.fromkeys(files):  # each file once, in order
+    for path in dict.fromkeys(files):
         try:
             with Image.open(path) as image:
                 mode, size = image.mode, image.size
@@ -160,8 +161,18 @@ def check_outliers(setup: Setup) -> Result:
             broken.append(f"{path.name} ({type(error).__name__})")
             continue
         records.append((path, size, path.stat().st_size))
-        if mode in ("L", "LA", "1", "I", "I;16", "F") and setup.cfg.dataset.channels == 3:
+        if mode in ("L", "LA", "1", "I", "I;16", "F") and channels == 3:
             gray.append(path.name)
+    return records, broken, gray
+
+
+def check_outliers(setup: Setup) -> Result:
+    """Image sizes, aspect ratios, file sizes (extremes named), grayscale among color, undecodable files."""
+    files = [f for ds in setup.splits.values() for f in (data.image_files(ds) or [])]
+    if not files:
+        return Result("outliers", "in-memory tensors, all one shape", "files that decode, in color", "PASS")
+    records, broken, gray = scan_files(files, setup.cfg.dataset.channels)
+
     def extreme(key, label):
         ordered = sorted(records, key=key)
         return f"{label} {ordered[0][0].name} .. {ordered[-1][0].name}" if ordered else ""
@@ -347,8 +358,7 @@ def check_overfit_batch(setup: Setup) -> Result:
 def check_input_independent(setup: Setup) -> Result:
     """The same short training with zeroed inputs must do clearly worse on validation than with real ones."""
     settings = setup.cfg.checks
-    size = setup.cfg.trainer.micro_batch_size
-    batches = [setup.batch(size=size, seed=seed) for seed in range(8)]
+    batches = [setup.batch(size=settings.baseline_batch_size, seed=seed) for seed in range(8)]
     val_x, val_y = setup.batch("val", size=512)
     losses = {}
     for name, transform in (("real", lambda x: x), ("zeroed", torch.zeros_like)):

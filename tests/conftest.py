@@ -51,7 +51,11 @@ def flowers_root(tmp_path_factory) -> Path:
     Each image is a flat colour drawn from its class (plus noise), so the label is learnable.
     torchvision.datasets.Flowers102 checks the .mat md5 sums and the jpg/ folder, not the images.
     """
-    root = tmp_path_factory.mktemp("data")
+    return make_flowers102(tmp_path_factory.mktemp("data"))
+
+
+def make_flowers102(root: Path) -> Path:
+    """The fixture's folder: root/flowers-102/{imagelabels.mat, setid.mat, jpg/image_00001.jpg ...}."""
     folder = root / "flowers-102"
     (folder / "jpg").mkdir(parents=True)
     for name in ("imagelabels.mat", "setid.mat"):
