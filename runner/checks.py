@@ -348,7 +348,7 @@ def check_overfit_batch(setup: Setup) -> Result:
     details = {"losses": losses[:: max(1, len(losses) // 50)], "final_loss": final, "accuracy": accuracy}
     if final < 0.05 and accuracy == 1.0:
         return Result("overfit_batch", figure, expected, "PASS", details=details)
-    verdict = "WARN" if accuracy == 1.0 else "FAIL"
+    verdict = "WARN" if accuracy == 1.0 and final < 0.5 else "FAIL"  # slow, or stuck far above zero
     return Result("overfit_batch", figure, expected, verdict,
                   "the model cannot fit 8 samples: check the loss gets raw logits (no softmax before "
                   "cross-entropy), that labels match inputs, and try checks.overfit_lr / more checks.overfit_steps",

@@ -221,10 +221,7 @@ def test_outliers_corrupted_jpeg_and_grayscale(tmp_path, broken, gray, expected,
     make_color_folder(tmp_path, broken, gray)
     cfg = compose_config(["dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=2",
                           "dataset.image_size=[8,8]"])
-    splits = data.build_splits(cfg.dataset) if not broken else {
-        "train": data.build_splits(compose_config(["dataset=imagefolder", f"dataset.root={tmp_path}",
-                                                   "dataset.num_classes=2"]).dataset)["train"]}
-    result = verdict(checks.Setup(cfg, splits, lambda **_: None), "outliers")
+    result = verdict(checks.Setup(cfg, data.build_splits(cfg.dataset), lambda **_: None), "outliers")
     assert result.verdict == expected, result.figure
     if named:
         assert named in result.fix
