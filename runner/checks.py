@@ -375,7 +375,7 @@ def check_input_independent(setup: Setup) -> Result:
         train_steps(setup, model, [(transform(x), y) for x, y in batches], settings.baseline_steps)
         model.eval()
         with torch.no_grad():
-            logits = model(transform(val_x))
+            logits = model(transform(val_x)).detach()
         figures[name] = {"loss": float(F.cross_entropy(logits, val_y)),
                          "accuracy": float((logits.argmax(1) == val_y).float().mean())}
     real, zeroed = figures["real"], figures["zeroed"]
