@@ -9,9 +9,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from runner.config import register_resolvers
 from runner.errors import UserError
+from runner.preemption import Preempted
 
 log = logging.getLogger("runner")
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run the same command to go on
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -27,8 +30,13 @@ def main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial and goes on
         sys.exit(2)
+    except Preempted as stopped:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(0 if stopped.requeued else EXIT_STOPPED)
     return None if result["best"] is None else result["best"][cfg.evaluate.metric]
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

@@ -72,9 +72,20 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(NAME.match(p.name).group(1)))
 
 
+def list_preempted(directory: Path) -> list[Path]:
+    """Mid-epoch checkpoints written on a stop signal (preempt-step-NNNNNNNN.pt), oldest first."""
+    return sorted(directory.glob("preempt-step-*.pt")) if directory.is_dir() else []
+
+
+def remove_preempted(directory: Path) -> None:
+    """Once a later epoch checkpoint exists, the mid-epoch ones before it are stale."""
+    for path in list_preempted(directory):
+        path.unlink()
+
+
 def load_newest(directory: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads; unreadable ones are skipped with a warning naming them."""
-    for path in reversed(list_checkpoints(directory)):
+    """The newest checkpoint that loads (a mid-epoch one first); unreadable ones are skipped with a warning."""
+    for path in [*reversed(list_preempted(directory)), *reversed(list_checkpoints(directory))]:
         try:
             return path, load(path)
         except UserError as error:

@@ -18,6 +18,14 @@ from runner.errors import UserError
 PRECISIONS = ("auto", "32", "bf16", "16")
 
 
+def register_resolvers() -> None:
+    """${run_id:} names run folders (SLURM job, torchrun launch, or the time): see distributed.run_id."""
+    from runner.distributed import run_id
+
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+
+
 def _fail(key: str, value, problem: str, fix: str):
     raise UserError(f"{key}={value!r} {problem}. Fix: {fix}")
 

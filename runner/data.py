@@ -323,21 +323,36 @@ def subset(dataset: Dataset, size: int, seed: int, split: str) -> Dataset:
 
 
 class EpochSampler(Sampler):
-    """Yields (index, sample_seed): the order from (seed, epoch), a seed for each sample's augmentation."""
+    """Yields (index, sample_seed): the order from (seed, epoch), a seed for each sample's augmentation.
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
+    With several processes (torchrun), each learning batch of the epoch's order is dealt out
+    to the ranks (rank r takes positions r, r + world_size, ...), and the epoch is cut to a
+    multiple of world_size so that every process runs the same number of steps. `start`
+    skips the samples of the epoch already trained on (a resume from mid-epoch).
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.batch_size = size, seed, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """All processes together."""
+        return self.size - self.size % self.world_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return self.size
+        return len(range(self.rank, self.samples_per_epoch - self.start, self.world_size))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(_stable_seed(self.seed, self.epoch))
-        for index in torch.randperm(self.size, generator=generator).tolist():
-            yield index, _stable_seed(self.seed, self.epoch, index)
+        order = torch.randperm(self.size, generator=generator)[: self.samples_per_epoch].tolist()
+        for first in range(self.start, len(order), self.batch_size):
+            for index in order[first : first + self.batch_size][self.rank :: self.world_size]:
+                yield index, _stable_seed(self.seed, self.epoch, index)
 
 
 class SeededSamples(Dataset):
@@ -371,9 +386,10 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers: int, pin_memory: bool):
+def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers: int, pin_memory: bool,
+                 batch_size: int | None = None, rank: int = 0, world_size: int = 1):
     """Micro-batches of the training split in a seeded per-epoch order; call sampler.set_epoch(e)."""
-    sampler = EpochSampler(len(dataset), seed)
+    sampler = EpochSampler(len(dataset), seed, batch_size or micro_batch_size, rank, world_size)
     loader = DataLoader(
         SeededSamples(dataset),
         batch_size=micro_batch_size,

@@ -18,6 +18,7 @@ from runner import checkpoint, data, models, provenance
 from runner.config import validate
 from runner.device import pick_device
 from runner.errors import UserError
+from runner.preemption import Preempted, requeue_slurm_job
 from runner.train import changed_settings, fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,12 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         if "loss" in figures:
             writer.add_hparams(flat_hparams(cfg), {"hparams/final_train_loss": figures["loss"]}, run_name=".")
         record["status"] = "finished"
+    except Preempted as stopped:
+        record["status"] = f"preempted: {stopped}"
+        stopped.requeued = requeue_slurm_job()
+        if not stopped.requeued:
+            log.warning("%s. Resume with the same command and hydra.run.dir=%s", stopped, run_dir)
+        raise
     except BaseException as error:
         pruned = type(error).__name__ == "TrialPruned"
         record["status"] = f"pruned: {error}" if pruned else f"failed: {type(error).__name__}: {error}"

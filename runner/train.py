@@ -11,6 +11,7 @@ read back only every `trainer.log_every_steps` updates: no host-device sync per 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,9 +31,11 @@ from tqdm import tqdm
 
 from runner import checkpoint, data
 from runner.device import autocast_dtype
+from runner.distributed import SINGLE, Processes, all_sum, any_process
 from runner.errors import UserError
 from runner.models import has_batch_norm
 from runner.optim import build_optimizer, build_schedule
+from runner.preemption import Preempted, StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +122,12 @@ def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer, provenance: dict,
-        resume_state: dict | None, on_checkpoint: Callable[[Path, int], None] | None = None) -> dict:
+        resume_state: dict | None, on_checkpoint: Callable[[Path, int], None] | None = None,
+        processes: Processes = SINGLE) -> dict:
     """Train for cfg.trainer.epochs (continuing from resume_state); returns the last epoch's figures.
 
     on_checkpoint(path, epoch) runs after each checkpoint is written (a sweep's pruning hook).
+    With several processes, every one calls fit; rank 0 alone writes (writer is None elsewhere).
     """
     trainer = cfg.trainer
     amp_dtype = autocast_dtype(trainer.precision, device, key="trainer.precision")
@@ -130,133 +135,170 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     if trainer.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
-    batch_size, micro_batch_size = trainer.batch_size, trainer.micro_batch_size
-    n_samples = len(train_set)
+    batch_size, micro_batch_size, world = trainer.batch_size, trainer.micro_batch_size, processes.world_size
+    loader, sampler = data.train_loader(train_set, micro_batch_size, trainer.seed, trainer.num_workers,
+                                        pin_memory=device.type == "cuda", batch_size=batch_size,
+                                        rank=processes.rank, world_size=world)
+    n_samples = sampler.samples_per_epoch  # all processes together
     updates_per_epoch = math.ceil(n_samples / batch_size)
     schedule = build_schedule(cfg.schedule, optimizer, updates_per_epoch, trainer.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     checkpoint_dir = run_dir / "checkpoints"
 
-    start_epoch, global_step = 0, 0
+    start_epoch, global_step, skip = 0, 0, 0
     if resume_state is not None:
         start_epoch, global_step = restore(resume_state, model, optimizer, schedule, scaler)
+        skip = resume_state.get("epoch_samples", 0)  # a checkpoint from mid-epoch (a stop signal)
     if start_epoch >= trainer.epochs:
         log.info("the run has already finished (%d of %d epochs): nothing to do", start_epoch, trainer.epochs)
         return {"epoch": start_epoch, "finished": True}
 
-    if has_batch_norm(model) and micro_batch_size < batch_size:
+    if has_batch_norm(model) and micro_batch_size * world < batch_size:
         log.warning(
             "the model has BatchNorm and trainer.micro_batch_size=%d < trainer.batch_size=%d: "
             "normalization statistics see only the micro-batch", micro_batch_size, batch_size,
         )
-    accumulation = batch_size // micro_batch_size
+    if n_samples < len(train_set):
+        log.warning("%d processes: %d training samples per epoch are left out so each process gets as many",
+                    world, len(train_set) - n_samples)
     log.info(
-        "training %d samples for epochs %d..%d: %d updates per epoch of %d samples (%d micro-batches of %d), "
-        "precision %s on %s", n_samples, start_epoch + 1, trainer.epochs, updates_per_epoch, batch_size,
-        accumulation, micro_batch_size, amp_dtype or "fp32", device,
+        "training %d samples for epochs %d..%d: %d updates per epoch of %d samples (%d micro-batches of %d "
+        "in each of %d processes), precision %s on %s", n_samples, start_epoch + 1, trainer.epochs,
+        updates_per_epoch, batch_size, batch_size // (micro_batch_size * world), micro_batch_size, world,
+        amp_dtype or "fp32", device,
     )
 
-    step_model = torch.compile(model) if trainer.compile else model
-    loader, sampler = data.train_loader(
-        train_set, micro_batch_size, trainer.seed, trainer.num_workers, pin_memory=device.type == "cuda"
-    )
+    step_model = model
+    if processes.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if trainer.compile:
+        step_model = torch.compile(step_model)
     params = [p for p in model.parameters() if p.requires_grad]
     clip = float(trainer.grad_clip_norm) if trainer.grad_clip_norm is not None else math.inf
     smoothing = cfg.loss.label_smoothing
     fp16 = amp_dtype == torch.float16
-    show_bar = sys.stderr.isatty()
+    show_bar = sys.stderr.isatty() and processes.is_main
     mean, std = data.channel_stats(cfg.dataset)
+    stop = StopRequest(list(trainer.stop_signals))
 
     # device-side accumulators, read at log points only
     zero = torch.zeros((), device=device)
     first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
     epoch_figures: dict = {}
-    for epoch in range(start_epoch, trainer.epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        interval = new_interval(zero)
-        epoch_loss, epoch_correct, epoch_samples = zero.clone(), zero.clone(), 0
-        interval_start = epoch_start = time.perf_counter()
-        bar = tqdm(total=updates_per_epoch, desc=f"epoch {epoch + 1}/{trainer.epochs}", disable=not show_bar,
-                   leave=False, dynamic_ncols=True)
-        window_start, window_loss = 0, zero.clone()
-        iterator = iter(loader)
-        while True:
-            wait_start = time.perf_counter()
-            try:
-                x, y = next(iterator)
-            except StopIteration:
-                break
-            interval["data_wait"] += time.perf_counter() - wait_start
-            window_size = min(batch_size, n_samples - window_start)
-            x, y = to_device(x, device, trainer.channels_last), y.to(device, non_blocking=True)
-            loss, loss_sum, correct = micro_batch_loss(step_model, x, y, window_size, smoothing, amp_dtype)
-            if global_step == 0 and epoch_samples == 0:
-                log_first_batch(writer, x.cpu(), mean, std)
-                # the practice: check the loss at init (about -ln(1/C) for a fresh classifier)
-                log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / len(y),
-                         cfg.dataset.num_classes, math.log(cfg.dataset.num_classes))
-            scaler.scale(loss).backward()
-            window_loss += loss_sum
-            epoch_samples += len(y)
-            interval["correct"] += correct
-            interval["samples"] += len(y)
-            if epoch_samples - window_start < window_size:
-                continue  # more micro-batches to accumulate into this learning batch
+    try:
+        for epoch in range(start_epoch, trainer.epochs):
+            epoch_start_sample = skip if epoch == start_epoch else 0
+            sampler.set_epoch(epoch, epoch_start_sample)
+            model.train()
+            interval = new_interval(zero)
+            epoch_loss, epoch_correct = zero.clone(), zero.clone()
+            interval_start = epoch_start = time.perf_counter()
+            bar = tqdm(total=updates_per_epoch, initial=epoch_start_sample // batch_size, disable=not show_bar,
+                       desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False, dynamic_ncols=True)
+            window_start, window_loss, in_window = epoch_start_sample, zero.clone(), 0
+            iterator = iter(loader)
+            while True:
+                wait_start = time.perf_counter()
+                try:
+                    x, y = next(iterator)
+                except StopIteration:
+                    break
+                interval["data_wait"] += time.perf_counter() - wait_start
+                window_size = min(batch_size, n_samples - window_start)  # the whole learning batch
+                in_window += len(y)
+                last = in_window == len(range(processes.rank, window_size, world))  # this process's share done
+                x, y = to_device(x, device, trainer.channels_last), y.to(device, non_blocking=True)
+                # DDP averages gradients over processes: scale by world to get the learning batch's mean
+                sync = contextlib.nullcontext() if last or not processes.active else step_model.no_sync()
+                with sync:
+                    loss, loss_sum, correct = micro_batch_loss(step_model, x, y, window_size / world, smoothing,
+                                                               amp_dtype)
+                    scaler.scale(loss).backward()
+                if global_step == 0 and window_start == 0 and writer is not None and in_window == len(y):
+                    log_first_batch(writer, x.cpu(), mean, std)
+                    # the practice: check the loss at init (about -ln(1/C) for a fresh classifier)
+                    log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / len(y),
+                             cfg.dataset.num_classes, math.log(cfg.dataset.num_classes))
+                window_loss += loss_sum
+                epoch_correct += correct
+                interval["correct"] += correct
+                interval["samples"] += len(y)
+                if not last:
+                    continue  # more micro-batches to accumulate into this learning batch
 
-            grad_norm = optimizer_update(optimizer, scaler, schedule, params, clip)
-            global_step += 1
-            grad_finite = torch.isfinite(grad_norm)
-            bad = ~torch.isfinite(window_loss) if fp16 else ~(torch.isfinite(window_loss) & grad_finite)
-            first_bad_step = torch.where(bad & (first_bad_step < 0), global_step, first_bad_step)
-            interval["loss"] += window_loss
-            interval["grad_norm"] += torch.where(grad_finite, grad_norm, 0.0)
-            interval["skipped"] += (~grad_finite).float()
-            interval["updates"] += 1
-            epoch_loss += window_loss
-            window_start, window_loss = epoch_samples, zero.clone()
-            bar.update(1)
+                grad_norm = optimizer_update(optimizer, scaler, schedule, params, clip)
+                global_step += 1
+                grad_finite = torch.isfinite(grad_norm)
+                bad = ~torch.isfinite(window_loss) if fp16 else ~(torch.isfinite(window_loss) & grad_finite)
+                first_bad_step = torch.where(bad & (first_bad_step < 0), global_step, first_bad_step)
+                interval["loss"] += window_loss
+                interval["grad_norm"] += torch.where(grad_finite, grad_norm, 0.0)
+                interval["skipped"] += (~grad_finite).float()
+                interval["updates"] += 1
+                epoch_loss += window_loss
+                window_start, window_loss, in_window = window_start + window_size, zero.clone(), 0
+                bar.update(1)
 
-            end_of_epoch = epoch_samples == n_samples
-            if global_step % trainer.log_every_steps == 0 or end_of_epoch:
-                figures = read_interval(interval, interval_start, first_bad_step, global_step, epoch, schedule, scaler, fp16)
-                epoch_correct += interval["correct"]
-                write_interval(writer, figures, global_step)
-                if show_bar:
-                    bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.2e}",
-                                    img_s=f"{figures['images_per_s']:.0f}")
-                else:
-                    log.info("step %d (epoch %d): loss %.4f, accuracy %.1f%%, lr %.3g, %.0f images/s",
-                             global_step, epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"],
-                             figures["images_per_s"])
-                interval = new_interval(zero)
-                interval_start = time.perf_counter()
-        bar.close()
+                end_of_epoch = window_start == n_samples
+                if global_step % trainer.log_every_steps == 0 or end_of_epoch:
+                    figures = read_interval(interval, interval_start, first_bad_step, global_step, epoch, schedule,
+                                            scaler, fp16, processes)
+                    if writer is not None:
+                        write_interval(writer, figures, global_step)
+                    if show_bar:
+                        bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.2e}",
+                                        img_s=f"{figures['images_per_s']:.0f}")
+                    else:
+                        log.info("step %d (epoch %d): loss %.4f, accuracy %.1f%%, lr %.3g, %.0f images/s",
+                                 global_step, epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"],
+                                 figures["images_per_s"])
+                    interval = new_interval(zero)
+                    interval_start = time.perf_counter()
+                if not end_of_epoch and any_process(stop.received is not None, processes, device):
+                    read_interval(interval, interval_start, first_bad_step, global_step, epoch, schedule, scaler,
+                                  fp16, processes)  # never save non-finite weights
+                    path = checkpoint_dir / f"preempt-step-{global_step:08d}.pt"
+                    if processes.is_main:
+                        state = checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch, global_step, provenance)
+                        checkpoint.save_atomic({**state, "epoch_samples": window_start}, path)
+                    raise Preempted(stop.received or "a stop signal in another process",
+                                    str(path.relative_to(run_dir)), global_step)
+            bar.close()
 
-        seconds = time.perf_counter() - epoch_start
-        epoch_figures = {
-            "epoch": epoch + 1,
-            "loss": epoch_loss.item() / n_samples,
-            "accuracy": epoch_correct.item() / n_samples,
-            "seconds": seconds,
-        }
-        writer.add_scalar("train/epoch_loss", epoch_figures["loss"], global_step)
-        writer.add_scalar("train/epoch_accuracy", epoch_figures["accuracy"], global_step)
-        log.info("epoch %d/%d: loss %.4f, accuracy %.1f%%, %.1f s (%.0f images/s)", epoch + 1, trainer.epochs,
-                 epoch_figures["loss"], 100 * epoch_figures["accuracy"], seconds, n_samples / seconds)
+            trained = n_samples - epoch_start_sample
+            seconds = time.perf_counter() - epoch_start
+            epoch_figures = {
+                "epoch": epoch + 1,
+                "loss": float(all_sum(epoch_loss, processes)) / trained,
+                "accuracy": float(all_sum(epoch_correct, processes)) / trained,
+                "seconds": seconds,
+            }
+            resumed = f" (resumed after {epoch_start_sample} samples)" if epoch_start_sample else ""
+            log.info("epoch %d/%d%s: loss %.4f, accuracy %.1f%%, %.1f s (%.0f images/s)", epoch + 1, trainer.epochs,
+                     resumed, epoch_figures["loss"], 100 * epoch_figures["accuracy"], seconds, trained / seconds)
+            if writer is not None:
+                writer.add_scalar("train/epoch_loss", epoch_figures["loss"], global_step)
+                writer.add_scalar("train/epoch_accuracy", epoch_figures["accuracy"], global_step)
 
-        if (epoch + 1) % cfg.checkpoint.every_epochs == 0 or epoch + 1 == trainer.epochs:
-            if not all_finite(model):
-                raise UserError(f"the weights are not finite after epoch {epoch + 1}: no checkpoint written. "
-                                "Fix: lower optimizer.lr or set trainer.grad_clip_norm")
-            state = checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch + 1, global_step, provenance)
-            path = checkpoint_dir / checkpoint.checkpoint_name(epoch + 1)
-            checkpoint.save_atomic(state, path)
-            log.info("checkpoint %s", path.relative_to(run_dir))
-            checkpoint.prune(checkpoint_dir, cfg.checkpoint.keep_last, protect=path)
-            if on_checkpoint is not None:
-                on_checkpoint(path, epoch + 1)
-        writer.flush()
+            if (epoch + 1) % cfg.checkpoint.every_epochs == 0 or epoch + 1 == trainer.epochs:
+                if not all_finite(model):
+                    raise UserError(f"the weights are not finite after epoch {epoch + 1}: no checkpoint written. "
+                                    "Fix: lower optimizer.lr or set trainer.grad_clip_norm")
+                path = checkpoint_dir / checkpoint.checkpoint_name(epoch + 1)
+                if processes.is_main:
+                    state = checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch + 1, global_step, provenance)
+                    checkpoint.save_atomic(state, path)
+                    log.info("checkpoint %s", path.relative_to(run_dir))
+                    checkpoint.remove_preempted(checkpoint_dir)
+                    checkpoint.prune(checkpoint_dir, cfg.checkpoint.keep_last, protect=path)
+                    if on_checkpoint is not None:
+                        on_checkpoint(path, epoch + 1)
+            if writer is not None:
+                writer.flush()
+    finally:
+        stop.restore()
     return epoch_figures
 
 
@@ -266,8 +308,17 @@ def new_interval(zero: torch.Tensor) -> dict:
             "samples": 0, "updates": 0, "data_wait": 0.0}
 
 
-def read_interval(interval, interval_start, first_bad_step, global_step, epoch, schedule, scaler, fp16) -> dict:
+def read_interval(interval, interval_start, first_bad_step, global_step, epoch, schedule, scaler, fp16,
+                  processes: Processes = SINGLE) -> dict:
     """Bring one log interval's figures to the host (the one sync point) and stop on non-finite ones."""
+    if processes.active:  # sums over every process; the first bad step of any of them
+        for key in ("loss", "correct"):
+            interval[key] = all_sum(interval[key], processes)
+        interval["samples"] = int(all_sum(torch.tensor(float(interval["samples"]), device=interval["loss"].device),
+                                          processes))
+        bad = torch.where(first_bad_step < 0, torch.iinfo(torch.int64).max, first_bad_step)
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MIN)
+        first_bad_step = torch.where(bad == torch.iinfo(torch.int64).max, -1, bad)
     bad_step = int(first_bad_step.item())
     if bad_step >= 0:
         raise UserError(
