@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint, data, models, provenance
+from runner import checkpoint, data, distributed, models, provenance
 from runner.config import validate
 from runner.device import pick_device
 from runner.errors import UserError
@@ -33,19 +33,37 @@ def hydra_overrides() -> list[str]:
 
 
 def train_job(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train in run_dir, then evaluate; returns {"train": last epoch's figures, "best": best val row}."""
+    """Train in run_dir, then evaluate; returns {"train": last epoch's figures, "best": best val row}.
+
+    Under torchrun every process runs this; rank 0 alone logs, writes and evaluates.
+    """
     validate(cfg)
+    processes = distributed.from_environment()
+    if not processes.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
+    if cfg.trainer.batch_size % (cfg.trainer.micro_batch_size * processes.world_size):
+        raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is not a multiple of trainer.micro_batch_size="
+                        f"{cfg.trainer.micro_batch_size} x {processes.world_size} processes. Fix: a smaller "
+                        "trainer.micro_batch_size, or a batch_size that is a multiple of it times the processes")
+    try:
+        return train_in_processes(cfg, run_dir, processes)
+    finally:
+        distributed.teardown(processes)
+
+
+def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Processes) -> dict:
+    main = processes.is_main
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
     log.info("command-line overrides: %s", " ".join(hydra_overrides()) or "(none)")
     log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
-    git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git)
+    git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if main else None
 
     trainer = cfg.trainer
-    device = pick_device(str(trainer.device), key="trainer.device")
+    device = distributed.setup(processes, pick_device(str(trainer.device), key="trainer.device"))
     splits = data.build_splits(cfg.dataset)
     log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    if cfg.checks.preflight:
+    if cfg.checks.preflight and main:
         preflight(cfg, run_dir, splits, device)
     seed_everything(trainer.seed, trainer.deterministic)  # after the checks, which draw random numbers
     model = models.build(cfg.model, class_counts=torch.bincount(data.labels_of(splits["train"]),
@@ -72,25 +90,26 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
 
         trial = TrialLink(cfg.sweep)
         record["sweep"] = trial.record()
-    provenance.write_run_json(run_dir, record)
+    if main:
+        provenance.write_run_json(run_dir, record)
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"))
-    if resume_state is None:
+    writer = SummaryWriter(str(run_dir / "tb")) if main else None
+    if resume_state is None and main:
         writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
     try:
         with trial or contextlib.nullcontext():
             on_checkpoint = trial and trial.pruning_callback(lambda path: validation_metric(run_dir, cfg, path))
             figures = fit(cfg, run_dir, splits["train"], model, device, writer,
-                          {"git": git, "environment": record["environment"]}, resume_state, on_checkpoint)
-        if "loss" in figures:
+                          {"git": git, "environment": record["environment"]}, resume_state, on_checkpoint, processes)
+        if "loss" in figures and main:
             writer.add_hparams(flat_hparams(cfg), {"hparams/final_train_loss": figures["loss"]}, run_name=".")
         record["status"] = "finished"
     except Preempted as stopped:
         record["status"] = f"preempted: {stopped}"
-        stopped.requeued = requeue_slurm_job()
-        if not stopped.requeued:
+        stopped.requeued = main and requeue_slurm_job()
+        if main and not stopped.requeued:
             log.warning("%s. Resume with the same command and hydra.run.dir=%s", stopped, run_dir)
         raise
     except BaseException as error:
@@ -98,11 +117,15 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         record["status"] = f"pruned: {error}" if pruned else f"failed: {type(error).__name__}: {error}"
         raise
     finally:
-        writer.close()
-        record["end_time"] = provenance.now()
-        provenance.write_run_json(run_dir, record)
+        if main:
+            writer.close()
+            record["end_time"] = provenance.now()
+            provenance.write_run_json(run_dir, record)
 
     best = None
+    if not main:
+        distributed.barrier(processes)  # rank 0 evaluates alone: every sample exactly once
+        return {"train": figures, "best": None}
     if cfg.evaluate.after_training:  # a separate step, as `python -m runner.evaluate run_dir=...` would do it
         from runner.evaluate import evaluate_run
 
@@ -112,6 +135,7 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
     if best is not None:
         print(f"best:          {best['checkpoint']} ({cfg.evaluate.metric} {best[cfg.evaluate.metric]:.4f} on val)")
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
+    distributed.barrier(processes)
     return {"train": figures, "best": best}
 
 
