@@ -1,0 +1,110 @@
+"""Several processes (torchrun, gloo on the CPU) and stop signals: the same weights as one process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from runner import checkpoint
+from runner.data import EpochSampler
+from tests.conftest import TINY, cli_env, run_cli
+
+
+def weights(run_dir, epoch):
+    return checkpoint.load(run_dir / "checkpoints" / checkpoint.checkpoint_name(epoch))["model"]
+
+
+def test_processes_are_dealt_disjoint_shares_of_each_learning_batch():
+    one = EpochSampler(30, seed=0, batch_size=12)
+    ranks = [EpochSampler(30, seed=0, batch_size=12, rank=r, world_size=2) for r in (0, 1)]
+    order = [i for i, _ in one]
+    shares = [[i for i, _ in sampler] for sampler in ranks]
+    assert sorted(shares[0] + shares[1]) == sorted(order)
+    for first in range(0, 30, 12):  # each learning batch is split between the two processes
+        window = order[first:first + 12]
+        assert set(window) == set(shares[0][first // 2:first // 2 + 6]) | set(shares[1][first // 2:first // 2 + 6])
+    skipped = EpochSampler(30, seed=0, batch_size=12)
+    skipped.set_epoch(0, start=12)
+    assert [i for i, _ in skipped] == order[12:]
+
+
+@pytest.mark.slow
+def test_two_processes_reach_the_weights_of_one(workdir):
+    common = [*TINY, "trainer.deterministic=true"]
+    single = run_cli([*common, "trainer.micro_batch_size=6", f"hydra.run.dir={workdir / 'one'}"], cwd=workdir)
+    assert single.returncode == 0, single.stderr
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *common,
+               "trainer.micro_batch_size=3", f"hydra.run.dir={workdir / 'two'}"]
+    double = subprocess.run(command, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
+    assert "in each of 2 processes" in (workdir / "two" / "train.log").read_text()
+    a, b = weights(workdir / "one", 2), weights(workdir / "two", 2)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
+    from runner.errors import UserError
+    from runner.job import train_job
+    from tests.conftest import compose_config
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UserError, match=r"not a multiple of trainer.micro_batch_size=4 x 2 processes"):
+        train_job(compose_config(TINY), workdir / "run")
+
+
+STOPPABLE = [
+    "dataset=synthetic", "dataset.image_size=[16,16]", "dataset.train_size=3000", "dataset.val_size=10",
+    "dataset.test_size=10", "dataset.augment=basic", "model.dropout=0.2", "trainer.epochs=3",
+    "trainer.batch_size=30", "trainer.micro_batch_size=10", "trainer.deterministic=true",
+    "checkpoint.every_epochs=1", "evaluate.after_training=false",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGUSR1", "SIGTERM"])
+def test_a_stop_signal_mid_epoch_checkpoints_and_the_rerun_ends_identical(workdir, signal_name):
+    straight = run_cli([*STOPPABLE, f"hydra.run.dir={workdir / 'straight'}"], cwd=workdir)
+    assert straight.returncode == 0, straight.stderr
+    stopped_dir = workdir / "stopped"
+    process = subprocess.Popen([sys.executable, "-m", "runner", *STOPPABLE, f"hydra.run.dir={stopped_dir}"],
+                               cwd=workdir, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = stopped_dir / "checkpoints" / checkpoint.checkpoint_name(1)
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # into epoch 2
+    process.send_signal(getattr(signal, signal_name))
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 75, output[-2000:]
+    assert f"stopped by {signal_name} at step" in output and "Resume with the same command" in output
+    mid_epoch = checkpoint.list_preempted(stopped_dir / "checkpoints")
+    assert len(mid_epoch) == 1 and not (stopped_dir / "checkpoints" / checkpoint.checkpoint_name(2)).exists()
+
+    rerun = run_cli([*STOPPABLE, f"hydra.run.dir={stopped_dir}"], cwd=workdir)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from {mid_epoch[0]}" in rerun.stdout and "(resumed after" in rerun.stdout
+    a, b = weights(workdir / "straight", 3), weights(stopped_dir, 3)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    assert checkpoint.list_preempted(stopped_dir / "checkpoints") == []  # superseded by epoch checkpoints
+
+
+def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
+    from runner.distributed import run_id
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert run_id() == "slurm-4242"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4240")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert run_id() == "slurm-4240_3"
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_id().endswith(f"_torchrun-{os.getppid()}")
