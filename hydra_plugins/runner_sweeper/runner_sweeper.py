@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from runner.errors import UserError
+from runner.preemption import Preempted
 from runner.sweep import results, space, study
 
 log = logging.getLogger("runner.sweep")
@@ -60,6 +61,7 @@ class RunnerOptunaSweeper(Sweeper):
         self.launcher = None
         self.config: Optional[DictConfig] = None  # noqa: UP045
         self.job_index = 0
+        self.stopping = False
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -96,6 +98,10 @@ class RunnerOptunaSweeper(Sweeper):
             self.run_batch(the_study, trials, fixed, sweep_dir, storage_url)
             self.check_failures(the_study)
             results.write_trials_csv(the_study, sweep_dir)
+            if self.stopping:
+                log.warning("stopped by a signal: the unfinished trial is queued for the next worker (or this one, "
+                            "requeued); run the same command to go on")
+                return
 
         self.report(the_study, sweep_dir, fixed, search)
         with contextlib.suppress(OSError):  # Hydra's own timestamped multirun folder, unused by this sweeper
@@ -143,6 +149,10 @@ class RunnerOptunaSweeper(Sweeper):
             if isinstance(error, optuna.TrialPruned):
                 the_study.tell(trial, state=TrialState.PRUNED)
                 log.info("trial %d: PRUNED (%s)", trial.number, error)
+                return
+            if isinstance(error, Preempted):  # this worker is being stopped: hand the trial on
+                study.retry_later(the_study, trial, f"worker stopped: {error}")
+                self.stopping = True
                 return
             reason = f"{type(error).__name__}: {error}"
         storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason", reason[:1000])

@@ -91,32 +91,40 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
     """
     now = time.time()
     lost = []
-    storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         last = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
         if now - last < grace_seconds:
             continue
         retries = trial.system_attrs.get("runner:retries", 0)
-        retry = retries < max_retries
-        try:  # attributes first: a finished trial can no longer be changed
-            storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason",
-                                          f"worker lost: no heartbeat for {now - last:.0f} s")
-            storage.set_trial_system_attr(trial._trial_id, "runner:retried", retry)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-            continue  # another worker got there first
-        lost.append(trial.number)
-        if retry:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-            pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
-            storage.set_trial_system_attr(pending._trial_id, "runner:retries", retries + 1)
-            storage.set_trial_system_attr(pending._trial_id, "runner:run_dir",
-                                          trial.system_attrs.get("runner:run_dir"))
-            log.warning("trial %d lost its worker: retrying it with the same parameters (retry %d of %d)",
-                        trial.number, retries + 1, max_retries)
-        else:
-            log.warning("trial %d lost its worker and has used its %d retries: left as FAIL", trial.number, max_retries)
+        if retry_later(study, trial, f"worker lost: no heartbeat for {now - last:.0f} s",
+                       retries < max_retries, retries):
+            lost.append(trial.number)
     return lost
+
+
+def retry_later(study: optuna.Study, trial, reason: str, retry: bool = True, retries: int = 0) -> bool:
+    """FAIL the trial with its reason and, if `retry`, queue its parameters again (same run folder).
+
+    False when another worker finished the trial first.
+    """
+    storage = study._storage
+    attrs = storage.get_trial_system_attrs(trial._trial_id)
+    try:  # attributes first: a finished trial can no longer be changed
+        storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason", reason)
+        storage.set_trial_system_attr(trial._trial_id, "runner:retried", retry)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+        return False
+    if retry:
+        study.enqueue_trial(storage.get_trial_params(trial._trial_id), user_attrs={"retry_of": trial.number},
+                            skip_if_exists=False)
+        pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
+        storage.set_trial_system_attr(pending._trial_id, "runner:retries", retries + 1)
+        storage.set_trial_system_attr(pending._trial_id, "runner:run_dir", attrs.get("runner:run_dir"))
+        log.warning("trial %d (%s): queued again with the same parameters", trial.number, reason)
+    else:
+        log.warning("trial %d (%s) has used its retries: left as FAIL", trial.number, reason)
+    return True
 
 
 @contextlib.contextmanager
