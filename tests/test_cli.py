@@ -130,3 +130,12 @@ def test_the_evaluate_command(workdir):
     missing = run_cli(["run_dir=no/such/run"], cwd=workdir, module="runner.evaluate")
     assert missing.returncode == 2 and "Traceback" not in missing.stdout + missing.stderr
     assert "run_dir=no/such/run is not a run directory" in missing.stdout
+
+
+@pytest.mark.slow
+def test_multirun_through_the_local_submitit_launcher(workdir):
+    result = run_cli(["-m", "hydra/launcher=local", "trainer.seed=0,1", "trainer.epochs=1", "evaluate.galleries=false"],
+                     cwd=workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted(workdir.glob("outputs/default/multirun_*/[01]/run.json"))
+    assert len(runs) == 2 and all(json.loads(r.read_text())["status"] == "finished" for r in runs)

@@ -106,3 +106,13 @@ def test_missing_mandatory_value_is_named():
     cfg = compose_config(["dataset=imagefolder"])
     with pytest.raises(UserError, match="has no value"):
         validate(cfg)
+
+
+@pytest.mark.parametrize(("launcher", "target"), [("slurm", "SlurmLauncher"), ("local", "LocalLauncher")])
+def test_submitit_launcher_configs_compose(launcher, target):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    assert cfg.hydra.launcher.timeout_min == 1440

@@ -1,0 +1,147 @@
+"""The SLURM job scripts, submitted with a real sbatch to a real (single-node) SLURM.
+
+.ci/run starts one with scripts/slurm/local_cluster.sh; elsewhere these tests skip, saying why.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from runner import checkpoint
+from runner.sweep.study import storage_for
+from tests.conftest import PROJECT, cli_env, run_cli
+
+
+def slurm_reachable() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "sbatch is not installed"
+    probe = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if probe.returncode != 0 or not probe.stdout.strip():
+        return f"no SLURM controller answers ({probe.stderr.strip()[:200]})"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(slurm_reachable() is not None,
+                       reason=f"no SLURM cluster reachable: {slurm_reachable()}; "
+                              "scripts/slurm/local_cluster.sh start starts one on this machine"),
+]
+SMALL = ["--cpus-per-task=1", "--mem=1G", "--time=10:00"]
+
+
+def submit(args: list[str], cwd: Path) -> str:
+    (cwd / "outputs").mkdir(exist_ok=True)
+    result = subprocess.run(["sbatch", "--parsable", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def state(job: str) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    found = re.search(r"JobState=(\S+)", shown)
+    return found.group(1) if found else "UNKNOWN"
+
+
+def wait(job: str, until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"), timeout=300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = state(job)
+        if current in until:
+            return current
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} still {state(job)} after {timeout} s")
+
+
+def test_a_training_job(workdir):
+    job = submit([*SMALL, str(PROJECT / "scripts/slurm/train.sbatch"), "trainer.epochs=2",
+                  "checkpoint.every_epochs=1", "evaluate.galleries=false"], workdir)
+    assert wait(job) == "COMPLETED", (workdir / f"outputs/runner-train-{job}.out").read_text()[-2000:]
+    run_dir = workdir / "outputs" / "default" / f"slurm-{job}"  # the job's own, deterministic folder
+    assert (run_dir / "checkpoints" / "epoch-0002.pt").is_file()
+    assert (run_dir / "eval" / "best.json").is_file()
+    out = (workdir / f"outputs/runner-train-{job}.out").read_text()
+    assert f"job {job} (restart 0)" in out and f"run directory: {run_dir}" in out
+
+
+STOPPABLE = [
+    "dataset=synthetic", "dataset.image_size=[16,16]", "dataset.train_size=3000", "dataset.val_size=10",
+    "dataset.test_size=10", "dataset.augment=basic", "model.dropout=0.2", "trainer.epochs=3",
+    "trainer.batch_size=30", "trainer.micro_batch_size=10", "trainer.deterministic=true",
+    "checkpoint.every_epochs=1", "evaluate.after_training=false",
+]
+
+
+def test_a_preempted_job_requeues_itself_and_ends_with_the_same_weights(workdir):
+    straight = run_cli([*STOPPABLE, f"hydra.run.dir={workdir / 'straight'}"], cwd=workdir)
+    assert straight.returncode == 0, straight.stderr
+    job = submit([*SMALL, str(PROJECT / "scripts/slurm/train.sbatch"), *STOPPABLE], workdir)
+    run_dir = workdir / "outputs" / "default" / f"slurm-{job}"
+    first = run_dir / "checkpoints" / "epoch-0001.pt"
+    deadline = time.monotonic() + 180
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    # what SLURM sends two minutes before the time limit (--signal=B:USR1@120)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    deadline = time.monotonic() + 60
+    while state(job) not in ("PENDING", "REQUEUED") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state(job) in ("PENDING", "REQUEUED")
+    assert len(checkpoint.list_preempted(run_dir / "checkpoints")) == 1
+    # SLURM holds a requeued job back for a while before it may start again: let it start now
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
+    assert wait(job) == "COMPLETED"
+    out = (workdir / f"outputs/runner-train-{job}.out").read_text()
+    assert f"requeued SLURM job {job}" in out and f"job {job} (restart 1)" in out and "resuming from" in out
+    a = checkpoint.load(workdir / "straight" / "checkpoints" / "epoch-0003.pt")["model"]
+    b = checkpoint.load(run_dir / "checkpoints" / "epoch-0003.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_sweep_as_a_job_array_shares_one_study(workdir):
+    sweep_dir = workdir / "sweep"
+    job = submit([*SMALL, "--array=0-1", str(PROJECT / "scripts/slurm/sweep.sbatch"), "+experiment=smoke",
+                  "+search=smoke", "hydra.sweeper.n_jobs=1", f"hydra.sweeper.sweep_dir={sweep_dir}",
+                  "hydra.sweeper.study_name=array"], workdir)
+    for task in (f"{job}_0", f"{job}_1"):
+        assert wait(task) == "COMPLETED", (workdir / f"outputs/runner-sweep-{job}_{task[-1]}.out").read_text()[-2000:]
+    study = optuna.load_study(study_name="array", storage=storage_for(str(sweep_dir / "study.journal")))
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    for task in (0, 1):  # both array tasks joined the study
+        assert "study array" in (workdir / f"outputs/runner-sweep-{job}_{task}.out").read_text()
+
+
+def test_ddp_job_with_two_processes_on_one_node(workdir):
+    job = submit(["--cpus-per-task=2", "--mem=2G", "--time=10:00", "--export=ALL,NPROC_PER_NODE=2",
+                  str(PROJECT / "scripts/slurm/ddp.sbatch"), "trainer.epochs=1", "trainer.micro_batch_size=32",
+                  "evaluate.galleries=false"], workdir)
+    assert wait(job) == "COMPLETED", (workdir / f"outputs/runner-ddp-{job}.out").read_text()[-3000:]
+    log = (workdir / "outputs" / "default" / f"slurm-{job}" / "train.log").read_text()
+    assert "in each of 2 processes" in log
+
+
+def test_the_submit_helper(workdir):
+    dry = subprocess.run([sys.executable, str(PROJECT / "scripts/submit.py"), "train", "--time=5:00",
+                          "--cpus-per-task=1", "--mem=1G", "--signal-seconds=30", "--dry-run", "--",
+                          "trainer.epochs=1"], capture_output=True, text=True, cwd=workdir)
+    assert dry.returncode == 0
+    assert "#SBATCH --time=5:00" in dry.stdout and "#SBATCH --signal=B:USR1@30" in dry.stdout
+    assert "#SBATCH --time=24:00:00" not in dry.stdout
+    assert re.search(r"^sbatch \S+/outputs/slurm/train-\S+\.sbatch trainer.epochs=1$", dry.stdout, re.M)
+    submitted = subprocess.run([sys.executable, str(PROJECT / "scripts/submit.py"), "train", "--time=5:00",
+                                "--cpus-per-task=1", "--mem=1G", "--", "trainer.epochs=1", "evaluate.galleries=false"],
+                               capture_output=True, text=True, env=cli_env(), cwd=workdir)
+    assert submitted.returncode == 0, submitted.stderr
+    job = re.search(r"Submitted batch job (\d+)", submitted.stdout).group(1)
+    assert wait(job) == "COMPLETED"
