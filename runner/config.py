@@ -7,6 +7,7 @@ Every rule names the key, the bad value and the fix in one line, raised as a Use
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from hydra.utils import get_method
@@ -90,6 +91,10 @@ def validate(cfg: DictConfig) -> None:
     if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
         _fail("trainer.device", device, "is not a device", "trainer.device=auto, cpu, cuda, cuda:N or mps")
 
+    unknown = [name for name in trainer.stop_signals if name not in signal.Signals.__members__]
+    if unknown:
+        _fail("trainer.stop_signals", list(trainer.stop_signals), f"names unknown signals {unknown}",
+              "trainer.stop_signals=[SIGUSR1,SIGTERM]")
     _int_at_least(cfg, "checkpoint.every_epochs", 1, "checkpoint.every_epochs=1")
     if cfg.checkpoint.keep_last is not None:
         _int_at_least(cfg, "checkpoint.keep_last", 1, "checkpoint.keep_last=3, or null to keep all")

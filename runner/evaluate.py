@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import checkpoint, data, metrics, models
 from runner.device import autocast_dtype, pick_device
 from runner.errors import UserError
+from runner.locks import exclusive
 from runner.provenance import now
 
 log = logging.getLogger("runner.evaluate")  # also when run as __main__
@@ -147,15 +147,9 @@ def append_row(eval_dir: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-@contextlib.contextmanager
 def locked(eval_dir: Path):
     """One evaluator at a time per run (a watcher and the training run's own evaluation)."""
-    with open(eval_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return exclusive(eval_dir / ".lock")
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """One training job, as `python -m runner ...` runs it: validate, record, build, resume, fit, report.
 
-The run directory (Hydra's output dir) receives `.hydra/`, `train.log`, `run.json`,
+The run directory (Hydra's output dir) receives `.hydra/`, `train.log`, `run.json`, `eval/`,
 `git.diff` (when the tree is dirty), `checkpoints/` and `tb/`.
 """
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # settings that may change between a run and its resume without changing what is computed
 RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
-                     "checkpoint.", "resume", "dataset.root", "dataset.download", "evaluate.", "sweep.")
+                     "checkpoint.", "resume", "dataset.root", "dataset.download", "evaluate.", "sweep.", "checks.",
+                     "lr_find.")
 
 
 def hydra_overrides() -> list[str]:

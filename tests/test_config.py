@@ -84,6 +84,7 @@ def test_flowers_experiment_is_the_flagship():
         ("trainer.device=tpu", ["trainer.device='tpu'"]),
         ("resume=/no/such/file.pt", ["resume='/no/such/file.pt'", "is not a file"]),
         ("dataset.mean=[0.1,0.2]", ["dataset.mean", "1 or 1 values"]),
+        ("trainer.stop_signals=[SIGUSR7]", ["trainer.stop_signals", "SIGUSR7"]),
     ],
 )
 def test_bad_values_get_one_line_naming_key_and_fix(override, names):

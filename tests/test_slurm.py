@@ -98,10 +98,13 @@ def test_a_preempted_job_requeues_itself_and_ends_with_the_same_weights(workdir)
         time.sleep(0.2)
     assert state(job) in ("PENDING", "REQUEUED")
     assert len(checkpoint.list_preempted(run_dir / "checkpoints")) == 1
-    # SLURM holds a requeued job back for a while before it may start again: let it start now
+    # SLURM holds a requeued job back (two minutes) before it may start again; let it start sooner,
+    # but not within the second its old credential was revoked in ("Job credential revoked")
+    time.sleep(2.5)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
-    assert wait(job) == "COMPLETED"
-    out = (workdir / f"outputs/runner-train-{job}.out").read_text()
+    out_file = workdir / f"outputs/runner-train-{job}.out"
+    assert wait(job) == "COMPLETED", out_file.read_text()[-3000:]
+    out = out_file.read_text()
     assert f"requeued SLURM job {job}" in out and f"job {job} (restart 1)" in out and "resuming from" in out
     a = checkpoint.load(workdir / "straight" / "checkpoints" / "epoch-0003.pt")["model"]
     b = checkpoint.load(run_dir / "checkpoints" / "epoch-0003.pt")["model"]

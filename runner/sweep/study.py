@@ -7,8 +7,6 @@ file in the sweep directory by default, or any Optuna storage URL (postgresql://
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import time
 import zlib
@@ -19,6 +17,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.errors import UserError
+from runner.locks import exclusive
 
 log = logging.getLogger("runner.sweep")
 
@@ -127,13 +126,6 @@ def retry_later(study: optuna.Study, trial, reason: str, retry: bool = True, ret
     return True
 
 
-@contextlib.contextmanager
 def sweep_lock(sweep_dir: Path):
     """One worker at a time counts the budget and asks for trials (workers on one filesystem)."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / ".ask.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return exclusive(sweep_dir / ".ask.lock")
