@@ -46,6 +46,9 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is not a multiple of trainer.micro_batch_size="
                         f"{cfg.trainer.micro_batch_size} x {processes.world_size} processes. Fix: a smaller "
                         "trainer.micro_batch_size, or a batch_size that is a multiple of it times the processes")
+    if processes.active and cfg.sweep.pruner != "none":
+        raise UserError("pruning a sweep trial that trains in several processes is not supported (the pruner "
+                        "would stop rank 0 alone). Fix: hydra.sweeper.pruner=none, or one process per trial")
     try:
         return train_in_processes(cfg, run_dir, processes)
     finally:

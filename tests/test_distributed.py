@@ -108,3 +108,14 @@ def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
         monkeypatch.delenv(name)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert run_id().endswith(f"_torchrun-{os.getppid()}")
+
+
+def test_pruning_a_multi_process_trial_is_refused(workdir, monkeypatch):
+    from runner.errors import UserError
+    from runner.job import train_job
+    from tests.conftest import compose_config
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UserError, match="hydra.sweeper.pruner=none"):
+        train_job(compose_config([*TINY, "trainer.micro_batch_size=2", "sweep.pruner=median"]), workdir / "run")
