@@ -97,7 +97,8 @@ def run_id() -> str:
     if "LOCAL_RANK" in os.environ:  # a torchrun worker: name the run after its agent's start
         started = process_start_time(os.getppid()) or started
         return started.strftime("%Y-%m-%d_%H-%M-%S") + f"_torchrun-{os.getppid()}"
-    return started.strftime("%Y-%m-%d_%H-%M-%S")
+    # milliseconds: runs started together (a shell loop with &) must not share a folder
+    return started.strftime("%Y-%m-%d_%H-%M-%S.%f")[:-3]
 
 
 def process_start_time(pid: int) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
     assert run_id() == "slurm-4240_3"
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(name)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d{3}", run_id())  # ms: parallel launches differ
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert run_id().endswith(f"_torchrun-{os.getppid()}")
 
