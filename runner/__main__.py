@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.config import register_resolvers
-from runner.errors import UserError
+from runner.errors import UserError, one_line
 from runner.preemption import Preempted
 
 log = logging.getLogger("runner")
@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = train_job(cfg, Path(hydra_cfg.runtime.output_dir))
     except UserError as error:
-        log.error("%s", error)
+        log.error("%s", one_line(error))
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial and goes on
         sys.exit(2)

@@ -21,6 +21,7 @@ from urllib.error import URLError
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 from torchvision import transforms
 
@@ -56,6 +57,17 @@ def _stable_seed(*parts) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # transforms
+
+
+def load_image(path) -> Image.Image:
+    """torchvision's PIL loader, with a clear message naming a file that does not decode."""
+    try:
+        with open(path, "rb") as file:
+            image = Image.open(file)
+            return image.convert("RGB")
+    except OSError as error:
+        raise UserError(f"{path} cannot be decoded as an image ({error}). Fix: replace or remove it "
+                        "(python -m runner.check checks=[outliers] lists every such file)") from None
 
 
 def pil_transforms(cfg, train: bool) -> Callable:
@@ -166,9 +178,8 @@ def flowers102(cfg) -> dict[str, Dataset]:
     expected = "imagelabels.mat, setid.mat and jpg/image_00001.jpg .. jpg/image_08189.jpg"
 
     def make(split):
-        return Flowers102(
-            cfg.root, split=split, transform=pil_transforms(cfg, split == "train"), download=cfg.download
-        )
+        return Flowers102(cfg.root, split=split, transform=pil_transforms(cfg, split == "train"),
+                          download=cfg.download, loader=load_image)
 
     fetch = f"102flowers.tgz (unpacked there into jpg/), imagelabels.mat and setid.mat from {FLOWERS_URL}"
     return {
@@ -213,7 +224,7 @@ def imagefolder(cfg) -> dict[str, Dataset]:
 
     def make(folder: Path, augment: bool):
         try:
-            dataset = ImageFolder(folder, transform=pil_transforms(cfg, augment))
+            dataset = ImageFolder(folder, transform=pil_transforms(cfg, augment), loader=load_image)
         except (FileNotFoundError, RuntimeError) as error:
             raise UserError(f"no images found under {folder}: {error}. Fix: dataset.root=FOLDER of class subfolders") from None
         if len(dataset.classes) != cfg.num_classes:

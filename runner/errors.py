@@ -9,3 +9,10 @@ The entry points catch it and print its message as one line, without a traceback
 
 class UserError(Exception):
     """What went wrong, where, and how to fix it, in one message."""
+
+
+def one_line(error: UserError) -> str:
+    """The message alone, also when a DataLoader worker has wrapped it in its traceback."""
+    text = str(error)
+    marker = f"{UserError.__module__}.{UserError.__name__}: "
+    return text.rsplit(marker, 1)[-1].strip() if marker in text else text

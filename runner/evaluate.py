@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import checkpoint, data, metrics, models
 from runner.device import autocast_dtype, pick_device
-from runner.errors import UserError
+from runner.errors import UserError, one_line
 from runner.locks import exclusive
 from runner.provenance import now
 
@@ -427,7 +427,7 @@ def main(settings: DictConfig) -> None:
     try:
         evaluate(settings)
     except UserError as error:
-        log.error("%s", error)
+        log.error("%s", one_line(error))
         sys.exit(2)
 
 

@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from runner.errors import UserError
+from runner.errors import UserError, one_line
 
 log = logging.getLogger("runner")
 CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: Hydra would read a relative one as a module
@@ -51,7 +51,7 @@ def run_tool(name: str, work: Callable[[DictConfig, Path], int]) -> None:
             validate(cfg)
             code = work(cfg, Path(HydraConfig.get().runtime.output_dir))
         except UserError as error:
-            log.error("%s", error)
+            log.error("%s", one_line(error))
             sys.exit(2)
         if code:
             sys.exit(code)

@@ -139,3 +139,22 @@ def test_multirun_through_the_local_submitit_launcher(workdir):
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted(workdir.glob("outputs/default/multirun_*/[01]/run.json"))
     assert len(runs) == 2 and all(json.loads(r.read_text())["status"] == "finished" for r in runs)
+
+
+@pytest.mark.slow
+def test_a_corrupted_image_stops_training_with_one_line_also_from_a_loader_worker(workdir):
+    import numpy as np
+    from PIL import Image
+
+    for c in range(2):
+        (workdir / "images" / f"c{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((10, 12, 3), 40 * i, np.uint8)).save(workdir / "images" / f"c{c}" / f"{i}.jpg")
+    good = (workdir / "images" / "c0" / "0.jpg").read_bytes()
+    (workdir / "images" / "c1" / "broken.jpg").write_bytes(good[: len(good) // 3])
+    result = run_cli(["dataset=imagefolder", "dataset.root=images", "dataset.num_classes=2", "dataset.image_size=[8,8]",
+                      "trainer.num_workers=2", "trainer.epochs=1"], cwd=workdir)
+    assert result.returncode == 2
+    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "images/c1/broken.jpg cannot be decoded as an image" in errors[0], result.stdout[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr

@@ -122,3 +122,16 @@ def test_imagefolder_class_count_mismatch(tmp_path):
     cfg = dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=5")
     with pytest.raises(UserError, match=r"dataset.num_classes=5 but .* has 3 class folders. Fix: dataset.num_classes=3"):
         data.build_splits(cfg)
+
+
+def test_a_corrupted_image_is_named_with_the_fix(tmp_path):
+    make_image_folder(tmp_path)
+    good = (tmp_path / "class_0" / "0.png").read_bytes()
+    (tmp_path / "class_0" / "0.png").write_bytes(good[: len(good) // 3])
+    cfg = dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=3",
+                      "dataset.image_size=[8,8]")
+    splits = data.build_splits(cfg)
+    with pytest.raises(UserError, match=r"class_0/0.png cannot be decoded as an image .* Fix: replace or remove it"):
+        for dataset in splits.values():
+            for i in range(len(dataset)):
+                dataset[i]
