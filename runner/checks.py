@@ -97,8 +97,8 @@ def check_data(setup: Setup) -> Result:
         return Result("data", figure, expected, "FAIL", "the transform must give float32 images with "
                       f"dataset.channels={setup.cfg.dataset.channels} channels", details)
     if (mean.abs() > 0.5).any() or ((std < 0.5) | (std > 2.0)).any():
-        raw_mean = [m * s + c for m, s, c in zip(mean.tolist(), data.channel_stats(setup.cfg.dataset)[1],
-                                                   data.channel_stats(setup.cfg.dataset)[0], strict=True)]
+        configured_mean, configured_std = data.channel_stats(setup.cfg.dataset)
+        raw_mean = [m * s + c for m, s, c in zip(mean.tolist(), configured_std, configured_mean, strict=True)]
         return Result("data", figure, expected, "WARN", "inputs are not standardized: set dataset.mean and "
                       f"dataset.std to the training pixels' per-channel statistics (the mean is about {fmt(raw_mean)})",
                       details)

@@ -83,6 +83,11 @@ def pil_transforms(cfg, train: bool) -> Callable:
     return transforms.Compose(steps)
 
 
+def denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """A standardized image (or batch) back to pixel values in [0, 1], for display."""
+    return (x.float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
+
+
 def tensor_augmentation(cfg) -> Callable | None:
     """For datasets held as standardized tensors: the training augmentation, or None."""
     if cfg.augment != "basic":

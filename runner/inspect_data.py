@@ -37,8 +37,7 @@ def as_stored(dataset, index: int, mean, std):
         with Image.open(files[index]) as image:
             return image.convert("RGB").copy()
     x = dataset[index][0]
-    image = (x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
-    image = image.permute(1, 2, 0).numpy()
+    image = data.denormalize(x, mean, std).permute(1, 2, 0).numpy()
     return image[..., 0] if image.shape[2] == 1 else image
 
 

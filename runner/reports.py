@@ -16,6 +16,8 @@ matplotlib.use("Agg")  # files only: no display needed, on a cluster node or in 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from runner.data import denormalize  # noqa: E402
+
 QUANTILES = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
 
 
@@ -56,8 +58,7 @@ def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torc
         indices = gallery_indices(losses, quantile, per_gallery)
         figure, axes = plt.subplots(1, len(indices), figsize=(2 * len(indices), 2.6), squeeze=False)
         for axis, index in zip(axes[0], indices, strict=True):
-            image = load_image(index).float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-            image = image.clamp(0, 1).permute(1, 2, 0).numpy()
+            image = denormalize(load_image(index), mean, std).permute(1, 2, 0).numpy()
             axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
             true, predicted = int(labels[index]), int(predictions[index])
             colour = "green" if true == predicted else "red"

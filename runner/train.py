@@ -351,5 +351,5 @@ def log_first_batch(writer, x: torch.Tensor, mean, std) -> None:
     """The first training batch as the model sees it (de-normalized for display)."""
     from torchvision.utils import make_grid
 
-    images = x[:64].float() * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
-    writer.add_image("train/first_batch", make_grid(images.nan_to_num(0).clamp(0, 1), nrow=8, pad_value=1.0), 0)
+    images = data.denormalize(x[:64].nan_to_num(0), mean, std)
+    writer.add_image("train/first_batch", make_grid(images, nrow=8, pad_value=1.0), 0)
