@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from runner.config import register_resolvers
 from runner.errors import UserError, one_line
-from runner.preemption import Preempted
+from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run the same command to go on
@@ -20,11 +20,13 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run th
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Returns the best validation metric (evaluate.metric), the objective a sweeper optimizes."""
-    from runner.job import train_job  # after Hydra has parsed --help/--cfg: those stay fast
+    from runner.run import (
+        train_and_evaluate,  # after Hydra has parsed --help/--cfg: those stay fast
+    )
 
     hydra_cfg = HydraConfig.get()
     try:
-        result = train_job(cfg, Path(hydra_cfg.runtime.output_dir))
+        result = train_and_evaluate(cfg, Path(hydra_cfg.runtime.output_dir))
     except UserError as error:
         log.error("%s", one_line(error))
         if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -13,15 +13,16 @@ from pathlib import Path
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from runner.data import DATASETS
+from runner.data.datasets import DATASETS
 from runner.errors import UserError
+from runner.training import distributed
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 
 
 def register_resolvers() -> None:
-    """${run_id:} names run folders (SLURM job, torchrun launch, or the time): see distributed.run_id."""
-    from runner.distributed import run_id
+    """${run_id:} names run folders (SLURM job, torchrun launch, or the time): see run_folders.run_id."""
+    from runner.run_folders import run_id
 
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
@@ -63,6 +64,22 @@ def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return found
 
 
+def _batch_divides(batch_size: int, micro_batch_size: int, processes: int) -> None:
+    """Each process's share of a learning batch is a whole number of micro-batches."""
+    if batch_size % (micro_batch_size * processes) == 0:
+        return
+    if processes == 1:
+        divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0]
+        raise UserError(
+            f"trainer.batch_size={batch_size} is not a multiple of trainer.micro_batch_size={micro_batch_size}. "
+            f"Fix: set trainer.micro_batch_size to a divisor of {batch_size} "
+            f"(e.g. {', '.join(map(str, divisors[-4:-1] or divisors))})"
+        )
+    raise UserError(f"trainer.batch_size={batch_size} is not a multiple of trainer.micro_batch_size="
+                    f"{micro_batch_size} x {processes} processes. Fix: a smaller trainer.micro_batch_size, "
+                    "or a batch_size that is a multiple of it times the processes")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise UserError at the first bad setting; returns None when the config is usable."""
     missing = missing_keys(cfg)
@@ -73,13 +90,7 @@ def validate(cfg: DictConfig) -> None:
     _int_at_least(cfg, "trainer.epochs", 1, "trainer.epochs=10")
     _int_at_least(cfg, "trainer.batch_size", 1, "trainer.batch_size=64")
     _int_at_least(cfg, "trainer.micro_batch_size", 1, "trainer.micro_batch_size=64")
-    if trainer.batch_size % trainer.micro_batch_size:
-        divisors = [d for d in range(1, trainer.batch_size + 1) if trainer.batch_size % d == 0]
-        raise UserError(
-            f"trainer.batch_size={trainer.batch_size} is not a multiple of trainer.micro_batch_size="
-            f"{trainer.micro_batch_size}. Fix: set trainer.micro_batch_size to a divisor of "
-            f"{trainer.batch_size} (e.g. {', '.join(map(str, divisors[-4:-1] or divisors))})"
-        )
+    _batch_divides(trainer.batch_size, trainer.micro_batch_size, distributed.from_environment().world_size)
     if str(trainer.precision) not in PRECISIONS:
         _fail("trainer.precision", trainer.precision, "is not known", "trainer.precision=auto, 32, bf16 or 16")
     if trainer.grad_clip_norm is not None:
@@ -119,6 +130,9 @@ def validate(cfg: DictConfig) -> None:
               f"does not match dataset.num_classes={cfg.dataset.num_classes}",
               "leave model.num_classes at its default ${dataset.num_classes}")
 
+    if distributed.from_environment().active and cfg.sweep.pruner != "none":
+        raise UserError("pruning a sweep trial that trains in several processes is not supported (the pruner "
+                        "would stop rank 0 alone). Fix: hydra.sweeper.pruner=none, or one process per trial")
     if cfg.resume is not None and not Path(cfg.resume).is_file():
         _fail("resume", cfg.resume, "is not a file", "resume=PATH/TO/checkpoints/epoch-NNNN.pt, or resume=null")
 

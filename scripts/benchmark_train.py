@@ -20,10 +20,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.tensorboard import SummaryWriter
 
-from runner import data, models
-from runner.device import autocast_dtype, pick_device
-from runner.optim import build_optimizer
-from runner.train import fit, seed_everything
+from runner import models
+from runner.data import datasets
+from runner.runtime import autocast_dtype, pick_device, seed_everything
+from runner.training.loop import fit
+from runner.training.optim import build_optimizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -74,7 +75,7 @@ def main() -> None:
         ])
     device = pick_device(str(cfg.trainer.device))
     seed_everything(0, False)
-    train_set = data.build_splits(cfg.dataset)["train"]
+    train_set = datasets.build_splits(cfg.dataset)["train"]
 
     bare = bare_loop_images_per_s(cfg, train_set, device, args.epochs)
     with tempfile.TemporaryDirectory() as run_dir:

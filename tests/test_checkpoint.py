@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from runner import checkpoint
+from runner import checkpoint_files
 from runner.errors import UserError
-from runner.job import train_job
+from runner.run import train_and_evaluate as train_job
+from runner.training import checkpoint
 from tests.conftest import TINY, compose_config
 
 
@@ -28,15 +29,15 @@ def test_a_checkpoint_holds_the_full_state_and_loads_weights_only(tmp_path):
 
 def test_save_is_atomic_when_the_write_fails(tmp_path, monkeypatch):
     path = tmp_path / "epoch-0001.pt"
-    checkpoint.save_atomic({"format_version": 1, "x": torch.ones(3)}, path)
+    checkpoint_files.save_atomic({"format_version": 1, "x": torch.ones(3)}, path)
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError):
-        checkpoint.save_atomic({"format_version": 1, "x": torch.zeros(3)}, path)
-    assert torch.equal(checkpoint.load(path)["x"], torch.ones(3))  # the old file is untouched
+        checkpoint_files.save_atomic({"format_version": 1, "x": torch.zeros(3)}, path)
+    assert torch.equal(checkpoint_files.load(path)["x"], torch.ones(3))  # the old file is untouched
     assert os.listdir(tmp_path) == ["epoch-0001.pt"]  # and no temporary file is left behind
 
 
@@ -44,16 +45,16 @@ def test_temporary_files_are_never_listed(tmp_path):
     (tmp_path / ".epoch-0003.pt.tmp-123").write_bytes(b"partial")
     (tmp_path / "epoch-0002.pt").write_bytes(b"x")
     (tmp_path / "epoch-0010.pt").write_bytes(b"x")
-    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0002.pt", "epoch-0010.pt"]
+    assert [p.name for p in checkpoint_files.list_checkpoints(tmp_path)] == ["epoch-0002.pt", "epoch-0010.pt"]
 
 
 def test_truncated_or_foreign_files_get_a_clear_message(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="junk.pt is truncated or not a checkpoint"):
-        checkpoint.load(tmp_path / "junk.pt")
+        checkpoint_files.load(tmp_path / "junk.pt")
     torch.save({"weights": torch.ones(1)}, tmp_path / "plain.pt")
     with pytest.raises(UserError, match="is not a runner checkpoint"):
-        checkpoint.load(tmp_path / "plain.pt")
+        checkpoint_files.load(tmp_path / "plain.pt")
 
 
 def test_rng_state_round_trip():
@@ -66,5 +67,5 @@ def test_rng_state_round_trip():
 
 def test_keep_last_prunes_old_checkpoints(tmp_path):
     train_job(compose_config([*TINY, "trainer.epochs=4", "checkpoint.keep_last=2"]), tmp_path / "run")
-    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")] == [
+    assert [p.name for p in checkpoint_files.list_checkpoints(tmp_path / "run" / "checkpoints")] == [
         "epoch-0003.pt", "epoch-0004.pt"]

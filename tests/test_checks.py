@@ -13,8 +13,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
-from runner import checks, data, models
-from runner.lr_find import range_test, suggest
+from runner import models
+from runner.checks import checks_all as checks
+from runner.checks.lr_find import range_test, suggest
+from runner.data import datasets, introspect
 from tests.conftest import compose_config, run_cli
 
 DIGITS = ["checks.overfit_steps=150", "checks.baseline_steps=40"]
@@ -139,7 +141,7 @@ def test_labels_outside_the_class_range_fail_the_data_check(healthy):
 
 def test_a_train_validation_label_shift_is_flagged(healthy):
     val = healthy.splits["val"]
-    only_zeros = (data.labels_of(val) <= 1).nonzero().flatten().tolist()
+    only_zeros = (introspect.labels_of(val) <= 1).nonzero().flatten().tolist()
     splits = {**healthy.splits, "val": Subset(val, only_zeros)}
     result = verdict(checks.Setup(healthy.cfg, splits, healthy.make_model), "splits")
     assert result.verdict == "WARN" and result.details["label_shift_p_value"] < 1e-3
@@ -221,7 +223,7 @@ def test_outliers_corrupted_jpeg_and_grayscale(tmp_path, broken, gray, expected,
     make_color_folder(tmp_path, broken, gray)
     cfg = compose_config(["dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=2",
                           "dataset.image_size=[8,8]"])
-    result = verdict(checks.Setup(cfg, data.build_splits(cfg.dataset), lambda **_: None), "outliers")
+    result = verdict(checks.Setup(cfg, datasets.build_splits(cfg.dataset), lambda **_: None), "outliers")
     assert result.verdict == expected, result.figure
     if named:
         assert named in result.fix

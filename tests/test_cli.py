@@ -107,7 +107,7 @@ def test_help_and_cfg_job_show_the_composed_config(workdir):
     shown = run_cli(["--cfg", "job", "optimizer=sgd", "optimizer.lr=0.1", "schedule=warmup_cosine"], cwd=workdir)
     assert shown.returncode == 0
     assert "_target_: torch.optim.SGD" in shown.stdout and "lr: 0.1" in shown.stdout
-    assert "runner.optim.warmup_cosine" in shown.stdout
+    assert "runner.training.optim.warmup_cosine" in shown.stdout
     assert not (workdir / "outputs").exists()  # printing the config does no work
     helped = run_cli(["--help"], cwd=workdir)
     assert helped.returncode == 0

@@ -8,7 +8,7 @@ import torch
 from runner import models
 from runner.config import validate
 from runner.errors import UserError
-from runner.optim import build_optimizer, build_schedule
+from runner.training.optim import build_optimizer, build_schedule
 from tests.conftest import CONF, compose_config
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from runner import data
+from runner.data import datasets, loaders
 from runner.errors import UserError
 from tests.conftest import compose_config
 
@@ -22,25 +22,25 @@ def as_tensor(dataset):
 
 
 def test_digits_is_the_real_bundled_data_split_without_overlap():
-    splits = data.build_splits(dataset_cfg())
-    assert [len(splits[s]) for s in data.SPLITS] == [1079, 359, 359]
+    splits = datasets.build_splits(dataset_cfg())
+    assert [len(splits[s]) for s in datasets.SPLITS] == [1079, 359, 359]
     x, y = as_tensor(splits["train"])
     assert x.shape[1:] == (1, 8, 8) and set(y.tolist()) == set(range(10))
     assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1  # standardized
-    index = data.seeded_split(1797, (0.2, 0.2), seed=0)
+    index = datasets.seeded_split(1797, (0.2, 0.2), seed=0)
     assert sorted(index["train"] + index["val"] + index["test"]) == list(range(1797))  # each sample once
 
 
 def test_subset_is_fixed_and_identical_across_builds():
-    first = data.build_splits(dataset_cfg("dataset.subset=64"))
-    second = data.build_splits(dataset_cfg("dataset.subset=64"))
-    for split in data.SPLITS:
+    first = datasets.build_splits(dataset_cfg("dataset.subset=64"))
+    second = datasets.build_splits(dataset_cfg("dataset.subset=64"))
+    for split in datasets.SPLITS:
         assert len(first[split]) == 64
         assert torch.equal(as_tensor(first[split])[0], as_tensor(second[split])[0])
 
 
 def test_synthetic_takes_prime_shapes():
-    splits = data.build_splits(dataset_cfg("dataset=synthetic", "dataset.num_classes=7", "dataset.channels=3",
+    splits = datasets.build_splits(dataset_cfg("dataset=synthetic", "dataset.num_classes=7", "dataset.channels=3",
                                            "dataset.image_size=[11,13]", "dataset.train_size=21"))
     x, y = as_tensor(splits["train"])
     assert x.shape == (21, 3, 11, 13)
@@ -48,13 +48,13 @@ def test_synthetic_takes_prime_shapes():
 
 
 def epoch_batches(dataset, num_workers, epoch, seed=0):
-    loader, sampler = data.train_loader(dataset, 5, seed, num_workers, pin_memory=False)
+    loader, sampler = loaders.train_loader(dataset, 5, seed, num_workers, pin_memory=False)
     sampler.set_epoch(epoch)
     return [x for x, _ in loader]
 
 
 def test_augmentation_depends_on_seed_and_epoch_not_on_workers():
-    train = data.build_splits(dataset_cfg("dataset=synthetic", "dataset.image_size=[12,12]",
+    train = datasets.build_splits(dataset_cfg("dataset=synthetic", "dataset.image_size=[12,12]",
                                           "dataset.train_size=20", "dataset.augment=basic"))["train"]
     in_process = epoch_batches(train, 0, epoch=3)
     with_workers = epoch_batches(train, 2, epoch=3)
@@ -64,9 +64,9 @@ def test_augmentation_depends_on_seed_and_epoch_not_on_workers():
 
 
 def test_flowers102_loads_official_splits_through_torchvision(flowers_root):
-    splits = data.build_splits(dataset_cfg("dataset=flowers102", f"dataset.root={flowers_root}",
+    splits = datasets.build_splits(dataset_cfg("dataset=flowers102", f"dataset.root={flowers_root}",
                                            "dataset.download=false"))
-    assert [len(splits[s]) for s in data.SPLITS] == [1020, 1020, 6149]
+    assert [len(splits[s]) for s in datasets.SPLITS] == [1020, 1020, 6149]
     x, y = splits["train"][0]
     assert x.shape == (3, 128, 128) and 0 <= y < 102
     train_labels = splits["train"]._labels
@@ -77,7 +77,7 @@ def test_flowers102_loads_official_splits_through_torchvision(flowers_root):
 def test_flowers102_missing_names_the_folder_and_the_files(tmp_path):
     cfg = dataset_cfg("dataset=flowers102", f"dataset.root={tmp_path}", "dataset.download=false")
     with pytest.raises(UserError) as caught:
-        data.build_splits(cfg)
+        datasets.build_splits(cfg)
     message = str(caught.value)
     assert str(tmp_path / "flowers-102") in message
     assert "imagelabels.mat, setid.mat and jpg/" in message and "dataset.download=true" in message
@@ -94,7 +94,7 @@ def test_flowers102_failed_download_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "download_and_extract_archive", offline)
     cfg = dataset_cfg("dataset=flowers102", f"dataset.root={tmp_path}", "dataset.download=true")
     with pytest.raises(UserError, match=r"could not download Flowers-102 into .*flowers-102 .*no internet"):
-        data.build_splits(cfg)
+        datasets.build_splits(cfg)
 
 
 def make_image_folder(root, classes=3, per_class=10, size=(9, 7)):
@@ -110,10 +110,10 @@ def test_imagefolder_seeded_split(tmp_path):
     make_image_folder(tmp_path)
     cfg = dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=3",
                       "dataset.image_size=[8,8]")
-    splits = data.build_splits(cfg)
-    assert [len(splits[s]) for s in data.SPLITS] == [24, 6, 0]
+    splits = datasets.build_splits(cfg)
+    assert [len(splits[s]) for s in datasets.SPLITS] == [24, 6, 0]
     assert splits["train"][0][0].shape == (3, 8, 8)
-    assert splits["val"].indices == data.build_splits(cfg)["val"].indices
+    assert splits["val"].indices == datasets.build_splits(cfg)["val"].indices
     assert not set(splits["train"].indices) & set(splits["val"].indices)
 
 
@@ -121,7 +121,7 @@ def test_imagefolder_class_count_mismatch(tmp_path):
     make_image_folder(tmp_path)
     cfg = dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=5")
     with pytest.raises(UserError, match=r"dataset.num_classes=5 but .* has 3 class folders. Fix: dataset.num_classes=3"):
-        data.build_splits(cfg)
+        datasets.build_splits(cfg)
 
 
 def test_a_corrupted_image_is_named_with_the_fix(tmp_path):
@@ -130,7 +130,7 @@ def test_a_corrupted_image_is_named_with_the_fix(tmp_path):
     (tmp_path / "class_0" / "0.png").write_bytes(good[: len(good) // 3])
     cfg = dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=3",
                       "dataset.image_size=[8,8]")
-    splits = data.build_splits(cfg)
+    splits = datasets.build_splits(cfg)
     with pytest.raises(UserError, match=r"class_0/0.png cannot be decoded as an image .* Fix: replace or remove it"):
         for dataset in splits.values():
             for i in range(len(dataset)):

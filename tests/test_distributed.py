@@ -12,13 +12,13 @@ import time
 import pytest
 import torch
 
-from runner import checkpoint
-from runner.data import EpochSampler
+from runner import checkpoint_files
+from runner.data.loaders import EpochSampler
 from tests.conftest import TINY, cli_env, run_cli
 
 
 def weights(run_dir, epoch):
-    return checkpoint.load(run_dir / "checkpoints" / checkpoint.checkpoint_name(epoch))["model"]
+    return checkpoint_files.load(run_dir / "checkpoints" / checkpoint_files.checkpoint_name(epoch))["model"]
 
 
 def test_processes_are_dealt_disjoint_shares_of_each_learning_batch():
@@ -52,7 +52,7 @@ def test_two_processes_reach_the_weights_of_one(workdir):
 
 def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
     from runner.errors import UserError
-    from runner.job import train_job
+    from runner.run import train_and_evaluate as train_job
     from tests.conftest import compose_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -77,7 +77,7 @@ def test_a_stop_signal_mid_epoch_checkpoints_and_the_rerun_ends_identical(workdi
     stopped_dir = workdir / "stopped"
     process = subprocess.Popen([sys.executable, "-m", "runner", *STOPPABLE, f"hydra.run.dir={stopped_dir}"],
                                cwd=workdir, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first = stopped_dir / "checkpoints" / checkpoint.checkpoint_name(1)
+    first = stopped_dir / "checkpoints" / checkpoint_files.checkpoint_name(1)
     deadline = time.monotonic() + 120
     while not first.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -86,19 +86,19 @@ def test_a_stop_signal_mid_epoch_checkpoints_and_the_rerun_ends_identical(workdi
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 75, output[-2000:]
     assert f"stopped by {signal_name} at step" in output and "Resume with the same command" in output
-    mid_epoch = checkpoint.list_preempted(stopped_dir / "checkpoints")
-    assert len(mid_epoch) == 1 and not (stopped_dir / "checkpoints" / checkpoint.checkpoint_name(2)).exists()
+    mid_epoch = checkpoint_files.list_preempted(stopped_dir / "checkpoints")
+    assert len(mid_epoch) == 1 and not (stopped_dir / "checkpoints" / checkpoint_files.checkpoint_name(2)).exists()
 
     rerun = run_cli([*STOPPABLE, f"hydra.run.dir={stopped_dir}"], cwd=workdir)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming from {mid_epoch[0]}" in rerun.stdout and "(resumed after" in rerun.stdout
     a, b = weights(workdir / "straight", 3), weights(stopped_dir, 3)
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
-    assert checkpoint.list_preempted(stopped_dir / "checkpoints") == []  # superseded by epoch checkpoints
+    assert checkpoint_files.list_preempted(stopped_dir / "checkpoints") == []  # superseded by epoch checkpoints
 
 
 def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
-    from runner.distributed import run_id
+    from runner.run_folders import run_id
 
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert run_id() == "slurm-4242"
@@ -114,7 +114,7 @@ def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
 
 def test_pruning_a_multi_process_trial_is_refused(workdir, monkeypatch):
     from runner.errors import UserError
-    from runner.job import train_job
+    from runner.run import train_and_evaluate as train_job
     from tests.conftest import compose_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -12,10 +12,12 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runner import checkpoint, data, models
+from runner import checkpoint_files, models
+from runner.data import datasets, loaders
 from runner.errors import UserError
-from runner.evaluate import assert_eval_mode, evaluate, evaluate_run, predict, read_rows
-from runner.job import train_job
+from runner.evaluate import evaluate
+from runner.evaluation.evaluate import assert_eval_mode, evaluate_run, predict, read_rows
+from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, cli_env, compose_config
 
 
@@ -41,12 +43,12 @@ def fresh_copy(run_dir: Path, tmp_path: Path) -> Path:
 
 def reference_metrics(path: Path, split: str) -> dict:
     """Deliberately simple: one sample at a time through the model, plain Python counting."""
-    state = checkpoint.load(path)
+    state = checkpoint_files.load(path)
     config = OmegaConf.create(state["config"])
     model = models.build(config.model)
     model.load_state_dict(state["model"])
     model.eval()
-    dataset = data.build_splits(config.dataset)[split]
+    dataset = datasets.build_splits(config.dataset)[split]
     total_loss, correct = 0.0, 0
     hits, counts = [0] * config.dataset.num_classes, [0] * config.dataset.num_classes
     with torch.no_grad():
@@ -90,7 +92,7 @@ def bn_dropout_model():
 def test_eval_mode_gives_the_same_predictions_for_any_batch_size():
     model = bn_dropout_model().eval()
     dataset = torch.utils.data.TensorDataset(torch.randn(23, 3, 11, 13), torch.randint(0, 7, (23,)))
-    results = [predict(model, data.eval_loader(dataset, b, 0, False), torch.device("cpu"), None, "none")[0]
+    results = [predict(model, loaders.eval_loader(dataset, b, 0, False), torch.device("cpu"), None, "none")[0]
                for b in (1, 5, 23)]
     for other in results[1:]:
         torch.testing.assert_close(results[0], other, rtol=1e-5, atol=1e-5)
@@ -102,7 +104,7 @@ def test_a_model_left_in_training_mode_is_caught():
     assert not torch.allclose(model(x)[:4], model(x[:4]))  # what the check protects against
     dataset = torch.utils.data.TensorDataset(x, torch.zeros(8, dtype=torch.long))
     with pytest.raises(RuntimeError, match="training mode"):
-        predict(model, data.eval_loader(dataset, 4, 0, False), torch.device("cpu"), None, "none")
+        predict(model, loaders.eval_loader(dataset, 4, 0, False), torch.device("cpu"), None, "none")
 
 
 def test_a_model_whose_eval_does_nothing_is_caught(monkeypatch):
@@ -186,12 +188,12 @@ def test_flip_tta_averages_the_image_and_its_mirror(trained, tmp_path):
     run_dir = fresh_copy(trained, tmp_path)
     evaluate(settings(f"checkpoint={run_dir / 'checkpoints' / 'epoch-0003.pt'}", "tta=flip"))
     saved = torch.load(run_dir / "eval" / "predictions" / "epoch-0003.val.flip.pt", weights_only=True)
-    state = checkpoint.load(run_dir / "checkpoints" / "epoch-0003.pt")
+    state = checkpoint_files.load(run_dir / "checkpoints" / "epoch-0003.pt")
     config = OmegaConf.create(state["config"])
     model = models.build(config.model)
     model.load_state_dict(state["model"])
     model.eval()
-    x = torch.stack([x for x, _ in data.build_splits(config.dataset)["val"]])
+    x = torch.stack([x for x, _ in datasets.build_splits(config.dataset)["val"]])
     with torch.no_grad():
         expected = ((model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2).log()
     torch.testing.assert_close(saved["log_probabilities"], expected, rtol=1e-4, atol=1e-5)
@@ -240,9 +242,9 @@ def test_a_split_the_dataset_does_not_have(trained, tmp_path):
 def test_a_checkpoint_from_a_different_model(trained, tmp_path):
     run_dir = fresh_copy(trained, tmp_path)
     path = run_dir / "checkpoints" / "epoch-0001.pt"
-    state = checkpoint.load(path)
+    state = checkpoint_files.load(path)
     state["config"]["model"]["hidden"] = 32  # the weights no longer fit the described model
-    checkpoint.save_atomic(state, path)
+    checkpoint_files.save_atomic(state, path)
     with pytest.raises(UserError, match="does not fit the model of its config"):
         evaluate(settings(f"checkpoint={path}"))
 

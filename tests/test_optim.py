@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from runner.optim import build_schedule
+from runner.training.optim import build_schedule
 from tests.conftest import compose_config
 
 UPDATES_PER_EPOCH, EPOCHS = 7, 5

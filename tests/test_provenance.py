@@ -9,7 +9,7 @@ import pytest
 
 from runner import provenance
 from runner.errors import UserError
-from runner.job import train_job
+from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, compose_config
 
 

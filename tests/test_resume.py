@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from runner import checkpoint
+from runner import checkpoint_files
 from runner.errors import UserError
-from runner.job import train_job
+from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, cli_env, compose_config, run_cli
 
 # dropout, augmentation and loader workers: every random stream a resume has to restore
@@ -25,7 +25,7 @@ EXACT = [
 
 
 def weights(run_dir, epoch):
-    return checkpoint.load(run_dir / "checkpoints" / checkpoint.checkpoint_name(epoch))["model"]
+    return checkpoint_files.load(run_dir / "checkpoints" / checkpoint_files.checkpoint_name(epoch))["model"]
 
 
 def assert_identical(a: dict, b: dict):
@@ -43,14 +43,14 @@ def test_sigkill_during_epoch_3_then_rerun_gives_the_uninterrupted_weights(workd
     command = [sys.executable, "-m", "runner", *EXACT, f"hydra.run.dir={killed}"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=cli_env())
-    second = killed / "checkpoints" / checkpoint.checkpoint_name(2)
+    second = killed / "checkpoints" / checkpoint_files.checkpoint_name(2)
     deadline = time.monotonic() + 240
     while not second.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert second.exists()
-    assert not (killed / "checkpoints" / checkpoint.checkpoint_name(3)).exists(), "the kill came too late"
+    assert not (killed / "checkpoints" / checkpoint_files.checkpoint_name(3)).exists(), "the kill came too late"
 
     rerun = run_cli([*EXACT, f"hydra.run.dir={killed}"], cwd=workdir)
     assert rerun.returncode == 0, rerun.stderr
@@ -74,7 +74,7 @@ def test_resume_after_extending_epochs_equals_a_longer_run(tmp_path):
 
 def test_resume_from_a_given_file(tmp_path):
     train_job(compose_config(TINY), tmp_path / "first")
-    path = tmp_path / "first" / "checkpoints" / checkpoint.checkpoint_name(1)
+    path = tmp_path / "first" / "checkpoints" / checkpoint_files.checkpoint_name(1)
     train_job(compose_config([*TINY, f"resume={path}"]), tmp_path / "second")
     assert_identical(weights(tmp_path / "first", 2), weights(tmp_path / "second", 2))
 
@@ -87,8 +87,8 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
 
 def test_a_truncated_newest_checkpoint_is_skipped(tmp_path, caplog):
     train_job(compose_config(TINY), tmp_path / "run")
-    newest = tmp_path / "run" / "checkpoints" / checkpoint.checkpoint_name(2)
+    newest = tmp_path / "run" / "checkpoints" / checkpoint_files.checkpoint_name(2)
     newest.write_bytes(newest.read_bytes()[:1000])
-    path, state = checkpoint.load_newest(tmp_path / "run" / "checkpoints")
-    assert path.name == checkpoint.checkpoint_name(1) and state["epoch"] == 1
+    path, state = checkpoint_files.load_newest(tmp_path / "run" / "checkpoints")
+    assert path.name == checkpoint_files.checkpoint_name(1) and state["epoch"] == 1
     assert "epoch-0002.pt is truncated" in caplog.text

@@ -16,8 +16,8 @@ import optuna
 import pytest
 import torch
 
-from runner import checkpoint
-from runner.sweep.study import storage_for
+from runner import checkpoint_files
+from runner.study_storage import storage_for
 from tests.conftest import PROJECT, cli_env, run_cli
 
 
@@ -97,7 +97,7 @@ def test_a_preempted_job_requeues_itself_and_ends_with_the_same_weights(workdir)
     while state(job) not in ("PENDING", "REQUEUED") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert state(job) in ("PENDING", "REQUEUED")
-    assert len(checkpoint.list_preempted(run_dir / "checkpoints")) == 1
+    assert len(checkpoint_files.list_preempted(run_dir / "checkpoints")) == 1
     # SLURM holds a requeued job back (two minutes) before it may start again; let it start sooner,
     # but not within the second its old credential was revoked in ("Job credential revoked")
     time.sleep(2.5)
@@ -106,8 +106,8 @@ def test_a_preempted_job_requeues_itself_and_ends_with_the_same_weights(workdir)
     assert wait(job) == "COMPLETED", out_file.read_text()[-3000:]
     out = out_file.read_text()
     assert f"requeued SLURM job {job}" in out and f"job {job} (restart 1)" in out and "resuming from" in out
-    a = checkpoint.load(workdir / "straight" / "checkpoints" / "epoch-0003.pt")["model"]
-    b = checkpoint.load(run_dir / "checkpoints" / "epoch-0003.pt")["model"]
+    a = checkpoint_files.load(workdir / "straight" / "checkpoints" / "epoch-0003.pt")["model"]
+    b = checkpoint_files.load(run_dir / "checkpoints" / "epoch-0003.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

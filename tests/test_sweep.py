@@ -18,8 +18,9 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from runner.study_storage import storage_for
 from runner.sweep import space
-from runner.sweep.study import TrialSeededRandomSampler, storage_for
+from runner.sweep.study import TrialSeededRandomSampler
 from tests.conftest import PROJECT, cli_env, run_cli
 
 TINY_SWEEP = [

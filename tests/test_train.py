@@ -7,21 +7,23 @@ import math
 import pytest
 import torch
 
-from runner import checkpoint, data, models
+from runner import checkpoint_files, models
+from runner.data import datasets
 from runner.errors import UserError
-from runner.job import train_job
-from runner.train import micro_batch_loss, seed_everything
+from runner.run import train_and_evaluate as train_job
+from runner.runtime import seed_everything
+from runner.training.loop import micro_batch_loss
 from tests.conftest import TINY, compose_config
 
 
 def final_weights(run_dir, epoch=2) -> dict:
-    return checkpoint.load(run_dir / "checkpoints" / checkpoint.checkpoint_name(epoch))["model"]
+    return checkpoint_files.load(run_dir / "checkpoints" / checkpoint_files.checkpoint_name(epoch))["model"]
 
 
 def initial_model(cfg):
     """The model exactly as train_job initializes it (same seed, same order of random draws)."""
     seed_everything(cfg.trainer.seed, False)
-    data.build_splits(cfg.dataset)
+    datasets.build_splits(cfg.dataset)
     return models.build(cfg.model)
 
 
@@ -53,7 +55,7 @@ def test_training_with_micro_batches_equals_training_with_whole_batches(tmp_path
 
 def test_dividing_by_the_micro_batch_would_be_caught(tmp_path, monkeypatch):
     """The check of the check: normalize each micro-batch by its own size and the weights differ."""
-    import runner.train as train_module
+    import runner.training.loop as train_module
 
     def wrong_loss(model, x, y, window_size, smoothing, amp_dtype):
         return micro_batch_loss(model, x, y, len(y), smoothing, amp_dtype)
@@ -106,15 +108,15 @@ def test_non_finite_loss_stops_the_run_and_names_the_step(tmp_path):
     cfg = compose_config([*TINY, "dataset.noise=nan"])
     with pytest.raises(UserError, match=r"non-finite at step 1 \(epoch 1\)"):
         train_job(cfg, tmp_path / "nan")
-    assert checkpoint.list_checkpoints(tmp_path / "nan" / "checkpoints") == []
+    assert checkpoint_files.list_checkpoints(tmp_path / "nan" / "checkpoints") == []
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
     cfg = compose_config([*TINY, "optimizer=sgd", "optimizer.lr=1e30", "trainer.log_every_steps=1000"])
     with pytest.raises(UserError, match="non-finite"):
         train_job(cfg, tmp_path / "diverged")
-    for path in checkpoint.list_checkpoints(tmp_path / "diverged" / "checkpoints"):
-        weights = checkpoint.load(path)["model"]
+    for path in checkpoint_files.list_checkpoints(tmp_path / "diverged" / "checkpoints"):
+        weights = checkpoint_files.load(path)["model"]
         assert all(torch.isfinite(w).all() for w in weights.values()), path
 
 

@@ -25,9 +25,10 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from runner import study_storage
 from runner.errors import UserError
-from runner.preemption import Preempted
 from runner.sweep import results, space, study
+from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner.sweep")
 
@@ -78,8 +79,8 @@ class RunnerOptunaSweeper(Sweeper):
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
         the_study = optuna.create_study(
-            study_name=name, storage=study.storage_for(storage_url), direction=self.direction(),
-            sampler=study.make_sampler(s.sampler, s.seed), pruner=study.make_pruner(s.pruner), load_if_exists=True)
+            study_name=name, storage=study_storage.storage_for(storage_url), direction=self.direction(),
+            sampler=study.make_sampler(s.sampler, s.seed), pruner=study_storage.make_pruner(s.pruner), load_if_exists=True)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
                  study.budget_used(the_study), s.n_trials, sweep_dir)
         log.info("optuna-dashboard %s", storage_url)

@@ -1,6 +1,7 @@
 """Hyperparameter sweeps on Optuna: `python -m runner -m hydra/sweeper=runner_optuna 'optimizer.lr=...'`.
 
-space (search-space grammar), study (storage, sampler, pruner, budget, lost trials), trial
-(the training job's side), results (files in the sweep directory). The Hydra glue is in
-hydra_plugins/runner_sweeper.
+space (search-space grammar), study (sampler, budget, lost trials), results (files in the
+sweep directory). The training job's side of a trial is runner/training/trial.py; both meet in
+the study's storage (runner/study_storage.py). Only the Hydra glue, hydra_plugins/runner_sweeper,
+imports this package.
 """

@@ -1,8 +1,8 @@
 """The Optuna study behind a sweep: storage, sampler and pruner by name, the trial budget, lost trials.
 
 Used by the `runner_optuna` Hydra sweeper (hydra_plugins/runner_sweeper) and by each trial's
-training job (runner/sweep/trial.py), which talk only through the study's storage: a journal
-file in the sweep directory by default, or any Optuna storage URL (postgresql://...).
+training job (runner/training/trial.py), which talk only through the study's storage
+(runner/study_storage.py).
 """
 
 from __future__ import annotations
@@ -17,26 +17,13 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.errors import UserError
-from runner.locks import exclusive
+from runner.io import exclusive
+from runner.study_storage import HEARTBEAT
 
 log = logging.getLogger("runner.sweep")
 
-HEARTBEAT = "runner:heartbeat"  # trial system attr: time.time() of the trial job's last sign of life
 
 
-def storage_for(url: str):
-    """An Optuna storage from a URL; a plain path (or journal:PATH) is a journal file."""
-    if "://" not in url:
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except Exception as error:
-        raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({type(error).__name__}: {error}). "
-                        "Fix: check the URL, the server and its driver (e.g. pip install psycopg2-binary)") from None
 
 
 class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
@@ -63,14 +50,6 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: hydra.sweeper.sampler=random or tpe")
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    raise UserError(f"hydra.sweeper.pruner={name!r} is not known. Fix: none, median or hyperband")
 
 
 def counted(trial: FrozenTrial) -> bool:

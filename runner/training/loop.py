@@ -15,40 +15,30 @@ import contextlib
 import json
 import logging
 import math
-import os
-import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from runner import checkpoint, data
-from runner.device import autocast_dtype
-from runner.distributed import SINGLE, Processes, all_sum, any_process
+from runner import checkpoint_files
+from runner.data import loaders, transforms
 from runner.errors import UserError
 from runner.models import has_batch_norm
-from runner.optim import build_optimizer, build_schedule
-from runner.preemption import Preempted, StopRequest
+from runner.runtime import autocast_dtype
+from runner.training import checkpoint
+from runner.training.distributed import SINGLE, Processes, all_sum, any_process
+from runner.training.optim import build_optimizer, build_schedule
+from runner.training.preemption import Preempted, StopRequest
 
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.benchmark = not deterministic
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
 
 
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -69,7 +59,7 @@ def micro_batch_loss(model: nn.Module, x, y, window_size: int, label_smoothing: 
 
 def checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict) -> dict:
     return {
-        "format_version": checkpoint.FORMAT_VERSION,
+        "format_version": checkpoint_files.FORMAT_VERSION,
         "epoch": epoch,
         "global_step": global_step,
         "model": model.state_dict(),
@@ -136,7 +126,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
     batch_size, micro_batch_size, world = trainer.batch_size, trainer.micro_batch_size, processes.world_size
-    loader, sampler = data.train_loader(train_set, micro_batch_size, trainer.seed, trainer.num_workers,
+    loader, sampler = loaders.train_loader(train_set, micro_batch_size, trainer.seed, trainer.num_workers,
                                         pin_memory=device.type == "cuda", batch_size=batch_size,
                                         rank=processes.rank, world_size=world)
     n_samples = sampler.samples_per_epoch  # all processes together
@@ -180,7 +170,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     smoothing = cfg.loss.label_smoothing
     fp16 = amp_dtype == torch.float16
     show_bar = sys.stderr.isatty() and processes.is_main
-    mean, std = data.channel_stats(cfg.dataset)
+    mean, std = transforms.channel_stats(cfg.dataset)
     stop = StopRequest(list(trainer.stop_signals))
 
     # device-side accumulators, read at log points only
@@ -262,7 +252,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
                     path = checkpoint_dir / f"preempt-step-{global_step:08d}.pt"
                     if processes.is_main:
                         state = checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch, global_step, provenance)
-                        checkpoint.save_atomic({**state, "epoch_samples": window_start}, path)
+                        checkpoint_files.save_atomic({**state, "epoch_samples": window_start}, path)
                     raise Preempted(stop.received or "a stop signal in another process",
                                     str(path.relative_to(run_dir)), global_step)
             bar.close()
@@ -286,10 +276,10 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
                 if not all_finite(model):
                     raise UserError(f"the weights are not finite after epoch {epoch + 1}: no checkpoint written. "
                                     "Fix: lower optimizer.lr or set trainer.grad_clip_norm")
-                path = checkpoint_dir / checkpoint.checkpoint_name(epoch + 1)
+                path = checkpoint_dir / checkpoint_files.checkpoint_name(epoch + 1)
                 if processes.is_main:
                     state = checkpoint_state(cfg, model, optimizer, schedule, scaler, epoch + 1, global_step, provenance)
-                    checkpoint.save_atomic(state, path)
+                    checkpoint_files.save_atomic(state, path)
                     log.info("checkpoint %s", path.relative_to(run_dir))
                     checkpoint.remove_preempted(checkpoint_dir)
                     checkpoint.prune(checkpoint_dir, cfg.checkpoint.keep_last, protect=path)
@@ -351,5 +341,5 @@ def log_first_batch(writer, x: torch.Tensor, mean, std) -> None:
     """The first training batch as the model sees it (de-normalized for display)."""
     from torchvision.utils import make_grid
 
-    images = data.denormalize(x[:64].nan_to_num(0), mean, std)
+    images = transforms.denormalize(x[:64].nan_to_num(0), mean, std)
     writer.add_image("train/first_batch", make_grid(images, nrow=8, pad_value=1.0), 0)

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runner import data, models
-from runner.optim import build_optimizer
+from runner import models
+from runner.data import datasets, introspect, transforms
+from runner.training.optim import build_optimizer
 
 PREFLIGHT = ("data", "loss_at_init", "batch_independence", "gradients_flow", "train_eval_mode")
 
@@ -53,7 +54,7 @@ class Setup:
         dataset = self.splits[split]
         pool = torch.arange(len(dataset))
         if classes is not None:
-            pool = torch.isin(data.labels_of(dataset), torch.tensor(classes)).nonzero().flatten()
+            pool = torch.isin(introspect.labels_of(dataset), torch.tensor(classes)).nonzero().flatten()
         size = min(size or self.cfg.checks.batch_size, len(pool))
         indices = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size]].tolist()
         xs, ys = zip(*(dataset[i] for i in indices), strict=True)
@@ -66,7 +67,7 @@ def fresh(setup: Setup, **kwargs) -> nn.Module:
 
 
 def class_counts(setup: Setup, split: str = "train") -> torch.Tensor:
-    return torch.bincount(data.labels_of(setup.splits[split]), minlength=setup.num_classes)
+    return torch.bincount(introspect.labels_of(setup.splits[split]), minlength=setup.num_classes)
 
 
 def fmt(values) -> str:
@@ -97,7 +98,7 @@ def check_data(setup: Setup) -> Result:
         return Result("data", figure, expected, "FAIL", "the transform must give float32 images with "
                       f"dataset.channels={setup.cfg.dataset.channels} channels", details)
     if (mean.abs() > 0.5).any() or ((std < 0.5) | (std > 2.0)).any():
-        configured_mean, configured_std = data.channel_stats(setup.cfg.dataset)
+        configured_mean, configured_std = transforms.channel_stats(setup.cfg.dataset)
         raw_mean = [m * s + c for m, s, c in zip(mean.tolist(), configured_std, configured_mean, strict=True)]
         return Result("data", figure, expected, "WARN", "inputs are not standardized: set dataset.mean and "
                       f"dataset.std to the training pixels' per-channel statistics (the mean is about {fmt(raw_mean)})",
@@ -107,10 +108,10 @@ def check_data(setup: Setup) -> Result:
 
 def content_hashes(dataset) -> list[str]:
     """One hash per sample: of the file's bytes where the dataset reads files, else of the stored tensor."""
-    files = data.image_files(dataset)
+    files = introspect.image_files(dataset)
     if files is not None:
         return [hashlib.sha1(Path(f).read_bytes()).hexdigest() for f in files]
-    if isinstance(dataset, data.TransformedTensors):  # hash what is stored, not a random augmentation
+    if isinstance(dataset, datasets.TransformedTensors):  # hash what is stored, not a random augmentation
         return [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in dataset.images]
     return [hashlib.sha1(dataset[i][0].numpy().tobytes()).hexdigest() for i in range(len(dataset))]
 
@@ -172,7 +173,7 @@ def scan_files(files: list[Path], channels: int) -> tuple[list, list[str], list[
 
 def check_outliers(setup: Setup) -> Result:
     """Image sizes, aspect ratios, file sizes (extremes named), grayscale among color, undecodable files."""
-    files = [f for ds in setup.splits.values() for f in (data.image_files(ds) or [])]
+    files = [f for ds in setup.splits.values() for f in (introspect.image_files(ds) or [])]
     if not files:
         return Result("outliers", "in-memory tensors, all one shape", "files that decode, in color", "PASS")
     records, broken, gray = scan_files(files, setup.cfg.dataset.channels)
@@ -430,8 +431,8 @@ def run(setup: Setup, names) -> list[Result]:
 
 def setup_for(cfg, device: torch.device) -> Setup:
     """The Setup of a composed config: its splits and its model, as training would build them."""
-    splits = data.build_splits(cfg.dataset)
-    counts = torch.bincount(data.labels_of(splits["train"]), minlength=cfg.dataset.num_classes)
+    splits = datasets.build_splits(cfg.dataset)
+    counts = torch.bincount(introspect.labels_of(splits["train"]), minlength=cfg.dataset.num_classes)
 
     def make_model(init_output_bias: str | None = None) -> nn.Module:
         model_cfg = copy.deepcopy(cfg.model)

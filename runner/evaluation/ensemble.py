@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import metrics
 from runner.errors import UserError
-from runner.evaluate import (
+from runner.evaluation import metrics
+from runner.evaluation.evaluate import (
     direction_of,
     evaluate_one,
     evaluate_run,

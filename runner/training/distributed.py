@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 
 import torch
 import torch.distributed as torch_dist
@@ -81,32 +79,3 @@ def any_process(flag: bool, processes: Processes, device: torch.device) -> bool:
 def barrier(processes: Processes) -> None:
     if processes.active:
         torch_dist.barrier()
-
-
-def run_id() -> str:
-    """The run folder's name (`${run_id:}` in conf/train.yaml), the same for every process of one run.
-
-    Under SLURM the job id (a requeued job finds its own checkpoints); under torchrun the start
-    time of torchrun's agent process (shared by all its workers); otherwise the current time.
-    """
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"slurm-{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    if os.environ.get("SLURM_JOB_ID"):
-        return f"slurm-{os.environ['SLURM_JOB_ID']}"
-    started = datetime.now()
-    if "LOCAL_RANK" in os.environ:  # a torchrun worker: name the run after its agent's start
-        started = process_start_time(os.getppid()) or started
-        return started.strftime("%Y-%m-%d_%H-%M-%S") + f"_torchrun-{os.getppid()}"
-    # milliseconds: runs started together (a shell loop with &) must not share a folder
-    return started.strftime("%Y-%m-%d_%H-%M-%S.%f")[:-3]
-
-
-def process_start_time(pid: int) -> datetime | None:
-    """When a process started (Linux /proc); None where that cannot be read."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"))

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 
-log = logging.getLogger("runner.preemption")
+log = logging.getLogger("runner.training.preemption")
 
 
 class Preempted(Exception):

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint, data, distributed, models, provenance
-from runner.config import validate
-from runner.device import pick_device
+from runner import checkpoint_files, models, provenance
+from runner.data import datasets, introspect
 from runner.errors import UserError
-from runner.preemption import Preempted, requeue_slurm_job
-from runner.train import changed_settings, fit, seed_everything
+from runner.runtime import pick_device, seed_everything
+from runner.training import distributed
+from runner.training.loop import changed_settings, fit
+from runner.training.preemption import Preempted, requeue_slurm_job
 
 log = logging.getLogger(__name__)
+
+Preflight = Callable[[dict, torch.device], None]  # (the splits, the device) -> None; raises to stop
 
 # settings that may change between a run and its resume without changing what is computed
 RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
@@ -33,29 +37,28 @@ def hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def train_job(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train in run_dir, then evaluate; returns {"train": last epoch's figures, "best": best val row}.
+def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None,
+              validation_metric: Callable[[Path], float] | None = None,
+              evaluate: Callable[[], dict | None] | None = None) -> dict:
+    """Train in run_dir; returns {"train": last epoch's figures, "best": what `evaluate` returned}.
 
-    Under torchrun every process runs this; rank 0 alone logs, writes and evaluates.
+    `cfg` has passed `runner.config.validate`. The later stages come in as functions, so that training never imports them (runner/run.py
+    passes them): `preflight(splits, device)` runs before the first step, `validation_metric(path)`
+    measures a checkpoint for a sweep's pruner, `evaluate()` runs after training. Under torchrun
+    every process runs this; rank 0 alone logs, writes and evaluates.
     """
-    validate(cfg)
     processes = distributed.from_environment()
     if not processes.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
-    if cfg.trainer.batch_size % (cfg.trainer.micro_batch_size * processes.world_size):
-        raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is not a multiple of trainer.micro_batch_size="
-                        f"{cfg.trainer.micro_batch_size} x {processes.world_size} processes. Fix: a smaller "
-                        "trainer.micro_batch_size, or a batch_size that is a multiple of it times the processes")
-    if processes.active and cfg.sweep.pruner != "none":
-        raise UserError("pruning a sweep trial that trains in several processes is not supported (the pruner "
-                        "would stop rank 0 alone). Fix: hydra.sweeper.pruner=none, or one process per trial")
     try:
-        return train_in_processes(cfg, run_dir, processes)
+        return train_in_processes(cfg, run_dir, processes, preflight, validation_metric, evaluate)
     finally:
         distributed.teardown(processes)
 
 
-def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Processes) -> dict:
+def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Processes, preflight: Preflight | None,
+                       validation_metric: Callable[[Path], float] | None,
+                       evaluate: Callable[[], dict | None] | None) -> dict:
     main = processes.is_main
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory %s", run_dir)
@@ -65,12 +68,12 @@ def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Pr
 
     trainer = cfg.trainer
     device = distributed.setup(processes, pick_device(str(trainer.device), key="trainer.device"))
-    splits = data.build_splits(cfg.dataset)
+    splits = datasets.build_splits(cfg.dataset)
     log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    if cfg.checks.preflight and main:
-        preflight(cfg, run_dir, splits, device)
+    if preflight is not None and main:
+        preflight(splits, device)
     seed_everything(trainer.seed, trainer.deterministic)  # after the checks, which draw random numbers
-    model = models.build(cfg.model, class_counts=torch.bincount(data.labels_of(splits["train"]),
+    model = models.build(cfg.model, class_counts=torch.bincount(introspect.labels_of(splits["train"]),
                                                                 minlength=cfg.dataset.num_classes))
     total, trainable = models.count_parameters(model)
     log.info("model %s: %s parameters (%s trainable)", cfg.model._target_.rsplit(".", 1)[-1], f"{total:,}", f"{trainable:,}")
@@ -90,7 +93,7 @@ def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Pr
 
     trial = None
     if cfg.sweep.trial_id is not None:  # a trial of the runner_optuna sweeper
-        from runner.sweep.trial import TrialLink
+        from runner.training.trial import TrialLink
 
         trial = TrialLink(cfg.sweep)
         record["sweep"] = trial.record()
@@ -104,7 +107,7 @@ def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Pr
         writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
     try:
         with trial or contextlib.nullcontext():
-            on_checkpoint = trial and trial.pruning_callback(lambda path: validation_metric(run_dir, cfg, path))
+            on_checkpoint = trial and validation_metric and trial.pruning_callback(validation_metric)
             figures = fit(cfg, run_dir, splits["train"], model, device, writer,
                           {"git": git, "environment": record["environment"]}, resume_state, on_checkpoint, processes)
         if "loss" in figures and main:
@@ -130,10 +133,8 @@ def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Pr
     if not main:
         distributed.barrier(processes)  # rank 0 evaluates alone: every sample exactly once
         return {"train": figures, "best": None}
-    if cfg.evaluate.after_training:  # a separate step, as `python -m runner.evaluate run_dir=...` would do it
-        from runner.evaluate import evaluate_run
-
-        best = evaluate_run(run_dir, cfg.evaluate)
+    if evaluate is not None:
+        best = evaluate()
     print(f"\nrun directory: {run_dir}")
     print(f"checkpoints:   {run_dir / 'checkpoints'}")
     if best is not None:
@@ -143,41 +144,17 @@ def train_in_processes(cfg: DictConfig, run_dir: Path, processes: distributed.Pr
     return {"train": figures, "best": best}
 
 
-def preflight(cfg: DictConfig, run_dir: Path, splits: dict, device) -> None:
-    """The fast sanity checks before training; a FAIL stops the run unless checks.strict=false."""
-    from runner import checks
-    from runner.check import table, write
-
-    setup = checks.setup_for(cfg, device)
-    setup.splits = splits
-    results = checks.run(setup, checks.PREFLIGHT)
-    write(results, run_dir)
-    log.info("preflight checks:\n%s", table(results))
-    failed = [r for r in results if r.verdict == "FAIL"]
-    if failed and cfg.checks.strict:
-        raise UserError(f"preflight check {failed[0].check} failed ({failed[0].figure}). Fix: {failed[0].fix}; "
-                        "or train anyway with checks.strict=false")
-    for result in failed:
-        log.warning("preflight check %s failed (checks.strict=false: training anyway): %s", result.check, result.fix)
 
 
-def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:
-    """One checkpoint's evaluate.metric on the validation split, by the offline evaluator."""
-    from runner.evaluate import evaluate_one
-
-    row = evaluate_one(run_dir, OmegaConf.merge(cfg.evaluate, {"split": "val"}), path)
-    if row is None:
-        raise UserError(f"{path} could not be evaluated for pruning. Fix: see the warning above")
-    return row[cfg.evaluate.metric]
 
 
 def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
     """The checkpoint to continue from: resume=PATH, else the newest in this run directory."""
     if cfg.resume is not None:
         path = Path(cfg.resume)
-        state = checkpoint.load(path)
+        state = checkpoint_files.load(path)
     else:
-        found = checkpoint.load_newest(run_dir / "checkpoints")
+        found = checkpoint_files.load_newest(run_dir / "checkpoints")
         if found is None:
             return None, None
         path, state = found

@@ -1,6 +1,6 @@
 """A training job's link to its sweep trial: heartbeat, parameters, and pruning by checkpoint.
 
-The `runner_optuna` sweeper fills `sweep.*` in each trial's config; `python -m runner` (job.py)
+The `runner_optuna` sweeper fills `sweep.*` in each trial's config; `python -m runner` (training/job.py)
 then opens the study through its storage, beats a heartbeat so a lost worker can be told from
 a slow one, and, with a pruner, reports each checkpoint's validation metric to the study and
 stops early when the pruner says so (recorded as PRUNED).
@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
-from runner.sweep.study import HEARTBEAT, make_pruner, storage_for
+from runner.study_storage import HEARTBEAT, make_pruner, storage_for
 
 log = logging.getLogger("runner.sweep")
 

@@ -1,7 +1,12 @@
-"""Device and precision choice, shared by training (`python -m runner`) and `python -m runner.evaluate`."""
+"""Where and how the numbers are computed: device, precision, seeding. Shared by `python -m runner`,
+`python -m runner.evaluate` and the checks."""
 
 from __future__ import annotations
 
+import os
+import random
+
+import numpy as np
 import torch
 
 from runner.errors import UserError
@@ -35,3 +40,14 @@ def autocast_dtype(precision, device: torch.device, key: str = "precision") -> t
             f"Fix: {key}=bf16 or {key}=32"
         )
     return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True

@@ -1,0 +1,136 @@
+"""python -m runner.inspect_data +experiment=flowers
+
+"Know your data": writes report.md with PNG figures into a run directory (and the figures to
+TensorBoard): random samples as stored and as the model sees them, a row of examples per class,
+histograms of pixel values per channel, of labels per split and of image sizes, and the
+outlier gallery of `runner.check`'s outliers check. Prints where the report is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from runner.checks import checks_all as checks  # noqa: E402
+from runner.data import introspect, transforms  # noqa: E402
+
+log = logging.getLogger("runner.inspect_data")
+
+
+def as_model_sees(x: torch.Tensor):
+    """A standardized image on a fixed scale: -3..3 std maps to black..white (bad scaling shows)."""
+    image = ((x.float().clamp(-3, 3) + 3) / 6).permute(1, 2, 0).numpy()
+    return image[..., 0] if image.shape[2] == 1 else image
+
+
+def as_stored(dataset, index: int, mean, std):
+    """The sample before preprocessing: the file itself, or the de-normalized tensor."""
+    files = introspect.image_files(dataset)
+    if files is not None:
+        with Image.open(files[index]) as image:
+            return image.convert("RGB").copy()
+    x = dataset[index][0]
+    image = transforms.denormalize(x, mean, std).permute(1, 2, 0).numpy()
+    return image[..., 0] if image.shape[2] == 1 else image
+
+
+def grid(images: list, titles: list[str], columns: int, title: str):
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, label in zip(axes.flat, images, titles, strict=False):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=1) if not isinstance(image, Image.Image) else axis.imshow(image)
+        axis.set_title(label, fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def inspect(cfg: DictConfig, run_dir: Path) -> int:
+    from torch.utils.tensorboard import SummaryWriter
+
+    setup = checks.setup_for(cfg, torch.device("cpu"))
+    train = setup.splits["train"]
+    names = introspect.class_names(train, setup.num_classes)
+    mean, std = transforms.channel_stats(cfg.dataset)
+    labels = introspect.labels_of(train)
+    picks = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:16].tolist()
+    figures: dict[str, tuple[plt.Figure, str]] = {}
+
+    titles = [names[int(labels[i])][:16] for i in picks]
+    figures["samples_stored"] = (grid([as_stored(train, i, mean, std) for i in picks], titles, 8,
+                                      "random training samples, as stored"), "as stored (files, or de-normalized tensors)")
+    figures["samples_model_view"] = (grid([as_model_sees(train[i][0]) for i in picks], titles, 8,
+                                          "the same samples as the model sees them (-3..3 std = black..white)"),
+                                     "after preprocessing: resizing, augmentation, standardization")
+
+    shown_classes = torch.linspace(0, setup.num_classes - 1, min(setup.num_classes, 12)).round().long().unique().tolist()
+    per_class, per_class_titles = [], []
+    for c in shown_classes:
+        members = (labels == c).nonzero().flatten()[:8].tolist()
+        per_class += [as_model_sees(train[i][0]) for i in members] + [None] * (8 - len(members))
+        per_class_titles += [names[c][:16]] + [""] * 7
+    kept = [(img, t) for img, t in zip(per_class, per_class_titles, strict=True) if img is not None]
+    figures["per_class"] = (grid([k[0] for k in kept], [k[1] for k in kept], 8,
+                                 f"examples per class ({len(shown_classes)} of {setup.num_classes} classes)"),
+                            "one row per class")
+
+    x, _ = setup.batch(size=256)
+    figure, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for c in range(x.shape[1]):
+        axes[0].hist(x[:, c].flatten().numpy(), bins=60, alpha=0.5, label=f"channel {c}")
+    axes[0].set_title("pixel values after preprocessing")
+    axes[0].legend(fontsize=7)
+    for split, dataset in setup.splits.items():
+        if len(dataset):
+            counts = torch.bincount(introspect.labels_of(dataset), minlength=setup.num_classes)
+            axes[1].plot(range(setup.num_classes), (counts / counts.sum()).numpy(), marker=".", label=split)
+    axes[1].set_title("labels per split (fraction)")
+    axes[1].set_xlabel("class")
+    axes[1].legend(fontsize=7)
+    files = [f for ds in setup.splits.values() for f in (introspect.image_files(ds) or [])]
+    records, broken, gray = checks.scan_files(files, cfg.dataset.channels) if files else ([], [], [])
+    if records:
+        axes[2].scatter([w for _, (w, _), _ in records], [h for _, (_, h), _ in records], s=4, alpha=0.4)
+        axes[2].set_xlabel("width")
+        axes[2].set_ylabel("height")
+        axes[2].set_title(f"image sizes ({len(records)} files)")
+    else:
+        axes[2].text(0.5, 0.5, "in-memory tensors:\nall one size", ha="center", va="center")
+        axes[2].axis("off")
+    figure.tight_layout()
+    figures["histograms"] = (figure, "pixel values per channel, labels per split, image sizes")
+
+    if records:
+        by_area = sorted(records, key=lambda r: r[1][0] * r[1][1])
+        by_aspect = sorted(records, key=lambda r: r[1][0] / r[1][1])
+        chosen = [("smallest", by_area[0]), ("largest", by_area[-1]), ("tallest", by_aspect[0]),
+                  ("widest", by_aspect[-1])] + [("grayscale", next(r for r in records if r[0].name == g)) for g in gray[:4]]
+        images = []
+        for _, (path, _, _) in chosen:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB").copy())
+        figures["outliers"] = (grid(images, [f"{k}\n{r[0].name} {r[1][0]}x{r[1][1]}" for k, r in chosen], 4,
+                                    "outliers: extremes of size and shape, grayscale images"),
+                               f"{len(broken)} files do not decode" + (f": {', '.join(broken[:10])}" if broken else ""))
+
+    lines = [f"# Data report: {cfg.dataset.name}", "",
+             f"{', '.join(f'{s}: {len(d)} samples' for s, d in setup.splits.items())}; {setup.num_classes} classes; "
+             f"pixels after preprocessing: mean {checks.fmt(x.mean(dim=(0, 2, 3)))}, std {checks.fmt(x.std(dim=(0, 2, 3)))}", ""]
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        for name, (figure, caption) in figures.items():
+            figure.savefig(run_dir / f"{name}.png", dpi=100)
+            lines += [f"## {name.replace('_', ' ')}", "", caption, "", f"![{name}]({name}.png)", ""]
+            writer.add_figure(f"data/{name}", figure)  # closes the figure
+    (run_dir / "report.md").write_text("\n".join(lines))
+    print(f"data report: {run_dir / 'report.md'}")
+    return 0

@@ -1,0 +1,117 @@
+"""python -m runner.lr_find +experiment=flowers [lr_find.steps=200 lr_find.method=valley]
+
+The learning-rate range test: raise the learning rate exponentially from lr_find.start_lr,
+one update per training micro-batch, until the smoothed loss diverges; restore the weights;
+write lr_find.png (loss against learning rate, log scale, suggestion marked) and lr_find.csv,
+and print the suggestion as a ready override (optimizer.lr=...).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from runner.checks import checks_all as checks
+from runner.data import loaders
+from runner.training.optim import build_optimizer
+
+log = logging.getLogger("runner.lr_find")
+
+
+def range_test(setup: checks.Setup, settings: DictConfig) -> dict:
+    """(learning rates, raw losses, smoothed losses) of the test; the model's weights are restored after."""
+    model = checks.fresh(setup).train()
+    initial = copy.deepcopy(model.state_dict())
+    optimizer_cfg = copy.deepcopy(setup.cfg.optimizer)
+    optimizer_cfg.lr = settings.start_lr
+    optimizer = build_optimizer(optimizer_cfg, model)
+    growth = (settings.end_lr / settings.start_lr) ** (1 / max(settings.steps - 1, 1))
+    loader, sampler = loaders.train_loader(setup.splits["train"], setup.cfg.trainer.micro_batch_size,
+                                        setup.cfg.trainer.seed, 0, pin_memory=False)
+    lrs, losses, smoothed = [], [], []
+    average, best, epoch = 0.0, math.inf, 0
+    batches = iter(loader)
+    for step in range(settings.steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            epoch += 1
+            sampler.set_epoch(epoch)
+            batches = iter(loader)
+            x, y = next(batches)
+        lr = settings.start_lr * growth**step
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = F.cross_entropy(model(x.to(setup.device)), y.to(setup.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            break
+        average = (1 - settings.smoothing) * average + settings.smoothing * value
+        debiased = average / (1 - (1 - settings.smoothing) ** (step + 1))  # the EMA starts at 0
+        lrs.append(lr), losses.append(value), smoothed.append(debiased)
+        best = min(best, debiased)
+        if debiased > settings.diverge_factor * best:
+            break
+    model.load_state_dict(initial)  # the test changed the weights: put them back
+    return {"lr": lrs, "loss": losses, "smoothed": smoothed}
+
+
+def suggest(curve: dict, method: str) -> float:
+    """steepest: where the smoothed loss falls fastest (per log-lr) before its minimum; valley: the minimum / 10."""
+    lrs, smoothed = np.array(curve["lr"]), np.array(curve["smoothed"])
+    lowest = int(smoothed.argmin())
+    if method == "valley":
+        return float(lrs[lowest] / 10)
+    if lowest < 3:
+        return float(lrs[lowest] / 10)
+    slopes = np.gradient(smoothed[: lowest + 1], np.log(lrs[: lowest + 1]))
+    return float(lrs[int(slopes.argmin())])
+
+
+def plot(curve: dict, suggestion: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.plot(curve["lr"], curve["loss"], color="0.75", linewidth=0.8, label="loss")
+    axes.plot(curve["lr"], curve["smoothed"], color="C0", label="smoothed loss")
+    axes.axvline(suggestion, color="C3", linestyle="--", label=f"suggestion {suggestion:.2e}")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    top = min(max(curve["smoothed"]), 3 * curve["smoothed"][0])
+    axes.set_ylim(min(min(curve["loss"]), min(curve["smoothed"])) * 0.9, top * 1.05)
+    axes.legend()
+    axes.set_title("learning-rate range test")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def lr_find(cfg: DictConfig, run_dir: Path) -> int:
+    from runner.runtime import pick_device
+
+    setup = checks.setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))
+    curve = range_test(setup, cfg.lr_find)
+    suggestion = suggest(curve, cfg.lr_find.method)
+    with open(run_dir / "lr_find.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["lr", "loss", "smoothed_loss"])
+        writer.writerows(zip(curve["lr"], curve["loss"], curve["smoothed"], strict=True))
+    plot(curve, suggestion, run_dir / "lr_find.png")
+    log.info("%d steps from lr %.1e to %.1e; smoothed loss %.3f at start, %.3f at its minimum",
+             len(curve["lr"]), curve["lr"][0], curve["lr"][-1], curve["smoothed"][0], min(curve["smoothed"]))
+    print(f"plot: {run_dir / 'lr_find.png'}\nsuggested ({cfg.lr_find.method}): optimizer.lr={suggestion:.2e}")
+    return 0

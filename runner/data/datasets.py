@@ -1,0 +1,233 @@
+"""The datasets: `python -m runner dataset=NAME` (digits, flowers102, cifar10, imagefolder, synthetic).
+
+`build_splits(cfg.dataset)` returns {"train", "val", "test"} datasets of (image, label) pairs,
+each image a float tensor (channels, height, width) already standardized with the dataset's
+mean and std. Construction (what the samples are) is kept apart from the loader (in which
+order they come, `loaders.py`) and the per-sample transform (`transforms.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from runner.data.transforms import (
+    channel_stats,
+    image_hw,
+    load_image,
+    pil_transforms,
+    tensor_augmentation,
+)
+from runner.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+SPLITS = ("train", "val", "test")
+
+
+def stable_seed(*parts) -> int:
+    """A seed from several integers/strings that is the same in every process and Python run."""
+    return zlib.crc32(repr(parts).encode())
+
+
+class TransformedTensors(Dataset):
+    """A TensorDataset whose images pass through `transform` (training augmentation)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.transform(self.images[index]), self.labels[index]
+
+
+def tensor_splits(cfg, images: dict, labels: dict) -> dict[str, Dataset]:
+    """Standardize in-memory uint/float images once and wrap them as datasets."""
+    mean, std = channel_stats(cfg)
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    augment = tensor_augmentation(cfg)
+    splits = {}
+    for split in SPLITS:
+        x = ((images[split] - mean_t) / std_t).contiguous()
+        y = labels[split]
+        if split == "train" and augment is not None:
+            splits[split] = TransformedTensors(x, y, augment)
+        else:
+            splits[split] = TensorDataset(x, y)
+    return splits
+
+
+def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str, list[int]]:
+    """Indices 0..n-1 split into train/val/test by (val_fraction, test_fraction), seeded."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val, n_test = round(n * fractions[0]), round(n * fractions[1])
+    return {
+        "val": sorted(order[:n_val]),
+        "test": sorted(order[n_val : n_val + n_test]),
+        "train": sorted(order[n_val + n_test :]),
+    }
+
+
+def digits(cfg) -> dict[str, Dataset]:
+    """scikit-learn's bundled 8x8 digits: real data, no download."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    index = seeded_split(len(labels), (cfg.val_fraction, cfg.test_fraction), cfg.split_seed)
+    return tensor_splits(
+        cfg, {s: images[index[s]] for s in SPLITS}, {s: labels[index[s]] for s in SPLITS}
+    )
+
+
+def synthetic(cfg) -> dict[str, Dataset]:
+    """One random prototype image per class plus Gaussian noise: learnable, any shape."""
+    height, width = image_hw(cfg.image_size)
+    generator = torch.Generator().manual_seed(cfg.split_seed)
+    prototypes = torch.randn(cfg.num_classes, cfg.channels, height, width, generator=generator)
+    images, labels = {}, {}
+    for split in SPLITS:
+        n = cfg[f"{split}_size"]
+        y = torch.arange(n) % cfg.num_classes
+        y = y[torch.randperm(n, generator=generator)]
+        noise = torch.randn(n, cfg.channels, height, width, generator=generator)
+        images[split] = prototypes[y] + cfg.noise * noise
+        labels[split] = y
+    return tensor_splits(cfg, images, labels)
+
+
+FLOWERS_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
+
+
+def flowers102(cfg) -> dict[str, Dataset]:
+    """torchvision's Flowers102 with its official splits, in {root}/flowers-102."""
+    from torchvision.datasets import Flowers102
+
+    folder = Path(cfg.root) / "flowers-102"
+    expected = "imagelabels.mat, setid.mat and jpg/image_00001.jpg .. jpg/image_08189.jpg"
+
+    def make(split):
+        return Flowers102(cfg.root, split=split, transform=pil_transforms(cfg, split == "train"),
+                          download=cfg.download, loader=load_image)
+
+    fetch = f"102flowers.tgz (unpacked there into jpg/), imagelabels.mat and setid.mat from {FLOWERS_URL}"
+    return {
+        split: _open_torchvision(lambda s=split: make(s), "Flowers-102", folder, expected, fetch, cfg)
+        for split in SPLITS
+    }
+
+
+def cifar10(cfg) -> dict[str, Dataset]:
+    """torchvision's CIFAR-10; validation is a seeded part of the official training set."""
+    from torchvision.datasets import CIFAR10
+
+    folder = Path(cfg.root) / "cifar-10-batches-py"
+    expected = "data_batch_1 .. data_batch_5, test_batch, batches.meta"
+    fetch = "cifar-10-python.tar.gz (unpacked there) from https://www.cs.toronto.edu/~kriz/cifar.html"
+
+    def make(train: bool, augment: bool):
+        return _open_torchvision(
+            lambda: CIFAR10(cfg.root, train=train, transform=pil_transforms(cfg, augment), download=cfg.download),
+            "CIFAR-10", folder, expected, fetch, cfg,
+        )
+
+    train_full, val_full = make(True, True), make(True, False)
+    order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(cfg.split_seed)).tolist()
+    return {
+        "train": Subset(train_full, sorted(order[cfg.val_size :])),
+        "val": Subset(val_full, sorted(order[: cfg.val_size])),
+        "test": make(False, False),
+    }
+
+
+def imagefolder(cfg) -> dict[str, Dataset]:
+    """A folder of class subfolders; root/train, root/val (root/test) when present, else a seeded split."""
+    from torchvision.datasets import ImageFolder
+
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise UserError(
+            f"dataset.root={cfg.root!r} is not a folder. Fix: point dataset.root at a folder of class "
+            "subfolders (root/CLASS/image.jpg), or at one with train/ and val/ inside."
+        )
+
+    def make(folder: Path, augment: bool):
+        try:
+            dataset = ImageFolder(folder, transform=pil_transforms(cfg, augment), loader=load_image)
+        except (FileNotFoundError, RuntimeError) as error:
+            raise UserError(f"no images found under {folder}: {error}. Fix: dataset.root=FOLDER of class subfolders") from None
+        if len(dataset.classes) != cfg.num_classes:
+            raise UserError(
+                f"dataset.num_classes={cfg.num_classes} but {folder} has {len(dataset.classes)} class "
+                f"folders. Fix: dataset.num_classes={len(dataset.classes)}"
+            )
+        return dataset
+
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        splits = {"train": make(root / "train", True), "val": make(root / "val", False)}
+        test = root / "test"
+        splits["test"] = make(test, False) if test.is_dir() else Subset(splits["val"], [])
+        return splits
+    augmented, plain = make(root, True), make(root, False)
+    index = seeded_split(len(plain), (cfg.val_fraction, cfg.test_fraction), cfg.split_seed)
+    return {
+        "train": Subset(augmented, index["train"]),
+        "val": Subset(plain, index["val"]),
+        "test": Subset(plain, index["test"]),
+    }
+
+
+def _open_torchvision(make: Callable, name: str, folder: Path, expected: str, fetch: str, cfg):
+    """Build a torchvision dataset; a missing download or folder becomes one clear message."""
+    try:
+        return make()
+    except (RuntimeError, URLError, OSError) as error:
+        if cfg.download:
+            raise UserError(
+                f"could not download {name} into {folder} ({error}). Fix: check the internet "
+                f"connection, or put {fetch} into {folder} yourself, "
+                "or set dataset.root=FOLDER that already holds them"
+            ) from None
+        raise UserError(
+            f"{name} not found in {folder}: expected {expected}. Fix: set dataset.download=true "
+            f"(needs internet), or dataset.root=FOLDER whose {folder.name}/ holds those files"
+        ) from None
+
+
+DATASETS: dict[str, Callable[..., dict[str, Dataset]]] = {
+    "digits": digits,
+    "synthetic": synthetic,
+    "flowers102": flowers102,
+    "cifar10": cifar10,
+    "imagefolder": imagefolder,
+}
+
+
+def build_splits(cfg) -> dict[str, Dataset]:
+    """The dataset's train/val/test splits, cut to a seeded miniature when `subset` is set."""
+    splits = DATASETS[cfg.name](cfg)
+    if cfg.subset is not None:
+        splits = {split: subset(ds, cfg.subset, cfg.split_seed, split) for split, ds in splits.items()}
+    for split, ds in splits.items():
+        if split != "test" and len(ds) == 0:
+            raise UserError(f"the {split} split of dataset {cfg.name} is empty. Fix: check dataset.root and the split settings")
+    return splits
+
+
+def subset(dataset: Dataset, size: int, seed: int, split: str) -> Dataset:
+    """A fixed miniature: the same `size` samples of this split in every run (seeded by split name)."""
+    if size >= len(dataset):
+        return dataset
+    generator = torch.Generator().manual_seed(stable_seed(seed, split))
+    return Subset(dataset, sorted(torch.randperm(len(dataset), generator=generator)[:size].tolist()))

@@ -1,0 +1,50 @@
+"""What a dataset holds, without loading its images: labels, image files, class names.
+
+Used by the checks (`python -m runner.check`), the data report (`python -m runner.inspect_data`),
+the evaluator's figures and `model.init_output_bias=prior`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from runner.data.datasets import TransformedTensors
+
+
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """Every label of a dataset, without loading its images where the dataset keeps them apart."""
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1]
+    if isinstance(dataset, TransformedTensors):
+        return dataset.labels
+    for attribute in ("_labels", "targets"):  # torchvision's Flowers102 / CIFAR10, ImageFolder
+        if hasattr(dataset, attribute):
+            return torch.as_tensor(getattr(dataset, attribute), dtype=torch.long)
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def image_files(dataset: Dataset) -> list[Path] | None:
+    """The image file of each sample for datasets read from files (Flowers102, ImageFolder), else None."""
+    if isinstance(dataset, Subset):
+        files = image_files(dataset.dataset)
+        return None if files is None else [files[i] for i in dataset.indices]
+    if hasattr(dataset, "_image_files"):
+        return [Path(f) for f in dataset._image_files]
+    if hasattr(dataset, "samples"):
+        return [Path(path) for path, _ in dataset.samples]
+    return None
+
+
+def class_names(dataset: Dataset, num_classes: int) -> list[str]:
+    """The dataset's class names where it has them (torchvision's .classes), else the class numbers."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    names = getattr(dataset, "classes", None)
+    if names is not None and len(names) == num_classes:
+        return [str(name) for name in names]
+    return [str(c) for c in range(num_classes)]

@@ -1,0 +1,71 @@
+"""The one way the project rewrites a file, and the one file lock.
+
+Checkpoints, `run.json`, `eval/best.json`, `eval/metrics.csv`, `trials.csv` and every other
+file that is written again while someone may read it go through `write_atomic`: a temporary
+file in the same folder, flushed and fsynced, then `os.replace`d over the name and the folder
+fsynced, so a crash at any moment leaves the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call write(file) on a temporary file beside `path`, then put it in place in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # make the rename itself durable
+    finally:
+        os.close(folder)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda file: file.write(text.encode()))
+
+
+def write_json_atomic(path: Path, value) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an flock on `path` (created, with its folder, if missing) for the duration of the block.
+
+    Between processes on one machine or one shared filesystem: one evaluator per run, one
+    sweep worker at a time asking the study for trials.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

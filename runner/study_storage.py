@@ -1,0 +1,40 @@
+"""The Optuna study's storage, shared by the sweeper (runner/sweep/) and each trial's training job
+(runner/training/trial.py), which talk only through it: a journal file in the sweep directory
+by default, or any Optuna storage URL (postgresql://...). Also the pruner by name and the
+heartbeat attribute, which both sides must agree on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from runner.errors import UserError
+
+HEARTBEAT = "runner:heartbeat"  # trial system attr: time.time() of the trial job's last sign of life
+
+
+def storage_for(url: str):
+    """An Optuna storage from a URL; a plain path (or journal:PATH) is a journal file."""
+    if "://" not in url:
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as error:
+        raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({type(error).__name__}: {error}). "
+                        "Fix: check the URL, the server and its driver (e.g. pip install psycopg2-binary)") from None
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    raise UserError(f"hydra.sweeper.pruner={name!r} is not known. Fix: none, median or hyperband")
