@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import register_resolvers
+from runner.config import register_configs
 from runner.errors import UserError, one_line
 from runner.training.preemption import Preempted
 
@@ -40,5 +40,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
+    register_configs()
     main()

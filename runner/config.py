@@ -20,8 +20,9 @@ from runner.training import distributed
 PRECISIONS = ("auto", "32", "bf16", "16")
 
 
-def register_resolvers() -> None:
-    """${run_id:} names run folders (SLURM job, torchrun launch, or the time): see run_folders.run_id."""
+def register_configs() -> None:
+    """What Hydra must know before it composes: the `${run_id:}` resolver (run folder names, see
+    run_folders.run_id) and the settings schemas. Every entry point and the tests call this first."""
     from runner.run_folders import run_id
 
     if not OmegaConf.has_resolver("run_id"):

@@ -38,9 +38,9 @@ def tool_arguments(name: str, argv: list[str]) -> list[str]:
 
 def run_tool(name: str, work: Callable[[DictConfig, Path], int]) -> None:
     """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code."""
-    from runner.config import register_resolvers
+    from runner.config import register_configs
 
-    register_resolvers()
+    register_configs()
     sys.argv = [sys.argv[0], *tool_arguments(name, sys.argv[1:])]
 
     @hydra.main(config_path=str(CONF), config_name="train", version_base="1.3")

@@ -29,6 +29,9 @@ TINY = [
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train"):
     """The composed config, as `python -m runner OVERRIDES` (or runner.evaluate) would see it."""
+    from runner.config import register_configs
+
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
 
