@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from runner.errors import UserError
+from runner.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def record_git(run_dir: Path, cwd: Path, require_clean: bool) -> dict | None:
             state["commit"], len(state["untracked"]),
         )
         if state["diff"]:
-            (run_dir / "git.diff").write_text(state["diff"] + "\n")
+            write_text_atomic(run_dir / "git.diff", state["diff"] + "\n")
     return {key: value for key, value in state.items() if key != "diff"}
 
 
@@ -116,6 +117,4 @@ def write_run_json(run_dir: Path, record: dict) -> None:
                 attempts.append({k: previous.get(k) for k in ("start_time", "end_time", "status", "resumed_from")})
         except json.JSONDecodeError:
             log.warning("run.json was unreadable; starting a new one")
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps({**record, "attempts": attempts}, indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    write_json_atomic(path, {**record, "attempts": attempts})

@@ -1,0 +1,55 @@
+"""The one atomic writer: a reader sees the old file or the new one, never half of one."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.io import write_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+
+
+def test_written_files_read_back(tmp_path):
+    write_json_atomic(tmp_path / "a" / "best.json", {"top1": 0.5})
+    write_csv_atomic(tmp_path / "trials.csv", ["number", "value"], [[0, 1.5], [1, None]])
+    write_text_atomic(tmp_path / "note.txt", "héllo\n")
+    assert json.loads((tmp_path / "a" / "best.json").read_text()) == {"top1": 0.5}
+    assert (tmp_path / "trials.csv").read_text().splitlines() == ["number,value", "0,1.5", "1,"]
+    assert (tmp_path / "note.txt").read_text() == "héllo\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "note.txt", "trials.csv"]  # no temporary files
+
+
+def test_a_failing_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text("old")
+
+    def half_then_fail(file):
+        file.write(b"new but only ha")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomic(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path):
+    """SIGKILL while half the new content is written: the name still holds the old content."""
+    path = tmp_path / "best.json"
+    path.write_text("old")
+    script = (
+        "import sys, time; from pathlib import Path; from runner.io import write_atomic\n"
+        "def slow(file):\n"
+        "    file.write(b'half'); file.flush(); print('writing', flush=True); time.sleep(60)\n"
+        f"write_atomic(Path({str(path)!r}), slow)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    time.sleep(0.1)
+    assert path.read_text() == "old"
