@@ -1,24 +1,96 @@
-"""The training state a checkpoint holds, and the checkpoints' retention. Used by the loop
-(`training/loop.py`) and the job (`training/job.py`) of `python -m runner`.
+"""The training state a checkpoint holds, which checkpoint a run resumes from, and retention.
+Used by the loop (`training/loop.py`) and the job (`training/job.py`) of `python -m runner`.
 
 `training_state` gathers everything a bit-identical resume needs (model, optimizer, schedule,
 scaler, every RNG, the resolved config); `restore` puts it back, the RNG last.
 """
+
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from runner.checkpoint_files import (
-    list_checkpoints,
-    list_preempted,
-)
+from runner import checkpoint_files
+from runner.checkpoint_files import list_checkpoints, list_preempted
+from runner.errors import UserError
+from runner.run_folders import relative
 
 log = logging.getLogger(__name__)
+
+# settings that may change between a run and its resume without changing what is computed
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
+                     "checkpoint.", "resume", "dataset.root", "dataset.download", "evaluate.", "sweep.", "checks.",
+                     "lr_find.")
+
+
+def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict) -> dict:
+    return {
+        "format_version": checkpoint_files.FORMAT_VERSION,
+        "epoch": epoch,
+        "global_step": global_step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        # plain JSON types only, so the file loads with weights_only=True
+        "provenance": json.loads(json.dumps(provenance, default=str)),
+    }
+
+
+def restore(state: dict, model, optimizer, schedule, scaler) -> tuple[int, int]:
+    """Load a checkpoint's full state (RNG last); returns (completed epochs, global step)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state["epoch"], state["global_step"]
+
+
+def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
+    """The checkpoint to continue from: resume=PATH, else the newest in this run directory.
+
+    Returns (its state, its path relative to run_dir); a checkpoint written with settings that
+    change what is computed is refused, with the differences named.
+    """
+    if cfg.resume is not None:
+        path = Path(cfg.resume)
+        state = checkpoint_files.load(path)
+    else:
+        found = checkpoint_files.load_newest(run_dir / "checkpoints")
+        if found is None:
+            return None, None
+        path, state = found
+    current = OmegaConf.to_container(cfg, resolve=True)
+    changes = [c for c in changed_settings(state["config"], current) if not c.startswith(RESUMABLE_CHANGES)]
+    if changes:
+        raise UserError(
+            f"{path} was written with a different config ({'; '.join(changes[:5])}). Fix: rerun with the "
+            "run's own settings, or start a new run directory (drop hydra.run.dir=...)"
+        )
+    log.info("resuming from %s (epoch %d, step %d)", path, state["epoch"], state["global_step"])
+    return state, relative(path, run_dir)
+
+
+def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config containers."""
+    keys = sorted(set(old) | set(new))
+    changes = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
 
 
 def remove_preempted(directory: Path) -> None:

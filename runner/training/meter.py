@@ -1,0 +1,69 @@
+"""The figures of one log interval of `python -m runner` (every `trainer.log_every_steps` updates).
+
+Sums stay on the device and are read back once per interval (`read`, the one host-device sync
+of the loop); counts and times stay on the host. `read` also stops the run at the first
+non-finite loss or gradient, before any checkpoint could save such weights.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from runner.errors import UserError
+from runner.training.distributed import all_sum
+
+
+class IntervalMeter:
+    def __init__(self, device: torch.device):
+        self.zero = torch.zeros((), device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.correct = self.zero.clone(), self.zero.clone()
+        self.grad_norm, self.skipped = self.zero.clone(), self.zero.clone()
+        self.samples, self.updates, self.data_wait = 0, 0, 0.0
+        self.start = time.perf_counter()
+
+    def add_update(self, loss: torch.Tensor, correct: torch.Tensor, samples: int, grad_norm: torch.Tensor) -> None:
+        """One learning batch: its summed loss and hits (this process), and the update's gradient norm."""
+        finite = torch.isfinite(grad_norm)
+        self.loss += loss
+        self.correct += correct
+        self.samples += samples
+        self.grad_norm += torch.where(finite, grad_norm, 0.0)
+        self.skipped += (~finite).float()  # under fp16 the scaler skips such updates
+        self.updates += 1
+
+    def read(self, run, epoch: int) -> dict:
+        """The interval's figures on the host, summed over processes; a UserError at a non-finite step."""
+        processes = run.processes
+        first_bad_step = run.first_bad_step
+        if processes.active:  # sums over every process; the first bad step of any of them
+            self.loss, self.correct = all_sum(self.loss, processes), all_sum(self.correct, processes)
+            self.samples = int(all_sum(torch.tensor(float(self.samples), device=self.loss.device), processes))
+            never = torch.iinfo(torch.int64).max
+            bad = torch.where(first_bad_step < 0, never, first_bad_step)
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MIN)
+            first_bad_step = torch.where(bad == never, -1, bad)
+        bad_step = int(first_bad_step.item())
+        if bad_step >= 0:
+            raise UserError(
+                f"the loss or gradient norm became non-finite at step {bad_step} (epoch {epoch + 1}); "
+                "the run stops and writes no checkpoint with these weights. Fix: lower optimizer.lr, set "
+                "trainer.grad_clip_norm=1.0, or check the data for NaN/inf values"
+            )
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        figures = {
+            "loss": self.loss.item() / max(self.samples, 1),
+            "accuracy": self.correct.item() / max(self.samples, 1),
+            "lr": run.schedule.get_last_lr()[0],
+            "grad_norm": self.grad_norm.item() / max(self.updates, 1),
+            "images_per_s": self.samples / seconds,
+            "data_wait_fraction": self.data_wait / seconds,
+        }
+        if run.fp16:
+            figures["grad_scale"] = run.scaler.get_scale()
+            figures["skipped_steps"] = self.skipped.item()
+        return figures
