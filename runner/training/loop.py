@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -37,6 +36,7 @@ from runner.training.learning_batches import learning_batches
 from runner.training.meter import IntervalMeter
 from runner.training.optim import build_optimizer, build_schedule
 from runner.training.preemption import Preempted, StopRequest
+from runner.training.step import micro_batch_loss, optimizer_update, to_device, trainable
 
 log = logging.getLogger(__name__)
 
@@ -211,20 +211,6 @@ def accumulate_gradients(run: Training, window) -> tuple[torch.Tensor, torch.Ten
     return window_loss, window_correct, samples
 
 
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def micro_batch_loss(model: nn.Module, x, y, window_size: int, label_smoothing: float, amp_dtype):
-    """(loss to backpropagate, summed per-sample loss, correct predictions) of one micro-batch."""
-    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        logits = model(x)
-    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
-    correct = (logits.argmax(dim=1) == y).sum()
-    return loss_sum / window_size, loss_sum.detach(), correct
 
 
 def look_at_the_first_batch(run: Training, x: torch.Tensor, loss_sum: torch.Tensor, n: int) -> None:
@@ -240,19 +226,6 @@ def look_at_the_first_batch(run: Training, x: torch.Tensor, loss_sum: torch.Tens
     log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / n, classes, math.log(classes))
 
 
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def optimizer_update(optimizer, scaler, schedule, params, clip: float | None) -> torch.Tensor:
-    """One update from the accumulated gradients; returns the gradient norm before clipping."""
-    scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-    grad_norm = nn.utils.clip_grad_norm_(params, math.inf if clip is None else float(clip))
-    scaler.step(optimizer)  # under fp16 skips the update when a gradient is inf/nan
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    schedule.step()
-    return grad_norm
 
 
 def note_non_finite(run: Training, window_loss: torch.Tensor, grad_norm: torch.Tensor) -> None:

@@ -1,0 +1,44 @@
+"""The pieces of one training step of `python -m runner`: a micro-batch's loss and the optimizer update.
+
+Shared by the training loop and the checks (`python -m runner.check`, `runner.lr_find`), so
+that what the checks try is what training does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def micro_batch_loss(model: nn.Module, x, y, window_size: int, label_smoothing: float, amp_dtype):
+    """(loss to backpropagate, summed per-sample loss, correct predictions) of one micro-batch."""
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(x)
+    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
+    correct = (logits.argmax(dim=1) == y).sum()
+    return loss_sum / window_size, loss_sum.detach(), correct
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def optimizer_update(optimizer, scaler, schedule, params, clip: float | None) -> torch.Tensor:
+    """One update from the accumulated gradients; returns the gradient norm before clipping."""
+    scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+    grad_norm = nn.utils.clip_grad_norm_(params, math.inf if clip is None else float(clip))
+    scaler.step(optimizer)  # under fp16 skips the update when a gradient is inf/nan
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    schedule.step()
+    return grad_norm
