@@ -9,8 +9,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import register_configs
+from runner.config import register_configs, validate
 from runner.errors import UserError, one_line
+from runner.precheck import refuse_bad_command_line
 from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner")
@@ -41,4 +42,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     register_configs()
+    refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
     main()

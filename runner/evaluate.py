@@ -10,7 +10,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from runner.config import register_configs, validate_evaluate_command
 from runner.errors import UserError, one_line
+from runner.precheck import refuse_bad_command_line
 
 log = logging.getLogger("runner.evaluate")
 
@@ -31,6 +33,7 @@ def evaluate(settings: DictConfig) -> dict | None:
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(settings: DictConfig) -> None:
     try:
+        validate_evaluate_command(settings)
         evaluate(settings)
     except UserError as error:
         log.error("%s", one_line(error))
@@ -38,4 +41,6 @@ def main(settings: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_configs()
+    refuse_bad_command_line("evaluate", validate_evaluate_command, sys.argv[1:])
     main()

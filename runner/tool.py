@@ -38,15 +38,15 @@ def tool_arguments(name: str, argv: list[str]) -> list[str]:
 
 def run_tool(name: str, work: Callable[[DictConfig, Path], int]) -> None:
     """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code."""
-    from runner.config import register_configs
+    from runner.config import register_configs, validate
+    from runner.precheck import refuse_bad_command_line
 
     register_configs()
     sys.argv = [sys.argv[0], *tool_arguments(name, sys.argv[1:])]
+    refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
 
     @hydra.main(config_path=str(CONF), config_name="train", version_base="1.3")
     def main(cfg: DictConfig) -> None:
-        from runner.config import validate
-
         try:
             validate(cfg)
             code = work(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -1,0 +1,107 @@
+"""The dataset settings' schemas and rules: `python -m runner dataset=NAME dataset.subset=64 ...`.
+
+Every dataset shares `DatasetSettings`; each option of conf/dataset/ extends it with its own
+keys (conf/dataset/NAME.yaml names its schema first in its defaults list), so a key another
+dataset has, or a typo, is refused when Hydra composes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
+
+from omegaconf import MISSING, DictConfig
+
+from runner.rules import fail, int_at_least
+
+
+@dataclass
+class DatasetSettings:
+    name: str = MISSING
+    """Which builder in runner/data/datasets.py makes the splits."""
+    num_classes: int = MISSING
+    """Classes of the task (the model's outputs)."""
+    channels: int = 3
+    """Image channels the model sees (1: grayscale)."""
+    image_size: Any = field(default_factory=lambda: [128, 128])
+    """One int (square) or [height, width]: what images are resized or cropped to."""
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    """Per-channel mean to standardize with (one value: every channel)."""
+    std: list[float] = field(default_factory=lambda: [0.5])
+    """Per-channel standard deviation to standardize with."""
+    root: str | None = None
+    """Where the data lives (or is downloaded to)."""
+    download: bool = False
+    """Download the data into root when it is not there (needs internet)."""
+    subset: int | None = None
+    """N: a fixed, seeded miniature of N samples per split; null: everything."""
+    augment: str = "none"
+    """none | basic (random-resized-crop + horizontal flip, training only)."""
+    split_seed: int = 0
+    """Seeds the split of data without an official one, and the subset choice."""
+
+
+@dataclass
+class DigitsSettings(DatasetSettings):
+    val_fraction: float = 0.2
+    """Share of the 1797 images for validation."""
+    test_fraction: float = 0.2
+    """Share of the 1797 images for testing."""
+
+
+@dataclass
+class SyntheticSettings(DatasetSettings):
+    train_size: int = 512
+    """Generated training samples."""
+    val_size: int = 128
+    """Generated validation samples."""
+    test_size: int = 128
+    """Generated test samples."""
+    noise: float = 1.0
+    """Standard deviation of the noise around each class prototype."""
+
+
+@dataclass
+class Cifar10Settings(DatasetSettings):
+    val_size: int = 5000
+    """Official training images held out (seeded) for validation."""
+
+
+@dataclass
+class ImageFolderSettings(DatasetSettings):
+    val_fraction: float = 0.2
+    """Without root/train and root/val: share of the images for validation."""
+    test_fraction: float = 0.0
+    """Without root/train and root/val: share of the images for testing."""
+
+
+SCHEMAS = {"digits": DigitsSettings, "synthetic": SyntheticSettings, "flowers102": DatasetSettings,
+           "cifar10": Cifar10Settings, "imagefolder": ImageFolderSettings}
+
+
+def validate(dataset: DictConfig) -> None:
+    from runner.data.datasets import DATASETS
+
+    if dataset.name not in DATASETS:
+        fail("dataset.name", dataset.name, "is not a known dataset", f"one of {', '.join(DATASETS)}")
+    int_at_least("dataset.num_classes", dataset.num_classes, 2, "dataset.num_classes=10")
+    int_at_least("dataset.channels", dataset.channels, 1, "dataset.channels=3")
+    size = dataset.image_size
+    sizes = [size] if isinstance(size, int) else list(size)
+    if len(sizes) not in (1, 2) or not all(isinstance(s, int) and s > 0 for s in sizes):
+        fail("dataset.image_size", size, "must be an int or [height, width]", "dataset.image_size=[128,128]")
+    for key in ("mean", "std"):
+        values = list(dataset[key])
+        if len(values) not in (1, dataset.channels):
+            fail(f"dataset.{key}", values, f"needs 1 or {dataset.channels} values (dataset.channels)",
+                 f"dataset.{key}=[{', '.join(['0.5'] * dataset.channels)}]")
+    if any(s <= 0 for s in dataset.std):
+        fail("dataset.std", list(dataset.std), "must be positive", "use the per-channel standard deviation of the pixels")
+    if dataset.subset is not None and (not isinstance(dataset.subset, int) or dataset.subset < 1):
+        fail("dataset.subset", dataset.subset, "must be a positive integer", "dataset.subset=64, or null for all")
+    if dataset.augment not in ("none", "basic"):
+        fail("dataset.augment", dataset.augment, "is not known", "dataset.augment=none or dataset.augment=basic")
+    if dataset.name == "imagefolder" and not Path(dataset.root).is_dir():
+        fail("dataset.root", dataset.root, "is not a folder",
+             "dataset.root=/path/to/images (class subfolders, or train/ and val/ with class subfolders)")

@@ -1,0 +1,85 @@
+"""The evaluator's settings' schema and rules: `python -m runner.evaluate metric=loss split=test ...`
+(top level in conf/evaluate.yaml) and `python -m runner evaluate.metric=loss` (under `evaluate.`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
+
+from omegaconf import DictConfig
+
+from runner.rules import fail, int_at_least, one_of, positive_number
+
+METRICS = ("loss", "top1", "top5", "balanced_accuracy", "ece")
+
+
+@dataclass
+class EvaluationSettings:
+    split: str = "val"
+    """val | test (test: the final look, once, at the best checkpoint by val)."""
+    metric: str = "top1"
+    """loss | top1 | top5 | balanced_accuracy | ece: chooses the best checkpoint."""
+    direction: str = "auto"
+    """max | min | auto (min for loss and ece, max otherwise)."""
+    batch_size: int = 256
+    """Samples per forward pass (no gradients: larger than training's)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N | mps."""
+    precision: str = "32"
+    """32 | bf16 | 16 (16 on CUDA only)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    tta: str = "none"
+    """none | flip (average the image and its mirror)."""
+    galleries: bool = True
+    """Confusion matrix and loss galleries for the best checkpoint."""
+
+
+@dataclass
+class TrainingEvaluation(EvaluationSettings):
+    """`evaluate.` in conf/train.yaml."""
+
+    after_training: bool = True
+    """Evaluate every checkpoint on the validation split when training ends."""
+
+
+@dataclass
+class EvaluateCommand(EvaluationSettings):
+    """conf/evaluate.yaml: what `python -m runner.evaluate` evaluates, and how."""
+
+    run_dir: str | None = None
+    """A run directory (outputs/<name>/<time>)."""
+    checkpoint: str | None = None
+    """Or one checkpoint file."""
+    data_root: str | None = None
+    """Where the data lives on this machine, if not where the run found it."""
+    watch: bool = False
+    """Evaluate each new checkpoint while the run trains; stop when it has finished."""
+    poll_seconds: float = 2.0
+    """watch: seconds between looks for new checkpoints."""
+    idle_minutes: float = 60
+    """watch: give up after this long without a new checkpoint."""
+    ensemble: Any | None = None
+    """[RUN_A, RUN_B, ...]: average the members' best checkpoints."""
+    ensemble_top_k: int | None = None
+    """K: average the K best checkpoints of run_dir."""
+
+
+def validate(settings: DictConfig, prefix: str = "") -> None:
+    """The evaluator's block; `prefix` is "evaluate." inside a training config."""
+    one_of(f"{prefix}split", settings.split, ("val", "test"))
+    one_of(f"{prefix}metric", settings.metric, METRICS)
+    one_of(f"{prefix}direction", settings.direction, ("auto", "max", "min"))
+    int_at_least(f"{prefix}batch_size", settings.batch_size, 1, f"{prefix}batch_size=256")
+    int_at_least(f"{prefix}num_workers", settings.num_workers, 0, f"{prefix}num_workers=2")
+    one_of(f"{prefix}precision", str(settings.precision), ("32", "bf16", "16"))
+    one_of(f"{prefix}tta", settings.tta, ("none", "flip"))
+    device = str(settings.device)
+    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+        fail(f"{prefix}device", device, "is not a device", f"{prefix}device=auto, cpu, cuda, cuda:N or mps")
+    if "poll_seconds" in settings:
+        positive_number("poll_seconds", settings.poll_seconds, "poll_seconds=2")
+        positive_number("idle_minutes", settings.idle_minutes, "idle_minutes=60")
+        if settings.ensemble_top_k is not None:
+            int_at_least("ensemble_top_k", settings.ensemble_top_k, 1, "ensemble_top_k=3")

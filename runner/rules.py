@@ -1,0 +1,34 @@
+"""The rules every settings block's validator is written with, and their one-line message:
+
+    trainer.epochs=0 must be an integer >= 1. Fix: trainer.epochs=10
+
+Each block's schema and validator live beside the component that owns it (training/settings.py,
+data/settings.py, evaluation/settings.py, checks/settings.py); runner/config.py runs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from runner.errors import UserError
+
+
+def fail(key: str, value, problem: str, fix: str):
+    raise UserError(f"{key}={value!r} {problem}. Fix: {fix}")
+
+
+def int_at_least(key: str, value, minimum: int, fix: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        fail(key, value, f"must be an integer >= {minimum}", fix)
+
+
+def positive_number(key: str, value, fix: str, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        fail(key, value, "must be a number " + (">= 0" if allow_zero else "> 0"), fix)
+
+
+def one_of(key: str, value, choices: Iterable[str]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        fail(key, value, "is not known", f"{key}={'|'.join(choices)} (one of them)")

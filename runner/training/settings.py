@@ -1,0 +1,144 @@
+"""The training settings' schema and rules: `python -m runner trainer.epochs=30 checkpoint.keep_last=3 ...`.
+
+Hydra types every value against these dataclasses when it composes (so `trainer.compile=maybe`
+or `trainer.epochs=ten` is refused there); `validate` adds what types cannot say.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+from runner.errors import UserError
+from runner.rules import fail, int_at_least, one_of, positive_number
+from runner.training import distributed
+
+PRECISIONS = ("auto", "32", "bf16", "16")
+
+
+@dataclass
+class TrainerSettings:
+    epochs: int = 20
+    """Passes over the training split."""
+    batch_size: int = 64
+    """The learning batch: samples per optimizer update (all processes together)."""
+    micro_batch_size: int = 64
+    """The computational batch: samples per forward/backward; accumulation = batch_size / micro_batch_size."""
+    precision: str = "auto"
+    """auto | 32 | bf16 | 16 (auto: bf16 on GPUs that support it, else fp16 on CUDA; fp32 on the CPU)."""
+    grad_clip_norm: float | None = None
+    """Clip the global gradient norm to this value; null: no clipping."""
+    channels_last: bool = False
+    """Images and convolution weights in channels-last memory order (faster on recent GPUs)."""
+    compile: bool = False
+    """torch.compile the model."""
+    num_workers: int = 0
+    """DataLoader worker processes (0: load in the main process)."""
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps."""
+    seed: int = 0
+    """Seeds the model's initialization, the data order and the augmentation."""
+    deterministic: bool = False
+    """Bit-identical reruns (and resumes) on the CPU; deterministic algorithms on the GPU."""
+    log_every_steps: int = 50
+    """Optimizer updates between log lines and TensorBoard points."""
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
+    """On these signals: finish the step, write a checkpoint, stop (and requeue under SLURM)."""
+
+
+@dataclass
+class CheckpointSettings:
+    every_epochs: int = 5
+    """Write a checkpoint every N epochs (and after the last one)."""
+    keep_last: int | None = None
+    """Keep only the newest N periodic checkpoints; null keeps all (the evaluator wants them)."""
+
+
+@dataclass
+class LossSettings:
+    label_smoothing: float = 0.0
+    """Cross-entropy's label smoothing, in [0, 1)."""
+
+
+@dataclass
+class SweepLink:
+    """Filled in by the runner_optuna sweeper for each trial; null outside a sweep."""
+
+    study: str | None = None
+    """The study's name."""
+    storage: str | None = None
+    """The study's storage URL (a journal file path or postgresql://...)."""
+    trial: int | None = None
+    """The trial's number in the study."""
+    trial_id: int | None = None
+    """The trial's id in the storage."""
+    pruner: str = "none"
+    """The study's pruner (none, median, hyperband): with one, checkpoints are reported to the study."""
+    heartbeat_seconds: float = 10
+    """How often the trial's job tells the study it is alive."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """trainer.*, checkpoint.*, loss.*, optimizer.*, schedule.*, resume, sweep.* (one UserError at the first problem)."""
+    trainer = cfg.trainer
+    int_at_least("trainer.epochs", trainer.epochs, 1, "trainer.epochs=10")
+    int_at_least("trainer.batch_size", trainer.batch_size, 1, "trainer.batch_size=64")
+    int_at_least("trainer.micro_batch_size", trainer.micro_batch_size, 1, "trainer.micro_batch_size=64")
+    batch_divides(trainer.batch_size, trainer.micro_batch_size, distributed.from_environment().world_size)
+    if str(trainer.precision) not in PRECISIONS:
+        fail("trainer.precision", trainer.precision, "is not known", "trainer.precision=auto, 32, bf16 or 16")
+    if trainer.grad_clip_norm is not None:
+        positive_number("trainer.grad_clip_norm", trainer.grad_clip_norm,
+                        "trainer.grad_clip_norm=1.0, or null for no clipping")
+    int_at_least("trainer.num_workers", trainer.num_workers, 0,
+                 "trainer.num_workers=0 (load in the main process) or more")
+    int_at_least("trainer.seed", trainer.seed, 0, "trainer.seed=0")
+    int_at_least("trainer.log_every_steps", trainer.log_every_steps, 1, "trainer.log_every_steps=10")
+    device = str(trainer.device)
+    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+        fail("trainer.device", device, "is not a device", "trainer.device=auto, cpu, cuda, cuda:N or mps")
+    unknown = [name for name in trainer.stop_signals if name not in signal.Signals.__members__]
+    if unknown:
+        fail("trainer.stop_signals", list(trainer.stop_signals), f"names unknown signals {unknown}",
+             "trainer.stop_signals=[SIGUSR1,SIGTERM]")
+    int_at_least("checkpoint.every_epochs", cfg.checkpoint.every_epochs, 1, "checkpoint.every_epochs=1")
+    if cfg.checkpoint.keep_last is not None:
+        int_at_least("checkpoint.keep_last", cfg.checkpoint.keep_last, 1, "checkpoint.keep_last=3, or null to keep all")
+    smoothing = cfg.loss.label_smoothing
+    if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+        fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
+    validate_optimizer_and_schedule(cfg)
+    one_of("sweep.pruner", cfg.sweep.pruner, ("none", "median", "hyperband"))
+    if distributed.from_environment().active and cfg.sweep.pruner != "none":
+        raise UserError("pruning a sweep trial that trains in several processes is not supported (the pruner "
+                        "would stop rank 0 alone). Fix: hydra.sweeper.pruner=none, or one process per trial")
+
+
+def validate_optimizer_and_schedule(cfg: DictConfig) -> None:
+    positive_number("optimizer.lr", cfg.optimizer.get("lr"), "optimizer.lr=3e-4 (a positive learning rate)")
+    if "weight_decay" in cfg.optimizer:
+        positive_number("optimizer.weight_decay", cfg.optimizer.weight_decay, "optimizer.weight_decay=0.01 (or 0)",
+                        allow_zero=True)
+    if "warmup_epochs" in cfg.schedule:
+        positive_number("schedule.warmup_epochs", cfg.schedule.warmup_epochs, "schedule.warmup_epochs=5",
+                        allow_zero=True)
+    if "step_epochs" in cfg.schedule:
+        positive_number("schedule.step_epochs", cfg.schedule.step_epochs, "schedule.step_epochs=30")
+
+
+def batch_divides(batch_size: int, micro_batch_size: int, processes: int) -> None:
+    """Each process's share of a learning batch is a whole number of micro-batches."""
+    if batch_size % (micro_batch_size * processes) == 0:
+        return
+    if processes == 1:
+        divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0]
+        raise UserError(
+            f"trainer.batch_size={batch_size} is not a multiple of trainer.micro_batch_size={micro_batch_size}. "
+            f"Fix: set trainer.micro_batch_size to a divisor of {batch_size} "
+            f"(e.g. {', '.join(map(str, divisors[-4:-1] or divisors))})"
+        )
+    raise UserError(f"trainer.batch_size={batch_size} is not a multiple of trainer.micro_batch_size="
+                    f"{micro_batch_size} x {processes} processes. Fix: a smaller trainer.micro_batch_size, "
+                    "or a batch_size that is a multiple of it times the processes")

@@ -1,0 +1,92 @@
+"""A bad setting gets one line naming key, value and fix, exit code 2, no traceback, no run directory.
+
+Each row goes through the entry points' own pre-check (runner/precheck.py), which composes the
+config as Hydra will and validates it before Hydra creates anything; a few rows go through the
+real commands to show that nothing is left on disk.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.config import validate, validate_evaluate_command
+from runner.precheck import refuse_bad_command_line
+from tests.conftest import run_cli
+
+# (command line, what the one line must contain: the key, the value, the fix)
+TRAIN = [
+    (["+trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?", "Fix: trainer.epochs=3"]),
+    (["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?", "Fix: trainer.epochs=3"]),
+    (["trainer.compile=maybe"], ["trainer.compile='maybe'", "not a valid bool", "Fix: trainer.compile=false"]),
+    (["trainer.epochs=ten"], ["trainer.epochs='ten'", "not a valid integer", "Fix: trainer.epochs=20"]),
+    (["trainer.grad_clip_norm=big"], ["trainer.grad_clip_norm='big'", "not a valid float", "Fix:"]),
+    (["trainer.batch_size=100", "trainer.micro_batch_size=32"],
+     ["trainer.batch_size=100", "trainer.micro_batch_size=32", "Fix:"]),
+    (["trainer.precision=64"], ["trainer.precision='64'", "Fix: trainer.precision=auto"]),
+    (["evaluate.metric=accuracy"], ["evaluate.metric='accuracy'", "Fix: evaluate.metric=loss|top1"]),
+    (["evaluate.tta=rotate"], ["evaluate.tta='rotate'", "Fix: evaluate.tta=none|flip"]),
+    (["checks.only=[nosuch]"], ["checks.only", "nosuch", "Fix: checks=[data,"]),
+    (["lr_find.method=middle"], ["lr_find.method='middle'", "Fix: lr_find.method=steepest|valley"]),
+    (["model.hiden=3"], ["model.hiden", "did you mean model.hidden?", "Fix: model.hidden=3"]),
+    (["+model.hiden=3"], ["model.hiden=3", "not an argument of runner.models.mlp", "Fix: model.hidden"]),
+    (["+optimizer.momentum=0.9"], ["optimizer.momentum=0.9", "not an argument of torch.optim.AdamW", "Fix:"]),
+    (["optimizer.lr=-1"], ["optimizer.lr=-1", "Fix: optimizer.lr="]),
+    (["dataset=nosuch"], ["dataset=nosuch", "Could not find 'dataset/nosuch'", "Fix: dataset=one of cifar10"]),
+    (["+dataset.val_size=5"], ["dataset.val_size", "Fix: drop it", "val_fraction"]),
+    (["model._target_=no.such.fn"], ["model._target_='no.such.fn'", "cannot be imported", "Fix:"]),
+    (["dataset.image_size=[1,2,3]"], ["dataset.image_size", "[height, width]", "Fix: dataset.image_size="]),
+    (["trainer.epochs=[1"], ["cannot be parsed", "Fix:"]),
+]
+EVALUATE = [
+    (["run_dir=x", "metric=accuracy"], ["metric='accuracy'", "Fix: metric=loss|top1"]),
+    (["run_dir=x", "+metrik=top1"], ["metrik", "Fix:"]),
+    (["run_dir=x", "watch=sometimes"], ["watch='sometimes'", "not a valid bool", "Fix: watch=false"]),
+]
+
+
+def refused(config_name: str, check, argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        refuse_bad_command_line(config_name, check, argv)
+    assert stopped.value.code == 2
+    output = capsys.readouterr()
+    lines = [line for line in output.out.splitlines() if line.strip()]
+    assert len(lines) == 1 and " ERROR " in lines[0] and "Traceback" not in output.out + output.err, output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("argv", "expected"), TRAIN, ids=[" ".join(a) for a, _ in TRAIN])
+def test_a_bad_training_setting_is_one_line(argv, expected, capsys):
+    line = refused("train", validate, argv, capsys)
+    for text in expected:
+        assert text in line, line
+
+
+@pytest.mark.parametrize(("argv", "expected"), EVALUATE, ids=[" ".join(a) for a, _ in EVALUATE])
+def test_a_bad_evaluator_setting_is_one_line(argv, expected, capsys):
+    line = refused("evaluate", validate_evaluate_command, argv, capsys)
+    for text in expected:
+        assert text in line, line
+
+
+def test_good_settings_pass_the_pre_check(capsys):
+    refuse_bad_command_line("train", validate, ["trainer.epochs=3", "+experiment=smoke", "model.channels=4"])
+    refuse_bad_command_line("train", validate, ["--cfg", "job", "+trainer.epoch=3"])  # Hydra's modes pass through
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("module", "argv", "expected"), [
+    ("runner", ["+trainer.epoch=3"], "did you mean trainer.epochs?"),
+    ("runner", ["evaluate.metric=accuracy"], "evaluate.metric='accuracy'"),
+    ("runner.evaluate", ["run_dir=x", "metric=accuracy"], "metric='accuracy'"),
+    ("runner.check", ["checks=[nosuch]"], "nosuch"),
+    ("runner.lr_find", ["lr_find.steps=1"], "lr_find.steps=1"),
+    ("runner.inspect_data", ["dataset.subset=0"], "dataset.subset=0"),
+])
+def test_the_commands_refuse_and_leave_no_run_directory(module, argv, expected, workdir):
+    result = run_cli(argv, cwd=workdir, module=module)
+    assert result.returncode == 2, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and expected in output and "Fix:" in output
+    assert [line for line in output.splitlines() if " ERROR " in line] == [output.strip()]
+    assert not (workdir / "outputs").exists(), sorted(p for p in workdir.rglob("*"))
