@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
+from hydra._internal.utils import _locate
 from hydra.core.config_store import ConfigStore
-from hydra.utils import get_method
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner.checks.settings import ChecksSettings, LrFindSettings
@@ -33,6 +33,10 @@ from runner.training.settings import CheckpointSettings, LossSettings, SweepLink
 from runner.training.settings import validate as validate_training
 
 # keys of a `_target_` group that Hydra or runner.models.build consume, not the callable
+# the `_target_` groups: open (any callable, any arguments it takes), checked against the callable
+TARGET_GROUPS = {"optimizer": "adamw, adam, sgd, rmsprop",
+                 "schedule": "constant, step, cosine, warmup_cosine, onecycle, linear",
+                 "model": "linear, mlp, lenet, convnet, resnet18, resnet50"}
 NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", "init_output_bias"}
 
 
@@ -81,7 +85,7 @@ def register_configs() -> None:
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="evaluate_schema", node=EvaluateCommand)
     for name, schema in DATASET_SCHEMAS.items():
-        store.store(group="schema/dataset", name=name, node=schema)
+        store.store(name=f"dataset_{name}_schema", node=schema)  # not a group: --help lists groups as choices
 
 
 def validate(cfg: DictConfig) -> None:
@@ -92,9 +96,7 @@ def validate(cfg: DictConfig) -> None:
     refuse_unknown_keys(cfg)
     validate_training(cfg)
     validate_dataset(cfg.dataset)
-    for group, choices in (("optimizer", "adamw, adam, sgd, rmsprop"),
-                           ("schedule", "constant, step, cosine, warmup_cosine, onecycle, linear"),
-                           ("model", "linear, mlp, lenet, convnet, resnet18, resnet50")):
+    for group, choices in TARGET_GROUPS.items():
         validate_target(cfg[group], group, choices)
     if cfg.model.get("num_classes") != cfg.dataset.num_classes:
         fail("model.num_classes", cfg.model.get("num_classes"),
@@ -149,19 +151,30 @@ def unknown_key_message(key: str, value, known: list[str]) -> str:
 def validate_target(group_cfg: DictConfig, group: str, choices: str) -> None:
     """A `_target_` group: the callable imports, and takes every key given as an argument."""
     target = group_cfg.get("_target_")
+    arguments = target_arguments(target, group, choices)
+    if arguments is None:
+        return  # takes **kwargs, or has no signature: instantiate will tell
+    for key in group_cfg:
+        if key not in NOT_ARGUMENTS and key not in arguments:
+            close = difflib.get_close_matches(key, arguments, n=1)
+            hint = f"{group}.{close[0]}={group_cfg[key]}" if close else f"~{group}.{key} (drop it); {target} takes {', '.join(arguments)}"
+            raise UserError(f"{group}.{key}={group_cfg[key]!r} is not an argument of {target}. Fix: {hint}")
+
+
+def target_arguments(target: str, group: str, choices: str) -> list[str] | None:
+    """The keyword arguments `target` takes from its config; None when it takes any (**kwargs)."""
     try:
-        function = get_method(target)
+        function = _locate(target)  # what hydra.utils.get_method does, without its logged error
     except Exception:
-        fail(f"{group}._target_", target, "cannot be imported", f"pick one of the {group} configs ({choices})")
+        function = None
+    if not callable(function):
+        fail(f"{group}._target_", target, "cannot be imported" if function is None else "is not callable",
+             f"pick one of the {group} configs ({choices}), or a module.function that imports here")
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
-        return  # a builtin without a signature: instantiate will tell
+        return None
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    for key in group_cfg:
-        if key not in NOT_ARGUMENTS and key not in parameters:
-            arguments = [name for name in parameters if name not in ("self", "params", "epoch", "total_epochs")]
-            close = difflib.get_close_matches(key, arguments, n=1)
-            hint = f"{group}.{close[0]}=..." if close else f"drop it; {target} takes {', '.join(arguments)}"
-            raise UserError(f"{group}.{key}={group_cfg[key]!r} is not an argument of {target}. Fix: {hint}")
+        return None
+    return [name for name, p in parameters.items()
+            if name not in ("self", "params", "epoch", "total_epochs") and p.kind != inspect.Parameter.VAR_POSITIONAL]

@@ -25,7 +25,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner.config import register_configs, unknown_key_message
+from runner.config import TARGET_GROUPS, register_configs, target_arguments, unknown_key_message
 from runner.errors import UserError, one_line
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -109,7 +109,17 @@ def unknown_key(key: str, config_name: str, overrides: list[str]) -> str:
         node = OmegaConf.select(node, parent) if parent else node
         known = [f"{parent}.{k}" if parent else k for k in node]
     except Exception:
-        known = []
+        node, known = None, []
+    if parent in TARGET_GROUPS and isinstance(node, DictConfig) and isinstance(node.get("_target_"), str):
+        try:
+            arguments = target_arguments(node._target_, parent, TARGET_GROUPS[parent])
+        except UserError:
+            arguments = []
+        leaf = key.rsplit(".", 1)[1]
+        if arguments is None or leaf in arguments:  # an argument the callable takes, not in its yaml: add it
+            return (f"{key} is not in the {parent} config ({node._target_} takes it). "
+                    f"Fix: +{key}={value} (the + adds an argument)")
+        known = sorted({*known, *(f"{parent}.{a}" for a in arguments)})
     return unknown_key_message(key, value, known)
 
 

@@ -34,6 +34,9 @@ TRAIN = [
     (["dataset=nosuch"], ["dataset=nosuch", "Could not find 'dataset/nosuch'", "Fix: dataset=one of cifar10"]),
     (["+dataset.val_size=5"], ["dataset.val_size", "Fix: drop it", "val_fraction"]),
     (["model._target_=no.such.fn"], ["model._target_='no.such.fn'", "cannot be imported", "Fix:"]),
+    (["model=linear", "model._target_=tests.byo_models.tiny", "model.width=3"],
+     ["model.width", "tests.byo_models.tiny takes it", "Fix: +model.width=3"]),
+    (["checks.only=[]"], ["checks.only=[]", "names no check", "Fix: checks=[data,"]),
     (["dataset.image_size=[1,2,3]"], ["dataset.image_size", "[height, width]", "Fix: dataset.image_size="]),
     (["trainer.epochs=[1"], ["cannot be parsed", "Fix:"]),
 ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+from dataclasses import is_dataclass
+
 import pytest
 import torch
 
-from runner import models
+from runner import checkpoint_files, models
 from runner.config import validate
 from runner.errors import UserError
 from runner.training.optim import build_optimizer, build_schedule
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, PROJECT, TINY, compose_config
 
 
 def options(group: str) -> list[str]:
@@ -117,3 +120,46 @@ def test_submitit_launcher_configs_compose(launcher, target):
         cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
     assert cfg.hydra.launcher.timeout_min == 1440
+
+
+def test_a_users_own_model_with_its_own_arguments_composes_validates_and_trains(tmp_path):
+    """`_target_` groups stay open: a callable runner has never seen, with an argument of its own."""
+    from runner.run import train_and_evaluate
+
+    cfg = compose_config([*TINY, "trainer.epochs=1", "model=linear", "model._target_=tests.byo_models.tiny",
+                          "+model.width=3"])
+    validate(cfg)
+    train_and_evaluate(cfg, tmp_path / "run")
+    weights = checkpoint_files.load(tmp_path / "run" / "checkpoints" / checkpoint_files.checkpoint_name(1))["model"]
+    assert weights["1.weight"].shape == (3, 3 * 11 * 13) and weights["3.weight"].shape == (7, 3)
+
+
+def test_an_argument_the_users_model_does_not_take_is_refused():
+    cfg = compose_config(["model._target_=tests.byo_models.tiny"])  # mlp's hidden, depth, dropout stay
+    with pytest.raises(UserError, match=r"model.hidden=256 is not an argument of tests.byo_models.tiny. "
+                                        r"Fix: ~model.hidden \(drop it\); tests.byo_models.tiny takes .*width"):
+        validate(cfg)
+
+
+SETTINGS_MODULES = ["runner/training/settings.py", "runner/data/settings.py", "runner/evaluation/settings.py",
+                    "runner/checks/settings.py", "runner/config.py"]
+
+
+@pytest.mark.parametrize("path", SETTINGS_MODULES)
+def test_every_schema_field_has_a_docstring(path):
+    """The schemas are the settings' documentation: each field is followed by its docstring line."""
+    import importlib
+
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    tree = ast.parse((PROJECT / path).read_text())
+    schemas = [node for node in tree.body if isinstance(node, ast.ClassDef)
+               and is_dataclass(getattr(module, node.name, None))]
+    assert schemas, path
+    for schema in schemas:
+        body = schema.body
+        for index, statement in enumerate(body):
+            if isinstance(statement, ast.AnnAssign):
+                following = body[index + 1] if index + 1 < len(body) else None
+                documented = (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                              and isinstance(following.value.value, str))
+                assert documented, f"{path}: {schema.name}.{statement.target.id} has no docstring"

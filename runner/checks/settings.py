@@ -53,17 +53,42 @@ class LrFindSettings:
     """steepest (steepest descent of the smoothed loss) | valley (the minimum / 10)."""
 
 
+def check_names() -> list[str]:
+    """The names of the checks: the keys of the module-level dict CHECKS in runner/checks/ (imported here,
+    only when a list of checks is asked for: the checks import torch and the data)."""
+    import importlib
+    import pkgutil
+
+    import runner.checks
+
+    modules = ["runner.checks", "runner.checks.registry", "runner.checks.checks_all"]
+    modules += [f"runner.checks.{m.name}" for m in pkgutil.iter_modules(runner.checks.__path__)
+                if m.name != "settings"]
+    for name in dict.fromkeys(modules):
+        try:
+            registry = getattr(importlib.import_module(name), "CHECKS", None)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        if isinstance(registry, dict):
+            return list(registry)
+    raise RuntimeError("no CHECKS registry in runner/checks/")
+
+
 def validate(cfg: DictConfig) -> None:
     """checks.* and lr_find.*; check names are those of the checks' registry."""
     checks, lr_find = cfg.checks, cfg.lr_find
     if checks.only != "all":
-        from runner.checks.checks_all import CHECKS
-
+        names_known = check_names()
         names = list(checks.only) if isinstance(checks.only, ListConfig) else [checks.only]
-        unknown = [name for name in names if name not in CHECKS]
+        if not names:
+            raise UserError(f"checks.only={names} names no check. Fix: checks=[{','.join(names_known)}] "
+                            "(any of them), or checks.only=all")
+        unknown = [name for name in names if name not in names_known]
         if unknown:
             raise UserError(f"checks.only={checks.only} names unknown checks {unknown}. "
-                            f"Fix: checks=[{','.join(CHECKS)}] (any of them), or checks.only=all")
+                            f"Fix: checks=[{','.join(names_known)}] (any of them), or checks.only=all")
     for key in ("batch_size", "overfit_samples", "overfit_steps", "baseline_steps", "baseline_batch_size"):
         int_at_least(f"checks.{key}", checks[key], 1, f"checks.{key}=32")
     int_at_least("checks.baseline_classes", checks.baseline_classes, 2, "checks.baseline_classes=10")
