@@ -1,4 +1,4 @@
-"""Checkpoints: weights_only loading, atomic writes, RNG round trips, retention."""
+"""Checkpoints: weights_only loading, atomic writes, RNG round trips, retention, resumable changes."""
 
 from __future__ import annotations
 
@@ -69,3 +69,12 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
     train_job(compose_config([*TINY, "trainer.epochs=4", "checkpoint.keep_last=2"]), tmp_path / "run")
     assert [p.name for p in checkpoint_files.list_checkpoints(tmp_path / "run" / "checkpoints")] == [
         "epoch-0003.pt", "epoch-0004.pt"]
+
+
+def test_only_settings_that_change_nothing_computed_may_change_on_resume():
+    old = {"trainer": {"epochs": 2, "batch_size": 12, "num_workers": 0}, "optimizer": {"lr": 0.1}, "resume": None}
+    new = {"trainer": {"epochs": 5, "batch_size": 12, "num_workers": 2}, "optimizer": {"lr": 0.3}, "resume": "x.pt"}
+    changes = checkpoint.changed_settings(old, new)
+    assert changes == ["optimizer.lr: 0.1 -> 0.3", "resume: None -> 'x.pt'", "trainer.epochs: 2 -> 5",
+                       "trainer.num_workers: 0 -> 2"]
+    assert [c for c in changes if not c.startswith(checkpoint.RESUMABLE_CHANGES)] == ["optimizer.lr: 0.1 -> 0.3"]

@@ -1,8 +1,10 @@
-"""The training loop: exact accumulation, clipping, bf16 on the CPU, determinism, non-finite stops."""
+"""The training loop: learning batches, exact accumulation, clipping, bf16 on the CPU, determinism, non-finite stops."""
 
 from __future__ import annotations
 
 import math
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +14,10 @@ from runner.data import datasets
 from runner.errors import UserError
 from runner.run import train_and_evaluate as train_job
 from runner.runtime import seed_everything
+from runner.training.distributed import SINGLE, Processes
+from runner.training.learning_batches import learning_batches
 from runner.training.loop import micro_batch_loss
+from runner.training.meter import IntervalMeter
 from tests.conftest import TINY, compose_config
 
 
@@ -138,3 +143,68 @@ def test_first_step_reports_the_loss_at_init_against_chance(tmp_path, caplog):
     caplog.set_level("INFO")
     train_job(compose_config(TINY), tmp_path / "run")
     assert "chance level -ln(1/7) = 1.9459" in caplog.text
+
+
+def micro_batches(*sizes):
+    """A stand-in for the loader: micro-batches of these sizes, labelled with their sample positions."""
+    position = 0
+    for size in sizes:
+        yield torch.zeros(size, 3), torch.arange(position, position + size)
+        position += size
+
+
+def windows_of(loader, skip, samples, batch_size, processes=SINGLE):
+    meter = IntervalMeter(torch.device("cpu"))
+    return [(window.start, window.size, [(y.tolist(), last) for _, y, last in window.micro_batches])
+            for window in learning_batches(loader, skip, samples, batch_size, processes, meter)]
+
+
+def test_learning_batches_yield_each_window_s_micro_batches_and_mark_the_last():
+    """30 samples in learning batches of 12 (micro-batches of 4): the last window holds a 4 and a 2."""
+    windows = windows_of(micro_batches(4, 4, 4, 4, 4, 4, 4, 2), 0, 30, 12)
+    assert [(start, size) for start, size, _ in windows] == [(0, 12), (12, 12), (24, 6)]
+    assert [[last for _, last in batches] for _, _, batches in windows] == [
+        [False, False, True], [False, False, True], [False, True]]
+    assert windows[2][2][1][0] == [28, 29]
+    resumed = windows_of(micro_batches(4, 4, 4, 4, 2), 12, 30, 12)  # resumed after 12 samples
+    assert [(start, size, len(batches)) for start, size, batches in resumed] == [(12, 12, 3), (24, 6, 2)]
+
+
+def test_learning_batches_take_this_process_s_share_of_each_window():
+    """Rank 1 of 3, learning batches of 15: a share of 5 per window, and 2 of the last window's 7."""
+    windows = windows_of(micro_batches(5, 5, 2), 0, 37, 15, Processes(rank=1, world_size=3))
+    assert [(start, size, [len(y) for y, _ in batches]) for start, size, batches in windows] == [
+        (0, 15, [5]), (15, 15, [5]), (30, 7, [2])]
+    assert all(batches[-1][1] for _, _, batches in windows)
+
+
+def test_learning_batches_refuse_a_loader_that_disagrees_with_the_epoch():
+    with pytest.raises(RuntimeError, match="more than the 12 samples"):
+        windows_of(micro_batches(4, 4, 4, 4), 0, 12, 12)
+
+
+def test_the_meter_measures_the_wait_for_data():
+    def slow_loader():
+        for batch in micro_batches(4, 4):
+            time.sleep(0.05)
+            yield batch
+
+    meter = IntervalMeter(torch.device("cpu"))
+    for window in learning_batches(slow_loader(), 0, 8, 8, SINGLE, meter):
+        list(window.micro_batches)
+    assert meter.data_wait >= 0.09
+
+
+def test_the_meter_reads_the_interval_and_stops_at_the_first_non_finite_step():
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    run = SimpleNamespace(processes=SINGLE, first_bad_step=torch.tensor(-1), fp16=False,
+                          schedule=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+    meter = IntervalMeter(torch.device("cpu"))
+    meter.add_update(torch.tensor(6.0), torch.tensor(3.0), 4, torch.tensor(2.0))
+    meter.add_update(torch.tensor(2.0), torch.tensor(1.0), 4, torch.tensor(4.0))
+    figures = meter.read(run, epoch=0)
+    assert (figures["loss"], figures["accuracy"], figures["grad_norm"], figures["lr"]) == (1.0, 0.5, 3.0, 0.5)
+    run.first_bad_step = torch.tensor(7)
+    with pytest.raises(UserError, match=r"non-finite at step 7 \(epoch 3\)"):
+        meter.read(run, epoch=2)

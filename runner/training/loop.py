@@ -203,29 +203,24 @@ def accumulate_gradients(run: Training, window) -> tuple[torch.Tensor, torch.Ten
             loss, loss_sum, correct = micro_batch_loss(run.step_model, x, y, share, run.cfg.loss.label_smoothing,
                                                        run.amp_dtype)
             run.scaler.scale(loss).backward()
-        if run.global_step == 0 and window.start == 0 and index == 0:
-            look_at_the_first_batch(run, x, loss_sum, len(y))
+        if run.global_step == 0 and window.start == 0 and index == 0 and run.writer is not None:
+            log_first_batch(run.writer, x.cpu(), *channel_stats(run.cfg.dataset))
+            # the practice: check the loss at init (about -ln(1/C) for a fresh classifier)
+            classes = run.cfg.dataset.num_classes
+            log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / len(y), classes,
+                     math.log(classes))
         window_loss += loss_sum
         window_correct += correct
         samples += len(y)
     return window_loss, window_correct, samples
 
 
-
-
-def look_at_the_first_batch(run: Training, x: torch.Tensor, loss_sum: torch.Tensor, n: int) -> None:
-    """The practice: look at the first batch as the model sees it, and check the loss at init."""
-    if run.writer is None:
-        return
+def log_first_batch(writer, x: torch.Tensor, mean, std) -> None:
+    """The first training batch as the model sees it (de-normalized for display)."""
     from torchvision.utils import make_grid  # torchvision loads slowly: only here, once a run
 
-    mean, std = channel_stats(run.cfg.dataset)
-    images = denormalize(x.cpu()[:64].nan_to_num(0), mean, std)
-    run.writer.add_image("train/first_batch", make_grid(images, nrow=8, pad_value=1.0), 0)
-    classes = run.cfg.dataset.num_classes
-    log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / n, classes, math.log(classes))
-
-
+    images = denormalize(x[:64].nan_to_num(0), mean, std)
+    writer.add_image("train/first_batch", make_grid(images, nrow=8, pad_value=1.0), 0)
 
 
 def note_non_finite(run: Training, window_loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
