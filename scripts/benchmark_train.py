@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from torch.utils.tensorboard import SummaryWriter
 
 from runner import models
+from runner.config import register_configs
 from runner.data import datasets
 from runner.runtime import autocast_dtype, pick_device, seed_everything
 from runner.training.loop import fit
@@ -66,6 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    register_configs()  # the settings schemas the conf/ files name, as `python -m runner` registers them
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[
             "dataset=synthetic", f"dataset.image_size=[{args.image_size},{args.image_size}]",
