@@ -49,7 +49,11 @@ def share_of(batches: Iterator, share: int) -> Iterator:
     """Micro-batches until `share` samples have come; marks the last one."""
     taken = 0
     while taken < share:
-        x, y = next(batches)
+        try:
+            x, y = next(batches)
+        except StopIteration:  # raised inside a generator it would become an unclear RuntimeError
+            raise RuntimeError(f"the loader ran out {share - taken} samples before the end of a learning batch; "
+                               "the sampler and the windows must agree") from None
         taken += len(y)
         yield x, y, taken >= share
 
