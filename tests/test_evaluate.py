@@ -16,7 +16,9 @@ from runner import checkpoint_files, models
 from runner.data import datasets, loaders
 from runner.errors import UserError
 from runner.evaluate import evaluate
-from runner.evaluation.evaluate import assert_eval_mode, evaluate_run, predict, read_rows
+from runner.evaluation import results
+from runner.evaluation.evaluate import assert_eval_mode, evaluate_run, predict
+from runner.evaluation.results import read_rows
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, cli_env, compose_config
 
@@ -221,6 +223,35 @@ def test_ensemble_of_runs(tmp_path, monkeypatch):
     assert result["n"] == 14
     written = list((tmp_path / "outputs" / "ensembles").glob("*/ensemble.val.json"))
     assert len(json.loads(written[0].read_text())["members"]) == 2
+
+
+def test_one_ranking_of_checkpoints_ties_to_the_earlier_one():
+    def row(epoch, top1, loss, split="val", tta="none"):
+        return {"checkpoint": f"checkpoints/epoch-000{epoch}.pt", "epoch": epoch, "split": split, "tta": tta,
+                "top1": top1, "loss": loss}
+
+    rows = [row(3, 0.9, 0.30), row(1, 0.9, 0.20), row(2, 0.8, 0.10), row(4, 1.0, 0.05, split="test"),
+            row(5, 1.0, 0.01, tta="flip")]
+    assert [r["epoch"] for r in results.ranked(rows, "top1", "auto", "none")] == [1, 3, 2]
+    assert [r["epoch"] for r in results.ranked(rows, "loss", "auto", "none")] == [2, 1, 3]  # loss: lower is better
+    assert [r["epoch"] for r in results.ranked(rows, "top1", "min", "none")] == [2, 1, 3]
+    assert results.best_row(rows, "top1", "auto", "flip")["epoch"] == 5
+    assert results.best_row(rows, "top1", "auto", "none") == results.ranked(rows, "top1", "auto", "none")[0]
+    assert results.best_row([], "top1", "auto", "none") is None
+
+
+def test_metrics_csv_is_rewritten_whole_from_the_rows(tmp_path):
+    row = {"checkpoint": "checkpoints/epoch-0001.pt", "epoch": 1, "global_step": 3, "split": "val", "tta": "none",
+           "n": 14, "loss": 0.5, "top1": 0.75, "top5": 1.0, "balanced_accuracy": 0.7, "ece": 0.1,
+           "top1_ci_low": 0.5, "top1_ci_high": 0.9, "per_class_accuracy": [1.0, None], "seconds": 0.1}
+    results.append_row(tmp_path, row)
+    results.append_row(tmp_path, {**row, "epoch": 2, "checkpoint": "checkpoints/epoch-0002.pt"})
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == ("checkpoint,epoch,global_step,split,tta,n,loss,top1,top5,balanced_accuracy,ece,"
+                        "top1_ci_low,top1_ci_high")
+    assert lines[1:] == [f"checkpoints/epoch-000{e}.pt,{e},3,val,none,14,0.5,0.75,1.0,0.7,0.1,0.5,0.9" for e in (1, 2)]
+    assert [r["epoch"] for r in read_rows(tmp_path)] == [1, 2]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

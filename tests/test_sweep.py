@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from runner.study_storage import storage_for
 from runner.sweep import space
-from runner.sweep.study import TrialSeededRandomSampler
+from runner.sweep.study import TrialSeededRandomSampler, study_direction
 from tests.conftest import PROJECT, cli_env, run_cli
 
 TINY_SWEEP = [
@@ -110,6 +110,13 @@ def test_coarse_to_fine_narrows_around_the_top_trials():
     assert suggestion["model"] == "choice(a, c)"
     low, high = (float(x) for x in suggestion["lr"].removeprefix("tag(log, interval(").removesuffix("))").split(","))
     assert 1e-4 < low < 1e-3 and 1e-2 < high < 1e-1
+
+
+def test_the_study_optimizes_the_way_the_evaluator_picks_its_best():
+    assert study_direction("auto", "top1") == "maximize"
+    assert study_direction("auto", "loss") == "minimize" and study_direction("auto", "ece") == "minimize"
+    assert study_direction("auto", "top1", "min") == "minimize"  # evaluate.direction=min
+    assert study_direction("minimize", "top1") == "minimize"  # hydra.sweeper.direction wins
 
 
 def test_a_nan_objective_and_a_raising_trial_are_fail_with_their_reason(tmp_path):

@@ -78,8 +78,10 @@ class RunnerOptunaSweeper(Sweeper):
         name = s.study_name or default_study_name(self.config.name, fixed, search)
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
+        evaluation = self.config.evaluate  # the objective: the evaluator's best validation metric
         the_study = optuna.create_study(
-            study_name=name, storage=study_storage.storage_for(storage_url), direction=self.direction(),
+            study_name=name, storage=study_storage.storage_for(storage_url),
+            direction=study.study_direction(s.direction, evaluation.metric, evaluation.direction),
             sampler=study.make_sampler(s.sampler, s.seed), pruner=study_storage.make_pruner(s.pruner), load_if_exists=True)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
                  study.budget_used(the_study), s.n_trials, sweep_dir)
@@ -107,14 +109,6 @@ class RunnerOptunaSweeper(Sweeper):
         self.report(the_study, sweep_dir, fixed, search)
         with contextlib.suppress(OSError):  # Hydra's own timestamped multirun folder, unused by this sweeper
             Path(self.config.hydra.sweep.dir).rmdir()
-
-    def direction(self) -> str:
-        if self.settings.direction != "auto":
-            return self.settings.direction
-        evaluation = self.config.evaluate
-        if evaluation.direction != "auto":
-            return {"max": "maximize", "min": "minimize"}[evaluation.direction]
-        return "minimize" if evaluation.metric in ("loss", "ece") else "maximize"
 
     def run_batch(self, the_study: optuna.Study, trials: list, fixed: list[str], sweep_dir: Path, storage_url: str):
         """Launch the trials through Hydra's launcher and tell the study how each ended."""

@@ -7,7 +7,6 @@ the chosen split. Members are evaluated first where they have not been, with the
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from datetime import datetime
@@ -17,17 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
-from runner.evaluation import metrics
-from runner.evaluation.evaluate import (
-    direction_of,
-    evaluate_one,
-    evaluate_run,
-    predictions_path,
-    read_rows,
-    record_test_look,
-    relative,
-    run_directory,
-)
+from runner.evaluation import metrics, results
+from runner.evaluation.evaluate import evaluate_one, evaluate_run, run_directory
+from runner.io import write_json_atomic
+from runner.run_folders import relative
 
 log = logging.getLogger("runner.evaluate")
 
@@ -46,13 +38,12 @@ def members_of(settings: DictConfig) -> list[tuple[Path, Path]]:
         return members
     run_dir = run_directory(val)
     evaluate_run(run_dir, val)
-    rows = [r for r in read_rows(run_dir / "eval") if r["split"] == "val" and r["tta"] == settings.tta]
-    sign = -1 if direction_of(settings) == "max" else 1
-    ranked = sorted(rows, key=lambda r: (sign * r[settings.metric], -r["epoch"]))
-    if len(ranked) < 2:
-        raise UserError(f"{run_dir} has {len(ranked)} evaluated checkpoint(s); an ensemble needs 2. Fix: ensemble_top_k "
+    order = results.ranked(results.read_rows(results.eval_dir_of(run_dir)), settings.metric, settings.direction,
+                           settings.tta)
+    if len(order) < 2:
+        raise UserError(f"{run_dir} has {len(order)} evaluated checkpoint(s); an ensemble needs 2. Fix: ensemble_top_k "
                         "needs a run with several checkpoints (checkpoint.every_epochs)")
-    return [(run_dir, run_dir / r["checkpoint"]) for r in ranked[: settings.ensemble_top_k]]
+    return [(run_dir, run_dir / r["checkpoint"]) for r in order[: settings.ensemble_top_k]]
 
 
 def evaluate_ensemble(settings: DictConfig) -> dict:
@@ -64,22 +55,22 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
         row = evaluate_one(run_dir, settings, path)
         if row is None:
             raise UserError(f"{path} could not be evaluated. Fix: drop it from the ensemble")
-        saved = torch.load(predictions_path(run_dir / "eval", name, settings.split, settings.tta), weights_only=True)
-        if labels is not None and not torch.equal(labels, saved["labels"]):
+        eval_dir = results.eval_dir_of(run_dir)
+        member_log_probs, member_labels = results.load_predictions(eval_dir, name, settings.split, settings.tta)
+        if labels is not None and not torch.equal(labels, member_labels):
             raise UserError(f"{run_dir} was evaluated on different {settings.split} data than the first member. "
                             "Fix: ensemble runs of the same dataset and split")
-        labels = saved["labels"]
-        log_probs.append(saved["log_probabilities"])
+        labels = member_labels
+        log_probs.append(member_log_probs)
         rows.append({"member": f"{run_dir.name}/{name}", **{k: row[k] for k in ("loss", "top1", "top5", "balanced_accuracy")}})
         if settings.split == "test":
-            record_test_look(run_dir, name, settings.tta, row["top1"])
+            results.record_test_look(eval_dir, name, settings.tta, row["top1"])
     averaged = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
     summary = metrics.summarize(averaged, labels, averaged.shape[1])
     result = {"split": settings.split, "tta": settings.tta, "members": rows,
               "ensemble": {k: summary[k] for k in ("n", "loss", "top1", "top5", "balanced_accuracy", "top1_ci95", "ece")}}
     out = ensemble_path(settings, members)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out, result)
     print_ensemble(result)
     print(f"written to {out}")
     return result["ensemble"]
@@ -87,7 +78,7 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
 
 def ensemble_path(settings: DictConfig, members: list[tuple[Path, Path]]) -> Path:
     if settings.ensemble_top_k and not settings.ensemble:
-        return members[0][0] / "eval" / f"ensemble_top{settings.ensemble_top_k}.{settings.split}.json"
+        return results.eval_dir_of(members[0][0]) / f"ensemble_top{settings.ensemble_top_k}.{settings.split}.json"
     return Path("outputs") / "ensembles" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S") / f"ensemble.{settings.split}.json"
 
 

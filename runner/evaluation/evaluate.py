@@ -2,22 +2,13 @@
 
 The offline evaluator: every checkpoint of a run that has not been evaluated yet, on the whole
 split, in eval mode, with the model and data built from the checkpoint's own saved config (not
-from today's conf/). Results go into the run's `eval/`:
-
-    metrics.jsonl, metrics.csv   one row per checkpoint, split and tta
-    best.json                    the best checkpoint by `metric` (early stopping after the fact)
-    predictions/                 per-checkpoint log-probabilities (for ensembles and figures)
-    confusion_matrix.png/.csv, gallery_{min,q25,median,q75,max}.png   for the best checkpoint
-    test_ledger.jsonl            every look at the test split
-    evaluate.log
-
-and to the run's TensorBoard logs under eval/ at each checkpoint's global step.
+from today's conf/). Rows, best.json, predictions and the test ledger go into the run's eval/
+(results.py), figures of the best checkpoint too (reports.py), and curves to the run's
+TensorBoard logs under eval/ at each checkpoint's global step.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 import logging
 import math
@@ -28,17 +19,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from runner import checkpoint_files, models
-from runner.data import datasets, introspect, loaders, transforms
+from runner.data import datasets, loaders
 from runner.errors import UserError
-from runner.evaluation import metrics
-from runner.io import exclusive
+from runner.evaluation import metrics, reports, results
 from runner.provenance import now
+from runner.run_folders import relative
 from runner.runtime import autocast_dtype, pick_device
 
 log = logging.getLogger("runner.evaluate")  # also when run as __main__
-
-SCALARS = ("loss", "top1", "top5", "balanced_accuracy", "ece")
-TABLE = ("loss", "top1", "top5", "balanced_accuracy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,8 +86,77 @@ def predict(model, loader, device: torch.device, amp_dtype, tta: str) -> tuple[t
     return torch.cat(log_probs), torch.cat(labels).long()
 
 
+def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer) -> dict | None:
+    """Evaluate one checkpoint, save its predictions, log its curves; None (with a warning) when unreadable."""
+    try:
+        state = checkpoint_files.load(path)
+    except UserError as error:
+        log.warning("skipped, not counted as evaluated: %s", error)
+        return None
+    device = pick_device(str(settings.device))
+    model = build_model(state["config"], state, path, device)
+    dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
+    loader = loaders.eval_loader(dataset, settings.batch_size, settings.num_workers, pin_memory=device.type == "cuda")
+    started = time.perf_counter()
+    log_probs, labels = predict(model, loader, device, autocast_dtype(settings.precision, device), settings.tta)
+    if len(labels) != len(dataset):
+        raise RuntimeError(f"evaluated {len(labels)} samples of a split of {len(dataset)}")
+    summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes)
+    row = {
+        "checkpoint": relative(path, run_dir), "epoch": state["epoch"], "global_step": state["global_step"],
+        "split": settings.split, "tta": settings.tta, **summary,
+        "top1_ci_low": summary["top1_ci95"][0], "top1_ci_high": summary["top1_ci95"][1],
+        "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
+    }
+    results.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
+    tag = settings.split if settings.tta == "none" else f"{settings.split}_{settings.tta}"
+    for key in metrics.METRICS:
+        writer.add_scalar(f"eval/{tag}/{key}", row[key], row["global_step"])
+    writer.flush()
+    log.info("%s (epoch %d) on %s: loss %.4f, top-1 %.2f%% [%.2f, %.2f], %d samples in %.1f s", row["checkpoint"],
+             row["epoch"], row["split"], row["loss"], 100 * row["top1"], 100 * row["top1_ci_low"],
+             100 * row["top1_ci_high"], row["n"], row["seconds"])
+    return row
+
+
 # ---------------------------------------------------------------------------------------------
-# the run's eval/ folder
+# the best checkpoint
+
+
+def update_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
+    """best.json, with the confusion matrix, confused pairs and galleries redrawn when the best changed."""
+    eval_dir = results.eval_dir_of(run_dir)
+    previous = results.read_best(eval_dir)
+    same = all(previous.get(key) == best[key] for key in ("checkpoint", "split", "tta"))
+    pairs = previous.get("confused_pairs")
+    if settings.galleries and not (same and reports.figures_exist(eval_dir)):
+        pairs = draw_figures(run_dir, best, settings.get("data_root"))
+        log.info("figures of the best checkpoint (%s) in %s", best["checkpoint"], eval_dir)
+    results.write_best(eval_dir, best, settings.metric, settings.direction, pairs)
+
+
+def draw_figures(run_dir: Path, best: dict, data_root: str | None) -> list[dict]:
+    """The figures of a row's checkpoint, from its saved predictions and its own data split."""
+    eval_dir = results.eval_dir_of(run_dir)
+    log_probs, labels = results.load_predictions(eval_dir, best["checkpoint"], best["split"], best["tta"])
+    config = checkpoint_files.load(run_dir / best["checkpoint"])["config"]
+    dataset, dataset_cfg = split_dataset(config, best["split"], data_root)
+    return reports.best_checkpoint_figures(log_probs, labels, dataset, dataset_cfg, eval_dir)
+
+
+def print_table(rows: list[dict], best: dict | None, split: str, tta: str, metric: str) -> None:
+    shown = sorted((r for r in rows if r["split"] == split and r["tta"] == tta), key=lambda r: r["epoch"])
+    header = f"  {'checkpoint':<28} {'epoch':>5} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
+    lines = [f"{split} split{'' if tta == 'none' else ', tta=' + tta} (best by {metric} marked *):", header]
+    for r in shown:
+        mark = "*" if best is not None and r["checkpoint"] == best["checkpoint"] else " "
+        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {100 * r['top1']:>6.2f}% "
+                     f"{100 * r['top5']:>6.2f}% {100 * r['balanced_accuracy']:>6.2f}%")
+    print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# whole runs
 
 
 def run_directory(settings: DictConfig) -> Path:
@@ -119,208 +176,40 @@ def run_directory(settings: DictConfig) -> Path:
     return run_dir
 
 
-def find_row(run_dir: Path, checkpoint_name: str, split: str, tta: str) -> dict | None:
-    for row in read_rows(run_dir / "eval"):
-        if (row["checkpoint"], row["split"], row["tta"]) == (checkpoint_name, split, tta):
-            return row
-    return None
-
-
-def read_rows(eval_dir: Path) -> list[dict]:
-    path = eval_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def append_row(eval_dir: Path, row: dict) -> None:
-    """One row to metrics.jsonl (every field) and metrics.csv (the scalars)."""
-    with open(eval_dir / "metrics.jsonl", "a") as file:
-        file.write(json.dumps(row) + "\n")
-    columns = ["checkpoint", "epoch", "global_step", "split", "tta", "n", *SCALARS, "top1_ci_low", "top1_ci_high"]
-    csv_path = eval_dir / "metrics.csv"
-    new = not csv_path.exists()
-    with open(csv_path, "a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def locked(eval_dir: Path):
-    """One evaluator at a time per run (a watcher and the training run's own evaluation)."""
-    return exclusive(eval_dir / ".lock")
-
-
-@contextlib.contextmanager
-def log_file(path: Path):
-    """Also log into the run's eval/evaluate.log while evaluating."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
-                                           "%Y-%m-%d %H:%M:%S"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def relative(path: Path, run_dir: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(run_dir.resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
-def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> Path:
-    stem = Path(checkpoint_name).stem
-    return eval_dir / "predictions" / f"{stem}.{split}{'' if tta == 'none' else '.' + tta}.pt"
-
-
-def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer) -> dict | None:
-    """Evaluate one checkpoint; None (with a warning naming it) when it is unreadable."""
-    try:
-        state = checkpoint_files.load(path)
-    except UserError as error:
-        log.warning("skipped, not counted as evaluated: %s", error)
-        return None
-    device = pick_device(str(settings.device))
-    amp_dtype = autocast_dtype(settings.precision, device)
-    model = build_model(state["config"], state, path, device)
-    dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
-    loader = loaders.eval_loader(dataset, settings.batch_size, settings.num_workers, pin_memory=device.type == "cuda")
-    started = time.perf_counter()
-    log_probs, labels = predict(model, loader, device, amp_dtype, settings.tta)
-    if len(labels) != len(dataset):
-        raise RuntimeError(f"evaluated {len(labels)} samples of a split of {len(dataset)}")
-    summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes)
-    name = relative(path, run_dir)
-    row = {
-        "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"],
-        "split": settings.split, "tta": settings.tta, **summary,
-        "top1_ci_low": summary["top1_ci95"][0], "top1_ci_high": summary["top1_ci95"][1],
-        "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
-    }
-    checkpoint_files.save_atomic({"log_probabilities": log_probs, "labels": labels},
-                           predictions_path(run_dir / "eval", name, settings.split, settings.tta))
-    tag = settings.split if settings.tta == "none" else f"{settings.split}_{settings.tta}"
-    for key in SCALARS:
-        writer.add_scalar(f"eval/{tag}/{key}", row[key], state["global_step"])
-    writer.flush()
-    log.info("%s (epoch %d) on %s: loss %.4f, top-1 %.2f%% [%.2f, %.2f], %d samples in %.1f s", name, state["epoch"],
-             settings.split, row["loss"], 100 * row["top1"], 100 * row["top1_ci_low"], 100 * row["top1_ci_high"],
-             row["n"], row["seconds"])
-    return row
-
-
-def direction_of(settings: DictConfig) -> str:
-    if settings.direction != "auto":
-        return settings.direction
-    return "min" if settings.metric in ("loss", "ece") else "max"
-
-
-def best_row(rows: list[dict], settings: DictConfig) -> dict | None:
-    """The best evaluated checkpoint by metric and direction (ties: the earlier epoch)."""
-    candidates = [r for r in rows if r["split"] == "val" and r["tta"] == settings.tta]
-    if not candidates:
-        return None
-    sign = 1 if direction_of(settings) == "max" else -1
-    return max(candidates, key=lambda r: (sign * r[settings.metric], -r["epoch"]))
-
-
-def write_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
-    """best.json, plus the confusion matrix, confused pairs and galleries when the best changed."""
-    eval_dir = run_dir / "eval"
-    path = eval_dir / "best.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    record = {"checkpoint": best["checkpoint"], "epoch": best["epoch"], "global_step": best["global_step"],
-              "metric": settings.metric, "direction": direction_of(settings), "value": best[settings.metric],
-              "split": best["split"], "tta": best["tta"], "metrics": best}
-    same = all(previous.get(key) == record[key] for key in ("checkpoint", "split", "tta"))
-    figures_current = same and (eval_dir / "confusion_matrix.png").exists()
-    if settings.galleries and not figures_current:
-        record["confused_pairs"] = write_figures(run_dir, best, settings)
-    elif "confused_pairs" in previous:
-        record["confused_pairs"] = previous["confused_pairs"]
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    temporary.replace(path)
-
-
-def write_figures(run_dir: Path, best: dict, settings: DictConfig) -> list[dict]:
-    from runner import checkpoint_files
-    from runner.evaluation import reports
-
-    eval_dir = run_dir / "eval"
-    saved = torch.load(predictions_path(eval_dir, best["checkpoint"], best["split"], best["tta"]), weights_only=True)
-    log_probs, labels = saved["log_probabilities"], saved["labels"]
-    config = checkpoint_files.load(run_dir / best["checkpoint"])["config"]
-    dataset, dataset_cfg = split_dataset(config, best["split"], settings.get("data_root"))
-    names = introspect.class_names(dataset, dataset_cfg.num_classes)
-    predictions = log_probs.argmax(dim=1)
-    confusion = metrics.confusion_matrix(predictions, labels, dataset_cfg.num_classes)
-    reports.confusion_matrix_png(confusion, names, eval_dir / "confusion_matrix.png")
-    with open(eval_dir / "confusion_matrix.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["true \\ predicted", *names])
-        for name, counts in zip(names, confusion.tolist(), strict=True):
-            writer.writerow([name, *counts])
-    mean, std = transforms.channel_stats(dataset_cfg)
-    losses = -log_probs.gather(1, labels[:, None]).squeeze(1)
-    reports.loss_galleries(losses, predictions, labels, lambda i: dataset[i][0], names, mean, std, eval_dir)
-    pairs = metrics.most_confused_pairs(confusion)
-    for pair in pairs:
-        pair["true_name"], pair["predicted_name"] = names[pair["true"]], names[pair["predicted"]]
-    log.info("figures of the best checkpoint (%s) in %s", best["checkpoint"], eval_dir)
-    return pairs
-
-
-def print_table(rows: list[dict], best: dict | None, split: str, tta: str, metric: str) -> None:
-    shown = sorted((r for r in rows if r["split"] == split and r["tta"] == tta), key=lambda r: r["epoch"])
-    header = f"  {'checkpoint':<28} {'epoch':>5} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
-    lines = [f"{split} split{'' if tta == 'none' else ', tta=' + tta} (best by {metric} marked *):", header]
-    for r in shown:
-        mark = "*" if best is not None and r["checkpoint"] == best["checkpoint"] else " "
-        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {100 * r['top1']:>6.2f}% "
-                     f"{100 * r['top5']:>6.2f}% {100 * r['balanced_accuracy']:>6.2f}%")
-    print("\n".join(lines))
-
-
-# ---------------------------------------------------------------------------------------------
-# whole runs
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's epoch checkpoints, oldest first (one still being written is a temporary file, not listed)."""
+    return checkpoint_files.list_checkpoints(run_dir / "checkpoints")
 
 
 def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) -> dict | None:
     """Evaluate what is new in run_dir on settings.split; returns the best validation row."""
-    eval_dir = run_dir / "eval"
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    with log_file(eval_dir / "evaluate.log"), locked(eval_dir):
+    eval_dir = results.eval_dir_of(run_dir)
+    with results.log_file(eval_dir), results.locked(eval_dir):
         if settings.split == "test":
             return look_at_test(run_dir, settings, only)
-        evaluate_pending(run_dir, settings, [only] if only else checkpoint_files.list_checkpoints(run_dir / "checkpoints"))
-        rows = read_rows(eval_dir)
-        best = best_row(rows, settings)
+        evaluate_pending(run_dir, settings, [only] if only else run_checkpoints(run_dir))
+        rows = results.read_rows(eval_dir)
+        best = results.best_row(rows, settings.metric, settings.direction, settings.tta)
         if best is not None:
-            write_best(run_dir, best, settings)
+            update_best(run_dir, best, settings)
         print_table(rows, best, "val", settings.tta, settings.metric)
         return best
 
 
 def evaluate_one(run_dir: Path, settings: DictConfig, path: Path) -> dict | None:
     """Evaluate one checkpoint (unless it already is) and return its row; None if unreadable."""
-    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-    with locked(run_dir / "eval"):
+    eval_dir = results.eval_dir_of(run_dir)
+    with results.locked(eval_dir):
         evaluate_pending(run_dir, settings, [path])
-    return find_row(run_dir, relative(path, run_dir), settings.split, settings.tta)
+    return results.find_row(eval_dir, relative(path, run_dir), settings.split, settings.tta)
 
 
 def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path]) -> int:
     """Evaluate the checkpoints in paths that have no row yet for this split and tta."""
     from torch.utils.tensorboard import SummaryWriter
 
-    done = {(r["checkpoint"], r["split"], r["tta"]) for r in read_rows(run_dir / "eval")}
+    eval_dir = results.eval_dir_of(run_dir)
+    done = results.evaluated(eval_dir)
     pending = [p for p in paths if (relative(p, run_dir), settings.split, settings.tta) not in done]
     if not pending:
         return 0
@@ -330,7 +219,7 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path]) -> 
         for path in pending:
             row = evaluate_checkpoint(path, run_dir, settings, writer)
             if row is not None:
-                append_row(run_dir / "eval", row)
+                results.append_row(eval_dir, row)
                 evaluated += 1
     finally:
         writer.close()
@@ -339,33 +228,26 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path]) -> 
 
 def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict | None:
     """The final look: the best checkpoint by validation on the test split, recorded in the ledger."""
-    val_settings = OmegaConf.merge(settings, {"split": "val"})
+    eval_dir = results.eval_dir_of(run_dir)
     if only is None:
-        evaluate_pending(run_dir, val_settings, checkpoint_files.list_checkpoints(run_dir / "checkpoints"))
-        best = best_row(read_rows(run_dir / "eval"), settings)
+        val_settings = OmegaConf.merge(settings, {"split": "val"})
+        evaluate_pending(run_dir, val_settings, run_checkpoints(run_dir))
+        best = results.best_row(results.read_rows(eval_dir), settings.metric, settings.direction, settings.tta)
         if best is None:
             raise UserError(f"{run_dir} has no evaluated checkpoint to look at. Fix: train it first")
         only = run_dir / best["checkpoint"]
     name = relative(only, run_dir)
     evaluate_pending(run_dir, settings, [only])
-    row = find_row(run_dir, name, "test", settings.tta)
+    row = results.find_row(eval_dir, name, "test", settings.tta)
     if row is None:
         raise UserError(f"{only} could not be read. Fix: pick another checkpoint=FILE")
-    record_test_look(run_dir, name, settings.tta, row["top1"])
-    print_table(read_rows(run_dir / "eval"), row, "test", settings.tta, settings.metric)
+    results.record_test_look(eval_dir, name, settings.tta, row["top1"])
+    print_table(results.read_rows(eval_dir), row, "test", settings.tta, settings.metric)
     return row
 
 
-def record_test_look(run_dir: Path, checkpoint_name: str, tta: str, top1: float) -> None:
-    """Append this look at the test split to the run's ledger; warn if it is not the first."""
-    ledger = run_dir / "eval" / "test_ledger.jsonl"
-    looks = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
-    if looks:
-        log.warning("the test split of this run has been looked at %d time(s) before (first %s, %s): results chosen "
-                    "after looking are no longer an unbiased estimate. Tune on val; test once.",
-                    len(looks), looks[0]["time"], looks[0]["checkpoint"])
-    with open(ledger, "a") as file:
-        file.write(json.dumps({"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}) + "\n")
+# ---------------------------------------------------------------------------------------------
+# following a run while it trains
 
 
 def run_finished(run_dir: Path) -> bool:
@@ -395,10 +277,9 @@ def watch(run_dir: Path, settings: DictConfig) -> dict | None:
     log.info("watching %s (every %.1f s)", run_dir, settings.poll_seconds)
     while True:
         finished = run_finished(run_dir)  # read before listing: no checkpoint can appear after it
-        eval_dir = run_dir / "eval"
-        eval_dir.mkdir(parents=True, exist_ok=True)
-        with log_file(eval_dir / "evaluate.log"), locked(eval_dir):
-            new = evaluate_pending(run_dir, settings, checkpoint_files.list_checkpoints(run_dir / "checkpoints"))
+        eval_dir = results.eval_dir_of(run_dir)
+        with results.log_file(eval_dir), results.locked(eval_dir):
+            new = evaluate_pending(run_dir, settings, run_checkpoints(run_dir))
         if new:
             idle_since = time.monotonic()
         if finished:

@@ -16,9 +16,33 @@ matplotlib.use("Agg")  # files only: no display needed, on a cluster node or in 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from runner.data.transforms import denormalize  # noqa: E402
+from runner.data import introspect, transforms  # noqa: E402
+from runner.evaluation import metrics  # noqa: E402
+from runner.io import write_atomic, write_csv_atomic  # noqa: E402
 
 QUANTILES = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
+
+
+def figures_exist(out_dir: Path) -> bool:
+    return (out_dir / "confusion_matrix.png").exists()
+
+
+def best_checkpoint_figures(log_probabilities: torch.Tensor, labels: torch.Tensor, dataset, dataset_cfg,
+                            out_dir: Path) -> list[dict]:
+    """A checkpoint's confusion matrix (png, csv) and loss galleries; returns its most confused pairs."""
+    names = introspect.class_names(dataset, dataset_cfg.num_classes)
+    predictions = log_probabilities.argmax(dim=1)
+    confusion = metrics.confusion_matrix(predictions, labels, dataset_cfg.num_classes)
+    confusion_matrix_png(confusion, names, out_dir / "confusion_matrix.png")
+    write_csv_atomic(out_dir / "confusion_matrix.csv", ["true \\ predicted", *names],
+                     [[name, *counts] for name, counts in zip(names, confusion.tolist(), strict=True)])
+    mean, std = transforms.channel_stats(dataset_cfg)
+    losses = -log_probabilities.gather(1, labels[:, None]).squeeze(1)
+    loss_galleries(losses, predictions, labels, lambda i: dataset[i][0], names, mean, std, out_dir)
+    pairs = metrics.most_confused_pairs(confusion)
+    for pair in pairs:
+        pair["true_name"], pair["predicted_name"] = names[pair["true"]], names[pair["predicted"]]
+    return pairs
 
 
 def confusion_matrix_png(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
@@ -36,8 +60,7 @@ def confusion_matrix_png(confusion: torch.Tensor, class_names: list[str], path: 
     figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of the true class")
     axes.set_title(f"confusion matrix ({int(confusion.sum())} examples)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def gallery_indices(losses: torch.Tensor, quantile: float, count: int) -> list[int]:
@@ -58,7 +81,7 @@ def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torc
         indices = gallery_indices(losses, quantile, per_gallery)
         figure, axes = plt.subplots(1, len(indices), figsize=(2 * len(indices), 2.6), squeeze=False)
         for axis, index in zip(axes[0], indices, strict=True):
-            image = denormalize(load_image(index), mean, std).permute(1, 2, 0).numpy()
+            image = transforms.denormalize(load_image(index), mean, std).permute(1, 2, 0).numpy()
             axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
             true, predicted = int(labels[index]), int(predictions[index])
             colour = "green" if true == predicted else "red"
@@ -68,7 +91,12 @@ def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torc
         figure.suptitle(f"per-example loss at the {name} (#{', #'.join(map(str, indices))})", fontsize=8)
         figure.tight_layout()
         path = out_dir / f"gallery_{name}.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
+        save_png(figure, path)
         paths.append(path)
     return paths
+
+
+def save_png(figure, path: Path) -> None:
+    """Through the one atomic writer: a figure redrawn for a new best never shows half drawn."""
+    write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=100))
+    plt.close(figure)

@@ -5,9 +5,9 @@ Rewritten after every batch of trials, so an interrupted sweep still leaves its 
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from runner.io import write_atomic, write_csv_atomic, write_text_atomic
 from runner.sweep.space import as_overrides, narrowed
 
 log = logging.getLogger("runner.sweep")
@@ -23,14 +24,14 @@ log = logging.getLogger("runner.sweep")
 def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
     trials = study.get_trials(deepcopy=False)
     names = sorted({key for t in trials for key in t.params})
-    with open(sweep_dir / "trials.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["number", "state", *names, "value", "duration_s", "run_dir", "reason"])
-        for t in trials:
-            duration = t.duration.total_seconds() if t.duration else None
-            writer.writerow([t.number, t.state.name, *(t.params.get(n) for n in names), t.value,
-                             None if duration is None else round(duration, 2), t.system_attrs.get("runner:run_dir"),
-                             t.system_attrs.get("runner:fail_reason", "")])
+    rows = []
+    for t in trials:
+        duration = t.duration.total_seconds() if t.duration else None
+        rows.append([t.number, t.state.name, *(t.params.get(n) for n in names), t.value,
+                     None if duration is None else round(duration, 2), t.system_attrs.get("runner:run_dir"),
+                     t.system_attrs.get("runner:fail_reason", "")])
+    write_csv_atomic(sweep_dir / "trials.csv", ["number", "state", *names, "value", "duration_s", "run_dir", "reason"],
+                     rows)
 
 
 def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: dict[str, BaseDistribution]) -> dict | None:
@@ -56,7 +57,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         "coarse_to_fine": {"from_top_trials": [t.number for t in top],
                            "overrides": [f"'{key}={value}'" for key, value in suggestion.items()]},
     }
-    (sweep_dir / "optimization_results.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(results)))
+    write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
     return results
 
 
@@ -85,5 +86,5 @@ def write_plots(study: optuna.Study, sweep_dir: Path) -> None:
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
         figure.set_size_inches(max(6.4, figure.get_size_inches()[0]), 4.8)
         figure.tight_layout()
-        figure.savefig(sweep_dir / f"{name}.png", dpi=100)
+        write_atomic(sweep_dir / f"{name}.png", partial(figure.savefig, format="png", dpi=100))
         plt.close(figure)

@@ -23,9 +23,6 @@ from runner.study_storage import HEARTBEAT
 log = logging.getLogger("runner.sweep")
 
 
-
-
-
 class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
     """Random search whose draws are a function of (seed, trial number, parameter) only.
 
@@ -50,6 +47,18 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: hydra.sweeper.sampler=random or tpe")
 
 
+def study_direction(setting: str, metric: str, metric_direction: str = "auto") -> str:
+    """maximize | minimize: the sweeper's own direction, else the evaluator's rule for its metric.
+
+    The objective is the evaluator's best validation metric, so it is optimized the way the
+    evaluator picks its best checkpoint (runner/evaluation/metrics.py: `direction`).
+    """
+    # imported here, not above: Hydra imports the sweeper plugin at every start, and metrics imports torch
+    from runner.evaluation.metrics import direction
+
+    if setting != "auto":
+        return setting
+    return {"max": "maximize", "min": "minimize"}[direction(metric, metric_direction)]
 
 
 def counted(trial: FrozenTrial) -> bool:
