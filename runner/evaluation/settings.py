@@ -9,9 +9,8 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 
 from omegaconf import DictConfig
 
+from runner.evaluation.metrics import METRICS
 from runner.rules import fail, int_at_least, one_of, positive_number
-
-METRICS = ("loss", "top1", "top5", "balanced_accuracy", "ece")
 
 
 @dataclass
