@@ -1,4 +1,5 @@
-"""Shared fixtures: composing configs in-process, running the real command, a Flowers-102 folder."""
+"""Shared settings and fixtures: tiny configs, composing configs in-process, running the real command,
+reading a run's weights, and generated dataset folders (Flowers-102, CIFAR-10, an image folder)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from scipy.io import loadmat
@@ -26,14 +28,36 @@ TINY = [
     "checkpoint.every_epochs=1", "evaluate.after_training=false",
 ]
 
+# a synthetic run long enough to interrupt (100 updates an epoch: 3000 samples in learning batches of 30,
+# micro-batches of 10), deterministic, with dropout and augmentation: random streams a resume must restore
+INTERRUPTIBLE = [
+    "dataset=synthetic", "dataset.image_size=[16,16]", "dataset.train_size=3000", "dataset.val_size=10",
+    "dataset.test_size=10", "dataset.augment=basic", "model.dropout=0.2",
+    "trainer.batch_size=30", "trainer.micro_batch_size=10", "trainer.deterministic=true", "checkpoint.every_epochs=1",
+]
+# for resume tests: INTERRUPTIBLE with loader workers and a schedule, 4 epochs, evaluated after training
+# (dropout, augmentation and loader workers: every random stream a resume has to restore)
+EXACT_RESUME = [*INTERRUPTIBLE, "model.hidden=512", "trainer.epochs=4", "trainer.num_workers=2", "schedule=cosine"]
+# for stop-signal and preemption tests: INTERRUPTIBLE for 3 epochs, no evaluation after training
+STOPPABLE = [*INTERRUPTIBLE, "trainer.epochs=3", "evaluate.after_training=false"]
 
-def compose_config(overrides: list[str] | None = None, config_name: str = "train"):
-    """The composed config, as `python -m runner OVERRIDES` (or runner.evaluate) would see it."""
+
+def options(group: str) -> list[str]:
+    """The options of a config group, from its folder in conf/ (a new yaml is a new option)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "train", return_hydra_config: bool = False):
+    """The composed config, as `python -m runner OVERRIDES` (or runner.evaluate) would see it.
+
+    return_hydra_config=True keeps Hydra's own node (cfg.hydra: sweeper, launcher, run dir).
+    """
     from runner.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides or []))
+        return compose(config_name=config_name, overrides=list(overrides or []),
+                       return_hydra_config=return_hydra_config)
 
 
 def cli_env() -> dict:
@@ -45,6 +69,20 @@ def run_cli(args: list[str], cwd: Path, module: str = "runner", timeout: float =
     """`python -m runner ARGS` in cwd; returns the CompletedProcess (stdout and stderr captured)."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=cli_env())
+
+
+def checkpoint_weights(run_dir: Path, epoch: int) -> dict:
+    """The model's state dict in the run's checkpoint after `epoch` epochs."""
+    from runner import checkpoint_files
+
+    return checkpoint_files.load(Path(run_dir) / "checkpoints" / checkpoint_files.checkpoint_name(epoch))["model"]
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    """Two state dicts with the same keys and bit-identical tensors."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +115,45 @@ def make_flowers102(root: Path) -> Path:
 def workdir(tmp_path) -> Path:
     """A scratch working directory for command-line runs (their outputs/ land here)."""
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory) -> Path:
+    """A tiny CIFAR-10 in torchvision's on-disk layout (see make_cifar10)."""
+    return make_cifar10(tmp_path_factory.mktemp("data"))
+
+
+def make_cifar10(root: Path, per_batch: int = 4) -> Path:
+    """root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}, pickled as the real ones.
+
+    per_batch images in each batch file, a flat colour per class plus noise. The files are not the
+    real ones, so torchvision's md5 check of them fails: a test using this folder has to bypass it.
+    """
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, size=(10, 3))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    for index, name in enumerate([*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]):
+        labels = [(index * per_batch + i) % 10 for i in range(per_batch)]
+        pixels = np.clip(palette[labels][:, :, None, None] + rng.normal(0, 20, size=(per_batch, 3, 32, 32)), 0, 255)
+        batch = {"batch_label": name, "labels": labels, "data": pixels.astype(np.uint8).reshape(per_batch, 3072),
+                 "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root
+
+
+def make_imagefolder(root: Path, classes: int = 3, per_class: int = 4, size: tuple[int, int] = (20, 24)) -> Path:
+    """root/class_K/image_N.png: `classes` folders of `per_class` PNGs, a flat colour per class plus noise."""
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, size=(classes, 3))
+    for label in range(classes):
+        (root / f"class_{label}").mkdir(parents=True)
+        for n in range(per_class):
+            pixels = np.clip(palette[label] + rng.normal(0, 20, size=(*size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class_{label}" / f"image_{n}.png")
+    return root

@@ -14,11 +14,8 @@ import torch
 
 from runner import checkpoint_files
 from runner.data.loaders import EpochSampler
-from tests.conftest import TINY, cli_env, run_cli
-
-
-def weights(run_dir, epoch):
-    return checkpoint_files.load(run_dir / "checkpoints" / checkpoint_files.checkpoint_name(epoch))["model"]
+from tests.conftest import STOPPABLE, TINY, assert_identical, cli_env, compose_config, run_cli
+from tests.conftest import checkpoint_weights as weights
 
 
 def test_processes_are_dealt_disjoint_shares_of_each_learning_batch():
@@ -53,20 +50,11 @@ def test_two_processes_reach_the_weights_of_one(workdir):
 def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
     from runner.errors import UserError
     from runner.run import train_and_evaluate as train_job
-    from tests.conftest import compose_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(UserError, match=r"not a multiple of trainer.micro_batch_size=4 x 2 processes"):
         train_job(compose_config(TINY), workdir / "run")
-
-
-STOPPABLE = [
-    "dataset=synthetic", "dataset.image_size=[16,16]", "dataset.train_size=3000", "dataset.val_size=10",
-    "dataset.test_size=10", "dataset.augment=basic", "model.dropout=0.2", "trainer.epochs=3",
-    "trainer.batch_size=30", "trainer.micro_batch_size=10", "trainer.deterministic=true",
-    "checkpoint.every_epochs=1", "evaluate.after_training=false",
-]
 
 
 @pytest.mark.slow
@@ -93,7 +81,7 @@ def test_a_stop_signal_mid_epoch_checkpoints_and_the_rerun_ends_identical(workdi
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming from {mid_epoch[0]}" in rerun.stdout and "(resumed after" in rerun.stdout
     a, b = weights(workdir / "straight", 3), weights(stopped_dir, 3)
-    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    assert_identical(a, b)  # bit-identical
     assert checkpoint_files.list_preempted(stopped_dir / "checkpoints") == []  # superseded by epoch checkpoints
 
 
@@ -115,7 +103,6 @@ def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
 def test_pruning_a_multi_process_trial_is_refused(workdir, monkeypatch):
     from runner.errors import UserError
     from runner.run import train_and_evaluate as train_job
-    from tests.conftest import compose_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")

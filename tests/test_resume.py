@@ -8,39 +8,21 @@ import sys
 import time
 
 import pytest
-import torch
 
 from runner import checkpoint_files
 from runner.errors import UserError
 from runner.run import train_and_evaluate as train_job
-from tests.conftest import TINY, cli_env, compose_config, run_cli
-
-# dropout, augmentation and loader workers: every random stream a resume has to restore
-EXACT = [
-    "dataset=synthetic", "dataset.image_size=[16,16]", "dataset.train_size=3000", "dataset.val_size=10",
-    "dataset.test_size=10", "dataset.augment=basic", "model.dropout=0.2", "model.hidden=512",
-    "trainer.epochs=4", "trainer.batch_size=30", "trainer.micro_batch_size=10", "trainer.num_workers=2",
-    "trainer.deterministic=true", "checkpoint.every_epochs=1", "schedule=cosine",
-]
-
-
-def weights(run_dir, epoch):
-    return checkpoint_files.load(run_dir / "checkpoints" / checkpoint_files.checkpoint_name(epoch))["model"]
-
-
-def assert_identical(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+from tests.conftest import EXACT_RESUME, TINY, assert_identical, cli_env, compose_config, run_cli
+from tests.conftest import checkpoint_weights as weights
 
 
 @pytest.mark.slow
 def test_sigkill_during_epoch_3_then_rerun_gives_the_uninterrupted_weights(workdir):
     straight, killed = workdir / "straight", workdir / "killed"
-    done = run_cli([*EXACT, f"hydra.run.dir={straight}"], cwd=workdir)
+    done = run_cli([*EXACT_RESUME, f"hydra.run.dir={straight}"], cwd=workdir)
     assert done.returncode == 0, done.stderr
 
-    command = [sys.executable, "-m", "runner", *EXACT, f"hydra.run.dir={killed}"]
+    command = [sys.executable, "-m", "runner", *EXACT_RESUME, f"hydra.run.dir={killed}"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=cli_env())
     second = killed / "checkpoints" / checkpoint_files.checkpoint_name(2)
@@ -52,12 +34,12 @@ def test_sigkill_during_epoch_3_then_rerun_gives_the_uninterrupted_weights(workd
     assert second.exists()
     assert not (killed / "checkpoints" / checkpoint_files.checkpoint_name(3)).exists(), "the kill came too late"
 
-    rerun = run_cli([*EXACT, f"hydra.run.dir={killed}"], cwd=workdir)
+    rerun = run_cli([*EXACT_RESUME, f"hydra.run.dir={killed}"], cwd=workdir)
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stdout and "epoch 2, step 200" in rerun.stdout
     assert_identical(weights(straight, 4), weights(killed, 4))
 
-    again = run_cli([*EXACT, f"hydra.run.dir={killed}"], cwd=workdir)
+    again = run_cli([*EXACT_RESUME, f"hydra.run.dir={killed}"], cwd=workdir)
     assert again.returncode == 0
     assert "already finished (4 of 4 epochs): nothing to do" in again.stdout
 

@@ -14,11 +14,17 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 
 from runner import checkpoint_files
 from runner.study_storage import storage_for
-from tests.conftest import PROJECT, cli_env, run_cli
+from tests.conftest import (
+    PROJECT,
+    STOPPABLE,
+    assert_identical,
+    checkpoint_weights,
+    cli_env,
+    run_cli,
+)
 
 
 def slurm_reachable() -> str | None:
@@ -73,14 +79,6 @@ def test_a_training_job(workdir):
     assert f"job {job} (restart 0)" in out and f"run directory: {run_dir}" in out
 
 
-STOPPABLE = [
-    "dataset=synthetic", "dataset.image_size=[16,16]", "dataset.train_size=3000", "dataset.val_size=10",
-    "dataset.test_size=10", "dataset.augment=basic", "model.dropout=0.2", "trainer.epochs=3",
-    "trainer.batch_size=30", "trainer.micro_batch_size=10", "trainer.deterministic=true",
-    "checkpoint.every_epochs=1", "evaluate.after_training=false",
-]
-
-
 def test_a_preempted_job_requeues_itself_and_ends_with_the_same_weights(workdir):
     straight = run_cli([*STOPPABLE, f"hydra.run.dir={workdir / 'straight'}"], cwd=workdir)
     assert straight.returncode == 0, straight.stderr
@@ -106,9 +104,7 @@ def test_a_preempted_job_requeues_itself_and_ends_with_the_same_weights(workdir)
     assert wait(job) == "COMPLETED", out_file.read_text()[-3000:]
     out = out_file.read_text()
     assert f"requeued SLURM job {job}" in out and f"job {job} (restart 1)" in out and "resuming from" in out
-    a = checkpoint_files.load(workdir / "straight" / "checkpoints" / "epoch-0003.pt")["model"]
-    b = checkpoint_files.load(run_dir / "checkpoints" / "epoch-0003.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_identical(checkpoint_weights(workdir / "straight", 3), checkpoint_weights(run_dir, 3))
 
 
 def test_a_sweep_as_a_job_array_shares_one_study(workdir):
