@@ -12,11 +12,7 @@ from runner import checkpoint_files, models
 from runner.config import validate
 from runner.errors import UserError
 from runner.training.optim import build_optimizer, build_schedule
-from tests.conftest import CONF, PROJECT, TINY, compose_config
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from tests.conftest import CONF, PROJECT, TINY, compose_config, options
 
 
 @pytest.mark.parametrize("model", options("model"))
