@@ -49,12 +49,13 @@ def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:
 
 def preflight(cfg: DictConfig, run_dir: Path, splits: dict, device: torch.device) -> None:
     """The fast sanity checks before training; a FAIL stops the run unless checks.strict=false."""
-    from runner.checks import checks_all as checks
+    from runner.checks.registry import PREFLIGHT, run
+    from runner.checks.setup import setup_for
     from runner.checks.table import table, write
 
-    setup = checks.setup_for(cfg, device)
+    setup = setup_for(cfg, device)
     setup.splits = splits
-    results = checks.run(setup, checks.PREFLIGHT)
+    results = run(setup, PREFLIGHT)
     write(results, run_dir)
     log.info("preflight checks:\n%s", table(results))
     failed = [r for r in results if r.verdict == "FAIL"]

@@ -14,26 +14,28 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from runner import models
-from runner.checks import checks_all as checks
 from runner.checks.lr_find import range_test, suggest
+from runner.checks.registry import CHECKS, run
+from runner.checks.setup import Result, Setup, fresh, setup_for
+from runner.checks.training import train_step, train_steps
 from runner.data import datasets, introspect
 from tests.conftest import compose_config, run_cli
 
 DIGITS = ["checks.overfit_steps=150", "checks.baseline_steps=40"]
 
 
-def digits_setup(*overrides) -> checks.Setup:
-    return checks.setup_for(compose_config([*DIGITS, *overrides]), torch.device("cpu"))
+def digits_setup(*overrides) -> Setup:
+    return setup_for(compose_config([*DIGITS, *overrides]), torch.device("cpu"))
 
 
-def with_model(setup: checks.Setup, make) -> checks.Setup:
+def with_model(setup: Setup, make) -> Setup:
     """The same data with a planted model: make(healthy_model) returns the buggy one."""
     healthy = setup.make_model
-    return checks.Setup(setup.cfg, setup.splits, lambda init_output_bias=None: make(healthy(init_output_bias)))
+    return Setup(setup.cfg, setup.splits, lambda init_output_bias=None: make(healthy(init_output_bias)))
 
 
-def verdict(setup: checks.Setup, name: str) -> checks.Result:
-    return checks.CHECKS[name](setup)
+def verdict(setup: Setup, name: str) -> Result:
+    return CHECKS[name](setup)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,8 @@ def healthy():
 
 
 def test_the_healthy_default_passes_every_check(healthy):
-    results = checks.run(healthy, checks.CHECKS)
-    assert [(r.check, r.verdict) for r in results] == [(name, "PASS") for name in checks.CHECKS], \
+    results = run(healthy, CHECKS)
+    assert [(r.check, r.verdict) for r in results] == [(name, "PASS") for name in CHECKS], \
         [(r.check, r.verdict, r.figure, r.fix) for r in results if r.verdict != "PASS"]
 
 
@@ -91,7 +93,7 @@ class SubtractsBatchMean(nn.Module):
 
 @pytest.mark.parametrize("planted", [MixesBatch, SubtractsBatchMean])
 def test_a_model_that_mixes_samples_fails_batch_independence(healthy, planted):
-    setup = checks.setup_for(compose_config([*DIGITS, "dataset=synthetic", "dataset.channels=2",
+    setup = setup_for(compose_config([*DIGITS, "dataset=synthetic", "dataset.channels=2",
                                              "dataset.image_size=[5,7]"]), torch.device("cpu"))
     assert verdict(setup, "batch_independence").verdict == "PASS"
     result = verdict(with_model(setup, planted), "batch_independence")
@@ -118,7 +120,7 @@ def test_random_labels_fail_the_baseline(healthy):
     for split, dataset in healthy.splits.items():
         x = torch.stack([dataset[i][0] for i in range(len(dataset))])
         shuffled[split] = TensorDataset(x, torch.randint(0, 10, (len(x),), generator=generator))
-    result = verdict(checks.Setup(healthy.cfg, shuffled, healthy.make_model), "input_independent")
+    result = verdict(Setup(healthy.cfg, shuffled, healthy.make_model), "input_independent")
     assert result.verdict == "FAIL", result.figure
 
 
@@ -136,21 +138,21 @@ def test_nan_input_fails_the_data_check():
 def test_labels_outside_the_class_range_fail_the_data_check(healthy):
     x, y = healthy.splits["train"].tensors
     splits = {**healthy.splits, "train": TensorDataset(x, y + 5)}  # labels 5..14 for 10 classes
-    assert verdict(checks.Setup(healthy.cfg, splits, healthy.make_model), "data").verdict == "FAIL"
+    assert verdict(Setup(healthy.cfg, splits, healthy.make_model), "data").verdict == "FAIL"
 
 
 def test_a_train_validation_label_shift_is_flagged(healthy):
     val = healthy.splits["val"]
     only_zeros = (introspect.labels_of(val) <= 1).nonzero().flatten().tolist()
     splits = {**healthy.splits, "val": Subset(val, only_zeros)}
-    result = verdict(checks.Setup(healthy.cfg, splits, healthy.make_model), "splits")
+    result = verdict(Setup(healthy.cfg, splits, healthy.make_model), "splits")
     assert result.verdict == "WARN" and result.details["label_shift_p_value"] < 1e-3
 
 
 def test_images_duplicated_across_splits_fail(healthy):
     leaked = Subset(healthy.splits["train"], list(range(5)))
     splits = {**healthy.splits, "test": leaked}
-    result = verdict(checks.Setup(healthy.cfg, splits, healthy.make_model), "splits")
+    result = verdict(Setup(healthy.cfg, splits, healthy.make_model), "splits")
     assert result.verdict == "FAIL" and len(result.details["duplicates_across_splits"]) == 5
     assert result.details["duplicates_across_splits"][0] == ("train[0]", "test[0]")
 
@@ -187,7 +189,7 @@ def test_randomness_in_eval_mode_fails_train_eval_mode(healthy):
 
 def test_prior_bias_on_imbalanced_classes(tmp_path):
     base = ["dataset=synthetic", "dataset.num_classes=4", "dataset.image_size=[4,4]", "dataset.noise=3.0"]
-    setup = checks.setup_for(compose_config([*DIGITS, *base]), torch.device("cpu"))
+    setup = setup_for(compose_config([*DIGITS, *base]), torch.device("cpu"))
     x, y = setup.splits["train"].tensors
     imbalanced = torch.where(torch.arange(len(y)) % 10 < 8, 0, y)  # 80%+ of the labels are class 0
     splits = {**setup.splits, "train": TensorDataset(x, imbalanced)}
@@ -196,11 +198,11 @@ def test_prior_bias_on_imbalanced_classes(tmp_path):
         cfg = compose_config([*base, f"model.init_output_bias={init_output_bias or 'none'}"]).model
         return models.build(cfg, class_counts=torch.bincount(imbalanced, minlength=4))
 
-    result = verdict(checks.Setup(setup.cfg, splits, make), "output_bias")
+    result = verdict(Setup(setup.cfg, splits, make), "output_bias")
     assert result.details["prior_bias"] < result.details["uniform_bias"] - 0.3
     assert result.verdict == "WARN" and result.fix == "set model.init_output_bias=prior"
     prior_cfg = compose_config([*DIGITS, *base, "model.init_output_bias=prior"])
-    at_init = verdict(checks.Setup(prior_cfg, splits, make), "loss_at_init")
+    at_init = verdict(Setup(prior_cfg, splits, make), "loss_at_init")
     assert at_init.verdict == "PASS" and at_init.expected.startswith("entropy of the class prior")
 
 
@@ -223,7 +225,7 @@ def test_outliers_corrupted_jpeg_and_grayscale(tmp_path, broken, gray, expected,
     make_color_folder(tmp_path, broken, gray)
     cfg = compose_config(["dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=2",
                           "dataset.image_size=[8,8]"])
-    result = verdict(checks.Setup(cfg, datasets.build_splits(cfg.dataset), lambda **_: None), "outliers")
+    result = verdict(Setup(cfg, datasets.build_splits(cfg.dataset), lambda **_: None), "outliers")
     assert result.verdict == expected, result.figure
     if named:
         assert named in result.fix
@@ -232,16 +234,16 @@ def test_outliers_corrupted_jpeg_and_grayscale(tmp_path, broken, gray, expected,
 def test_lr_finder_suggestion_trains_and_100x_does_not(tmp_path):
     cfg = compose_config(["lr_find.steps=120", "optimizer=sgd", "optimizer.momentum=0.0", "optimizer.nesterov=false",
                           "optimizer.weight_decay=0.0"])
-    setup = checks.setup_for(cfg, torch.device("cpu"))
-    before = {k: v.clone() for k, v in checks.fresh(setup).state_dict().items()}
+    setup = setup_for(cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in fresh(setup).state_dict().items()}
     curve = range_test(setup, cfg.lr_find)
     lr = suggest(curve, "steepest")
     assert curve["lr"][0] < lr < curve["lr"][-1]
 
     def trained_val_loss(rate: float) -> float:
-        model = checks.fresh(setup)
+        model = fresh(setup)
         batches = [setup.batch(size=64, seed=s) for s in range(16)]
-        checks.train_steps(setup, model, batches, 150, lr=rate)
+        train_steps(setup, model, batches, 150, lr=rate)
         x, y = setup.batch("val", size=359)
         with torch.no_grad():
             loss = float(F.cross_entropy(model.eval()(x), y))
@@ -250,7 +252,19 @@ def test_lr_finder_suggestion_trains_and_100x_does_not(tmp_path):
     at_suggestion, at_100x = trained_val_loss(lr), trained_val_loss(100 * lr)
     assert at_suggestion < 0.5 * math.log(10), at_suggestion  # converges
     assert at_100x > 2 * at_suggestion, (at_suggestion, at_100x)  # 100x the suggestion does not
-    assert all(torch.equal(before[k], v) for k, v in checks.fresh(setup).state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in fresh(setup).state_dict().items())
+
+
+def test_the_one_training_step_is_one_update_on_the_plain_cross_entropy(healthy):
+    """train_step (overfit_batch, input_independent, lr_find): train mode, the loss before the update."""
+    x, y = healthy.batch(size=7)
+    model, reference = fresh(healthy).eval(), fresh(healthy).train()
+    loss = train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), x, y)
+    expected = F.cross_entropy(reference(x), y)  # no label smoothing, the batch's mean
+    expected.backward()
+    torch.optim.SGD(reference.parameters(), lr=0.1).step()
+    assert model.training and loss == float(expected.detach())
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters(), strict=True))
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ outlier gallery of `runner.check`'s outliers check. Prints where the report is.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -19,8 +20,10 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from runner.checks import checks_all as checks  # noqa: E402
+from runner.checks.data import scan_files  # noqa: E402
+from runner.checks.setup import Setup, fmt, setup_for  # noqa: E402
 from runner.data import introspect, transforms  # noqa: E402
+from runner.io import write_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("runner.inspect_data")
 
@@ -55,24 +58,26 @@ def grid(images: list, titles: list[str], columns: int, title: str):
     return figure
 
 
-def inspect(cfg: DictConfig, run_dir: Path) -> int:
-    from torch.utils.tensorboard import SummaryWriter
+Figures = dict[str, tuple[plt.Figure, str]]  # name -> (figure, caption)
 
-    setup = checks.setup_for(cfg, torch.device("cpu"))
+
+def sample_figures(setup: Setup, names: list[str], labels: torch.Tensor, mean, std) -> Figures:
+    """16 random training samples, as stored and as the model sees them."""
     train = setup.splits["train"]
-    names = introspect.class_names(train, setup.num_classes)
-    mean, std = transforms.channel_stats(cfg.dataset)
-    labels = introspect.labels_of(train)
     picks = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:16].tolist()
-    figures: dict[str, tuple[plt.Figure, str]] = {}
-
     titles = [names[int(labels[i])][:16] for i in picks]
-    figures["samples_stored"] = (grid([as_stored(train, i, mean, std) for i in picks], titles, 8,
-                                      "random training samples, as stored"), "as stored (files, or de-normalized tensors)")
-    figures["samples_model_view"] = (grid([as_model_sees(train[i][0]) for i in picks], titles, 8,
-                                          "the same samples as the model sees them (-3..3 std = black..white)"),
-                                     "after preprocessing: resizing, augmentation, standardization")
+    return {
+        "samples_stored": (grid([as_stored(train, i, mean, std) for i in picks], titles, 8,
+                                "random training samples, as stored"), "as stored (files, or de-normalized tensors)"),
+        "samples_model_view": (grid([as_model_sees(train[i][0]) for i in picks], titles, 8,
+                                    "the same samples as the model sees them (-3..3 std = black..white)"),
+                               "after preprocessing: resizing, augmentation, standardization"),
+    }
 
+
+def per_class_figure(setup: Setup, names: list[str], labels: torch.Tensor) -> Figures:
+    """A row of up to 8 examples for each of up to 12 classes spread over the label range."""
+    train = setup.splits["train"]
     shown_classes = torch.linspace(0, setup.num_classes - 1, min(setup.num_classes, 12)).round().long().unique().tolist()
     per_class, per_class_titles = [], []
     for c in shown_classes:
@@ -80,11 +85,13 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
         per_class += [as_model_sees(train[i][0]) for i in members] + [None] * (8 - len(members))
         per_class_titles += [names[c][:16]] + [""] * 7
     kept = [(img, t) for img, t in zip(per_class, per_class_titles, strict=True) if img is not None]
-    figures["per_class"] = (grid([k[0] for k in kept], [k[1] for k in kept], 8,
-                                 f"examples per class ({len(shown_classes)} of {setup.num_classes} classes)"),
-                            "one row per class")
+    return {"per_class": (grid([k[0] for k in kept], [k[1] for k in kept], 8,
+                               f"examples per class ({len(shown_classes)} of {setup.num_classes} classes)"),
+                          "one row per class")}
 
-    x, _ = setup.batch(size=256)
+
+def histograms_figure(setup: Setup, x: torch.Tensor, records: list) -> Figures:
+    """Pixel values per channel (of the batch x), labels per split, image sizes (of the scanned files)."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for c in range(x.shape[1]):
         axes[0].hist(x[:, c].flatten().numpy(), bins=60, alpha=0.5, label=f"channel {c}")
@@ -97,8 +104,6 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
     axes[1].set_title("labels per split (fraction)")
     axes[1].set_xlabel("class")
     axes[1].legend(fontsize=7)
-    files = [f for ds in setup.splits.values() for f in (introspect.image_files(ds) or [])]
-    records, broken, gray = checks.scan_files(files, cfg.dataset.channels) if files else ([], [], [])
     if records:
         axes[2].scatter([w for _, (w, _), _ in records], [h for _, (_, h), _ in records], s=4, alpha=0.4)
         axes[2].set_xlabel("width")
@@ -108,29 +113,53 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
         axes[2].text(0.5, 0.5, "in-memory tensors:\nall one size", ha="center", va="center")
         axes[2].axis("off")
     figure.tight_layout()
-    figures["histograms"] = (figure, "pixel values per channel, labels per split, image sizes")
+    return {"histograms": (figure, "pixel values per channel, labels per split, image sizes")}
 
-    if records:
-        by_area = sorted(records, key=lambda r: r[1][0] * r[1][1])
-        by_aspect = sorted(records, key=lambda r: r[1][0] / r[1][1])
-        chosen = [("smallest", by_area[0]), ("largest", by_area[-1]), ("tallest", by_aspect[0]),
-                  ("widest", by_aspect[-1])] + [("grayscale", next(r for r in records if r[0].name == g)) for g in gray[:4]]
-        images = []
-        for _, (path, _, _) in chosen:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB").copy())
-        figures["outliers"] = (grid(images, [f"{k}\n{r[0].name} {r[1][0]}x{r[1][1]}" for k, r in chosen], 4,
-                                    "outliers: extremes of size and shape, grayscale images"),
-                               f"{len(broken)} files do not decode" + (f": {', '.join(broken[:10])}" if broken else ""))
 
-    lines = [f"# Data report: {cfg.dataset.name}", "",
-             f"{', '.join(f'{s}: {len(d)} samples' for s, d in setup.splits.items())}; {setup.num_classes} classes; "
-             f"pixels after preprocessing: mean {checks.fmt(x.mean(dim=(0, 2, 3)))}, std {checks.fmt(x.std(dim=(0, 2, 3)))}", ""]
+def outliers_figure(records: list, broken: list[str], gray: list[str]) -> Figures:
+    """The outliers check's extremes of size and shape and its grayscale images, as pictures."""
+    by_area = sorted(records, key=lambda r: r[1][0] * r[1][1])
+    by_aspect = sorted(records, key=lambda r: r[1][0] / r[1][1])
+    chosen = [("smallest", by_area[0]), ("largest", by_area[-1]), ("tallest", by_aspect[0]),
+              ("widest", by_aspect[-1])] + [("grayscale", next(r for r in records if r[0].name == g)) for g in gray[:4]]
+    images = []
+    for _, (path, _, _) in chosen:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB").copy())
+    return {"outliers": (grid(images, [f"{k}\n{r[0].name} {r[1][0]}x{r[1][1]}" for k, r in chosen], 4,
+                              "outliers: extremes of size and shape, grayscale images"),
+                         f"{len(broken)} files do not decode" + (f": {', '.join(broken[:10])}" if broken else ""))}
+
+
+def write_report(figures: Figures, header: list[str], run_dir: Path) -> Path:
+    """Each figure as NAME.png and in TensorBoard, and report.md that shows them under the header."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    lines = list(header)
     with SummaryWriter(str(run_dir / "tb")) as writer:
         for name, (figure, caption) in figures.items():
-            figure.savefig(run_dir / f"{name}.png", dpi=100)
+            write_atomic(run_dir / f"{name}.png", partial(figure.savefig, format="png", dpi=100))
             lines += [f"## {name.replace('_', ' ')}", "", caption, "", f"![{name}]({name}.png)", ""]
             writer.add_figure(f"data/{name}", figure)  # closes the figure
-    (run_dir / "report.md").write_text("\n".join(lines))
-    print(f"data report: {run_dir / 'report.md'}")
+    write_text_atomic(run_dir / "report.md", "\n".join(lines))
+    return run_dir / "report.md"
+
+
+def inspect(cfg: DictConfig, run_dir: Path) -> int:
+    setup = setup_for(cfg, torch.device("cpu"))
+    train = setup.splits["train"]
+    names = introspect.class_names(train, setup.num_classes)
+    mean, std = transforms.channel_stats(cfg.dataset)
+    labels = introspect.labels_of(train)
+    figures = {**sample_figures(setup, names, labels, mean, std), **per_class_figure(setup, names, labels)}
+    x, _ = setup.batch(size=256)
+    files = [f for ds in setup.splits.values() for f in (introspect.image_files(ds) or [])]
+    records, broken, gray = scan_files(files, cfg.dataset.channels) if files else ([], [], [])
+    figures |= histograms_figure(setup, x, records)
+    if records:
+        figures |= outliers_figure(records, broken, gray)
+    header = [f"# Data report: {cfg.dataset.name}", "",
+              f"{', '.join(f'{s}: {len(d)} samples' for s, d in setup.splits.items())}; {setup.num_classes} classes; "
+              f"pixels after preprocessing: mean {fmt(x.mean(dim=(0, 2, 3)))}, std {fmt(x.std(dim=(0, 2, 3)))}", ""]
+    print(f"data report: {write_report(figures, header, run_dir)}")
     return 0

@@ -9,51 +9,50 @@ and print the suggestion as a ready override (optimizer.lr=...).
 from __future__ import annotations
 
 import copy
-import csv
+import itertools
 import logging
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from runner.checks import checks_all as checks
+from runner.checks.setup import Setup, fresh, setup_for
+from runner.checks.training import train_step
 from runner.data import loaders
+from runner.io import write_atomic, write_csv_atomic
 from runner.training.optim import build_optimizer
 
 log = logging.getLogger("runner.lr_find")
 
 
-def range_test(setup: checks.Setup, settings: DictConfig) -> dict:
+def epochs_of(loader, sampler):
+    """The loader's micro-batches without end, reshuffled each epoch as training does."""
+    epoch = 0
+    while True:
+        yield from loader
+        epoch += 1
+        sampler.set_epoch(epoch)
+
+
+def range_test(setup: Setup, settings: DictConfig) -> dict:
     """(learning rates, raw losses, smoothed losses) of the test; the model's weights are restored after."""
-    model = checks.fresh(setup).train()
+    model = fresh(setup).train()
     initial = copy.deepcopy(model.state_dict())
     optimizer_cfg = copy.deepcopy(setup.cfg.optimizer)
     optimizer_cfg.lr = settings.start_lr
     optimizer = build_optimizer(optimizer_cfg, model)
     growth = (settings.end_lr / settings.start_lr) ** (1 / max(settings.steps - 1, 1))
     loader, sampler = loaders.train_loader(setup.splits["train"], setup.cfg.trainer.micro_batch_size,
-                                        setup.cfg.trainer.seed, 0, pin_memory=False)
+                                           setup.cfg.trainer.seed, 0, pin_memory=False)
     lrs, losses, smoothed = [], [], []
-    average, best, epoch = 0.0, math.inf, 0
-    batches = iter(loader)
-    for step in range(settings.steps):
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            epoch += 1
-            sampler.set_epoch(epoch)
-            batches = iter(loader)
-            x, y = next(batches)
+    average, best = 0.0, math.inf
+    for step, (x, y) in enumerate(itertools.islice(epochs_of(loader, sampler), settings.steps)):
         lr = settings.start_lr * growth**step
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = F.cross_entropy(model(x.to(setup.device)), y.to(setup.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
+        value = train_step(model, optimizer, x.to(setup.device), y.to(setup.device))
         if not math.isfinite(value):
             break
         average = (1 - settings.smoothing) * average + settings.smoothing * value
@@ -96,20 +95,18 @@ def plot(curve: dict, suggestion: float, path: Path) -> None:
     axes.legend()
     axes.set_title("learning-rate range test")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_atomic(path, partial(figure.savefig, format="png", dpi=100))
     plt.close(figure)
 
 
 def lr_find(cfg: DictConfig, run_dir: Path) -> int:
     from runner.runtime import pick_device
 
-    setup = checks.setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))
+    setup = setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))
     curve = range_test(setup, cfg.lr_find)
     suggestion = suggest(curve, cfg.lr_find.method)
-    with open(run_dir / "lr_find.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["lr", "loss", "smoothed_loss"])
-        writer.writerows(zip(curve["lr"], curve["loss"], curve["smoothed"], strict=True))
+    write_csv_atomic(run_dir / "lr_find.csv", ["lr", "loss", "smoothed_loss"],
+                     list(zip(curve["lr"], curve["loss"], curve["smoothed"], strict=True)))
     plot(curve, suggestion, run_dir / "lr_find.png")
     log.info("%d steps from lr %.1e to %.1e; smoothed loss %.3f at start, %.3f at its minimum",
              len(curve["lr"]), curve["lr"][0], curve["lr"][-1], curve["smoothed"][0], min(curve["smoothed"]))

@@ -1,35 +1,37 @@
 """python -m runner.check +experiment=flowers [checks=[overfit_batch,loss_at_init]]
 
-Runs the practice's sanity checks (runner/checks.py) on the composed experiment and prints a
+Runs the practice's sanity checks (registry.py: the data checks of data.py, the model checks
+of model.py, the short trainings of training.py) on the composed experiment and prints a
 table: check, figure measured, expected, PASS/WARN/FAIL, and the fix. Writes checks.json and
 the table (to TensorBoard text) into its run directory; exits non-zero on a FAIL.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner.checks import checks_all as checks
+from runner.checks.registry import CHECKS, run
+from runner.checks.setup import Result, setup_for
 from runner.errors import UserError
+from runner.io import write_json_atomic
 
 log = logging.getLogger("runner.check")
 
 
 def selected(cfg: DictConfig) -> list[str]:
     only = cfg.checks.only
-    names = list(checks.CHECKS) if only == "all" else list(only)
-    unknown = [n for n in names if n not in checks.CHECKS]
+    names = list(CHECKS) if only == "all" else list(only)
+    unknown = [n for n in names if n not in CHECKS]
     if unknown:
-        raise UserError(f"checks={unknown} are not checks. Fix: checks=[{','.join(checks.CHECKS)}] (any of them)")
+        raise UserError(f"checks={unknown} are not checks. Fix: checks=[{','.join(CHECKS)}] (any of them)")
     return names
 
 
-def table(results: list[checks.Result]) -> str:
+def table(results: list[Result]) -> str:
     rows = [("check", "figure", "expected", "verdict", "fix")]
     rows += [(r.check, r.figure, r.expected, r.verdict, r.fix) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -37,17 +39,18 @@ def table(results: list[checks.Result]) -> str:
                      for row in rows)
 
 
-def markdown(results: list[checks.Result]) -> str:
+def markdown(results: list[Result]) -> str:
     lines = ["| check | figure | expected | verdict | fix |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.check} | {r.figure} | {r.expected} | **{r.verdict}** | {r.fix} |" for r in results]
     return "\n".join(lines)
 
 
-def write(results: list[checks.Result], run_dir: Path, step: int = 0) -> None:
+def write(results: list[Result], run_dir: Path, step: int = 0) -> None:
     """checks.json and the table as TensorBoard text, in run_dir."""
     from torch.utils.tensorboard import SummaryWriter
 
-    (run_dir / "checks.json").write_text(json.dumps([asdict(r) for r in results], indent=2, default=str) + "\n")
+    # the one atomic writer: a requeued run's preflight writes checks.json again into the same folder
+    write_json_atomic(run_dir / "checks.json", [asdict(r) for r in results])
     with SummaryWriter(str(run_dir / "tb")) as writer:
         writer.add_text("checks", markdown(results), step)
 
@@ -56,8 +59,8 @@ def check(cfg: DictConfig, run_dir: Path) -> int:
     from runner.runtime import pick_device
 
     names = selected(cfg)
-    setup = checks.setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))
-    results = checks.run(setup, names)
+    setup = setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))
+    results = run(setup, names)
     write(results, run_dir)
     print(table(results))
     print(f"\nchecks.json: {run_dir / 'checks.json'}")

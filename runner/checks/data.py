@@ -1,0 +1,136 @@
+"""The checks that look at the data: `python -m runner.check checks=[data,splits,outliers]`.
+
+data: the batch as the model sees it (shape, dtype, range, per-channel statistics, labels);
+splits: label histograms, imbalance, a train/val label shift, images found in two splits;
+outliers: the image files themselves (sizes, aspect ratios, grayscale, files that do not decode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from runner.checks.setup import Result, Setup, class_counts, fmt
+from runner.data import datasets, introspect, transforms
+
+
+def check_data(setup: Setup) -> Result:
+    """Data as the model sees it: shape, dtype, range, per-channel statistics, label range."""
+    x, y = setup.batch()
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+    low, high = float(x.min()), float(x.max())
+    figure = (f"{tuple(x.shape[1:])} {str(x.dtype).removeprefix('torch.')}, range [{low:.2f}, {high:.2f}], "
+              f"mean {fmt(mean)}, std {fmt(std)}, labels {int(y.min())}..{int(y.max())}")
+    expected = f"({setup.cfg.dataset.channels}, H, W) float32, mean ~0, std ~1, labels 0..{setup.num_classes - 1}"
+    details = {"mean": mean.tolist(), "std": std.tolist(), "min": low, "max": high}
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(dim=(1, 2, 3)).sum())
+        return Result("data", figure, expected, "FAIL", f"{bad} of {len(x)} samples contain NaN or inf: fix the "
+                      "data or the transform that produces them", details)
+    if int(y.min()) < 0 or int(y.max()) >= setup.num_classes:
+        return Result("data", figure, expected, "FAIL", f"labels must lie in 0..{setup.num_classes - 1}: check "
+                      "dataset.num_classes and the label mapping", details)
+    if x.shape[1] != setup.cfg.dataset.channels or x.dtype != torch.float32:
+        return Result("data", figure, expected, "FAIL", "the transform must give float32 images with "
+                      f"dataset.channels={setup.cfg.dataset.channels} channels", details)
+    if (mean.abs() > 0.5).any() or ((std < 0.5) | (std > 2.0)).any():
+        configured_mean, configured_std = transforms.channel_stats(setup.cfg.dataset)
+        raw_mean = [m * s + c for m, s, c in zip(mean.tolist(), configured_std, configured_mean, strict=True)]
+        return Result("data", figure, expected, "WARN", "inputs are not standardized: set dataset.mean and "
+                      f"dataset.std to the training pixels' per-channel statistics (the mean is about {fmt(raw_mean)})",
+                      details)
+    return Result("data", figure, expected, "PASS", details=details)
+
+
+def content_hashes(dataset) -> list[str]:
+    """One hash per sample: of the file's bytes where the dataset reads files, else of the stored tensor."""
+    files = introspect.image_files(dataset)
+    if files is not None:
+        return [hashlib.sha1(Path(f).read_bytes()).hexdigest() for f in files]
+    if isinstance(dataset, datasets.TransformedTensors):  # hash what is stored, not a random augmentation
+        return [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in dataset.images]
+    return [hashlib.sha1(dataset[i][0].numpy().tobytes()).hexdigest() for i in range(len(dataset))]
+
+
+def check_splits(setup: Setup) -> Result:
+    """Label histogram per split, imbalance, train/val label shift, exact duplicates across splits."""
+    from scipy.stats import chi2_contingency
+
+    counts = {split: class_counts(setup, split) for split, ds in setup.splits.items() if len(ds)}
+    train = counts["train"]
+    present = train[train > 0]
+    imbalance = float(present.max() / present.min())
+    table = torch.stack([train, counts["val"]])
+    table = table[:, table.sum(dim=0) > 0]
+    p_value = float(chi2_contingency(table.numpy())[1]) if table.shape[1] > 1 else 1.0
+    owners: dict[str, str] = {}
+    shared = []
+    for split, dataset in setup.splits.items():
+        for index, digest in enumerate(content_hashes(dataset)):
+            first = owners.setdefault(digest, f"{split}[{index}]")
+            if not first.startswith(f"{split}["):
+                shared.append((first, f"{split}[{index}]"))
+    figure = (f"{', '.join(f'{s} {int(c.sum())}' for s, c in counts.items())}; imbalance {imbalance:.1f}x; "
+              f"train/val label shift p={p_value:.2g}; {len(shared)} images in two splits")
+    details = {"histograms": {s: c.tolist() for s, c in counts.items()}, "imbalance": imbalance,
+               "label_shift_p_value": p_value, "duplicates_across_splits": shared[:50]}
+    expected = "no image in two splits, same label distribution in train and val (p > 0.001)"
+    if shared:
+        return Result("splits", figure, expected, "FAIL", f"remove the images found in two splits (e.g. "
+                      f"{shared[0][0]} = {shared[0][1]}): validation leaks training data", details)
+    if p_value < 1e-3:
+        return Result("splits", figure, expected, "WARN", "train and val label distributions differ: split "
+                      "with stratification, or know that validation measures a shifted distribution", details)
+    if (train == 0).any():
+        missing = (train == 0).nonzero().flatten().tolist()
+        return Result("splits", figure, expected, "WARN", f"classes {missing[:10]} have no training example", details)
+    return Result("splits", figure, expected, "PASS", details=details)
+
+
+def scan_files(files: list[Path], channels: int) -> tuple[list, list[str], list[str]]:
+    """Each file once: ([(path, (width, height), bytes)], undecodable names, grayscale names)."""
+    from PIL import Image
+
+    records, broken, gray = [], [], []
+    for path in dict.fromkeys(files):
+        try:
+            with Image.open(path) as image:
+                mode, size = image.mode, image.size
+                image.draft("RGB", (64, 64))  # decode at reduced scale: checks the stream, fast
+                image.load()
+        except Exception as error:
+            broken.append(f"{path.name} ({type(error).__name__})")
+            continue
+        records.append((path, size, path.stat().st_size))
+        if mode in ("L", "LA", "1", "I", "I;16", "F") and channels == 3:
+            gray.append(path.name)
+    return records, broken, gray
+
+
+def check_outliers(setup: Setup) -> Result:
+    """Image sizes, aspect ratios, file sizes (extremes named), grayscale among color, undecodable files."""
+    files = [f for ds in setup.splits.values() for f in (introspect.image_files(ds) or [])]
+    if not files:
+        return Result("outliers", "in-memory tensors, all one shape", "files that decode, in color", "PASS")
+    records, broken, gray = scan_files(files, setup.cfg.dataset.channels)
+
+    def extreme(key, label):
+        ordered = sorted(records, key=key)
+        return f"{label} {ordered[0][0].name} .. {ordered[-1][0].name}" if ordered else ""
+    aspect = [w / h for _, (w, h), _ in records]
+    figure = (f"{len(records)} images, sizes {min(w * h for _, (w, h), _ in records)}..{max(w * h for _, (w, h), _ in records)} px, "
+              f"aspect {min(aspect):.2f}..{max(aspect):.2f}; {len(gray)} grayscale; {len(broken)} undecodable"
+              if records else f"{len(broken)} undecodable")
+    details = {"undecodable": broken, "grayscale": gray,
+               "extremes": [extreme(lambda r: r[1][0] * r[1][1], "area"), extreme(lambda r: r[1][0] / r[1][1], "aspect"),
+                            extreme(lambda r: r[2], "file size")]}
+    expected = "every file decodes; color images in a color dataset"
+    if broken:
+        return Result("outliers", figure, expected, "FAIL", f"remove or replace the files that do not decode: "
+                      f"{', '.join(broken[:5])}", details)
+    if gray:
+        return Result("outliers", figure, expected, "WARN", f"grayscale images in a color dataset ({', '.join(gray[:5])}): "
+                      "they are converted to RGB; check they belong", details)
+    return Result("outliers", figure, expected, "PASS", details=details)

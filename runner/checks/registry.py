@@ -1,0 +1,44 @@
+"""The checks by name, in the order `python -m runner.check +experiment=flowers` runs them, and
+the fast few that `python -m runner checks.preflight=true` runs before training.
+
+Neural network training fails silently: everything runs and the result is quietly worse.
+Each check is one experiment from the practice that catches such a bug early; it returns a
+figure it measured, what was expected, a verdict (PASS, WARN, FAIL) and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from runner.checks import data, model, training
+from runner.checks.setup import Result, Setup
+
+CHECKS: dict[str, Callable[[Setup], Result]] = {
+    "data": data.check_data,
+    "splits": data.check_splits,
+    "outliers": data.check_outliers,
+    "loss_at_init": model.check_loss_at_init,
+    "output_bias": model.check_output_bias,
+    "overfit_batch": training.check_overfit_batch,
+    "input_independent": training.check_input_independent,
+    "batch_independence": model.check_batch_independence,
+    "gradients_flow": model.check_gradients_flow,
+    "train_eval_mode": model.check_train_eval_mode,
+}
+
+# no training and no pass over the files: seconds, even on the flagship
+PREFLIGHT = ("data", "loss_at_init", "batch_independence", "gradients_flow", "train_eval_mode")
+
+
+def run(setup: Setup, names) -> list[Result]:
+    """The named checks (in the order above); one that crashes is a FAIL naming the error."""
+    results = []
+    for name in CHECKS:
+        if name not in names:
+            continue
+        try:
+            results.append(CHECKS[name](setup))
+        except Exception as error:
+            results.append(Result(name, f"crashed: {type(error).__name__}: {error}", "to run", "FAIL",
+                                  "fix the error above (the same code runs in training)"))
+    return results

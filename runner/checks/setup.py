@@ -1,0 +1,84 @@
+"""What every check of `python -m runner.check +experiment=flowers` looks at and gives back.
+
+A `Setup` is the composed config, its splits and a way to make a fresh model, built by
+`setup_for` as training would build them; a `Result` is one check's figure, expectation,
+verdict and fix. The checks (data.py, model.py, training.py), the data report and the
+learning-rate range test all start from a Setup.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from runner import models
+from runner.data import datasets, introspect
+
+
+@dataclass
+class Result:
+    check: str
+    figure: str
+    expected: str
+    verdict: str  # PASS | WARN | FAIL
+    fix: str = ""
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Setup:
+    """What the checks look at: the composed config, its splits, and a way to make a fresh model."""
+
+    cfg: object
+    splits: dict
+    make_model: Callable[..., nn.Module]  # make_model(init_output_bias="none"|"prior") -> a fresh model
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.dataset.num_classes
+
+    def batch(self, split: str = "train", size: int | None = None, seed: int = 0,
+              classes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed, seeded random batch of the split (of some classes only), as the model sees it."""
+        dataset = self.splits[split]
+        pool = torch.arange(len(dataset))
+        if classes is not None:
+            pool = torch.isin(introspect.labels_of(dataset), torch.tensor(classes)).nonzero().flatten()
+        size = min(size or self.cfg.checks.batch_size, len(pool))
+        indices = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size]].tolist()
+        xs, ys = zip(*(dataset[i] for i in indices), strict=True)
+        return torch.stack(xs).to(self.device), torch.as_tensor([int(y) for y in ys]).to(self.device)
+
+
+def setup_for(cfg, device: torch.device) -> Setup:
+    """The Setup of a composed config: its splits and its model, as training would build them."""
+    splits = datasets.build_splits(cfg.dataset)
+    counts = torch.bincount(introspect.labels_of(splits["train"]), minlength=cfg.dataset.num_classes)
+
+    def make_model(init_output_bias: str | None = None) -> nn.Module:
+        model_cfg = copy.deepcopy(cfg.model)
+        if init_output_bias is not None:
+            model_cfg.init_output_bias = init_output_bias
+        return models.build(model_cfg, class_counts=counts)
+
+    return Setup(cfg, splits, make_model, device)
+
+
+def fresh(setup: Setup, **kwargs) -> nn.Module:
+    """A new model on the setup's device, seeded by trainer.seed: every check starts from the same weights."""
+    torch.manual_seed(setup.cfg.trainer.seed)
+    return setup.make_model(**kwargs).to(setup.device)
+
+
+def class_counts(setup: Setup, split: str = "train") -> torch.Tensor:
+    return torch.bincount(introspect.labels_of(setup.splits[split]), minlength=setup.num_classes)
+
+
+def fmt(values) -> str:
+    """Per-channel figures for a table cell: [0.50, 0.11, 0.37]."""
+    return "[" + ", ".join(f"{float(v):.2f}" for v in values) + "]"

@@ -1,0 +1,107 @@
+"""The checks that train for a few steps: `python -m runner.check checks=[overfit_batch,input_independent]`.
+
+overfit_batch: a handful of samples must be learned by heart; input_independent: the same
+short training on zeroed inputs must do clearly worse. `train_step` is their one training
+step, and that of the learning-rate range test (lr_find.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runner.checks.setup import Result, Setup, class_counts, fresh
+from runner.training.optim import build_optimizer
+from runner.training.step import micro_batch_loss
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One update on the batch (x, y): forward in train mode, cross-entropy, backward, optimizer step.
+
+    Returns the batch's loss before the update. The loss is training's own (runner/training/step.py),
+    on the whole batch at once, in fp32 and without label smoothing: the checks' thresholds
+    (e.g. overfit_batch's loss < 0.05) assume the plain cross-entropy.
+    """
+    model.train()
+    loss, _, _ = micro_batch_loss(model, x, y, window_size=len(y), label_smoothing=0.0, amp_dtype=None)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_steps(setup: Setup, model: nn.Module, batches, steps: int, lr: float | None = None) -> list[float]:
+    """`steps` updates of the configured optimizer over the batches (cycled); the loss of each."""
+    optimizer_cfg = copy.deepcopy(setup.cfg.optimizer)
+    if lr is not None:
+        optimizer_cfg.lr = lr
+    optimizer = build_optimizer(optimizer_cfg, model)
+    return [train_step(model, optimizer, *batches[step % len(batches)]) for step in range(steps)]
+
+
+def check_overfit_batch(setup: Setup) -> Result:
+    """A handful of samples must reach near-zero loss and 100% accuracy within the step budget."""
+    settings = setup.cfg.checks
+    x, y = setup.batch(size=settings.overfit_samples)
+    model = fresh(setup)
+    losses = train_steps(setup, model, [(x, y)], settings.overfit_steps, settings.overfit_lr)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        final = float(F.cross_entropy(logits, y))
+        accuracy = float((logits.argmax(1) == y).float().mean())
+    figure = f"loss {losses[0]:.3f} -> {final:.4f}, accuracy {100 * accuracy:.0f}% after {len(losses)} steps"
+    expected = "loss < 0.05, accuracy 100%"
+    details = {"losses": losses[:: max(1, len(losses) // 50)], "final_loss": final, "accuracy": accuracy}
+    if final < 0.05 and accuracy == 1.0:
+        return Result("overfit_batch", figure, expected, "PASS", details=details)
+    verdict = "WARN" if accuracy == 1.0 and final < 0.5 else "FAIL"  # slow, or stuck far above zero
+    return Result("overfit_batch", figure, expected, verdict,
+                  "the model cannot fit 8 samples: check the loss gets raw logits (no softmax before "
+                  "cross-entropy), that labels match inputs, and try checks.overfit_lr / more checks.overfit_steps",
+                  details)
+
+
+def check_input_independent(setup: Setup) -> Result:
+    """The same short training with zeroed inputs must do clearly worse on validation than with real ones.
+
+    Both train on the checks.baseline_classes most frequent classes only.
+    """
+    settings = setup.cfg.checks
+    # on a few classes the signal shows within a short budget, also for a 102-class problem
+    classes = class_counts(setup).argsort(descending=True)[: settings.baseline_classes].tolist()
+    batches = [setup.batch(size=settings.baseline_batch_size, seed=seed, classes=classes) for seed in range(8)]
+    val_x, val_y = setup.batch("val", size=512, classes=classes)
+    figures = {}
+    for name, transform in (("real", lambda x: x), ("zeroed", torch.zeros_like)):
+        model = fresh(setup)
+        train_steps(setup, model, [(transform(x), y) for x, y in batches], settings.baseline_steps)
+        model.eval()
+        with torch.no_grad():
+            logits = model(transform(val_x)).detach()
+        figures[name] = {"loss": float(F.cross_entropy(logits, val_y)),
+                         "accuracy": float((logits.argmax(1) == val_y).float().mean())}
+    real, zeroed = figures["real"], figures["zeroed"]
+    # a short training may not lower the loss yet on many classes, but real inputs must already
+    # lift accuracy beyond what chance would explain (one-sided two-proportion z-test, p < 0.001)
+    p_value = accuracy_p_value(real["accuracy"], zeroed["accuracy"], len(val_y))
+    figures["accuracy_p_value"] = p_value
+    figure = (f"validation loss {real['loss']:.3f} / accuracy {100 * real['accuracy']:.1f}% with inputs, "
+              f"{zeroed['loss']:.3f} / {100 * zeroed['accuracy']:.1f}% with zeroed inputs")
+    expected = "clearly better with inputs"
+    if real["loss"] < 0.9 * zeroed["loss"] or p_value < 1e-3:
+        return Result("input_independent", figure, expected, "PASS", details=figures)
+    return Result("input_independent", figure, expected, "FAIL",
+                  "the model does not use its input: check the forward pass reads x, the labels belong to "
+                  "the images (not shuffled apart), and the learning rate", figures)
+
+
+def accuracy_p_value(better: float, baseline: float, n: int) -> float:
+    """One-sided p-value that accuracy `better` exceeds `baseline` by chance, both measured on n samples."""
+    pooled = (better + baseline) / 2
+    spread = math.sqrt(max(2 * pooled * (1 - pooled) / n, 1e-12))
+    return 0.5 * math.erfc((better - baseline) / spread / math.sqrt(2))
