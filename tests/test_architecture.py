@@ -54,3 +54,38 @@ def test_an_import_cycle_is_caught(tmp_path):
     result = lint_imports(root)
     assert result.returncode != 0
     assert "No import cycles between modules or packages BROKEN" in result.stdout
+
+
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 300
+
+
+def sizes(root: Path) -> tuple[list[str], list[str]]:
+    """Functions and modules of the package over the limits, as 'path:line name (N lines)'."""
+    import ast
+
+    long_functions, long_modules = [], []
+    for path in sorted(root.rglob("*.py")):
+        source = path.read_text()
+        lines = len(source.splitlines())
+        if lines > MAX_MODULE_LINES:
+            long_modules.append(f"{path.relative_to(root.parent)} ({lines} lines)")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return long_functions, long_modules
+
+
+def test_functions_and_modules_stay_short_enough_to_read_in_one_sitting():
+    long_functions, long_modules = sizes(ROOT / "runner")
+    assert long_functions == [], f"split these functions (at most {MAX_FUNCTION_LINES} lines): {long_functions}"
+    assert long_modules == [], f"split these modules (at most {MAX_MODULE_LINES} lines): {long_modules}"
+
+
+def test_a_long_function_is_caught(tmp_path):
+    package = tmp_path / "runner"
+    package.mkdir()
+    (package / "long.py").write_text("def long():\n" + "    x = 1\n" * 70)
+    long_functions, _ = sizes(package)
+    assert long_functions == ["runner/long.py:1 long (71 lines)"]

@@ -54,26 +54,11 @@ class LrFindSettings:
 
 
 def check_names() -> list[str]:
-    """The names of the checks: the keys of the module-level dict CHECKS in runner/checks/ (imported here,
-    only when a list of checks is asked for: the checks import torch and the data)."""
-    import importlib
-    import pkgutil
+    """The checks' names, from their registry (imported only when a list of checks is asked for:
+    the checks import torch and the data)."""
+    from runner.checks.registry import CHECKS
 
-    import runner.checks
-
-    modules = ["runner.checks", "runner.checks.registry", "runner.checks.checks_all"]
-    modules += [f"runner.checks.{m.name}" for m in pkgutil.iter_modules(runner.checks.__path__)
-                if m.name != "settings"]
-    for name in dict.fromkeys(modules):
-        try:
-            registry = getattr(importlib.import_module(name), "CHECKS", None)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        if isinstance(registry, dict):
-            return list(registry)
-    raise RuntimeError("no CHECKS registry in runner/checks/")
+    return list(CHECKS)
 
 
 def validate(cfg: DictConfig) -> None:
