@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,33 +29,22 @@ def copy_of_the_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def plant(path: Path, line: str) -> None:
-    path.write_text(path.read_text() + f"\n{line}\n")
-
-
-def test_a_backwards_import_is_caught_and_named(tmp_path):
-    """The check of the check: the evaluator importing the trainer breaks the layers contract."""
+@pytest.mark.parametrize(("module", "planted", "named"), [
+    # the evaluator importing the trainer: against the flow
+    ("runner/evaluation/metrics.py", "runner.training.loop", "runner.evaluation.metrics -> runner.training.loop"),
+    # anything but the Hydra plugin importing the sweeper
+    ("runner/run.py", "runner.sweep.study", "runner.run -> runner.sweep.study"),
+    # metrics <- evaluate <- ensemble, and now metrics -> ensemble
+    ("runner/evaluation/metrics.py", "runner.evaluation.ensemble", "No import cycles between modules or packages BROKEN"),
+])
+def test_a_planted_bad_import_is_caught_and_named(module, planted, named, tmp_path):
+    """The check of the check: plant the import each contract forbids, and lint-imports names it."""
     root = copy_of_the_project(tmp_path)
-    plant(root / "runner/evaluation/metrics.py", "import runner.training.loop  # noqa")
+    path = root / module
+    path.write_text(path.read_text() + f"\nimport {planted}  # noqa\n")
     result = lint_imports(root)
     assert result.returncode != 0
-    assert "runner.evaluation.metrics -> runner.training.loop" in result.stdout
-
-
-def test_an_import_of_the_sweeper_is_caught(tmp_path):
-    root = copy_of_the_project(tmp_path)
-    plant(root / "runner/run.py", "import runner.sweep.study  # noqa")
-    result = lint_imports(root)
-    assert result.returncode != 0
-    assert "runner.run -> runner.sweep.study" in result.stdout
-
-
-def test_an_import_cycle_is_caught(tmp_path):
-    root = copy_of_the_project(tmp_path)
-    plant(root / "runner/evaluation/metrics.py", "import runner.evaluation.ensemble  # noqa")
-    result = lint_imports(root)
-    assert result.returncode != 0
-    assert "No import cycles between modules or packages BROKEN" in result.stdout
+    assert named in result.stdout, result.stdout
 
 
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 300
