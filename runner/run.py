@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.config import validate
 from runner.errors import UserError
 from runner.training.job import train_job
+from runner.trust import module_of
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,19 @@ def evaluate_after_training(run_dir: Path, cfg: DictConfig) -> dict | None:
     """A separate step, as `python -m runner.evaluate run_dir=...` would do it."""
     from runner.evaluation.evaluate import evaluate_run
 
-    return evaluate_run(run_dir, cfg.evaluate)
+    return evaluate_run(run_dir, evaluation_settings(cfg))
+
+
+def evaluation_settings(cfg: DictConfig) -> DictConfig:
+    """cfg.evaluate, trusting the module of the model this run trained (the user named it)."""
+    return OmegaConf.merge(cfg.evaluate, {"trust": [*cfg.evaluate.trust, module_of(cfg.model._target_)]})
 
 
 def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:
     """One checkpoint's evaluate.metric on the validation split, by the offline evaluator."""
     from runner.evaluation.evaluate import evaluate_one
 
-    row = evaluate_one(run_dir, OmegaConf.merge(cfg.evaluate, {"split": "val"}), path)
+    row = evaluate_one(run_dir, OmegaConf.merge(evaluation_settings(cfg), {"split": "val"}), path)
     if row is None:
         raise UserError(f"{path} could not be evaluated for pruning. Fix: see the warning above")
     return row[cfg.evaluate.metric]

@@ -25,6 +25,7 @@ from runner.evaluation import metrics, reports, results
 from runner.provenance import now
 from runner.run_folders import relative
 from runner.runtime import autocast_dtype, pick_device
+from runner.trust import require_trusted
 
 log = logging.getLogger("runner.evaluate")  # also when run as __main__
 
@@ -33,8 +34,9 @@ log = logging.getLogger("runner.evaluate")  # also when run as __main__
 # one checkpoint
 
 
-def build_model(config: dict, state: dict, path: Path, device: torch.device) -> torch.nn.Module:
-    """The checkpoint's model, from its own config, in eval mode."""
+def build_model(config: dict, state: dict, path: Path, device: torch.device, trusted: list[str]) -> torch.nn.Module:
+    """The checkpoint's model, from its own config, in eval mode; only trusted callables are called."""
+    require_trusted(config["model"], trusted, source=str(path))
     model_cfg = OmegaConf.create(config["model"])
     if "pretrained" in model_cfg:  # the checkpoint holds every weight: download nothing
         model_cfg.pretrained, model_cfg.weights_path = False, None
@@ -94,7 +96,7 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer)
         log.warning("skipped, not counted as evaluated: %s", error)
         return None
     device = pick_device(str(settings.device))
-    model = build_model(state["config"], state, path, device)
+    model = build_model(state["config"], state, path, device, list(settings.get("trust") or []))
     dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
     loader = loaders.eval_loader(dataset, settings.batch_size, settings.num_workers, pin_memory=device.type == "cuda")
     started = time.perf_counter()

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
 from omegaconf import DictConfig
@@ -33,6 +33,8 @@ class EvaluationSettings:
     """none | flip (average the image and its mirror)."""
     galleries: bool = True
     """Confusion matrix and loss galleries for the best checkpoint."""
+    trust: list[str] = field(default_factory=list)
+    """Modules whose callables a checkpoint's saved config may name (besides runner's and torchvision's models)."""
 
 
 @dataclass
@@ -74,6 +76,10 @@ def validate(settings: DictConfig, prefix: str = "") -> None:
     int_at_least(f"{prefix}num_workers", settings.num_workers, 0, f"{prefix}num_workers=2")
     one_of(f"{prefix}precision", str(settings.precision), ("32", "bf16", "16"))
     one_of(f"{prefix}tta", settings.tta, ("none", "flip"))
+    for module in settings.trust:
+        if not all(part.isidentifier() for part in str(module).split(".")):
+            fail(f"{prefix}trust", list(settings.trust), f"holds {module!r}, which is not a module name",
+                 f"{prefix}trust=[my_project.models]")
     device = str(settings.device)
     if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
         fail(f"{prefix}device", device, "is not a device", f"{prefix}device=auto, cpu, cuda, cuda:N or mps")
