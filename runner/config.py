@@ -104,6 +104,10 @@ def validate(cfg: DictConfig) -> None:
              "leave model.num_classes at its default ${dataset.num_classes}")
     validate_evaluation(cfg.evaluate, prefix="evaluate.")
     validate_checks(cfg)
+    if cfg.require_clean_git:  # before any run directory: the run must come from committed code
+        from runner import provenance
+
+        provenance.require_committed_code(provenance.git_state(Path.cwd()), Path.cwd())
     if cfg.resume is not None and not Path(cfg.resume).is_file():
         fail("resume", cfg.resume, "is not a file", "resume=PATH/TO/checkpoints/epoch-NNNN.pt, or resume=null")
 

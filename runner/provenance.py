@@ -58,16 +58,13 @@ def git_state(directory: Path) -> dict | None:
 def record_git(run_dir: Path, cwd: Path, require_clean: bool) -> dict | None:
     """Log the code version, write git.diff for a dirty tree; refuse a dirty tree if asked to."""
     state = git_state(cwd)
+    if require_clean:
+        require_committed_code(state, cwd)
     if state is None:
         return None
     log.info("git: commit %s (%s) on branch %s, %s", state["commit"], state["describe"],
              state["branch"], "DIRTY" if state["dirty"] else "clean")
     if state["dirty"]:
-        if require_clean:
-            raise UserError(
-                f"the git tree at {state['root']} has uncommitted changes and require_clean_git=true. "
-                "Fix: commit or stash them (git status), or set require_clean_git=false"
-            )
         log.warning(
             "the git tree has uncommitted changes: this run may not be reproducible from commit %s "
             "(tracked changes saved to git.diff, %d untracked files listed in run.json)",
@@ -76,6 +73,22 @@ def record_git(run_dir: Path, cwd: Path, require_clean: bool) -> dict | None:
         if state["diff"]:
             write_text_atomic(run_dir / "git.diff", state["diff"] + "\n")
     return {key: value for key, value in state.items() if key != "diff"}
+
+
+def require_committed_code(state: dict | None, cwd: Path) -> None:
+    """require_clean_git=true promises a run from committed code: refuse whatever cannot keep that promise."""
+    if state is None:
+        raise UserError(f"require_clean_git=true but {cwd} is not inside a git repository (or git is not "
+                        "installed): the run could not be traced to a commit. Fix: run from a git checkout, "
+                        "or set require_clean_git=false")
+    if state["commit"] is None:
+        raise UserError(f"require_clean_git=true but the repository at {state['root']} has no commit yet. "
+                        "Fix: commit the code first, or set require_clean_git=false")
+    if state["dirty"]:
+        raise UserError(
+            f"the git tree at {state['root']} has uncommitted changes and require_clean_git=true. "
+            "Fix: commit or stash them (git status), or set require_clean_git=false"
+        )
 
 
 def environment(device: torch.device) -> dict:

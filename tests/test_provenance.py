@@ -76,3 +76,19 @@ def test_run_json_records_versions_seed_and_times(repo, monkeypatch):
     train_job(compose_config([*TINY, "trainer.seed=3"]), run_dir)
     record = json.loads((run_dir / "run.json").read_text())
     assert len(record["attempts"]) == 1 and record["attempts"][0]["status"] == "finished"
+
+
+def test_require_clean_git_outside_a_repository_refuses(tmp_path):
+    """The setting promises "only from committed code": no repository cannot keep that promise."""
+    with pytest.raises(UserError, match="not inside a git repository.*Fix:"):
+        provenance.record_git(tmp_path, tmp_path, require_clean=True)
+
+
+def test_require_clean_git_is_checked_before_any_work(tmp_path, monkeypatch):
+    from runner.config import validate
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["require_clean_git=true"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="require_clean_git=true.*not inside a git repository"):
+        validate(cfg)
