@@ -297,3 +297,15 @@ def test_watch_follows_a_training_run_in_another_process(tmp_path):
     end = json.loads((run_dir / "run.json").read_text())["end_time"]
     assert rows[0]["evaluated_at"] < end  # evaluated while the run was still training
     assert best["checkpoint"] in {r["checkpoint"] for r in rows}
+
+
+def test_a_named_checkpoint_that_cannot_be_evaluated_is_an_error(trained, tmp_path):
+    """checkpoint=FILE asks for that file: unreadable, it is an error with the reason, not an empty table."""
+    run_dir = fresh_copy(trained, tmp_path)
+    path = run_dir / "checkpoints" / "epoch-0002.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(UserError, match="epoch-0002.pt is truncated"):
+        evaluate_run(run_dir, settings(), only=path)
+    result = subprocess.run([sys.executable, "-m", "runner.evaluate", f"checkpoint={path}"], capture_output=True,
+                            text=True, env=cli_env(), cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and "truncated" in result.stdout and "Traceback" not in result.stdout + result.stderr

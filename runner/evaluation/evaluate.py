@@ -88,11 +88,16 @@ def predict(model, loader, device: torch.device, amp_dtype, tta: str) -> tuple[t
     return torch.cat(log_probs), torch.cat(labels).long()
 
 
-def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer) -> dict | None:
-    """Evaluate one checkpoint, save its predictions, log its curves; None (with a warning) when unreadable."""
+def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer, strict: bool = False) -> dict | None:
+    """Evaluate one checkpoint, save its predictions, log its curves.
+
+    An unreadable file is skipped with a warning (None), or, when `strict` (the user named it), an error.
+    """
     try:
         state = checkpoint_files.load(path)
     except UserError as error:
+        if strict:
+            raise
         log.warning("skipped, not counted as evaluated: %s", error)
         return None
     device = pick_device(str(settings.device))
@@ -189,7 +194,7 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
     with results.log_file(eval_dir), results.locked(eval_dir):
         if settings.split == "test":
             return look_at_test(run_dir, settings, only)
-        evaluate_pending(run_dir, settings, [only] if only else run_checkpoints(run_dir))
+        evaluate_pending(run_dir, settings, [only] if only else run_checkpoints(run_dir), strict=only is not None)
         rows = results.read_rows(eval_dir)
         best = results.best_row(rows, settings.metric, settings.direction, settings.tta)
         if best is not None:
@@ -206,8 +211,8 @@ def evaluate_one(run_dir: Path, settings: DictConfig, path: Path) -> dict | None
     return results.find_row(eval_dir, relative(path, run_dir), settings.split, settings.tta)
 
 
-def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path]) -> int:
-    """Evaluate the checkpoints in paths that have no row yet for this split and tta."""
+def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], strict: bool = False) -> int:
+    """Evaluate the checkpoints in paths that have no row yet for this split and tta (strict: see evaluate_checkpoint)."""
     from torch.utils.tensorboard import SummaryWriter
 
     eval_dir = results.eval_dir_of(run_dir)
@@ -219,7 +224,7 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path]) -> 
     writer = SummaryWriter(str(run_dir / "tb"), filename_suffix=".eval")
     try:
         for path in pending:
-            row = evaluate_checkpoint(path, run_dir, settings, writer)
+            row = evaluate_checkpoint(path, run_dir, settings, writer, strict)
             if row is not None:
                 results.append_row(eval_dir, row)
                 evaluated += 1
@@ -239,7 +244,7 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
             raise UserError(f"{run_dir} has no evaluated checkpoint to look at. Fix: train it first")
         only = run_dir / best["checkpoint"]
     name = relative(only, run_dir)
-    evaluate_pending(run_dir, settings, [only])
+    evaluate_pending(run_dir, settings, [only], strict=True)
     row = results.find_row(eval_dir, name, "test", settings.tta)
     if row is None:
         raise UserError(f"{only} could not be read. Fix: pick another checkpoint=FILE")
