@@ -13,10 +13,13 @@ import csv
 import fcntl
 import io
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -53,6 +56,39 @@ def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
     writer.writerow(header)
     writer.writerows(rows)
     write_text_atomic(path, text.getvalue())
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one whole line in one write; after a torn last line (a writer killed mid-line) start a new one."""
+    path = Path(path)
+    data = line.rstrip("\n").encode() + b"\n"
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as file:
+            file.seek(-1, os.SEEK_END)
+            if file.read(1) != b"\n":
+                data = b"\n" + data
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, data)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a line that does not parse (torn by a kill) is skipped with a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not a whole record (a writer stopped mid-line?): skipped", path, number)
+    return records
 
 
 @contextlib.contextmanager

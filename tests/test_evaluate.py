@@ -309,3 +309,16 @@ def test_a_named_checkpoint_that_cannot_be_evaluated_is_an_error(trained, tmp_pa
     result = subprocess.run([sys.executable, "-m", "runner.evaluate", f"checkpoint={path}"], capture_output=True,
                             text=True, env=cli_env(), cwd=tmp_path, timeout=300)
     assert result.returncode == 2 and "truncated" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_torn_line_in_metrics_jsonl_is_skipped_and_its_checkpoint_evaluated_again(trained, tmp_path, caplog):
+    """A writer killed mid-line leaves half a row: later runs warn, re-evaluate that checkpoint, and go on."""
+    run_dir = fresh_copy(trained, tmp_path)
+    evaluate_run(run_dir, settings())
+    metrics_file = run_dir / "eval" / "metrics.jsonl"
+    lines = metrics_file.read_text().splitlines()
+    metrics_file.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # the last row torn
+    best = evaluate_run(run_dir, settings())
+    assert "metrics.jsonl line 3" in caplog.text and best is not None
+    rows = read_rows(run_dir / "eval")
+    assert sorted(r["checkpoint"] for r in rows) == [f"checkpoints/epoch-000{e}.pt" for e in (1, 2, 3)]

@@ -53,3 +53,13 @@ def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path):
     writer.wait(timeout=30)
     time.sleep(0.1)
     assert path.read_text() == "old"
+
+
+def test_an_append_after_a_torn_line_starts_a_new_line(tmp_path, caplog):
+    from runner.io import append_line, read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2, "b"')  # a writer killed mid-line
+    append_line(path, json.dumps({"a": 3}))
+    assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
+    assert "line 2 is not a whole record" in caplog.text

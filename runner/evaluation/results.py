@@ -23,7 +23,7 @@ import torch
 
 from runner import checkpoint_files
 from runner.evaluation.metrics import METRICS, direction
-from runner.io import exclusive, write_csv_atomic, write_json_atomic
+from runner.io import append_line, exclusive, read_jsonl, write_csv_atomic, write_json_atomic
 from runner.provenance import now
 
 log = logging.getLogger("runner.evaluate")
@@ -58,12 +58,6 @@ def log_file(eval_dir: Path):
         handler.close()
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def read_rows(eval_dir: Path) -> list[dict]:
     return read_jsonl(eval_dir / "metrics.jsonl")
 
@@ -82,8 +76,7 @@ def find_row(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> dict
 
 def append_row(eval_dir: Path, row: dict) -> None:
     """One row to metrics.jsonl (every field), then metrics.csv (the scalars) rewritten from all rows."""
-    with open(eval_dir / "metrics.jsonl", "a") as file:
-        file.write(json.dumps(row) + "\n")
+    append_line(eval_dir / "metrics.jsonl", json.dumps(row))
     table = [[r.get(column, "") for column in CSV_COLUMNS] for r in read_rows(eval_dir)]
     write_csv_atomic(eval_dir / "metrics.csv", CSV_COLUMNS, table)
 
@@ -146,5 +139,4 @@ def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float
         log.warning("the test split of this run has been looked at %d time(s) before (first %s, %s): results chosen "
                     "after looking are no longer an unbiased estimate. Tune on val; test once.",
                     len(looks), looks[0]["time"], looks[0]["checkpoint"])
-    with open(ledger, "a") as file:
-        file.write(json.dumps({"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}) + "\n")
+    append_line(ledger, json.dumps({"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}))
