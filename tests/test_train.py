@@ -208,3 +208,17 @@ def test_the_meter_reads_the_interval_and_stops_at_the_first_non_finite_step():
     run.first_bad_step = torch.tensor(7)
     with pytest.raises(UserError, match=r"non-finite at step 7 \(epoch 3\)"):
         meter.read(run, epoch=2)
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["trainer.micro_batch_size=1"], "trainer.micro_batch_size=1"),
+    # 31 samples in learning batches of 12: the last one has 7, in micro-batches of 2, 2, 2 and 1
+    (["trainer.batch_size=12", "trainer.micro_batch_size=2", "dataset.train_size=31"], "1 sample"),
+])
+def test_batch_norm_on_a_single_sample_is_refused_before_training(overrides, named, tmp_path):
+    """BatchNorm cannot normalize one sample (torch: 'Expected more than 1 value per channel')."""
+    cfg = compose_config([*TINY, "model=resnet18", *overrides])
+    with pytest.raises(UserError, match="BatchNorm") as refused:
+        train_job(cfg, tmp_path / "run")
+    assert named in str(refused.value) and "Fix:" in str(refused.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()

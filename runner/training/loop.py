@@ -33,7 +33,7 @@ from runner.runtime import autocast_dtype
 from runner.training import checkpoint
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process
 from runner.training.learning_batches import learning_batches
-from runner.training.meter import IntervalMeter
+from runner.training.meter import IntervalMeter, report_interval
 from runner.training.optim import build_optimizer, build_schedule
 from runner.training.preemption import Preempted, StopRequest
 from runner.training.step import micro_batch_loss, optimizer_update, to_device, trainable
@@ -129,6 +129,8 @@ def start(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device,
 
 def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
     trainer, world = run.cfg.trainer, run.processes.world_size
+    if has_batch_norm(run.model):
+        refuse_single_sample_micro_batches(run)
     if has_batch_norm(run.model) and trainer.micro_batch_size * world < trainer.batch_size:
         log.warning(
             "the model has BatchNorm and trainer.micro_batch_size=%d < trainer.batch_size=%d: "
@@ -144,6 +146,22 @@ def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
         trainer.batch_size // (trainer.micro_batch_size * world), trainer.micro_batch_size, world,
         run.amp_dtype or "fp32", run.device,
     )
+
+
+def refuse_single_sample_micro_batches(run: Training) -> None:
+    """BatchNorm cannot normalize a micro-batch of one sample: refuse before the first step, not at the crash."""
+    trainer, n, world = run.cfg.trainer, run.samples_per_epoch, run.processes.world_size
+    if trainer.micro_batch_size == 1:
+        raise UserError("the model has BatchNorm and trainer.micro_batch_size=1: BatchNorm cannot normalize one "
+                        "sample. Fix: trainer.micro_batch_size=2 or more, or a model with GroupNorm (model=convnet)")
+    last_window = n % trainer.batch_size or trainer.batch_size
+    share = len(range(run.processes.rank, last_window, world))
+    if share % trainer.micro_batch_size == 1:
+        raise UserError(
+            f"the model has BatchNorm and the last micro-batch of each epoch has 1 sample ({n} training samples in "
+            f"learning batches of {trainer.batch_size}, micro-batches of {trainer.micro_batch_size} in {world} "
+            "processes): BatchNorm cannot normalize one sample. Fix: another trainer.micro_batch_size or "
+            "trainer.batch_size, or dataset.subset so that no micro-batch holds a single sample")
 
 
 def wrap_for_speed_and_processes(model: nn.Module, trainer, processes: Processes, device: torch.device) -> nn.Module:
@@ -228,17 +246,6 @@ def note_non_finite(run: Training, window_loss: torch.Tensor, grad_norm: torch.T
     finite = torch.isfinite(window_loss) if run.fp16 else torch.isfinite(window_loss) & torch.isfinite(grad_norm)
     run.first_bad_step = torch.where(~finite & (run.first_bad_step < 0), run.global_step, run.first_bad_step)
 
-
-def report_interval(run: Training, figures: dict, epoch: int, bar) -> None:
-    if run.writer is not None:
-        for name, value in figures.items():
-            run.writer.add_scalar(f"train/{name}", value, run.global_step)
-    if bar is not None:
-        bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.2e}",
-                        img_s=f"{figures['images_per_s']:.0f}")
-    else:
-        log.info("step %d (epoch %d): loss %.4f, accuracy %.1f%%, lr %.3g, %.0f images/s", run.global_step,
-                 epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"], figures["images_per_s"])
 
 
 def stop_here(run: Training, meter: IntervalMeter, epoch: int, epoch_samples: int, signal_name: str | None):

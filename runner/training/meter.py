@@ -7,12 +7,15 @@ non-finite loss or gradient, before any checkpoint could save such weights.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
 
 from runner.errors import UserError
 from runner.training.distributed import all_sum
+
+log = logging.getLogger("runner.training.loop")  # the loop's lines, under the loop's name
 
 
 class IntervalMeter:
@@ -67,3 +70,16 @@ class IntervalMeter:
             figures["grad_scale"] = run.scaler.get_scale()
             figures["skipped_steps"] = self.skipped.item()
         return figures
+
+
+def report_interval(run, figures: dict, epoch: int, bar) -> None:
+    """One interval's figures to TensorBoard, and to the progress bar (a terminal) or the log."""
+    if run.writer is not None:
+        for name, value in figures.items():
+            run.writer.add_scalar(f"train/{name}", value, run.global_step)
+    if bar is not None:
+        bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.2e}",
+                        img_s=f"{figures['images_per_s']:.0f}")
+    else:
+        log.info("step %d (epoch %d): loss %.4f, accuracy %.1f%%, lr %.3g, %.0f images/s", run.global_step,
+                 epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"], figures["images_per_s"])
