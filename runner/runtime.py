@@ -27,13 +27,21 @@ def pick_device(name: str, key: str = "device") -> torch.device:
     return torch.device(name)
 
 
+def native_bf16() -> bool:
+    """bf16 in the GPU's hardware (Ampere and newer), not emulated: emulated bf16 is slower than fp16."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument reports native support only
+        return torch.cuda.is_bf16_supported()
+
+
 def autocast_dtype(precision, device: torch.device, key: str = "precision") -> torch.dtype | None:
     """The autocast dtype for a precision setting on this device; None means plain fp32."""
     precision = str(precision)
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     if precision == "16" and device.type != "cuda":
         raise UserError(
             f"{key}=16 needs a CUDA GPU (fp16 training uses a GradScaler), not {device}. "

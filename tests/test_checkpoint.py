@@ -78,3 +78,22 @@ def test_only_settings_that_change_nothing_computed_may_change_on_resume():
     assert changes == ["optimizer.lr: 0.1 -> 0.3", "resume: None -> 'x.pt'", "trainer.epochs: 2 -> 5",
                        "trainer.num_workers: 0 -> 2"]
     assert [c for c in changes if not c.startswith(checkpoint.RESUMABLE_CHANGES)] == ["optimizer.lr: 0.1 -> 0.3"]
+
+
+def test_resuming_a_run_without_a_scaler_into_fp16_starts_a_fresh_scaler(caplog):
+    """A CPU or bf16 checkpoint (empty scaler state) resumed where precision=auto means fp16."""
+    import torch
+
+    from runner.training.checkpoint import restore
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda update: 1.0)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(), "rng": checkpoint.rng_state(),
+             "epoch": 2, "global_step": 10}
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    caplog.set_level("INFO")
+    assert restore(state, model, optimizer, schedule, scaler) == (2, 10)
+    assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
+    assert "fresh gradient scaler" in caplog.text

@@ -56,3 +56,15 @@ def test_warmup_cosine_warms_up_linearly_then_decays():
     assert values[UPDATES_PER_EPOCH] == pytest.approx(0.1)
     decay = values[UPDATES_PER_EPOCH:]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False)) and decay[-1] < 0.01
+
+
+def test_precision_auto_picks_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
+    """V100/T4-class GPUs emulate bf16 (slowly): auto must choose fp16 with the GradScaler there."""
+    import torch
+
+    from runner.runtime import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert autocast_dtype("auto", torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert autocast_dtype("auto", torch.device("cuda")) == torch.bfloat16

@@ -50,7 +50,10 @@ def restore(state: dict, model, optimizer, schedule, scaler) -> tuple[int, int]:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    scaler.load_state_dict(state["scaler"])
+    if state["scaler"] or not scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    else:  # written without fp16 (CPU, bf16, fp32), resumed where the precision is fp16
+        log.info("the checkpoint has no gradient scaler state (it trained without fp16): a fresh gradient scaler")
     set_rng_state(state["rng"])
     return state["epoch"], state["global_step"]
 
