@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from runner.errors import UserError
-from runner.io import write_atomic
+from runner.io import remove_stale_temporaries, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def checkpoint_name(epoch: int) -> str:
 
 
 def save_atomic(state: dict, path: Path) -> None:
-    """Write `state` to `path` so that `path` is never seen half-written."""
+    """Write `state` to `path` so that `path` is never seen half-written; first clear what killed writers left."""
+    remove_stale_temporaries(path.parent)
     write_atomic(path, lambda file: torch.save(state, file))
 
 

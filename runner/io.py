@@ -15,18 +15,22 @@ import io
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
+TEMPORARY = ".tmp-"  # .NAME.tmp-HOST-PID: a write in progress, or one that was killed
+
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call write(file) on a temporary file beside `path`, then put it in place in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path.parent, of=path.name)
+    temporary = path.with_name(f".{path.name}{TEMPORARY}{socket.gethostname()}-{os.getpid()}")
     try:
         with open(temporary, "wb") as file:
             write(file)
@@ -40,6 +44,35 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.fsync(folder)  # make the rename itself durable
     finally:
         os.close(folder)
+
+
+def remove_stale_temporaries(folder: Path, of: str | None = None) -> None:
+    """Delete temporary files of writers on this host that are no longer alive (a kill -9 mid-write).
+
+    A writer's temporary file is `.NAME.tmp-HOST-PID`: one whose process still runs, or that was
+    written on another host (whose processes this one cannot see), is never touched.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    host = socket.gethostname()
+    for path in folder.glob(f".{of or '*'}{TEMPORARY}*"):
+        writer_host, _, pid = path.name.rsplit(TEMPORARY, 1)[1].rpartition("-")
+        if writer_host != host or not pid.isdigit() or process_alive(int(pid)):
+            continue
+        size = path.stat().st_size
+        path.unlink(missing_ok=True)
+        log.info("removed %s (%.1f MB), left by a writer that stopped mid-write (process %s)", path, size / 1e6, pid)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def write_text_atomic(path: Path, text: str) -> None:

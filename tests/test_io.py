@@ -63,3 +63,39 @@ def test_an_append_after_a_torn_line_starts_a_new_line(tmp_path, caplog):
     append_line(path, json.dumps({"a": 3}))
     assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
     assert "line 2 is not a whole record" in caplog.text
+
+
+def a_dead_pid() -> int:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(finished.stdout)
+
+
+def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path, caplog):
+    """A kill -9 during a save leaves .NAME.tmp-HOST-PID: removed once its writer is gone, never before."""
+    import socket
+
+    from runner.io import remove_stale_temporaries
+
+    caplog.set_level("INFO")
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_file = tmp_path / f".epoch-0003.pt.tmp-{host}-{a_dead_pid()}"
+        live_file = tmp_path / f".epoch-0004.pt.tmp-{host}-{live.pid}"
+        other_host = tmp_path / f".epoch-0005.pt.tmp-elsewhere-{a_dead_pid()}"  # its writer may live on that host
+        for path in (dead_file, live_file, other_host):
+            path.write_bytes(b"x" * 1000)
+        remove_stale_temporaries(tmp_path)
+        assert not dead_file.exists() and live_file.exists() and other_host.exists()
+        assert ".epoch-0003.pt.tmp" in caplog.text
+    finally:
+        live.kill()
+
+
+def test_an_atomic_write_leaves_a_temporary_named_after_its_host_and_process(tmp_path):
+    import os
+    import socket
+
+    seen = []
+    write_atomic(tmp_path / "run.json", lambda file: seen.extend(p.name for p in tmp_path.iterdir()))
+    assert seen == [f".run.json.tmp-{socket.gethostname()}-{os.getpid()}"]

@@ -74,3 +74,20 @@ def test_a_truncated_newest_checkpoint_is_skipped(tmp_path, caplog):
     path, state = checkpoint_files.load_newest(tmp_path / "run" / "checkpoints")
     assert path.name == checkpoint_files.checkpoint_name(1) and state["epoch"] == 1
     assert "epoch-0002.pt is truncated" in caplog.text
+
+
+def test_a_rerun_removes_the_temporary_file_of_a_save_that_was_killed(tmp_path, caplog):
+    import socket
+    import subprocess
+    import sys
+
+    caplog.set_level("INFO")
+    run_dir = tmp_path / "run"
+    train_job(compose_config([*TINY, "trainer.epochs=1"]), run_dir)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    leftover = run_dir / "checkpoints" / f".epoch-0002.pt.tmp-{socket.gethostname()}-{dead}"
+    leftover.write_bytes(b"half a checkpoint")
+    train_job(compose_config([*TINY, "trainer.epochs=2"]), run_dir)
+    assert not leftover.exists() and "stopped mid-write" in caplog.text
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import checkpoint_files
 from runner.checkpoint_files import list_checkpoints, list_preempted
 from runner.errors import UserError
+from runner.io import remove_stale_temporaries
 from runner.run_folders import relative
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str 
     Returns (its state, its path relative to run_dir); a checkpoint written with settings that
     change what is computed is refused, with the differences named.
     """
+    remove_stale_temporaries(run_dir / "checkpoints")  # saves a kill -9 interrupted: never complete
     if cfg.resume is not None:
         path = Path(cfg.resume)
         state = checkpoint_files.load(path)
