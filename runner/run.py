@@ -28,6 +28,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         preflight=(lambda splits, device: preflight(cfg, run_dir, splits, device)) if cfg.checks.preflight else None,
         validation_metric=lambda path: validation_metric(run_dir, cfg, path),
         evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
+        best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
     )
 
 
@@ -36,6 +37,16 @@ def evaluate_after_training(run_dir: Path, cfg: DictConfig) -> dict | None:
     from runner.evaluation.evaluate import evaluate_run
 
     return evaluate_run(run_dir, evaluation_settings(cfg))
+
+
+def best_checkpoint_so_far(run_dir: Path, cfg: DictConfig) -> Path | None:
+    """The best checkpoint the evaluator has ranked in this run (by evaluate.metric), for retention to keep."""
+    from runner.evaluation import results
+
+    eval_dir = run_dir / "eval"
+    best = results.best_row(results.read_rows(eval_dir), cfg.evaluate.metric, cfg.evaluate.direction,
+                            cfg.evaluate.tta, run_dir)
+    return None if best is None else run_dir / best["checkpoint"]
 
 
 def evaluation_settings(cfg: DictConfig) -> DictConfig:

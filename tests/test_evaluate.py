@@ -225,19 +225,25 @@ def test_ensemble_of_runs(tmp_path, monkeypatch):
     assert len(json.loads(written[0].read_text())["members"]) == 2
 
 
-def test_one_ranking_of_checkpoints_ties_to_the_earlier_one():
+def test_one_ranking_of_checkpoints_ties_to_the_earlier_one(tmp_path):
     def row(epoch, top1, loss, split="val", tta="none"):
         return {"checkpoint": f"checkpoints/epoch-000{epoch}.pt", "epoch": epoch, "split": split, "tta": tta,
                 "top1": top1, "loss": loss}
 
+    (tmp_path / "checkpoints").mkdir()
+    for epoch in range(1, 6):
+        (tmp_path / "checkpoints" / f"epoch-000{epoch}.pt").touch()
     rows = [row(3, 0.9, 0.30), row(1, 0.9, 0.20), row(2, 0.8, 0.10), row(4, 1.0, 0.05, split="test"),
             row(5, 1.0, 0.01, tta="flip")]
-    assert [r["epoch"] for r in results.ranked(rows, "top1", "auto", "none")] == [1, 3, 2]
-    assert [r["epoch"] for r in results.ranked(rows, "loss", "auto", "none")] == [2, 1, 3]  # loss: lower is better
-    assert [r["epoch"] for r in results.ranked(rows, "top1", "min", "none")] == [2, 1, 3]
-    assert results.best_row(rows, "top1", "auto", "flip")["epoch"] == 5
-    assert results.best_row(rows, "top1", "auto", "none") == results.ranked(rows, "top1", "auto", "none")[0]
-    assert results.best_row([], "top1", "auto", "none") is None
+    assert [r["epoch"] for r in results.ranked(rows, "top1", "auto", "none", tmp_path)] == [1, 3, 2]
+    assert [r["epoch"] for r in results.ranked(rows, "loss", "auto", "none", tmp_path)] == [2, 1, 3]  # lower is better
+    assert [r["epoch"] for r in results.ranked(rows, "top1", "min", "none", tmp_path)] == [2, 1, 3]
+    assert results.best_row(rows, "top1", "auto", "flip", tmp_path)["epoch"] == 5
+    assert results.best_row(rows, "top1", "auto", "none", tmp_path) == results.ranked(rows, "top1", "auto", "none",
+                                                                                      tmp_path)[0]
+    assert results.best_row([], "top1", "auto", "none", tmp_path) is None
+    (tmp_path / "checkpoints" / "epoch-0001.pt").unlink()  # deleted: never ranked
+    assert [r["epoch"] for r in results.ranked(rows, "top1", "auto", "none", tmp_path)] == [3, 2]
 
 
 def test_metrics_csv_is_rewritten_whole_from_the_rows(tmp_path):
@@ -322,3 +328,22 @@ def test_a_torn_line_in_metrics_jsonl_is_skipped_and_its_checkpoint_evaluated_ag
     assert "metrics.jsonl line 3" in caplog.text and best is not None
     rows = read_rows(run_dir / "eval")
     assert sorted(r["checkpoint"] for r in rows) == [f"checkpoints/epoch-000{e}.pt" for e in (1, 2, 3)]
+
+
+def test_retention_keeps_the_best_checkpoint_and_rankings_skip_deleted_files(tmp_path):
+    """checkpoint.keep_last=1 after the evaluator has ranked earlier checkpoints (early stopping: the best
+    is not the newest): retention keeps the best as well, and a row whose file is gone is never chosen."""
+    run_dir = tmp_path / "run"
+    base = [*TINY, "evaluate.after_training=true", "evaluate.galleries=true", "evaluate.metric=loss",
+            "evaluate.direction=max"]  # "max loss" makes the first checkpoint the best, and not the newest
+    train_job(compose_config([*base, "trainer.epochs=2"]), run_dir)
+    best_before = json.loads((run_dir / "eval" / "best.json").read_text())["checkpoint"]
+    assert best_before == "checkpoints/epoch-0001.pt"
+    result = train_job(compose_config([*base, "trainer.epochs=4", "checkpoint.keep_last=1"]), run_dir)
+    assert (run_dir / best_before).exists(), "retention deleted the best checkpoint"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0004.pt"]
+    assert result["best"]["checkpoint"] == best_before
+
+    (run_dir / best_before).unlink()  # gone anyway (by hand): the ranking must not pick its row
+    best = evaluate_run(run_dir, settings("metric=loss", "direction=max"))
+    assert (run_dir / best["checkpoint"]).exists()

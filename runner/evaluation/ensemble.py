@@ -39,7 +39,7 @@ def members_of(settings: DictConfig) -> list[tuple[Path, Path]]:
     run_dir = run_directory(val)
     evaluate_run(run_dir, val)
     order = results.ranked(results.read_rows(results.eval_dir_of(run_dir)), settings.metric, settings.direction,
-                           settings.tta)
+                           settings.tta, run_dir)
     if len(order) < 2:
         raise UserError(f"{run_dir} has {len(order)} evaluated checkpoint(s); an ensemble needs 2. Fix: ensemble_top_k "
                         "needs a run with several checkpoints (checkpoint.every_epochs)")

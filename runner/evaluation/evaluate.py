@@ -196,7 +196,7 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
             return look_at_test(run_dir, settings, only)
         evaluate_pending(run_dir, settings, [only] if only else run_checkpoints(run_dir), strict=only is not None)
         rows = results.read_rows(eval_dir)
-        best = results.best_row(rows, settings.metric, settings.direction, settings.tta)
+        best = results.best_row(rows, settings.metric, settings.direction, settings.tta, run_dir)
         if best is not None:
             update_best(run_dir, best, settings)
         print_table(rows, best, "val", settings.tta, settings.metric)
@@ -239,7 +239,7 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
     if only is None:
         val_settings = OmegaConf.merge(settings, {"split": "val"})
         evaluate_pending(run_dir, val_settings, run_checkpoints(run_dir))
-        best = results.best_row(results.read_rows(eval_dir), settings.metric, settings.direction, settings.tta)
+        best = results.best_row(results.read_rows(eval_dir), settings.metric, settings.direction, settings.tta, run_dir)
         if best is None:
             raise UserError(f"{run_dir} has no evaluated checkpoint to look at. Fix: train it first")
         only = run_dir / best["checkpoint"]

@@ -81,20 +81,21 @@ def append_row(eval_dir: Path, row: dict) -> None:
     write_csv_atomic(eval_dir / "metrics.csv", CSV_COLUMNS, table)
 
 
-def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str) -> list[dict]:
-    """The validation rows of `tta`, best first by `metric` (direction: metrics.direction).
+def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str, run_dir: Path) -> list[dict]:
+    """The validation rows of `tta` whose checkpoint file still exists, best first by `metric`.
 
-    A tie goes to the earlier checkpoint: it reached the same figure with less training.
+    A tie goes to the earlier checkpoint: it reached the same figure with less training. A row
+    whose file retention (or a person) deleted is left out: nothing could be done with it.
     """
     best_is_max = direction(metric, direction_setting) == "max"
-    candidates = [r for r in rows if r["split"] == "val" and r["tta"] == tta]
+    candidates = [r for r in rows if r["split"] == "val" and r["tta"] == tta and (run_dir / r["checkpoint"]).exists()]
     # sorted() is stable: rows equal in metric and epoch keep their order in metrics.jsonl
     return sorted(candidates, key=lambda r: (-r[metric] if best_is_max else r[metric], r["epoch"]))
 
 
-def best_row(rows: list[dict], metric: str, direction_setting: str, tta: str) -> dict | None:
+def best_row(rows: list[dict], metric: str, direction_setting: str, tta: str, run_dir: Path) -> dict | None:
     """The best evaluated checkpoint's validation row (see `ranked`); None before any."""
-    order = ranked(rows, metric, direction_setting, tta)
+    order = ranked(rows, metric, direction_setting, tta, run_dir)
     return order[0] if order else None
 
 

@@ -104,12 +104,12 @@ def remove_preempted(directory: Path) -> None:
         path.unlink()
 
 
-def prune(directory: Path, keep_last: int | None, protect: Path | None = None) -> None:
-    """Delete all but the newest `keep_last` checkpoints (never `protect`)."""
+def prune(directory: Path, keep_last: int | None, protect: set[Path] = frozenset()) -> None:
+    """Delete all but the newest `keep_last` checkpoints, never one in `protect` (the best so far)."""
     if keep_last is None:
         return
     for path in list_checkpoints(directory)[:-keep_last]:
-        if path != protect:
+        if path not in protect:
             path.unlink()
             log.info("deleted old checkpoint %s (checkpoint.keep_last=%d)", path.name, keep_last)
 

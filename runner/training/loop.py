@@ -16,8 +16,6 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,54 +34,23 @@ from runner.training.learning_batches import learning_batches
 from runner.training.meter import IntervalMeter, report_interval
 from runner.training.optim import build_optimizer, build_schedule
 from runner.training.preemption import Preempted, StopRequest
+from runner.training.state import BestCheckpoint, OnCheckpoint, Training
 from runner.training.step import micro_batch_loss, optimizer_update, to_device, trainable
 
 log = logging.getLogger(__name__)
 
-OnCheckpoint = Callable[[Path, int], None]  # (path, epoch) after each checkpoint: a sweep's pruning hook
 
-
-@dataclass
-class Training:
-    """What one training run updates and reads, built once by `start`."""
-
-    cfg: object
-    run_dir: Path
-    model: nn.Module
-    step_model: nn.Module  # the model that computes: DDP- and/or compile-wrapped `model`
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    loader: torch.utils.data.DataLoader
-    sampler: object
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    processes: Processes
-    writer: object  # TensorBoard SummaryWriter on rank 0, None elsewhere
-    provenance: dict
-    global_step: int = 0
-    first_bad_step: torch.Tensor | None = None  # on the device: the first update with a non-finite loss/gradient
-
-    @property
-    def samples_per_epoch(self) -> int:
-        return self.sampler.samples_per_epoch  # all processes together
-
-    @property
-    def fp16(self) -> bool:
-        return self.amp_dtype == torch.float16
-
-    def state(self, epoch: int) -> dict:
-        return checkpoint.training_state(self.cfg, self.model, self.optimizer, self.schedule, self.scaler, epoch,
-                                         self.global_step, self.provenance)
 
 
 def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer, provenance: dict,
-        resume_state: dict | None, on_checkpoint: OnCheckpoint | None = None, processes: Processes = SINGLE) -> dict:
+        resume_state: dict | None, on_checkpoint: OnCheckpoint | None = None, processes: Processes = SINGLE,
+        best_checkpoint: BestCheckpoint | None = None) -> dict:
     """Train for cfg.trainer.epochs (continuing from resume_state); returns the last epoch's figures.
 
     With several processes, every one calls fit; rank 0 alone writes (writer is None elsewhere).
     """
     run = start(cfg, run_dir, train_set, model, device, writer, provenance, processes)
+    run.best_checkpoint = best_checkpoint
     start_epoch, first_sample = 0, 0
     if resume_state is not None:
         start_epoch, run.global_step = checkpoint.restore(resume_state, model, run.optimizer, run.schedule,
@@ -293,6 +260,7 @@ def write_checkpoint(run: Training, epochs_done: int, on_checkpoint: OnCheckpoin
     save_atomic(run.state(epochs_done), path)
     log.info("checkpoint %s", path.relative_to(run.run_dir))
     checkpoint.remove_preempted(folder)
-    checkpoint.prune(folder, run.cfg.checkpoint.keep_last, protect=path)
+    best = run.best_checkpoint() if run.best_checkpoint is not None else None
+    checkpoint.prune(folder, run.cfg.checkpoint.keep_last, protect={path, best} - {None})
     if on_checkpoint is not None:
         on_checkpoint(path, epochs_done)
