@@ -8,8 +8,10 @@ through `io.write_atomic`, so a crash at any moment leaves each name absent or c
 """
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -31,9 +33,47 @@ def checkpoint_name(epoch: int) -> str:
 
 
 def save_atomic(state: dict, path: Path) -> None:
-    """Write `state` to `path` so that `path` is never seen half-written; first clear what killed writers left."""
+    """Write `state` to `path` so that `path` is never seen half-written; first clear what killed writers left.
+
+    A full disk or a missing permission is a UserError naming the file, the size and the checkpoint
+    that stays intact; the half-written temporary file is gone.
+    """
     remove_stale_temporaries(path.parent)
-    write_atomic(path, lambda file: torch.save(state, file))
+    try:
+        write_atomic(path, lambda file: torch.save(state, file))
+    except (OSError, RuntimeError) as error:
+        problem = write_problem(error)
+        if problem is None:
+            raise
+        previous = [p.name for p in list_checkpoints(path.parent) if p != path]
+        kept = f"{previous[-1]} is intact" if previous else "no earlier checkpoint was touched"
+        free = shutil.disk_usage(path.parent).free / 1e6
+        fix = ("make the folder writable, or run elsewhere (hydra.run.dir=...)" if problem == "permission denied"
+               else "free space on that device, or lower checkpoint.keep_last")
+        raise UserError(f"{problem} in {path.parent} while writing {path.name} (about {state_bytes(state) / 1e6:.0f} "
+                        f"MB needed, {free:.0f} MB free); {kept}. Fix: {fix}") from None
+
+
+def write_problem(error: Exception) -> str | None:
+    """What a failed write means for the user, or None for an error that is not about the disk."""
+    if isinstance(error, PermissionError) or getattr(error, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied"
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device"
+    # torch.save reports a full disk as "[enforce fail at inline_container.cc] . unexpected pos ..."
+    if isinstance(error, RuntimeError) and ("unexpected pos" in str(error) or "file write failed" in str(error)):
+        return "no space left on the device"
+    return None
+
+
+def state_bytes(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(value) for value in state.values())
+    if isinstance(state, list | tuple):
+        return sum(state_bytes(value) for value in state)
+    return 0
 
 
 def load(path: Path, map_location="cpu") -> dict:

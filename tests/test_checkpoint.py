@@ -97,3 +97,28 @@ def test_resuming_a_run_without_a_scaler_into_fp16_starts_a_fresh_scaler(caplog)
     assert restore(state, model, optimizer, schedule, scaler) == (2, 10)
     assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
     assert "fresh gradient scaler" in caplog.text
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4288 vs 4176"),  # torch's disk full
+    PermissionError(13, "Permission denied"),
+])
+def test_a_failed_save_is_one_line_and_leaves_the_previous_checkpoint(failure, tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    state = {"format_version": checkpoint_files.FORMAT_VERSION, "weights": torch.zeros(1000)}
+    checkpoint_files.save_atomic(state, folder / "epoch-0001.pt")
+
+    def failing_save(obj, file):
+        file.write(b"part of a checkpoint")
+        raise failure
+
+    monkeypatch.setattr(checkpoint_files.torch, "save", failing_save)
+    with pytest.raises(UserError) as refused:
+        checkpoint_files.save_atomic(state, folder / "epoch-0002.pt")
+    message = str(refused.value)
+    assert "epoch-0002.pt" in message and "epoch-0001.pt is intact" in message and "Fix:" in message
+    expected = "permission" if isinstance(failure, PermissionError) else "no space left"
+    assert expected in message.lower() and "MB" in message
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-0001.pt"]
+    assert checkpoint_files.load(folder / "epoch-0001.pt")["weights"].shape == (1000,)
