@@ -181,4 +181,4 @@ def target_arguments(target: str, group: str, choices: str) -> list[str] | None:
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return None
     return [name for name, p in parameters.items()
-            if name not in ("self", "params", "epoch", "total_epochs") and p.kind != inspect.Parameter.VAR_POSITIONAL]
+            if name not in ("self", "params", "epoch", "total_epochs", "update_epochs") and p.kind != inspect.Parameter.VAR_POSITIONAL]

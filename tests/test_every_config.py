@@ -14,7 +14,7 @@ import os
 
 import pytest
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from runner import checkpoint_files, models
@@ -98,11 +98,7 @@ def test_every_option_composes_instantiates_and_runs_one_update(group, option, r
     fresh = {name: p.detach() for name, p in initial_model(cfg).named_parameters() if p.requires_grad}
     assert fresh, "the model has no trainable parameters"
     moved = [name for name, p in fresh.items() if not torch.equal(p, state["model"][name])]
-    first_lr = cfg.optimizer.lr * instantiate(cfg.schedule)(epoch=0.0, total_epochs=cfg.trainer.epochs)
-    if first_lr > 0:
-        assert moved, f"one update at lr {first_lr:g} left every trainable parameter as built"
-    else:  # a warmup that starts from 0: the update ran (the optimizer holds state) but moved nothing
-        assert state["optimizer"]["state"] and not moved
+    assert moved, "the one update left every trainable parameter as built (a learning rate of 0?)"
 
 
 @pytest.mark.parametrize("search", options("search"))

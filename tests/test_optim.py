@@ -52,7 +52,8 @@ def test_schedules_match_torch(schedule, overrides, make):
 def test_warmup_cosine_warms_up_linearly_then_decays():
     values = ours("warmup_cosine", "schedule.warmup_epochs=1")
     warmup = values[:UPDATES_PER_EPOCH]
-    assert warmup == pytest.approx([0.1 * i / UPDATES_PER_EPOCH for i in range(UPDATES_PER_EPOCH)])
+    # the first update uses the first warmup step's rate (not 0: a wasted update), the last one the full rate
+    assert warmup == pytest.approx([0.1 * (i + 1) / UPDATES_PER_EPOCH for i in range(UPDATES_PER_EPOCH)])
     assert values[UPDATES_PER_EPOCH] == pytest.approx(0.1)
     decay = values[UPDATES_PER_EPOCH:]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False)) and decay[-1] < 0.01

@@ -8,6 +8,7 @@ below maps (epoch, total_epochs) to a factor of the optimizer's lr, where epoch 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -29,9 +30,12 @@ def cosine(epoch: float, total_epochs: int, min_factor: float = 0.0) -> float:
     return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(epoch: float, total_epochs: int, warmup_epochs: float = 5, min_factor: float = 0.0) -> float:
+def warmup_cosine(epoch: float, total_epochs: int, warmup_epochs: float = 5, min_factor: float = 0.0,
+                  update_epochs: float = 0.0) -> float:
+    """Linear warmup, then cosine decay. The update starting at `epoch` warms up to where it ends
+    (`update_epochs`: one update's length in epochs), so the first update is not wasted at lr 0."""
     if epoch < warmup_epochs:
-        return epoch / warmup_epochs
+        return min((epoch + update_epochs) / warmup_epochs, 1.0)
     progress = min((epoch - warmup_epochs) / max(total_epochs - warmup_epochs, 1e-12), 1.0)
     return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -60,8 +64,10 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 def build_schedule(cfg, optimizer: torch.optim.Optimizer, updates_per_epoch: int, total_epochs: int) -> LambdaLR:
     """A LambdaLR stepped per update; its state_dict holds only counters (checkpoint-safe)."""
     factor: Callable[..., float] = instantiate(cfg)
+    # a schedule that asks for it learns one update's length in epochs (warmup_cosine does)
+    extra = {"update_epochs": 1 / updates_per_epoch} if "update_epochs" in inspect.signature(factor).parameters else {}
 
     def lr_factor(update: int) -> float:
-        return factor(epoch=update / updates_per_epoch, total_epochs=total_epochs)
+        return factor(epoch=update / updates_per_epoch, total_epochs=total_epochs, **extra)
 
     return LambdaLR(optimizer, lr_factor)
