@@ -135,3 +135,16 @@ def test_a_corrupted_image_is_named_with_the_fix(tmp_path):
         for dataset in splits.values():
             for i in range(len(dataset)):
                 dataset[i]
+
+
+def test_a_decompression_bomb_is_named_like_any_bad_image(tmp_path, monkeypatch):
+    """PIL raises DecompressionBombError (not an OSError) for an image of too many pixels."""
+    from PIL import Image
+
+    from runner.data.transforms import load_image
+
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64x64 is then more than twice the limit: a "bomb"
+    with pytest.raises(UserError, match=r"huge.png cannot be decoded as an image .*pixels.* Fix: replace or remove it"):
+        load_image(path)

@@ -41,7 +41,7 @@ def load_image(path) -> Image.Image:
         with open(path, "rb") as file:
             image = Image.open(file)
             return image.convert("RGB")
-    except OSError as error:
+    except (OSError, Image.DecompressionBombError) as error:  # a bomb: too many pixels to decode safely
         raise UserError(f"{path} cannot be decoded as an image ({error}). Fix: replace or remove it "
                         "(python -m runner.check checks=[outliers] lists every such file)") from None
 
