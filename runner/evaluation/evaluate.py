@@ -22,6 +22,7 @@ from runner import checkpoint_files, models
 from runner.data import datasets, loaders
 from runner.errors import UserError
 from runner.evaluation import metrics, reports, results
+from runner.io import remove_stale_temporaries
 from runner.provenance import now
 from runner.run_folders import relative
 from runner.runtime import autocast_dtype, pick_device
@@ -192,6 +193,8 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
     """Evaluate what is new in run_dir on settings.split; returns the best validation row."""
     eval_dir = results.eval_dir_of(run_dir)
     with results.log_file(eval_dir), results.locked(eval_dir):
+        for folder in (eval_dir, eval_dir / "predictions"):  # files an evaluator killed mid-write left
+            remove_stale_temporaries(folder)
         if settings.split == "test":
             return look_at_test(run_dir, settings, only)
         evaluate_pending(run_dir, settings, [only] if only else run_checkpoints(run_dir), strict=only is not None)

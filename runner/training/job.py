@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import models, provenance
 from runner.data import datasets, introspect
+from runner.io import remove_stale_temporaries
 from runner.runtime import pick_device, seed_everything
 from runner.training import distributed
 from runner.training.checkpoint import find_resume_state
@@ -45,6 +46,7 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
         logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # run.json or git.diff of an attempt killed mid-write
         log_what_runs(cfg, run_dir)
         git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if processes.is_main else None
         device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))

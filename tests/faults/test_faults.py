@@ -1,0 +1,218 @@
+"""The standing fault-injection suite (pytest -m faults): what a hostile or unlucky user does to a run.
+
+Each scenario goes through the real training job or command on tiny configs, and checks the
+promise the README's "What survives what" table makes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+
+from runner import checkpoint_files
+from runner.checks.settings import ChecksSettings, LrFindSettings
+from runner.config import validate, validate_evaluate_command
+from runner.errors import UserError
+from runner.evaluate import evaluate
+from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
+from runner.precheck import refuse_bad_command_line
+from runner.run import train_and_evaluate
+from runner.training.settings import CheckpointSettings, LossSettings, TrainerSettings
+from tests.conftest import (
+    INTERRUPTIBLE,
+    TINY,
+    assert_identical,
+    checkpoint_weights,
+    cli_env,
+    compose_config,
+)
+from tests.test_trust import crafted_models, payload
+
+pytestmark = pytest.mark.faults
+
+# deterministic, with dropout and augmentation; checkpoints every epoch, evaluated after training
+KILLABLE = [*INTERRUPTIBLE, "trainer.epochs=3", "evaluate.galleries=true"]
+DETERMINISTIC_TINY = [*TINY, "trainer.deterministic=true", "model.dropout=0.3", "dataset.augment=basic"]
+
+
+def temporaries(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+
+
+def run_command(run_dir: Path, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "runner", *KILLABLE, f"hydra.run.dir={run_dir}"], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+
+
+def test_kill_9_at_random_moments_then_rerun_ends_bit_identical_with_no_temporary_file(tmp_path):
+    """SIGKILL at 8 seeded moments: in start-up and the first epoch, between checkpoints, and in the evaluation."""
+    straight = tmp_path / "straight"
+    started = time.time()
+    assert run_command(straight, tmp_path).wait(timeout=600) == 0
+    duration = time.time() - started
+    written = [p.stat().st_mtime - started for p in checkpoint_files.list_checkpoints(straight / "checkpoints")]
+    first, last = written[0], written[-1]  # when the first and the last checkpoint were complete
+    rng = random.Random(0)
+    moments = ([rng.uniform(0.3 * first, first) for _ in range(2)] + [rng.uniform(first, last) for _ in range(4)]
+               + [rng.uniform(last, 0.95 * duration) for _ in range(2)])
+    stages = set()
+    for attempt, moment in enumerate(moments):
+        run_dir = tmp_path / f"killed-{attempt}"
+        process = run_command(run_dir, tmp_path)
+        time.sleep(moment)
+        assert process.poll() is None, f"the run ended before its kill at {moment:.1f} s"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        stages.add(len(checkpoint_files.list_checkpoints(run_dir / "checkpoints")))  # how far it had come
+        assert run_command(run_dir, tmp_path).wait(timeout=600) == 0, f"rerun after a kill at {moment:.1f} s"
+        assert_identical(checkpoint_weights(straight, 3), checkpoint_weights(run_dir, 3))
+        assert (run_dir / "eval" / "best.json").exists()
+        assert temporaries(run_dir) == [], f"kill at {moment:.1f} s left {temporaries(run_dir)}"
+    assert len(stages) >= 3, f"the kills all came at the same stage (checkpoints written then: {stages})"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random bytes"])
+def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(damage, tmp_path, caplog):
+    two = compose_config([*DETERMINISTIC_TINY, "trainer.epochs=2"])
+    three = compose_config([*DETERMINISTIC_TINY, "trainer.epochs=3"])
+    train_and_evaluate(three, tmp_path / "straight")
+    run_dir = tmp_path / "damaged"
+    train_and_evaluate(two, run_dir)
+    newest = run_dir / "checkpoints" / "epoch-0002.pt"
+    content = newest.read_bytes()
+    newest.write_bytes({"truncated": content[: len(content) // 2], "empty": b"",
+                        "random bytes": os.urandom(len(content))}[damage])
+    train_and_evaluate(three, run_dir)
+    assert "skipping" in caplog.text and "epoch-0002.pt" in caplog.text
+    assert_identical(checkpoint_weights(tmp_path / "straight", 3), checkpoint_weights(run_dir, 3))
+
+
+def test_a_full_disk_at_the_second_checkpoint_is_one_line_and_keeps_the_first(tmp_path, monkeypatch):
+    saves = []
+    real_save = torch.save
+
+    def fills_the_disk(obj, file):
+        saves.append(1)
+        if len(saves) == 2:
+            file.write(b"the start of a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, file)
+
+    monkeypatch.setattr(checkpoint_files.torch, "save", fills_the_disk)
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError, match=r"no space left on the device .* epoch-0002.pt .* epoch-0001.pt is intact"):
+        train_and_evaluate(compose_config([*TINY, "trainer.epochs=3"]), run_dir)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch-0001.pt"]
+    assert checkpoint_files.load(run_dir / "checkpoints" / "epoch-0001.pt")["epoch"] == 1
+    assert '"status": "failed: UserError' in (run_dir / "run.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    train_and_evaluate(compose_config([*TINY, "model=linear", "trainer.epochs=1"]), run_dir)
+    return run_dir
+
+
+def malicious_runs(finished_run: Path, tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    """(run folder, marker the payload would create) for a pickle payload and each crafted config."""
+    runs = {}
+    pickled_marker = tmp_path / "pickle" / "PWNED"
+    pickled_marker.parent.mkdir()
+    pickled = payload(pickled_marker)["f"]  # a pickle whose unpickling creates the marker
+    runs["a pickle payload"] = (copy_with_checkpoint(finished_run, tmp_path / "pickle" / "run", Path(pickled)),
+                                pickled_marker)
+    for index, name in enumerate(crafted_models(tmp_path)):
+        folder = tmp_path / f"config-{index}"
+        folder.mkdir()
+        marker = folder / "PWNED"
+        model = crafted_models(marker)[name]
+        state = checkpoint_files.load(finished_run / "checkpoints" / "epoch-0001.pt")
+        state["config"]["model"] = model
+        path = folder / "crafted.pt"
+        checkpoint_files.save_atomic(state, path)
+        runs[name] = (copy_with_checkpoint(finished_run, folder / "run", path), marker)
+    return runs
+
+
+def copy_with_checkpoint(run: Path, copy: Path, checkpoint: Path) -> Path:
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval"))
+    shutil.copy(checkpoint, copy / "checkpoints" / "epoch-0001.pt")
+    return copy
+
+
+@pytest.mark.parametrize("entry", ["resume=", "checkpoint=", "run_dir=", "watch=true"])
+def test_malicious_checkpoints_never_run_their_payload(entry, finished_run, tmp_path):
+    for case, (run_dir, marker) in malicious_runs(finished_run, tmp_path).items():
+        path = run_dir / "checkpoints" / "epoch-0001.pt"
+        # a file that does not load is refused when named, and skipped with a warning in a run folder
+        skipped = case == "a pickle payload" and entry in ("run_dir=", "watch=true")
+        with contextlib.nullcontext() if skipped else pytest.raises(UserError):
+            if entry == "resume=":
+                train_and_evaluate(compose_config([*TINY, "model=linear", f"resume={path}"]), tmp_path / "resumed")
+            else:
+                setting = {"checkpoint=": [f"checkpoint={path}"], "run_dir=": [f"run_dir={run_dir}"],
+                           "watch=true": [f"run_dir={run_dir}", "watch=true", "poll_seconds=0.1"]}[entry]
+                evaluate(compose_config(setting, config_name="evaluate"))
+        assert not marker.exists(), f"{case} through {entry}: the payload ran"
+
+
+def bad_values(schema) -> list[tuple[str, str]]:
+    """(field, a bad value) for every field of a settings schema, by its type."""
+    choices = {"precision", "device", "split", "metric", "direction", "tta", "method"}
+    cases = []
+    for field in dataclasses.fields(schema):
+        kind = typing.get_args(field.type)[0] if typing.get_origin(field.type) is typing.Union else field.type
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind) if isinstance(kind, str) else kind
+        if kind is bool:
+            cases.append((field.name, "maybe"))
+        elif kind in (int, float):
+            cases += [(field.name, "-1"), (field.name, "abc")]
+        elif field.name in choices:
+            cases.append((field.name, "nosuch"))
+    return cases
+
+
+MALFORMED = [
+    *[(f"trainer.{k}", v) for k, v in bad_values(TrainerSettings)],
+    *[(f"checkpoint.{k}", v) for k, v in bad_values(CheckpointSettings)],
+    *[(f"loss.{k}", v) for k, v in bad_values(LossSettings)],
+    *[(f"evaluate.{k}", v) for k, v in bad_values(TrainingEvaluation) if k != "after_training"],
+    *[(f"checks.{k}", v) for k, v in bad_values(ChecksSettings)],
+    *[(f"lr_find.{k}", v) for k, v in bad_values(LrFindSettings)],
+]
+
+
+def test_the_table_of_malformed_settings_is_long_enough():
+    assert len(MALFORMED) >= 30
+
+
+@pytest.mark.parametrize(("key", "value"), MALFORMED, ids=[f"{k}={v}" for k, v in MALFORMED])
+def test_every_malformed_setting_is_one_line_naming_key_value_and_fix(key, value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        refuse_bad_command_line("train", validate, [f"{key}={value}"])
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and key in lines[0] and value in lines[0] and "Fix:" in lines[0], lines
+
+
+@pytest.mark.parametrize(("key", "value"), bad_values(EvaluateCommand))
+def test_every_malformed_evaluator_setting_is_one_line(key, value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        refuse_bad_command_line("evaluate", validate_evaluate_command, ["run_dir=x", f"{key}={value}"])
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and key in lines[0] and "Fix:" in lines[0], lines
