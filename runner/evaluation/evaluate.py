@@ -9,7 +9,6 @@ TensorBoard logs under eval/ at each checkpoint's global step.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -258,44 +257,3 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
 
 # ---------------------------------------------------------------------------------------------
 # following a run while it trains
-
-
-def run_finished(run_dir: Path) -> bool:
-    """True once the training run has ended (finished or failed), by its run.json."""
-    try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status", "")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return status != "running"
-
-
-def wait_for_run(settings: DictConfig) -> Path:
-    """watch=true may start before the training run has made its directory: wait for it."""
-    deadline = time.monotonic() + 60 * settings.idle_minutes
-    while True:
-        try:
-            return run_directory(settings)
-        except UserError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(settings.poll_seconds)
-
-
-def watch(run_dir: Path, settings: DictConfig) -> dict | None:
-    """Evaluate each checkpoint as soon as it is complete; stop after the run has finished."""
-    idle_since = time.monotonic()
-    log.info("watching %s (every %.1f s)", run_dir, settings.poll_seconds)
-    while True:
-        finished = run_finished(run_dir)  # read before listing: no checkpoint can appear after it
-        eval_dir = results.eval_dir_of(run_dir)
-        with results.log_file(eval_dir), results.locked(eval_dir):
-            new = evaluate_pending(run_dir, settings, run_checkpoints(run_dir))
-        if new:
-            idle_since = time.monotonic()
-        if finished:
-            log.info("the run has finished")
-            return evaluate_run(run_dir, settings)
-        if time.monotonic() - idle_since > 60 * settings.idle_minutes:
-            log.warning("no new checkpoint for %s minutes and the run has not finished: stopping", settings.idle_minutes)
-            return evaluate_run(run_dir, settings)
-        time.sleep(settings.poll_seconds)

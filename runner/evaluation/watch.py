@@ -1,0 +1,66 @@
+"""python -m runner.evaluate run_dir=RUN watch=true: evaluate each checkpoint as soon as it is complete.
+
+The watcher may run in another process or on another machine than the training run; it starts
+before the run has made its folder, and stops once the run's run.json says it has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from runner.errors import UserError
+from runner.evaluation import results
+from runner.evaluation.evaluate import (
+    evaluate_pending,
+    evaluate_run,
+    run_checkpoints,
+    run_directory,
+)
+
+log = logging.getLogger("runner.evaluate")
+
+
+def run_finished(run_dir: Path) -> bool:
+    """True once the training run has ended (finished or failed), by its run.json."""
+    try:
+        status = json.loads((run_dir / "run.json").read_text()).get("status", "")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return status != "running"
+
+
+def wait_for_run(settings: DictConfig) -> Path:
+    """watch=true may start before the training run has made its directory: wait for it."""
+    deadline = time.monotonic() + 60 * settings.idle_minutes
+    while True:
+        try:
+            return run_directory(settings)
+        except UserError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(settings.poll_seconds)
+
+
+def watch(run_dir: Path, settings: DictConfig) -> dict | None:
+    """Evaluate each checkpoint as soon as it is complete; stop after the run has finished."""
+    idle_since = time.monotonic()
+    log.info("watching %s (every %.1f s)", run_dir, settings.poll_seconds)
+    while True:
+        finished = run_finished(run_dir)  # read before listing: no checkpoint can appear after it
+        eval_dir = results.eval_dir_of(run_dir)
+        with results.log_file(eval_dir), results.locked(eval_dir):
+            new = evaluate_pending(run_dir, settings, run_checkpoints(run_dir))
+        if new:
+            idle_since = time.monotonic()
+        if finished:
+            log.info("the run has finished")
+            return evaluate_run(run_dir, settings)
+        if time.monotonic() - idle_since > 60 * settings.idle_minutes:
+            log.warning("no new checkpoint for %s minutes and the run has not finished: stopping", settings.idle_minutes)
+            return evaluate_run(run_dir, settings)
+        time.sleep(settings.poll_seconds)
