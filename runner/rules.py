@@ -28,6 +28,12 @@ def positive_number(key: str, value, fix: str, allow_zero: bool = False) -> None
         fail(key, value, "must be a number " + (">= 0" if allow_zero else "> 0"), fix)
 
 
+def device_name(key: str, value) -> None:
+    device = str(value)
+    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+        fail(key, device, "is not a device", f"{key}=auto, cpu, cuda, cuda:N or mps")
+
+
 def one_of(key: str, value, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:

@@ -10,7 +10,7 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 from omegaconf import DictConfig
 
 from runner.evaluation.metrics import METRICS
-from runner.rules import fail, int_at_least, one_of, positive_number
+from runner.rules import device_name, fail, int_at_least, one_of, positive_number
 
 
 @dataclass
@@ -80,9 +80,7 @@ def validate(settings: DictConfig, prefix: str = "") -> None:
         if not all(part.isidentifier() for part in str(module).split(".")):
             fail(f"{prefix}trust", list(settings.trust), f"holds {module!r}, which is not a module name",
                  f"{prefix}trust=[my_project.models]")
-    device = str(settings.device)
-    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
-        fail(f"{prefix}device", device, "is not a device", f"{prefix}device=auto, cpu, cuda, cuda:N or mps")
+    device_name(f"{prefix}device", settings.device)
     if "poll_seconds" in settings:
         positive_number("poll_seconds", settings.poll_seconds, "poll_seconds=2")
         positive_number("idle_minutes", settings.idle_minutes, "idle_minutes=60")

@@ -96,9 +96,10 @@ def start(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device,
 
 def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
     trainer, world = run.cfg.trainer, run.processes.world_size
-    if has_batch_norm(run.model):
+    batch_norm = has_batch_norm(run.model)
+    if batch_norm:
         refuse_single_sample_micro_batches(run)
-    if has_batch_norm(run.model) and trainer.micro_batch_size * world < trainer.batch_size:
+    if batch_norm and trainer.micro_batch_size * world < trainer.batch_size:
         log.warning(
             "the model has BatchNorm and trainer.micro_batch_size=%d < trainer.batch_size=%d: "
             "normalization statistics see only the micro-batch", trainer.micro_batch_size, trainer.batch_size,
@@ -260,7 +261,9 @@ def write_checkpoint(run: Training, epochs_done: int, on_checkpoint: OnCheckpoin
     save_atomic(run.state(epochs_done), path)
     log.info("checkpoint %s", path.relative_to(run.run_dir))
     checkpoint.remove_preempted(folder)
-    best = run.best_checkpoint() if run.best_checkpoint is not None else None
-    checkpoint.prune(folder, run.cfg.checkpoint.keep_last, protect={path, best} - {None})
+    keep_last = run.cfg.checkpoint.keep_last
+    if keep_last is not None:  # only then read which checkpoint the evaluator ranks best
+        best = run.best_checkpoint() if run.best_checkpoint is not None else None
+        checkpoint.prune(folder, keep_last, protect={path, best} - {None})
     if on_checkpoint is not None:
         on_checkpoint(path, epochs_done)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 from runner.errors import UserError
-from runner.rules import fail, int_at_least, one_of, positive_number
+from runner.rules import device_name, fail, int_at_least, one_of, positive_number
 from runner.training import distributed
 
 PRECISIONS = ("auto", "32", "bf16", "16")
@@ -96,9 +96,7 @@ def validate(cfg: DictConfig) -> None:
                  "trainer.num_workers=0 (load in the main process) or more")
     int_at_least("trainer.seed", trainer.seed, 0, "trainer.seed=0")
     int_at_least("trainer.log_every_steps", trainer.log_every_steps, 1, "trainer.log_every_steps=10")
-    device = str(trainer.device)
-    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
-        fail("trainer.device", device, "is not a device", "trainer.device=auto, cpu, cuda, cuda:N or mps")
+    device_name("trainer.device", trainer.device)
     unknown = [name for name in trainer.stop_signals if name not in signal.Signals.__members__]
     if unknown:
         fail("trainer.stop_signals", list(trainer.stop_signals), f"names unknown signals {unknown}",
