@@ -157,3 +157,38 @@ def make_imagefolder(root: Path, classes: int = 3, per_class: int = 4, size: tup
             pixels = np.clip(palette[label] + rng.normal(0, 20, size=(*size, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / f"class_{label}" / f"image_{n}.png")
     return root
+
+
+BAD_IMAGES = ("truncated", "empty", "random bytes", "bomb")  # files that do not decode, each its own way
+ODD_IMAGES = ("grayscale", "cmyk", "tiny")  # files that decode but are converted on the way
+
+
+def make_bad_image(path: Path, kind: str) -> Path:
+    """One image file of `kind` (BAD_IMAGES or ODD_IMAGES) at path; returns the path."""
+    import struct
+    import zlib
+
+    rng = np.random.default_rng(len(kind))
+    colour = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    if kind == "truncated":  # the header reads, the pixels stop half way: found only by decoding
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(path, format="JPEG")
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random bytes":
+        path.write_bytes(rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    elif kind == "bomb":  # a 14000x14000 PNG of 30 kB: more than twice PIL's pixel limit
+        def chunk(tag: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+        header = struct.pack(">IIBBBBB", 14000, 14000, 1, 0, 0, 0, 0)
+        rows = zlib.compress(bytes(14000 * (1 + 14000 // 8)), 9)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    elif kind == "grayscale":
+        Image.fromarray(colour[..., 0]).save(path, format="JPEG")
+    elif kind == "cmyk":
+        Image.fromarray(colour).convert("CMYK").save(path, format="JPEG")
+    elif kind == "tiny":
+        Image.fromarray(colour[:3, :3]).save(path, format="PNG")
+    else:
+        raise ValueError(kind)
+    return path

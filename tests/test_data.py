@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from runner.data import datasets, loaders
+from runner.data import datasets, introspect, loaders
+from runner.data.settings import validate as validate_dataset
 from runner.errors import UserError
-from tests.conftest import compose_config
+from tests.conftest import BAD_IMAGES, ODD_IMAGES, compose_config, make_bad_image
 
 
 def dataset_cfg(*overrides):
@@ -148,3 +149,60 @@ def test_a_decompression_bomb_is_named_like_any_bad_image(tmp_path, monkeypatch)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64x64 is then more than twice the limit: a "bomb"
     with pytest.raises(UserError, match=r"huge.png cannot be decoded as an image .*pixels.* Fix: replace or remove it"):
         load_image(path)
+
+
+def folder_with(tmp_path, kinds) -> tuple[object, dict]:
+    """make_image_folder plus one file of each kind in class_1 (bad_images=raise unless overridden)."""
+    make_image_folder(tmp_path)
+    files = {kind: make_bad_image(tmp_path / "class_1" / f"odd_{kind.replace(' ', '_')}.jpg", kind) for kind in kinds}
+    return dataset_cfg("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=3",
+                       "dataset.image_size=[8,8]"), files
+
+
+@pytest.mark.parametrize("kind", [k for k in BAD_IMAGES if k != "truncated"])
+def test_a_file_that_is_no_image_stops_the_run_before_training_naming_it(kind, tmp_path):
+    cfg, files = folder_with(tmp_path, [kind])
+    with pytest.raises(UserError, match=rf"{files[kind].name} cannot be decoded as an image .* "
+                                        r"Fix: replace or remove it, or set dataset.bad_images=skip"):
+        datasets.build_splits(cfg)
+
+
+def test_a_truncated_file_is_named_when_it_is_read_with_the_skip_setting_as_fix(tmp_path):
+    cfg, files = folder_with(tmp_path, ["truncated"])
+    splits = datasets.build_splits(cfg)  # its header reads: found only by decoding, which raise does not do up front
+    with pytest.raises(UserError, match=r"odd_truncated.jpg cannot be decoded .*dataset.bad_images=skip"):
+        for dataset in splits.values():
+            for i in range(len(dataset)):
+                dataset[i]
+
+
+def test_skip_leaves_out_exactly_the_files_that_do_not_decode_the_same_way_every_time(tmp_path):
+    cfg, files = folder_with(tmp_path, [*BAD_IMAGES, *ODD_IMAGES])
+    cfg.bad_images, cfg.image_size = "skip", [6, 6]
+    splits, screening = datasets.build_screened_splits(cfg)
+    assert sorted(path for path, _ in screening.skipped) == sorted(files[k] for k in BAD_IMAGES)
+    used = [f for ds in splits.values() for f in introspect.image_files(ds)]
+    assert len(used) == 30 + len(ODD_IMAGES) and not set(used) & {files[k] for k in BAD_IMAGES}
+    assert [introspect.image_files(ds) for ds in datasets.build_splits(cfg).values()] == \
+        [introspect.image_files(ds) for ds in splits.values()]
+    for dataset in splits.values():  # every sample left in decodes
+        for i in range(len(dataset)):
+            dataset[i]
+    assert screening.summary() == {"skipped": 4, "converted": {"CMYK": 1, "L": 1}, "upscaled": 1}
+
+
+def test_converted_images_are_counted_and_reported_once(tmp_path, caplog):
+    cfg, _ = folder_with(tmp_path, ODD_IMAGES)
+    cfg.image_size = [16, 16]
+    with caplog.at_level("INFO"):
+        _, screening = datasets.build_screened_splits(cfg)
+    assert screening.summary() == {"skipped": 0, "converted": {"CMYK": 1, "L": 1}, "upscaled": 31}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("images:")]
+    assert lines == ["images: converted 1 CMYK (CMYK), 1 grayscale (L); 31 smaller than the image size (enlarged)"]
+
+
+def test_bad_images_is_a_setting_of_file_datasets_only():
+    with pytest.raises(Exception, match="bad_images"):
+        dataset_cfg("dataset.bad_images=skip")  # digits: no files
+    with pytest.raises(UserError, match=r"dataset.bad_images='drop' is not known. Fix: dataset.bad_images=raise\|skip"):
+        validate_dataset(dataset_cfg("dataset=flowers102", "dataset.bad_images=drop"))

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from runner import checkpoint_files
 from runner.data.loaders import EpochSampler
-from tests.conftest import STOPPABLE, TINY, assert_identical, cli_env, compose_config, run_cli
+from tests.conftest import TINY, cli_env, compose_config, run_cli
 from tests.conftest import checkpoint_weights as weights
 
 
@@ -55,34 +52,6 @@ def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(UserError, match=r"not a multiple of trainer.micro_batch_size=4 x 2 processes"):
         train_job(compose_config(TINY), workdir / "run")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("signal_name", ["SIGUSR1", "SIGTERM"])
-def test_a_stop_signal_mid_epoch_checkpoints_and_the_rerun_ends_identical(workdir, signal_name):
-    straight = run_cli([*STOPPABLE, f"hydra.run.dir={workdir / 'straight'}"], cwd=workdir)
-    assert straight.returncode == 0, straight.stderr
-    stopped_dir = workdir / "stopped"
-    process = subprocess.Popen([sys.executable, "-m", "runner", *STOPPABLE, f"hydra.run.dir={stopped_dir}"],
-                               cwd=workdir, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first = stopped_dir / "checkpoints" / checkpoint_files.checkpoint_name(1)
-    deadline = time.monotonic() + 120
-    while not first.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)  # into epoch 2
-    process.send_signal(getattr(signal, signal_name))
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 75, output[-2000:]
-    assert f"stopped by {signal_name} at step" in output and "Resume with the same command" in output
-    mid_epoch = checkpoint_files.list_preempted(stopped_dir / "checkpoints")
-    assert len(mid_epoch) == 1 and not (stopped_dir / "checkpoints" / checkpoint_files.checkpoint_name(2)).exists()
-
-    rerun = run_cli([*STOPPABLE, f"hydra.run.dir={stopped_dir}"], cwd=workdir)
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"resuming from {mid_epoch[0]}" in rerun.stdout and "(resumed after" in rerun.stdout
-    a, b = weights(workdir / "straight", 3), weights(stopped_dir, 3)
-    assert_identical(a, b)  # bit-identical
-    assert checkpoint_files.list_preempted(stopped_dir / "checkpoints") == []  # superseded by epoch checkpoints
 
 
 def test_run_folders_are_named_after_the_slurm_job(monkeypatch):

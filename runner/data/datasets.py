@@ -17,6 +17,7 @@ from urllib.error import URLError
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from runner.data.image_files import Screening, screen
 from runner.data.transforms import (
     channel_stats,
     image_hw,
@@ -215,14 +216,22 @@ DATASETS: dict[str, Callable[..., dict[str, Dataset]]] = {
 
 
 def build_splits(cfg) -> dict[str, Dataset]:
-    """The dataset's train/val/test splits, cut to a seeded miniature when `subset` is set."""
+    """The dataset's train/val/test splits: a seeded miniature with `subset`, bad images screened."""
+    return build_screened_splits(cfg)[0]
+
+
+def build_screened_splits(cfg) -> tuple[dict[str, Dataset], Screening]:
+    """build_splits, and what screening the image files found (for the run's log and run.json)."""
     splits = DATASETS[cfg.name](cfg)
     if cfg.subset is not None:
         splits = {split: subset(ds, cfg.subset, cfg.split_seed, split) for split, ds in splits.items()}
+    splits, screening = screen(cfg, splits)
+    if screening.describe():
+        log.info("%s", screening.describe())
     for split, ds in splits.items():
         if split != "test" and len(ds) == 0:
             raise UserError(f"the {split} split of dataset {cfg.name} is empty. Fix: check dataset.root and the split settings")
-    return splits
+    return splits, screening
 
 
 def subset(dataset: Dataset, size: int, seed: int, split: str) -> Dataset:

@@ -6,12 +6,11 @@ the evaluator's figures and `model.init_output_bias=prior`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from runner.data.datasets import TransformedTensors
+from runner.data.image_files import image_files  # noqa: F401 (the checks and reports ask here)
 
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
@@ -26,18 +25,6 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
         if hasattr(dataset, attribute):
             return torch.as_tensor(getattr(dataset, attribute), dtype=torch.long)
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
-
-
-def image_files(dataset: Dataset) -> list[Path] | None:
-    """The image file of each sample for datasets read from files (Flowers102, ImageFolder), else None."""
-    if isinstance(dataset, Subset):
-        files = image_files(dataset.dataset)
-        return None if files is None else [files[i] for i in dataset.indices]
-    if hasattr(dataset, "_image_files"):
-        return [Path(f) for f in dataset._image_files]
-    if hasattr(dataset, "samples"):
-        return [Path(path) for path, _ in dataset.samples]
-    return None
 
 
 def class_names(dataset: Dataset, num_classes: int) -> list[str]:

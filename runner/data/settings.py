@@ -13,7 +13,7 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 
 from omegaconf import MISSING, DictConfig
 
-from runner.rules import fail, int_at_least
+from runner.rules import fail, int_at_least, one_of
 
 
 @dataclass
@@ -69,14 +69,21 @@ class Cifar10Settings(DatasetSettings):
 
 
 @dataclass
-class ImageFolderSettings(DatasetSettings):
+class ImageFileSettings(DatasetSettings):
+    bad_images: str = "raise"
+    """raise: a file that is not an image stops the run at start, named | skip: files that do not
+    decode are left out of their split (listed in the run's skipped_images.txt)."""
+
+
+@dataclass
+class ImageFolderSettings(ImageFileSettings):
     val_fraction: float = 0.2
     """Without root/train and root/val: share of the images for validation."""
     test_fraction: float = 0.0
     """Without root/train and root/val: share of the images for testing."""
 
 
-SCHEMAS = {"digits": DigitsSettings, "synthetic": SyntheticSettings, "flowers102": DatasetSettings,
+SCHEMAS = {"digits": DigitsSettings, "synthetic": SyntheticSettings, "flowers102": ImageFileSettings,
            "cifar10": Cifar10Settings, "imagefolder": ImageFolderSettings}
 
 
@@ -102,6 +109,8 @@ def validate(dataset: DictConfig) -> None:
         fail("dataset.subset", dataset.subset, "must be a positive integer", "dataset.subset=64, or null for all")
     if dataset.augment not in ("none", "basic"):
         fail("dataset.augment", dataset.augment, "is not known", "dataset.augment=none or dataset.augment=basic")
+    if "bad_images" in dataset:
+        one_of("dataset.bad_images", dataset.bad_images, ("raise", "skip"))
     if dataset.name == "imagefolder" and not Path(dataset.root).is_dir():
         fail("dataset.root", dataset.root, "is not a folder",
              "dataset.root=/path/to/images (class subfolders, or train/ and val/ with class subfolders)")

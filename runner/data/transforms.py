@@ -43,7 +43,8 @@ def load_image(path) -> Image.Image:
             return image.convert("RGB")
     except (OSError, Image.DecompressionBombError) as error:  # a bomb: too many pixels to decode safely
         raise UserError(f"{path} cannot be decoded as an image ({error}). Fix: replace or remove it "
-                        "(python -m runner.check checks=[outliers] lists every such file)") from None
+                        "(python -m runner.check checks=[outliers] lists every such file), "
+                        "or set dataset.bad_images=skip to leave such files out") from None
 
 
 def pil_transforms(cfg, train: bool) -> Callable:

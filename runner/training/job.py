@@ -1,7 +1,8 @@
 """One training job, as `python -m runner ...` runs it: record, build, resume, fit, report.
 
 The run directory (Hydra's output dir) receives `.hydra/`, `train.log`, `run.json`, `eval/`,
-`git.diff` (when the tree is dirty), `checkpoints/` and `tb/`.
+`git.diff` (when the tree is dirty), `checkpoints/`, `tb/` and, with dataset.bad_images=skip,
+`skipped_images.txt`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import models, provenance
 from runner.data import datasets, introspect
-from runner.io import remove_stale_temporaries
+from runner.data.image_files import Screening
+from runner.io import remove_stale_temporaries, write_text_atomic
 from runner.runtime import pick_device, seed_everything
 from runner.training import distributed
 from runner.training.checkpoint import find_resume_state
@@ -50,14 +52,16 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
         log_what_runs(cfg, run_dir)
         git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if processes.is_main else None
         device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))
-        splits = datasets.build_splits(cfg.dataset)
+        splits, screening = datasets.build_screened_splits(cfg.dataset)
         log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+        if processes.is_main:
+            write_skipped_images(run_dir, screening)
         if preflight is not None and processes.is_main:
             preflight(splits, device)
         seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
         model = build_model(cfg, splits["train"])
         resume_state, resumed_from = find_resume_state(cfg, run_dir)
-        record = run_record(cfg, git, device, resumed_from)
+        record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary()}
         figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
                                    validation_metric, best_checkpoint, processes)
         best = evaluate() if evaluate is not None and processes.is_main else None
@@ -73,6 +77,14 @@ def log_what_runs(cfg: DictConfig, run_dir: Path) -> None:
     log.info("run directory %s", run_dir)
     log.info("command-line overrides: %s", " ".join(hydra_overrides()) or "(none)")
     log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+
+
+def write_skipped_images(run_dir: Path, screening: Screening) -> None:
+    """skipped_images.txt: each file left out (bad_images=skip) and why, one per line."""
+    if screening.skipped:
+        log.warning("%d image files do not decode and are left out: listed in %s", len(screening.skipped),
+                    run_dir / "skipped_images.txt")
+        write_text_atomic(run_dir / "skipped_images.txt", "".join(f"{path}\t{why}\n" for path, why in screening.skipped))
 
 
 def hydra_overrides() -> list[str]:

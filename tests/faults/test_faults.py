@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import random
 import shutil
@@ -32,12 +33,18 @@ from runner.precheck import refuse_bad_command_line
 from runner.run import train_and_evaluate
 from runner.training.settings import CheckpointSettings, LossSettings, TrainerSettings
 from tests.conftest import (
+    BAD_IMAGES,
     INTERRUPTIBLE,
+    ODD_IMAGES,
+    STOPPABLE,
     TINY,
     assert_identical,
     checkpoint_weights,
     cli_env,
     compose_config,
+    make_bad_image,
+    make_imagefolder,
+    run_cli,
 )
 from tests.test_trust import crafted_models, payload
 
@@ -88,6 +95,77 @@ def test_kill_9_at_random_moments_then_rerun_ends_bit_identical_with_no_temporar
         assert temporaries(run_dir) == [], f"a kill at {anchor} + {moment:.1f} s left {temporaries(run_dir)}"
     # at least three stages: before a checkpoint, between checkpoints, after the last one (in the evaluation)
     assert len(stages - {"finished"}) >= 3, f"the kills came at too few stages (checkpoints written then: {stages})"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGUSR1", "SIGTERM"])
+def test_a_stop_signal_mid_epoch_checkpoints_and_the_rerun_ends_identical(tmp_path, signal_name):
+    straight = run_cli([*STOPPABLE, f"hydra.run.dir={tmp_path / 'straight'}"], cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    stopped_dir = tmp_path / "stopped"
+    process = subprocess.Popen([sys.executable, "-m", "runner", *STOPPABLE, f"hydra.run.dir={stopped_dir}"],
+                               cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = stopped_dir / "checkpoints" / checkpoint_files.checkpoint_name(1)
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # into epoch 2
+    process.send_signal(getattr(signal, signal_name))
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 75, output[-2000:]
+    assert f"stopped by {signal_name} at step" in output and "Resume with the same command" in output
+    mid_epoch = checkpoint_files.list_preempted(stopped_dir / "checkpoints")
+    assert len(mid_epoch) == 1 and not (stopped_dir / "checkpoints" / checkpoint_files.checkpoint_name(2)).exists()
+
+    rerun = run_cli([*STOPPABLE, f"hydra.run.dir={stopped_dir}"], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from {mid_epoch[0]}" in rerun.stdout and "(resumed after" in rerun.stdout
+    a, b = checkpoint_weights(tmp_path / "straight", 3), checkpoint_weights(stopped_dir, 3)
+    assert_identical(a, b)  # bit-identical
+    assert checkpoint_files.list_preempted(stopped_dir / "checkpoints") == []  # superseded by epoch checkpoints
+
+
+@pytest.fixture(scope="module")
+def every_bad_image(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """Two classes of six good PNGs, plus one file of each bad and odd kind in class_1."""
+    root = make_imagefolder(tmp_path_factory.mktemp("images"), classes=2, per_class=6)
+    files = {kind: make_bad_image(root / "class_1" / f"{kind.replace(' ', '_')}.jpg", kind)
+             for kind in (*BAD_IMAGES, *ODD_IMAGES)}
+    return root, files
+
+
+def imagefolder_run(root: Path, *settings: str) -> list[str]:
+    return ["dataset=imagefolder", f"dataset.root={root}", "dataset.num_classes=2", "dataset.image_size=[8,8]",
+            "trainer.epochs=2", "trainer.batch_size=4", "trainer.micro_batch_size=4", "trainer.num_workers=2", "evaluate.after_training=false",
+            "checkpoint.every_epochs=1", *settings]
+
+
+@pytest.mark.parametrize("kind", BAD_IMAGES)
+def test_each_bad_image_stops_a_raise_run_with_one_line_naming_it(kind, every_bad_image, tmp_path):
+    root, files = every_bad_image
+    folder = tmp_path / "images"
+    make_imagefolder(folder, classes=2, per_class=6)
+    shutil.copy(files[kind], folder / "class_1" / files[kind].name)
+    result = run_cli(imagefolder_run(folder, f"hydra.run.dir={tmp_path / 'run'}"), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:]
+    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"{files[kind].name} cannot be decoded as an image" in errors[0]
+    assert "dataset.bad_images=skip" in errors[0] and "Traceback" not in result.stdout + result.stderr
+
+
+def test_skip_trains_without_the_bad_images_lists_them_and_counts_the_conversions(every_bad_image, tmp_path):
+    root, files = every_bad_image
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for run_dir in runs:
+        result = run_cli(imagefolder_run(root, "dataset.bad_images=skip", f"hydra.run.dir={run_dir}"), cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:]
+    listed = (runs[0] / "skipped_images.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == sorted(str(files[k]) for k in BAD_IMAGES)
+    record = json.loads((runs[0] / "run.json").read_text())
+    assert record["images"] == {"skipped": 4, "converted": {"CMYK": 1, "L": 1}, "upscaled": 1}
+    log = (runs[0] / "train.log").read_text()
+    assert "4 image files do not decode and are left out" in log
+    assert log.count("images: converted 1 CMYK (CMYK), 1 grayscale (L)") == 1
+    assert_identical(checkpoint_weights(runs[0], 2), checkpoint_weights(runs[1], 2))  # the same files, every run
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random bytes"])

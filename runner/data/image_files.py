@@ -1,0 +1,118 @@
+"""The image files a run reads, screened before the first step: `python -m runner dataset.bad_images=skip`.
+
+`screen(cfg, splits)` opens every file of the file-backed splits (Flowers-102, ImageFolder) once,
+before training. With `bad_images=raise` (the default) a file that is not an image stops the
+run there, naming the file, instead of an hour in. With `bad_images=skip` every file is also
+decoded (at reduced scale, which still reads the whole compressed stream, so a truncated JPEG
+is found) and the files that fail are left out of their split: the same files in every run,
+process and resume, because the choice depends on the files alone. Images converted on the
+way (grayscale or CMYK to RGB, too small for the image size) are counted, so the run can
+report them once instead of converting them silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from runner.data.transforms import image_hw
+from runner.errors import UserError
+
+MODE_NAMES = {"L": "grayscale", "LA": "grayscale with alpha", "1": "black-and-white", "P": "palette",
+              "CMYK": "CMYK", "RGBA": "RGBA", "I": "32-bit integer", "I;16": "16-bit", "F": "float"}
+
+
+@dataclass
+class Screening:
+    """What screening found in a run's image files."""
+
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    """(file, why it does not decode), with bad_images=skip."""
+    converted: Counter = field(default_factory=Counter)
+    """PIL mode -> how many images were converted from it to the dataset's channels."""
+    upscaled: int = 0
+    """Images smaller than dataset.image_size in a side (resizing enlarges them)."""
+
+    def summary(self) -> dict:
+        """For run.json."""
+        return {"skipped": len(self.skipped), "converted": dict(sorted(self.converted.items())),
+                "upscaled": self.upscaled}
+
+    def describe(self) -> str | None:
+        """One line for the log, or None when nothing was converted or skipped."""
+        parts = [f"{n} {MODE_NAMES.get(mode, mode)} ({mode})" for mode, n in sorted(self.converted.items())]
+        words = [f"converted {', '.join(parts)}"] if parts else []
+        if self.upscaled:
+            words.append(f"{self.upscaled} smaller than the image size (enlarged)")
+        if self.skipped:
+            words.append(f"{len(self.skipped)} left out because they do not decode (dataset.bad_images=skip)")
+        return "images: " + "; ".join(words) if words else None
+
+
+def image_files(dataset: Dataset) -> list[Path] | None:
+    """The image file of each sample for datasets read from files (Flowers102, ImageFolder), else None."""
+    if isinstance(dataset, Subset):
+        files = image_files(dataset.dataset)
+        return None if files is None else [files[i] for i in dataset.indices]
+    if hasattr(dataset, "_image_files"):
+        return [Path(f) for f in dataset._image_files]
+    if hasattr(dataset, "samples"):
+        return [Path(path) for path, _ in dataset.samples]
+    return None
+
+
+def read_file(path: Path, decode: bool) -> tuple[str | None, str, tuple[int, int]]:
+    """(why the file is unusable or None, its mode, its (width, height))."""
+    try:
+        with Image.open(path) as image:
+            mode, size = image.mode, image.size
+            if decode:
+                image.draft("RGB", (1, 1))  # JPEG: decode at 1/8 scale, still reading every byte
+                image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return f"{type(error).__name__}: {error}", "", (0, 0)
+    return None, mode, size
+
+
+def screen(cfg, splits: dict[str, Dataset]) -> tuple[dict[str, Dataset], Screening]:
+    """The splits without the files that cannot be used (skip), or an error naming the first (raise)."""
+    skip = cfg.get("bad_images", "raise") == "skip"
+    files = {split: image_files(dataset) for split, dataset in splits.items()}
+    unique = list(dict.fromkeys(f for split_files in files.values() if split_files for f in split_files))
+    if not unique:
+        return splits, Screening()
+    with ThreadPoolExecutor() as pool:  # PIL decodes outside the GIL
+        facts = dict(zip(unique, pool.map(lambda path: read_file(path, decode=skip), unique), strict=True))
+    screening = count_conversions(cfg, facts)
+    bad = {path: problem for path, (problem, _, _) in facts.items() if problem is not None}
+    if bad and not skip:
+        path, problem = next(iter(bad.items()))
+        raise UserError(f"{path} cannot be decoded as an image ({problem}); {len(bad)} such file(s) in the dataset. "
+                        "Fix: replace or remove it, or set dataset.bad_images=skip to leave such files out")
+    screening.skipped = sorted(bad.items())
+    kept = {}
+    for split, dataset in splits.items():
+        split_files = files[split]
+        if split_files is None or not any(f in bad for f in split_files):
+            kept[split] = dataset
+        else:
+            kept[split] = Subset(dataset, [i for i, f in enumerate(split_files) if f not in bad])
+    return kept, screening
+
+
+def count_conversions(cfg, facts: dict) -> Screening:
+    """How many usable images change mode or get enlarged on their way to the model."""
+    expected = {"RGB"} if cfg.channels == 3 else {"L", "RGB"}  # color to gray is what channels=1 asks for
+    height, width = image_hw(cfg.image_size)
+    screening = Screening()
+    for problem, mode, (w, h) in facts.values():
+        if problem is None:
+            screening.converted[mode] += mode not in expected
+            screening.upscaled += w < width or h < height
+    screening.converted = +screening.converted  # drop the zero counts
+    return screening
