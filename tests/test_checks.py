@@ -225,7 +225,8 @@ def test_outliers_corrupted_jpeg_and_grayscale(tmp_path, broken, gray, expected,
     make_color_folder(tmp_path, broken, gray)
     cfg = compose_config(["dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.num_classes=2",
                           "dataset.image_size=[8,8]"])
-    result = verdict(Setup(cfg, datasets.build_splits(cfg.dataset), lambda **_: None), "outliers")
+    splits, _ = datasets.build_screened_splits(cfg.dataset, refuse_bad=False)  # as setup_for builds them
+    result = verdict(Setup(cfg, splits, lambda **_: None), "outliers")
     assert result.verdict == expected, result.figure
     if named:
         assert named in result.fix

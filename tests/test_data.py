@@ -40,6 +40,17 @@ def test_subset_is_fixed_and_identical_across_builds():
         assert torch.equal(as_tensor(first[split])[0], as_tensor(second[split])[0])
 
 
+def test_a_subset_is_stratified_the_same_count_per_class_as_far_as_possible():
+    splits = datasets.build_splits(dataset_cfg("dataset.subset=64"))
+    for split in datasets.SPLITS:
+        counts = torch.bincount(introspect.labels_of(splits[split]), minlength=10)
+        assert counts.sum() == 64 and counts.max() - counts.min() <= 1, (split, counts.tolist())
+    rare = torch.tensor([0] * 3 + [1] * 50 + [2] * 50)  # a class with fewer samples than its share
+    picked = datasets.subset(torch.utils.data.TensorDataset(torch.zeros(103, 1), rare), 30, 0, "train")
+    assert torch.bincount(rare[picked.indices]).tolist() == [3, 14, 13] or \
+        torch.bincount(rare[picked.indices]).tolist() == [3, 13, 14]
+
+
 def test_synthetic_takes_prime_shapes():
     splits = datasets.build_splits(dataset_cfg("dataset=synthetic", "dataset.num_classes=7", "dataset.channels=3",
                                            "dataset.image_size=[11,13]", "dataset.train_size=21"))

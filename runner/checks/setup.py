@@ -57,7 +57,7 @@ class Setup:
 
 def setup_for(cfg, device: torch.device) -> Setup:
     """The Setup of a composed config: its splits and its model, as training would build them."""
-    splits = datasets.build_splits(cfg.dataset)
+    splits, _ = datasets.build_screened_splits(cfg.dataset, refuse_bad=False)  # the outliers check names them
     counts = torch.bincount(introspect.labels_of(splits["train"]), minlength=cfg.dataset.num_classes)
 
     def make_model(init_output_bias: str | None = None) -> nn.Module:

@@ -17,8 +17,10 @@ from urllib.error import URLError
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from runner.data import introspect
 from runner.data.image_files import Screening, screen
 from runner.data.transforms import (
+    TransformedTensors,
     channel_stats,
     image_hw,
     load_image,
@@ -36,19 +38,6 @@ SPLITS = ("train", "val", "test")
 def stable_seed(*parts) -> int:
     """A seed from several integers/strings that is the same in every process and Python run."""
     return zlib.crc32(repr(parts).encode())
-
-
-class TransformedTensors(Dataset):
-    """A TensorDataset whose images pass through `transform` (training augmentation)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        return self.transform(self.images[index]), self.labels[index]
 
 
 def tensor_splits(cfg, images: dict, labels: dict) -> dict[str, Dataset]:
@@ -220,12 +209,15 @@ def build_splits(cfg) -> dict[str, Dataset]:
     return build_screened_splits(cfg)[0]
 
 
-def build_screened_splits(cfg) -> tuple[dict[str, Dataset], Screening]:
-    """build_splits, and what screening the image files found (for the run's log and run.json)."""
+def build_screened_splits(cfg, refuse_bad: bool = True) -> tuple[dict[str, Dataset], Screening]:
+    """build_splits, and what screening the image files found (for the run's log and run.json).
+
+    refuse_bad=False keeps files that do not decode under bad_images=raise (for the checks).
+    """
     splits = DATASETS[cfg.name](cfg)
     if cfg.subset is not None:
         splits = {split: subset(ds, cfg.subset, cfg.split_seed, split) for split, ds in splits.items()}
-    splits, screening = screen(cfg, splits)
+    splits, screening = screen(cfg, splits, refuse_bad)
     if screening.describe():
         log.info("%s", screening.describe())
     for split, ds in splits.items():
@@ -235,8 +227,19 @@ def build_screened_splits(cfg) -> tuple[dict[str, Dataset], Screening]:
 
 
 def subset(dataset: Dataset, size: int, seed: int, split: str) -> Dataset:
-    """A fixed miniature: the same `size` samples of this split in every run (seeded by split name)."""
+    """A fixed, stratified miniature: the same `size` samples of this split in every run.
+
+    The same count per class as far as possible (a class with fewer samples gives all it has),
+    so a miniature keeps the classes and their balance; which samples is seeded by split name.
+    """
     if size >= len(dataset):
         return dataset
-    generator = torch.Generator().manual_seed(stable_seed(seed, split))
-    return Subset(dataset, sorted(torch.randperm(len(dataset), generator=generator)[:size].tolist()))
+    labels = introspect.labels_of(dataset).tolist()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(stable_seed(seed, split))).tolist()
+    taken_of_class: dict[int, int] = {}
+    ranked = []  # (how many of its class came before it in the shuffle, its place): round-robin over classes
+    for place, index in enumerate(order):
+        rank = taken_of_class.get(labels[index], 0)
+        taken_of_class[labels[index]] = rank + 1
+        ranked.append((rank, place, index))
+    return Subset(dataset, sorted(index for _, _, index in sorted(ranked)[:size]))

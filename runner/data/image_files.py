@@ -79,8 +79,11 @@ def read_file(path: Path, decode: bool) -> tuple[str | None, str, tuple[int, int
     return None, mode, size
 
 
-def screen(cfg, splits: dict[str, Dataset]) -> tuple[dict[str, Dataset], Screening]:
-    """The splits without the files that cannot be used (skip), or an error naming the first (raise)."""
+def screen(cfg, splits: dict[str, Dataset], refuse_bad: bool = True) -> tuple[dict[str, Dataset], Screening]:
+    """The splits without the files that cannot be used (skip), or an error naming the first (raise).
+
+    refuse_bad=False keeps them, for the checks, whose job is to list every such file.
+    """
     skip = cfg.get("bad_images", "raise") == "skip"
     files = {split: image_files(dataset) for split, dataset in splits.items()}
     unique = list(dict.fromkeys(f for split_files in files.values() if split_files for f in split_files))
@@ -90,10 +93,12 @@ def screen(cfg, splits: dict[str, Dataset]) -> tuple[dict[str, Dataset], Screeni
         facts = dict(zip(unique, pool.map(lambda path: read_file(path, decode=skip), unique), strict=True))
     screening = count_conversions(cfg, facts)
     bad = {path: problem for path, (problem, _, _) in facts.items() if problem is not None}
-    if bad and not skip:
-        path, problem = next(iter(bad.items()))
-        raise UserError(f"{path} cannot be decoded as an image ({problem}); {len(bad)} such file(s) in the dataset. "
-                        "Fix: replace or remove it, or set dataset.bad_images=skip to leave such files out")
+    if not skip:
+        if bad and refuse_bad:
+            path, problem = next(iter(bad.items()))
+            raise UserError(f"{path} cannot be decoded as an image ({problem}); {len(bad)} such file(s) in the "
+                            "dataset. Fix: replace or remove it, or set dataset.bad_images=skip to leave such files out")
+        return splits, screening
     screening.skipped = sorted(bad.items())
     kept = {}
     for split, dataset in splits.items():

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from runner.data.datasets import TransformedTensors
 from runner.data.image_files import image_files  # noqa: F401 (the checks and reports ask here)
+from runner.data.transforms import TransformedTensors
 
 
 def labels_of(dataset: Dataset) -> torch.Tensor:

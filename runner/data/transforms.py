@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 from torchvision import transforms
 
 from runner.errors import UserError
@@ -73,3 +74,16 @@ def tensor_augmentation(cfg) -> Callable | None:
     return transforms.Compose(
         [transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip()]
     )
+
+
+class TransformedTensors(Dataset):
+    """A TensorDataset whose images pass through `transform` (training augmentation)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.transform(self.images[index]), self.labels[index]
