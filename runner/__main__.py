@@ -1,4 +1,8 @@
-"""python -m runner [+experiment=NAME] [group=option] [key=value ...]   (the Hydra entry point)."""
+"""python -m runner [+experiment=NAME] [group=option] [key=value ...]   (the Hydra entry point).
+
+Installed, the same is the `runner` command; `eval "$(runner -sc install=bash)"` completes its
+groups, options and keys in bash.
+"""
 
 import logging
 import sys
@@ -9,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import register_configs, validate
+from runner.config import CONF, register_configs, validate
 from runner.errors import UserError, one_line
 from runner.precheck import refuse_bad_command_line
 from runner.training.preemption import Preempted
@@ -18,7 +22,7 @@ log = logging.getLogger("runner")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run the same command to go on
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=CONF, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Returns the best validation metric (evaluate.metric), the objective a sweeper optimizes."""
     from runner.run import (
@@ -40,7 +44,12 @@ def main(cfg: DictConfig) -> float | None:
     return None if result["best"] is None else result["best"][cfg.evaluate.metric]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m runner ...` and the `runner` console command (pyproject's [project.scripts])."""
     register_configs()
     refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
     main()
+
+
+if __name__ == "__main__":
+    cli()

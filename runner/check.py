@@ -6,5 +6,11 @@ The entry of `python -m runner.check`; the work is in runner/checks/table.py.
 from runner.checks.table import check
 from runner.tool import run_tool
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """`python -m runner.check` and the `runner-check` console command."""
     run_tool("check", check)
+
+
+if __name__ == "__main__":
+    cli()

@@ -32,6 +32,9 @@ from runner.rules import fail
 from runner.training.settings import CheckpointSettings, LossSettings, SweepLink, TrainerSettings
 from runner.training.settings import validate as validate_training
 
+# absolute: given a relative path, Hydra reads it as a Python package when the entry is a console command
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
 # keys of a `_target_` group that Hydra or runner.models.build consume, not the callable
 # the `_target_` groups: open (any callable, any arguments it takes), checked against the callable
 TARGET_GROUPS = {"optimizer": "adamw, adam, sgd, rmsprop",

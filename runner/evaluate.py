@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from runner.config import register_configs, validate_evaluate_command
+from runner.config import CONF, register_configs, validate_evaluate_command
 from runner.errors import UserError, one_line
 from runner.precheck import refuse_bad_command_line
 
@@ -31,7 +31,7 @@ def evaluate(settings: DictConfig) -> dict | None:
     return evaluate_run(run_directory(settings), settings, only)
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=CONF, config_name="evaluate", version_base="1.3")
 def main(settings: DictConfig) -> None:
     try:
         validate_evaluate_command(settings)
@@ -41,7 +41,12 @@ def main(settings: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m runner.evaluate` and the `runner-evaluate` console command."""
     register_configs()
     refuse_bad_command_line("evaluate", validate_evaluate_command, sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -6,5 +6,11 @@ The entry of `python -m runner.inspect_data`; the work is in runner/checks/inspe
 from runner.checks.inspect_data import inspect
 from runner.tool import run_tool
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """`python -m runner.inspect_data` and the `runner-inspect-data` console command."""
     run_tool("inspect_data", inspect)
+
+
+if __name__ == "__main__":
+    cli()

@@ -17,7 +17,6 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
@@ -25,10 +24,14 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner.config import TARGET_GROUPS, register_configs, target_arguments, unknown_key_message
+from runner.config import (
+    CONF,
+    TARGET_GROUPS,
+    register_configs,
+    target_arguments,
+    unknown_key_message,
+)
 from runner.errors import UserError, one_line
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def refuse_bad_command_line(config_name: str, validate: Callable[[DictConfig], None], argv: list[str]) -> None:
@@ -58,7 +61,7 @@ def plain_run_overrides(argv: list[str]) -> list[str] | None:
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)
 
 

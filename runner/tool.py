@@ -20,7 +20,6 @@ from omegaconf import DictConfig
 from runner.errors import UserError, one_line
 
 log = logging.getLogger("runner")
-CONF = Path(__file__).resolve().parents[1] / "conf"  # absolute: Hydra would read a relative one as a module
 
 
 def tool_arguments(name: str, argv: list[str]) -> list[str]:
@@ -38,14 +37,14 @@ def tool_arguments(name: str, argv: list[str]) -> list[str]:
 
 def run_tool(name: str, work: Callable[[DictConfig, Path], int]) -> None:
     """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code."""
-    from runner.config import register_configs, validate
+    from runner.config import CONF, register_configs, validate
     from runner.precheck import refuse_bad_command_line
 
     register_configs()
     sys.argv = [sys.argv[0], *tool_arguments(name, sys.argv[1:])]
     refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
 
-    @hydra.main(config_path=str(CONF), config_name="train", version_base="1.3")
+    @hydra.main(config_path=CONF, config_name="train", version_base="1.3")
     def main(cfg: DictConfig) -> None:
         try:
             validate(cfg)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import run_cli
+from tests.conftest import cli_env, run_cli
 
 
 def printed_run_dir(stdout: str) -> Path:
@@ -159,3 +160,26 @@ def test_a_corrupted_image_stops_training_with_one_line_also_from_a_loader_worke
     errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "images/c1/broken.jpg cannot be decoded as an image" in errors[0], result.stdout[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_runner_console_commands_run_and_complete_in_bash(tmp_path):
+    import shutil
+
+    commands = ["runner", "runner-evaluate", "runner-check", "runner-inspect-data", "runner-lr-find"]
+    missing = [c for c in commands if shutil.which(c) is None]
+    assert not missing, f"console commands {missing} not installed: run pip install -e ."
+    for command in commands:
+        shown = subprocess.run([command, "--help"], cwd=tmp_path, capture_output=True, text=True, env=cli_env())
+        assert shown.returncode == 0 and "python -m runner" in shown.stdout, (command, shown.stderr[-500:])
+
+    def complete(line: str) -> list[str]:
+        env = {**cli_env(), "COMP_LINE": line, "COMP_POINT": str(len(line))}
+        return subprocess.run([line.split()[0], "-sc", "query=bash"], cwd=tmp_path, capture_output=True, text=True,
+                              env=env).stdout.split()
+
+    assert "optimizer=" in complete("runner optim")
+    assert "trainer.micro_batch_size=" in complete("runner trainer.mi")
+    assert "split=" in complete("runner-evaluate spl")
+    installed = subprocess.run(["runner", "-sc", "install=bash"], cwd=tmp_path, capture_output=True, text=True, env=cli_env())
+    assert installed.stdout.rstrip().endswith("hydra_bash_completion runner")
+    assert not list(tmp_path.glob("outputs")), "asking for help or completion made a run directory"
