@@ -47,8 +47,9 @@ NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", 
 class TrainConfig:
     """conf/train.yaml: one training run."""
 
-    dataset: DatasetSettings = MISSING
-    """The data (conf/dataset/)."""
+    dataset: Any = MISSING
+    """The data (conf/dataset/): each option names its typed schema (runner/data/settings.py);
+    `custom` is open, its extra keys checked against the user's callable."""
     model: Any = MISSING
     """A `_target_` callable that returns an nn.Module, and its arguments (conf/model/)."""
     optimizer: Any = MISSING
@@ -101,6 +102,9 @@ def validate(cfg: DictConfig) -> None:
     validate_dataset(cfg.dataset)
     for group, choices in TARGET_GROUPS.items():
         validate_target(cfg[group], group, choices)
+    if cfg.dataset.name == "custom":
+        validate_target(cfg.dataset, "dataset", "a module.function of yours that returns the splits",
+                        ignore={f.name for f in fields(DatasetSettings)})
     if cfg.model.get("num_classes") != cfg.dataset.num_classes:
         fail("model.num_classes", cfg.model.get("num_classes"),
              f"does not match dataset.num_classes={cfg.dataset.num_classes}",
@@ -155,15 +159,15 @@ def unknown_key_message(key: str, value, known: list[str]) -> str:
     return f"{key} is not a setting. Fix: drop it; the settings of {parent or 'the config'} are {', '.join(leaves)}"
 
 
-def validate_target(group_cfg: DictConfig, group: str, choices: str) -> None:
-    """A `_target_` group: the callable imports, and takes every key given as an argument."""
+def validate_target(group_cfg: DictConfig, group: str, choices: str, ignore: set[str] = frozenset()) -> None:
+    """A `_target_` group: the callable imports, and takes every key given as an argument (but `ignore`)."""
     target = group_cfg.get("_target_")
     arguments = target_arguments(target, group, choices)
     if arguments is None:
         return  # takes **kwargs, or has no signature: instantiate will tell
     for key in group_cfg:
-        if key not in NOT_ARGUMENTS and key not in arguments:
-            close = difflib.get_close_matches(key, arguments, n=1)
+        if key not in NOT_ARGUMENTS and key not in ignore and key not in arguments:
+            close = difflib.get_close_matches(key, [*arguments, *ignore], n=1)
             hint = f"{group}.{close[0]}={group_cfg[key]}" if close else f"~{group}.{key} (drop it); {target} takes {', '.join(arguments)}"
             raise UserError(f"{group}.{key}={group_cfg[key]!r} is not an argument of {target}. Fix: {hint}")
 

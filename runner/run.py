@@ -50,8 +50,9 @@ def best_checkpoint_so_far(run_dir: Path, cfg: DictConfig) -> Path | None:
 
 
 def evaluation_settings(cfg: DictConfig) -> DictConfig:
-    """cfg.evaluate, trusting the module of the model this run trained (the user named it)."""
-    return OmegaConf.merge(cfg.evaluate, {"trust": [*cfg.evaluate.trust, module_of(cfg.model._target_)]})
+    """cfg.evaluate, trusting the modules of the model and data this run trained on (the user named them)."""
+    own = [module_of(block._target_) for block in (cfg.model, cfg.dataset) if "_target_" in block]
+    return OmegaConf.merge(cfg.evaluate, {"trust": [*cfg.evaluate.trust, *own]})
 
 
 def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:

@@ -3,9 +3,10 @@
 A checkpoint carries the config that trained it, and the evaluator rebuilds the model from
 it. A file from elsewhere is data, not code: one that loads cleanly with weights_only=True
 could still name any importable callable as its `model._target_` (`torch.load` of a pickle,
-say), and Hydra's instantiate would call it. So before anything is built, every `_target_`
-in the saved config must be one of runner's own model builders, a torchvision model builder,
-or in a module the user trusts by name on the command line; interpolations, which could make
+say), and Hydra's instantiate would call it; the same holds for a `dataset._target_`
+(dataset=custom). So before anything is built, every `_target_` in the saved model and dataset
+must be one of runner's own model builders, a torchvision model builder, or in a module the
+user trusts by name on the command line; interpolations, which could make
 a target while resolving, are refused outright.
 """
 
@@ -50,18 +51,27 @@ def targets_and_interpolations(node, key: str = "") -> Iterator[tuple[str, objec
         yield key, node
 
 
+BUILT_FROM_A_SAVED_CONFIG = ("model", "dataset")  # the blocks the evaluator instantiates
+
+
 def require_trusted(config: dict, trusted_modules: Iterable[str], source: str) -> None:
-    """Raise a UserError before any call if `config` (a saved `model` block) names an untrusted callable."""
+    """Raise a UserError before any call if a saved config's model or dataset names an untrusted callable."""
     trusted_modules = list(trusted_modules)
-    for key, value in targets_and_interpolations(config, "model"):
+    blocks = {block: config[block] for block in BUILT_FROM_A_SAVED_CONFIG if block in config}
+    untrusted = []
+    for key, value in targets_and_interpolations(blocks):
         if not key.endswith("_target_"):
             raise UserError(f"{source} has an interpolation in its saved config ({key}={value!r}), which a saved, "
                             "resolved config never has: refused, nothing was built. Fix: evaluate only checkpoints "
                             "written by runner")
         if not is_trusted(value, trusted_modules):
-            raise UserError(
-                f"{source} names {key}={value!r}, which is not trusted: the evaluator builds only runner's models, "
-                "torchvision's models and the modules the user trusts; nothing was built. Fix: if you trust this "
-                f"checkpoint and its code, trust=[{module_of(str(value))}] (python -m runner.evaluate) or "
-                f"evaluate.trust=[{module_of(str(value))}] (python -m runner)"
-            )
+            untrusted.append((key, value))
+    if untrusted:
+        named = " and ".join(f"{key}={value!r}" for key, value in untrusted)
+        modules = ",".join(dict.fromkeys(module_of(str(value)) for _, value in untrusted))
+        raise UserError(
+            f"{source} names {named}, which {'is' if len(untrusted) == 1 else 'are'} not trusted: the evaluator "
+            "builds only runner's models and datasets, torchvision's models and the modules the user trusts; "
+            f"nothing was built. Fix: if you trust this checkpoint and its code, trust=[{modules}] "
+            f"(python -m runner.evaluate) or evaluate.trust=[{modules}] (python -m runner)"
+        )

@@ -1,4 +1,4 @@
-"""The datasets: `python -m runner dataset=NAME` (digits, flowers102, cifar10, imagefolder, synthetic).
+"""The datasets: `python -m runner dataset=NAME` (digits, flowers102, cifar10, imagefolder, synthetic, custom).
 
 `build_splits(cfg.dataset)` returns {"train", "val", "test"} datasets of (image, label) pairs,
 each image a float tensor (channels, height, width) already standardized with the dataset's
@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from runner.data import introspect
+from runner.data.custom import custom
 from runner.data.image_files import Screening, screen
 from runner.data.transforms import (
     TransformedTensors,
@@ -201,6 +202,7 @@ DATASETS: dict[str, Callable[..., dict[str, Dataset]]] = {
     "flowers102": flowers102,
     "cifar10": cifar10,
     "imagefolder": imagefolder,
+    "custom": custom,  # the user's own callable, dataset._target_ (runner/data/custom.py)
 }
 
 

@@ -36,7 +36,7 @@ log = logging.getLogger("runner.evaluate")  # also when run as __main__
 
 def build_model(config: dict, state: dict, path: Path, device: torch.device, trusted: list[str]) -> torch.nn.Module:
     """The checkpoint's model, from its own config, in eval mode; only trusted callables are called."""
-    require_trusted(config["model"], trusted, source=str(path))
+    require_trusted(config, trusted, source=str(path))  # the model and the data
     model_cfg = OmegaConf.create(config["model"])
     if "pretrained" in model_cfg:  # the checkpoint holds every weight: download nothing
         model_cfg.pretrained, model_cfg.weights_path = False, None

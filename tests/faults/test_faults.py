@@ -51,7 +51,8 @@ from tests.test_trust import crafted_models, payload
 pytestmark = pytest.mark.faults
 
 # deterministic, with dropout and augmentation; checkpoints every epoch, evaluated after training
-KILLABLE = [*INTERRUPTIBLE, "trainer.epochs=3", "evaluate.galleries=true"]
+KILLABLE = [*(s.replace("train_size=3000", "train_size=1500") for s in INTERRUPTIBLE), "trainer.epochs=3",
+            "evaluate.galleries=true"]
 DETERMINISTIC_TINY = [*TINY, "trainer.deterministic=true", "model.dropout=0.3", "dataset.augment=basic"]
 
 
@@ -65,7 +66,7 @@ def run_command(run_dir: Path, cwd: Path) -> subprocess.Popen:
 
 
 def test_kill_9_at_random_moments_then_rerun_ends_bit_identical_with_no_temporary_file(tmp_path):
-    """SIGKILL at 8 seeded moments: in start-up and the first epoch, between checkpoints, and in the evaluation."""
+    """SIGKILL at 20 seeded moments: in start-up and the first epoch, between checkpoints, in the evaluation and figures."""
     straight = tmp_path / "straight"
     started = time.time()
     assert run_command(straight, tmp_path).wait(timeout=600) == 0
@@ -75,9 +76,9 @@ def test_kill_9_at_random_moments_then_rerun_ends_bit_identical_with_no_temporar
     rng = random.Random(0)
     # (the checkpoint to wait for, then how long to wait more): anchored to the run's own progress,
     # so a quicker or slower rerun still dies at the intended stage
-    moments = ([(None, rng.uniform(0.3 * first, first)) for _ in range(2)]
-               + [("epoch-0001.pt", rng.uniform(0, last - first)) for _ in range(4)]
-               + [("epoch-0003.pt", rng.uniform(0, 0.5 * (duration - last))) for _ in range(2)])
+    moments = ([(None, rng.uniform(0.3 * first, first)) for _ in range(4)]
+               + [("epoch-0001.pt", rng.uniform(0, last - first)) for _ in range(10)]
+               + [("epoch-0003.pt", rng.uniform(0, 0.8 * (duration - last))) for _ in range(6)])
     stages = set()
     for attempt, (anchor, moment) in enumerate(moments):
         run_dir = tmp_path / f"killed-{attempt}"

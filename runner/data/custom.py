@@ -1,0 +1,85 @@
+"""A user's own data: `python -m runner dataset=custom dataset._target_=my_project.data.make_splits`.
+
+The callable gets, by keyword, each key of the dataset config that its signature names (extra
+keys come with `+dataset.KEY=VALUE`) and returns a mapping of split name to a torch Dataset:
+"train" and "val" required, "test" optional. Each item is (image, label): a PIL image, which
+runner resizes, standardizes and (training, augment=basic) augments as it does its own files,
+or a (channels, height, width) float tensor, used as it is. A result of another shape stops
+the run at start with one line saying what came back and what is expected.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+
+import torch
+from hydra._internal.utils import _locate
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from runner.data.transforms import pil_transforms
+from runner.errors import UserError
+
+EXPECTED = ('a mapping {"train": Dataset, "val": Dataset, "test": Dataset (optional)} whose items are '
+            "(image, label), the image a PIL image or a (channels, height, width) float tensor")
+
+
+class UserSplit(Dataset):
+    """One split of the user's: PIL images go through runner's transforms, tensors as they are."""
+
+    def __init__(self, dataset: Dataset, cfg, train: bool, split: str, target: str):
+        self.dataset, self.split, self.target = dataset, split, target
+        self.transform = pil_transforms(cfg, train)
+        self.channels = cfg.channels
+        # the labels without the images where the dataset keeps them apart (torchvision's habit)
+        labels = next((getattr(dataset, a) for a in ("targets", "labels") if getattr(dataset, a, None) is not None), None)
+        self.targets = [int(y) for y in labels] if labels is not None else [int(self.raw(i)[1]) for i in range(len(self))]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def raw(self, index: int) -> tuple:
+        item = self.dataset[index]
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise UserError(f"{self.target} returned a {self.split} split whose item {index} is a "
+                            f"{type(item).__name__}, not an (image, label) pair. Fix: return {EXPECTED}")
+        return item
+
+    def __getitem__(self, index: int):
+        image, label = self.raw(index)
+        if isinstance(image, Image.Image):
+            return self.transform(image.convert("RGB")), int(label)
+        if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == self.channels:
+            return image.float(), int(label)
+        shape = tuple(image.shape) if hasattr(image, "shape") else ""
+        raise UserError(f"{self.target} returned a {self.split} split whose image {index} is a "
+                        f"{type(image).__name__}{shape}, for dataset.channels={self.channels}. Fix: return {EXPECTED}")
+
+
+def call_target(cfg) -> object:
+    """The user's callable, called with the config keys its signature names."""
+    function = _locate(cfg._target_)
+    parameters = inspect.signature(function).parameters
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return function(**{key: cfg[key] for key in cfg if key != "_target_" and (takes_any or key in parameters)})
+
+
+def custom(cfg) -> dict[str, Dataset]:
+    """dataset=custom: the user's splits, checked and wrapped."""
+    result = call_target(cfg)
+    what = type(result).__name__
+    if not isinstance(result, Mapping) or not {"train", "val"} <= set(result):
+        keys = f" with keys {sorted(result)}" if isinstance(result, Mapping) else ""
+        raise UserError(f"{cfg._target_} returned a {what}{keys}. Fix: return {EXPECTED}")
+    unknown = set(result) - {"train", "val", "test"}
+    if unknown:
+        raise UserError(f"{cfg._target_} returned splits {sorted(unknown)} besides train/val/test. Fix: return {EXPECTED}")
+    for split, dataset in result.items():
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise UserError(f"{cfg._target_} returned a {type(dataset).__name__} as its {split} split. "
+                            f"Fix: return {EXPECTED}")
+    splits = {split: UserSplit(dataset, cfg, split == "train", split, cfg._target_) for split, dataset in result.items()}
+    splits.setdefault("test", Subset(splits["val"], []))
+    splits["train"][0]  # a wrong item says so now, not in a DataLoader worker an hour in
+    return splits
