@@ -29,7 +29,7 @@ from runner.errors import UserError
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.evaluation.settings import validate as validate_evaluation
 from runner.rules import fail
-from runner.training.settings import CheckpointSettings, LossSettings, SweepLink, TrainerSettings
+from runner.training.settings import CheckpointSettings, SweepLink, TrainerSettings
 from runner.training.settings import validate as validate_training
 
 # absolute: given a relative path, Hydra reads it as a Python package when the entry is a console command
@@ -39,7 +39,8 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 # the `_target_` groups: open (any callable, any arguments it takes), checked against the callable
 TARGET_GROUPS = {"optimizer": "adamw, adam, sgd, rmsprop",
                  "schedule": "constant, step, cosine, warmup_cosine, onecycle, linear",
-                 "model": "linear, mlp, lenet, convnet, resnet18, resnet50"}
+                 "model": "linear, mlp, lenet, convnet, resnet18, resnet50",
+                 "loss": "cross_entropy"}
 NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", "init_output_bias"}
 
 
@@ -68,7 +69,8 @@ class TrainConfig:
     """The loop (runner/training/settings.py)."""
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     """When checkpoints are written and how many are kept."""
-    loss: LossSettings = field(default_factory=LossSettings)
+    loss: Any = MISSING
+    """A `_target_` callable (logits, targets) -> per-sample losses or their mean, `_partial_: true` (conf/loss/)."""
     """The cross-entropy's settings."""
     checks: ChecksSettings = field(default_factory=ChecksSettings)
     """python -m runner.check (runner/checks/settings.py)."""

@@ -128,3 +128,52 @@ def test_custom_data_with_two_processes_reaches_the_weights_of_one(tmp_path):
     a, b = weights(tmp_path / "one", 2), weights(tmp_path / "two", 2)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# your own loss: loss._target_=tests.byo_losses.focal
+
+FOCAL = ["loss._target_=tests.byo_losses.focal", "~loss.label_smoothing"]
+
+
+def test_the_loop_trains_with_the_configured_loss(tmp_path):
+    """Focal loss with gamma=0 is cross-entropy: the same weights; gamma=2 moves them elsewhere."""
+    from tests.conftest import TINY
+
+    train_job(compose_config(TINY), tmp_path / "cross_entropy")
+    train_job(compose_config([*TINY, *FOCAL, "+loss.gamma=0"]), tmp_path / "focal0")
+    train_job(compose_config([*TINY, *FOCAL, "+loss.gamma=2"]), tmp_path / "focal2")
+    reference = weights(tmp_path / "cross_entropy", 2)
+    for key, value in weights(tmp_path / "focal0", 2).items():
+        torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(v, reference[k]) for k, v in weights(tmp_path / "focal2", 2).items())
+
+
+def test_a_loss_that_returns_the_mean_accumulates_exactly(tmp_path):
+    from tests.conftest import TINY
+
+    mean = [*TINY, "loss._target_=tests.byo_losses.mean_cross_entropy", "~loss.label_smoothing"]
+    train_job(compose_config([*mean, "trainer.micro_batch_size=12"]), tmp_path / "whole")
+    train_job(compose_config([*mean, "trainer.micro_batch_size=4"]), tmp_path / "micro")
+    for key, value in weights(tmp_path / "micro", 2).items():
+        torch.testing.assert_close(value, weights(tmp_path / "whole", 2)[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_of_the_wrong_shape_is_one_line(tmp_path):
+    from tests.conftest import TINY
+
+    cfg = compose_config([*TINY, "loss._target_=tests.byo_losses.per_class", "~loss.label_smoothing"])
+    with pytest.raises(UserError, match=r"the loss per_class returned a tensor of shape \(4, 7\) for 4 samples. "
+                                        r"Fix: return the per-sample losses, shape \(4,\), or their mean"):
+        train_job(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize(("overrides", "said"), [
+    ([*FOCAL, "+loss.gama=2"], r"loss.gama=2 is not an argument of tests.byo_losses.focal. Fix: loss.gamma=2"),
+    (["loss._target_=tests.byo_losses.focal"], r"loss.label_smoothing=0.0 is not an argument of "
+                                               r"tests.byo_losses.focal. Fix: ~loss.label_smoothing \(drop it\)"),
+    (["loss.label_smoothing=1.5"], r"loss.label_smoothing=1.5 must be in \[0, 1\)"),
+])
+def test_loss_settings_are_checked_against_the_callable(overrides, said):
+    with pytest.raises(UserError, match=said):
+        validate(compose_config(overrides))

@@ -47,6 +47,8 @@ def test_every_dataset_composes(dataset, tmp_path):
     overrides = [f"dataset={dataset}"]
     if dataset == "imagefolder":
         overrides += [f"dataset.root={tmp_path}", "dataset.num_classes=3"]
+    if dataset == "custom":
+        overrides += ["dataset._target_=tests.byo_data.stripes", "dataset.num_classes=4"]
     cfg = compose_config(overrides)
     validate(cfg)
     assert cfg.model.num_classes == cfg.dataset.num_classes

@@ -62,10 +62,15 @@ def imagefolder(request, tmp_path) -> list[str]:
     return [f"dataset.root={root}", "dataset.num_classes=3", "dataset.image_size=[32,32]"]
 
 
+def custom(request, tmp_path) -> list[str]:
+    """The user's own data (tests/byo_data.py): the callable dataset=custom needs."""
+    return ["dataset._target_=tests.byo_data.stripes", "dataset.num_classes=4"]
+
+
 # (group, option) -> overrides that give the option local files instead of a download
 OFFLINE = {("dataset", "flowers102"): flowers102, ("dataset", "cifar10"): cifar10,
-           ("dataset", "imagefolder"): imagefolder, ("experiment", "flowers"): flowers102}
-TRAINED_GROUPS = ("dataset", "model", "optimizer", "schedule", "experiment")
+           ("dataset", "imagefolder"): imagefolder, ("experiment", "flowers"): flowers102, ("dataset", "custom"): custom}
+TRAINED_GROUPS = ("dataset", "model", "optimizer", "schedule", "loss", "experiment")
 
 
 def cases() -> list:

@@ -17,6 +17,7 @@ from runner.runtime import seed_everything
 from runner.training.distributed import SINGLE, Processes
 from runner.training.learning_batches import learning_batches
 from runner.training.loop import micro_batch_loss
+from runner.training.losses import cross_entropy
 from runner.training.meter import IntervalMeter
 from tests.conftest import TINY, checkpoint_weights, compose_config
 
@@ -36,12 +37,12 @@ def test_accumulated_gradient_equals_big_batch_gradient():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 11 * 13, 7))
     x, y = torch.randn(12, 3, 11, 13), torch.randint(0, 7, (12,))
-    loss, _, _ = micro_batch_loss(model, x, y, 12, 0.0, None)
+    loss, _, _ = micro_batch_loss(model, x, y, 12, cross_entropy, None)
     loss.backward()
     big = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     for chunk in range(3):  # three micro-batches of 4
-        loss, _, _ = micro_batch_loss(model, x[4 * chunk: 4 * chunk + 4], y[4 * chunk: 4 * chunk + 4], 12, 0.0, None)
+        loss, _, _ = micro_batch_loss(model, x[4 * chunk: 4 * chunk + 4], y[4 * chunk: 4 * chunk + 4], 12, cross_entropy, None)
         loss.backward()
     for a, b in zip(big, (p.grad for p in model.parameters()), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -62,8 +63,8 @@ def test_dividing_by_the_micro_batch_would_be_caught(tmp_path, monkeypatch):
     """The check of the check: normalize each micro-batch by its own size and the weights differ."""
     import runner.training.loop as train_module
 
-    def wrong_loss(model, x, y, window_size, smoothing, amp_dtype):
-        return micro_batch_loss(model, x, y, len(y), smoothing, amp_dtype)
+    def wrong_loss(model, x, y, window_size, loss, amp_dtype):
+        return micro_batch_loss(model, x, y, len(y), loss, amp_dtype)
 
     train_job(compose_config([*TINY, "trainer.micro_batch_size=12"]), tmp_path / "whole")
     monkeypatch.setattr(train_module, "micro_batch_loss", wrong_loss)

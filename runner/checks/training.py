@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runner.checks.setup import Result, Setup, class_counts, fresh
+from runner.training.losses import cross_entropy
 from runner.training.optim import build_optimizer
 from runner.training.step import micro_batch_loss
 
@@ -27,7 +28,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     (e.g. overfit_batch's loss < 0.05) assume the plain cross-entropy.
     """
     model.train()
-    loss, _, _ = micro_batch_loss(model, x, y, window_size=len(y), label_smoothing=0.0, amp_dtype=None)
+    loss, _, _ = micro_batch_loss(model, x, y, window_size=len(y), loss=cross_entropy, amp_dtype=None)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

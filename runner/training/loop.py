@@ -31,6 +31,7 @@ from runner.runtime import autocast_dtype
 from runner.training import checkpoint
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process
 from runner.training.learning_batches import learning_batches
+from runner.training.losses import build_loss
 from runner.training.meter import IntervalMeter, report_interval
 from runner.training.optim import build_optimizer, build_schedule
 from runner.training.preemption import Preempted, StopRequest
@@ -90,8 +91,8 @@ def start(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device,
     updates_per_epoch = math.ceil(sampler.samples_per_epoch / trainer.batch_size)
     schedule = build_schedule(cfg.schedule, optimizer, updates_per_epoch, trainer.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return Training(cfg, run_dir, model, model, optimizer, schedule, scaler, loader, sampler, device, amp_dtype,
-                    processes, writer, provenance, first_bad_step=torch.full((), -1, dtype=torch.int64, device=device))
+    return Training(cfg, run_dir, model, model, build_loss(cfg.loss), optimizer, schedule, scaler, loader, sampler,
+                    device, amp_dtype, processes, writer, provenance, first_bad_step=torch.full((), -1, dtype=torch.int64, device=device))
 
 
 def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
@@ -186,8 +187,7 @@ def accumulate_gradients(run: Training, window) -> tuple[torch.Tensor, torch.Ten
         # gradients are synchronized across processes once per learning batch, at its last micro-batch
         sync = contextlib.nullcontext() if last or not run.processes.active else run.step_model.no_sync()
         with sync:
-            loss, loss_sum, correct = micro_batch_loss(run.step_model, x, y, share, run.cfg.loss.label_smoothing,
-                                                       run.amp_dtype)
+            loss, loss_sum, correct = micro_batch_loss(run.step_model, x, y, share, run.loss, run.amp_dtype)
             run.scaler.scale(loss).backward()
         if run.global_step == 0 and window.start == 0 and index == 0 and run.writer is not None:
             log_first_batch(run.writer, x.cpu(), *channel_stats(run.cfg.dataset))

@@ -57,12 +57,6 @@ class CheckpointSettings:
 
 
 @dataclass
-class LossSettings:
-    label_smoothing: float = 0.0
-    """Cross-entropy's label smoothing, in [0, 1)."""
-
-
-@dataclass
 class SweepLink:
     """Filled in by the runner_optuna sweeper for each trial; null outside a sweep."""
 
@@ -104,8 +98,8 @@ def validate(cfg: DictConfig) -> None:
     int_at_least("checkpoint.every_epochs", cfg.checkpoint.every_epochs, 1, "checkpoint.every_epochs=1")
     if cfg.checkpoint.keep_last is not None:
         int_at_least("checkpoint.keep_last", cfg.checkpoint.keep_last, 1, "checkpoint.keep_last=3, or null to keep all")
-    smoothing = cfg.loss.label_smoothing
-    if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+    smoothing = cfg.loss.get("label_smoothing", 0.0)  # cross_entropy's; a loss of the user's may have none
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
     validate_optimizer_and_schedule(cfg)
     one_of("sweep.pruner", cfg.sweep.pruner, ("none", "median", "hyperband"))

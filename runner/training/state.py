@@ -24,6 +24,7 @@ class Training:
     run_dir: Path
     model: nn.Module
     step_model: nn.Module  # the model that computes: DDP- and/or compile-wrapped `model`
+    loss: Callable  # (logits, targets) -> per-sample losses or their mean (runner/training/losses.py)
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from runner.training.losses import Loss, summed_loss
 
 
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -20,11 +21,11 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
     return x
 
 
-def micro_batch_loss(model: nn.Module, x, y, window_size: int, label_smoothing: float, amp_dtype):
+def micro_batch_loss(model: nn.Module, x, y, window_size: int, loss: Loss, amp_dtype):
     """(loss to backpropagate, summed per-sample loss, correct predictions) of one micro-batch."""
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(x)
-    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
+    loss_sum = summed_loss(loss, logits.float(), y)
     correct = (logits.argmax(dim=1) == y).sum()
     return loss_sum / window_size, loss_sum.detach(), correct
 

@@ -31,7 +31,7 @@ from runner.evaluate import evaluate
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.precheck import refuse_bad_command_line
 from runner.run import train_and_evaluate
-from runner.training.settings import CheckpointSettings, LossSettings, TrainerSettings
+from runner.training.settings import CheckpointSettings, TrainerSettings
 from tests.conftest import (
     BAD_IMAGES,
     INTERRUPTIBLE,
@@ -274,7 +274,7 @@ def bad_values(schema) -> list[tuple[str, str]]:
 MALFORMED = [
     *[(f"trainer.{k}", v) for k, v in bad_values(TrainerSettings)],
     *[(f"checkpoint.{k}", v) for k, v in bad_values(CheckpointSettings)],
-    *[(f"loss.{k}", v) for k, v in bad_values(LossSettings)],
+    ("loss.label_smoothing", "-1"), ("loss.label_smoothing", "abc"), ("loss.label_smoothing", "1"),
     *[(f"evaluate.{k}", v) for k, v in bad_values(TrainingEvaluation) if k != "after_training"],
     *[(f"checks.{k}", v) for k, v in bad_values(ChecksSettings)],
     *[(f"lr_find.{k}", v) for k, v in bad_values(LrFindSettings)],
