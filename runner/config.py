@@ -23,7 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from runner.checks.settings import ChecksSettings, LrFindSettings
 from runner.checks.settings import validate as validate_checks
 from runner.data.settings import SCHEMAS as DATASET_SCHEMAS
-from runner.data.settings import DatasetSettings
+from runner.data.settings import DatasetSettings, class_folders
 from runner.data.settings import validate as validate_dataset
 from runner.errors import UserError
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
@@ -82,11 +82,13 @@ class TrainConfig:
 
 def register_configs() -> None:
     """What Hydra must know before it composes: the `${run_id:}` resolver (run folder names, see
-    run_folders.run_id) and the schemas. Every entry point and the tests call this first."""
+    run_folders.run_id), `${class_folders:ROOT}` (imagefolder's classes) and the schemas. Every entry point and the tests call this first."""
     from runner.run_folders import run_id
 
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("class_folders"):
+        OmegaConf.register_new_resolver("class_folders", class_folders)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="evaluate_schema", node=EvaluateCommand)

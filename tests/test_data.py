@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from runner.config import validate
 from runner.data import datasets, introspect, loaders
 from runner.data.settings import validate as validate_dataset
 from runner.errors import UserError
@@ -217,3 +218,14 @@ def test_bad_images_is_a_setting_of_file_datasets_only():
         dataset_cfg("dataset.bad_images=skip")  # digits: no files
     with pytest.raises(UserError, match=r"dataset.bad_images='drop' is not known. Fix: dataset.bad_images=raise\|skip"):
         validate_dataset(dataset_cfg("dataset=flowers102", "dataset.bad_images=drop"))
+
+
+@pytest.mark.parametrize("layout", ["flat", "train_val"])
+def test_imagefolder_counts_its_classes_from_the_folders(tmp_path, layout):
+    make_image_folder(tmp_path / "train" if layout == "train_val" else tmp_path, classes=4)
+    if layout == "train_val":
+        make_image_folder(tmp_path / "val", classes=4)
+    cfg = compose_config(["dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.image_size=[8,8]"])
+    validate(cfg)
+    assert cfg.dataset.num_classes == 4 and cfg.model.num_classes == 4
+    assert len(datasets.build_splits(cfg.dataset)["train"]) == 40 if layout == "train_val" else 32

@@ -83,6 +83,15 @@ class ImageFolderSettings(ImageFileSettings):
     """Without root/train and root/val: share of the images for testing."""
 
 
+def class_folders(root) -> int:
+    """`${class_folders:${dataset.root}}`: imagefolder's classes, one per subfolder (of root/train
+    when root holds train/ and val/), as torchvision's ImageFolder finds them; 0 without a folder."""
+    folder = Path(str(root))
+    if (folder / "train").is_dir() and (folder / "val").is_dir():
+        folder = folder / "train"
+    return sum(1 for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else 0
+
+
 SCHEMAS = {"digits": DigitsSettings, "synthetic": SyntheticSettings, "flowers102": ImageFileSettings,
            "cifar10": Cifar10Settings, "imagefolder": ImageFolderSettings}
 
@@ -92,6 +101,9 @@ def validate(dataset: DictConfig) -> None:
 
     if dataset.name not in DATASETS:
         fail("dataset.name", dataset.name, "is not a known dataset", f"one of {', '.join(DATASETS)}")
+    if dataset.name == "imagefolder" and not Path(str(dataset.root)).is_dir():  # before the classes it holds
+        fail("dataset.root", dataset.root, "has no value" if dataset.root is None else "is not a folder",
+             "dataset.root=/path/to/images (class subfolders, or train/ and val/ with class subfolders)")
     int_at_least("dataset.num_classes", dataset.num_classes, 2, "dataset.num_classes=10")
     int_at_least("dataset.channels", dataset.channels, 1, "dataset.channels=3")
     size = dataset.image_size
@@ -111,6 +123,3 @@ def validate(dataset: DictConfig) -> None:
         fail("dataset.augment", dataset.augment, "is not known", "dataset.augment=none or dataset.augment=basic")
     if "bad_images" in dataset:
         one_of("dataset.bad_images", dataset.bad_images, ("raise", "skip"))
-    if dataset.name == "imagefolder" and not Path(dataset.root).is_dir():
-        fail("dataset.root", dataset.root, "is not a folder",
-             "dataset.root=/path/to/images (class subfolders, or train/ and val/ with class subfolders)")
