@@ -114,6 +114,9 @@ def validate(cfg: DictConfig) -> None:
              f"does not match dataset.num_classes={cfg.dataset.num_classes}",
              "leave model.num_classes at its default ${dataset.num_classes}")
     validate_evaluation(cfg.evaluate, prefix="evaluate.")
+    if cfg.evaluate.metric == "top5" and cfg.dataset.num_classes <= 5:
+        fail("evaluate.metric", "top5", f"is 100% by construction with {cfg.dataset.num_classes} classes",
+             "evaluate.metric=top1")
     validate_checks(cfg)
     if cfg.require_clean_git:  # before any run directory: the run must come from committed code
         from runner import provenance

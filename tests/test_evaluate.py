@@ -347,3 +347,20 @@ def test_retention_keeps_the_best_checkpoint_and_rankings_skip_deleted_files(tmp
     (run_dir / best_before).unlink()  # gone anyway (by hand): the ranking must not pick its row
     best = evaluate_run(run_dir, settings("metric=loss", "direction=max"))
     assert (run_dir / best["checkpoint"]).exists()
+
+
+def test_top5_is_left_out_where_it_says_nothing(tmp_path, capsys):
+    """With 5 classes or fewer every label is among the top 5: the table shows '-' and top5 is refused as metric."""
+    from runner.config import validate
+    from runner.evaluation.metrics import summarize
+
+    log_probs = torch.log_softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert summarize(log_probs, torch.tensor([0, 1, 2, 0, 1, 2]), 3)["top5"] is None
+    assert summarize(torch.log_softmax(torch.randn(6, 7), dim=1), torch.arange(6), 7)["top5"] is not None
+    three = [*TINY, "dataset.num_classes=3"]
+    train_job(compose_config([*three, "evaluate.after_training=true"]), tmp_path / "run")
+    table = capsys.readouterr().out
+    assert "checkpoints/epoch-0002.pt        2" in table and "       -" in table
+    with pytest.raises(UserError, match=r"evaluate.metric='top5' is 100% by construction with 3 classes. "
+                                        r"Fix: evaluate.metric=top1"):
+        validate(compose_config([*three, "evaluate.metric=top5"]))

@@ -85,5 +85,6 @@ def ensemble_path(settings: DictConfig, members: list[tuple[Path, Path]]) -> Pat
 def print_ensemble(result: dict) -> None:
     lines = [f"ensemble on the {result['split']} split:", f"  {'member':<60} {'loss':>8} {'top-1':>7} {'top-5':>7}"]
     for row in [*result["members"], {"member": "ENSEMBLE (mean probability)", **result["ensemble"]}]:
-        lines.append(f"  {row['member']:<60} {row['loss']:>8.4f} {100 * row['top1']:>6.2f}% {100 * row['top5']:>6.2f}%")
+        lines.append(f"  {row['member']:<60} {row['loss']:>8.4f} {metrics.percent(row['top1']):>7} "
+                     f"{metrics.percent(row['top5']):>7}")
     print("\n".join(lines))

@@ -117,7 +117,7 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     }
     results.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
     tag = settings.split if settings.tta == "none" else f"{settings.split}_{settings.tta}"
-    for key in metrics.METRICS:
+    for key in (k for k in metrics.METRICS if row[k] is not None):
         writer.add_scalar(f"eval/{tag}/{key}", row[key], row["global_step"])
     writer.flush()
     log.info("%s (epoch %d) on %s: loss %.4f, top-1 %.2f%% [%.2f, %.2f], %d samples in %.1f s", row["checkpoint"],
@@ -157,8 +157,8 @@ def print_table(rows: list[dict], best: dict | None, split: str, tta: str, metri
     lines = [f"{split} split{'' if tta == 'none' else ', tta=' + tta} (best by {metric} marked *):", header]
     for r in shown:
         mark = "*" if best is not None and r["checkpoint"] == best["checkpoint"] else " "
-        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {100 * r['top1']:>6.2f}% "
-                     f"{100 * r['top5']:>6.2f}% {100 * r['balanced_accuracy']:>6.2f}%")
+        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {metrics.percent(r['top1']):>7} "
+                     f"{metrics.percent(r['top5']):>7} {metrics.percent(r['balanced_accuracy']):>7}")
     print("\n".join(lines))
 
 

@@ -34,8 +34,7 @@ def summarize(log_probabilities: torch.Tensor, labels: torch.Tensor, num_classes
     losses = -log_probabilities.gather(1, labels[:, None]).squeeze(1)
     predictions = log_probabilities.argmax(dim=1)
     correct = predictions == labels
-    k = min(5, num_classes)
-    top5 = (log_probabilities.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+    top5 = (log_probabilities.topk(5, dim=1).indices == labels[:, None]).any(dim=1) if num_classes > 5 else None
     per_class = per_class_accuracy(predictions, labels, num_classes)
     present = [a for a in per_class if a is not None]
     top1 = float(correct.float().mean())
@@ -44,12 +43,17 @@ def summarize(log_probabilities: torch.Tensor, labels: torch.Tensor, num_classes
         "n": n,
         "loss": float(losses.mean()),
         "top1": top1,
-        "top5": float(top5.float().mean()),
+        "top5": None if top5 is None else float(top5.float().mean()),  # 5 classes or fewer: always 1, left out
         "balanced_accuracy": sum(present) / len(present),
         "top1_ci95": [low, high],
         "ece": expected_calibration_error(log_probabilities.exp(), labels),
         "per_class_accuracy": per_class,
     }
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a table cell: 97.50%, or '-' for a metric left out (top5 with <= 5 classes)."""
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list:
