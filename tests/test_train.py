@@ -223,3 +223,13 @@ def test_batch_norm_on_a_single_sample_is_refused_before_training(overrides, nam
         train_job(cfg, tmp_path / "run")
     assert named in str(refused.value) and "Fix:" in str(refused.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_plan_line_says_what_a_small_training_set_really_gets(tmp_path, caplog):
+    """A learning batch larger than the training set is one update of all of it, and the log says so."""
+    with caplog.at_level("INFO"):
+        train_job(compose_config([*TINY, "trainer.batch_size=48", "trainer.micro_batch_size=8",
+                                  "trainer.epochs=1"]), tmp_path / "run")
+    plan = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("training 30 samples"))
+    assert "1 update per epoch of 30 samples (4 micro-batches of 8" in plan, plan
+    assert "trainer.batch_size=48 is more than the 30 training samples" in plan, plan

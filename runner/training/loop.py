@@ -108,13 +108,22 @@ def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
     if run.samples_per_epoch < dataset_size:
         log.warning("%d processes: %d training samples per epoch are left out so each process gets as many",
                     world, dataset_size - run.samples_per_epoch)
-    log.info(
-        "training %d samples for epochs %d..%d: %d updates per epoch of %d samples (%d micro-batches of %d "
-        "in each of %d processes), precision %s on %s", run.samples_per_epoch, start_epoch + 1, trainer.epochs,
-        math.ceil(run.samples_per_epoch / trainer.batch_size), trainer.batch_size,
-        trainer.batch_size // (trainer.micro_batch_size * world), trainer.micro_batch_size, world,
-        run.amp_dtype or "fp32", run.device,
-    )
+    log.info("training %d samples for epochs %d..%d: %s, precision %s on %s", run.samples_per_epoch,
+             start_epoch + 1, trainer.epochs, update_plan(trainer, run.samples_per_epoch, world),
+             run.amp_dtype or "fp32", run.device)
+
+
+def update_plan(trainer, samples: int, world: int) -> str:
+    """'N updates per epoch of B samples (M micro-batches of m in each of P processes)', true to a small set."""
+    batch = min(trainer.batch_size, samples)
+    updates = math.ceil(samples / trainer.batch_size)
+    micro_batches = math.ceil(batch / (trainer.micro_batch_size * world))
+    plan = (f"{updates} update{'s' if updates != 1 else ''} per epoch of {batch} samples ({micro_batches} "
+            f"micro-batch{'es' if micro_batches != 1 else ''} of {trainer.micro_batch_size} in each of {world} "
+            f"process{'es' if world != 1 else ''})")
+    if trainer.batch_size > samples:
+        plan += f"; trainer.batch_size={trainer.batch_size} is more than the {samples} training samples"
+    return plan
 
 
 def refuse_single_sample_micro_batches(run: Training) -> None:
