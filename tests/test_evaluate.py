@@ -173,10 +173,16 @@ def test_corrupt_and_partial_checkpoints_are_skipped_and_retried(trained, tmp_pa
     assert sorted(r["epoch"] for r in read_rows(run_dir / "eval")) == [1, 2, 3]
 
 
-def test_a_single_checkpoint_file(trained, tmp_path):
+def test_a_single_checkpoint_file(trained, tmp_path, capsys):
     run_dir = fresh_copy(trained, tmp_path)
+    evaluate(settings(f"run_dir={run_dir}"))  # every checkpoint has its row
+    capsys.readouterr()
     evaluate(settings(f"checkpoint={run_dir / 'checkpoints' / 'epoch-0002.pt'}"))
-    assert [r["checkpoint"] for r in read_rows(run_dir / "eval")] == ["checkpoints/epoch-0002.pt"]
+    shown = [line for line in capsys.readouterr().out.splitlines() if "checkpoints/epoch-" in line]
+    assert len(shown) == 1 and "checkpoints/epoch-0002.pt" in shown[0], shown  # that checkpoint, not the run's table
+    other = fresh_copy(trained, tmp_path / "other")
+    evaluate(settings(f"checkpoint={other / 'checkpoints' / 'epoch-0002.pt'}"))
+    assert [r["checkpoint"] for r in read_rows(other / "eval")] == ["checkpoints/epoch-0002.pt"]
 
 
 def test_a_moved_run_directory_still_evaluates(trained, tmp_path):

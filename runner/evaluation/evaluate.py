@@ -201,7 +201,8 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
         best = results.best_row(rows, settings.metric, settings.direction, settings.tta, run_dir)
         if best is not None:
             update_best(run_dir, best, settings)
-        print_table(rows, best, "val", settings.tta, settings.metric)
+        asked = rows if only is None else [r for r in rows if r["checkpoint"] == relative(only, run_dir)]
+        print_table(asked, best, "val", settings.tta, settings.metric)  # checkpoint=FILE: that one's row
         return best
 
 
