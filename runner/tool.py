@@ -3,7 +3,7 @@
     python -m runner.check +experiment=flowers checks=[overfit_batch]
 
 Each tool composes the same config as training (conf/train.yaml) and writes into its own run
-directory, outputs/<name>/<tool>_<time>/, with its own log file.
+directory, outputs/tools/<name>/<tool>_<time>/ (apart from the runs), with its own log file.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def tool_arguments(name: str, argv: list[str]) -> list[str]:
     if not any(a.startswith("hydra.job.name=") for a in args):
         args.append(f"hydra.job.name={name}")
     if not any(a.startswith("hydra.run.dir=") for a in args):
-        args.append(f"hydra.run.dir=outputs/${{name}}/{name}_${{now:%Y-%m-%d_%H-%M-%S}}")
+        # apart from the runs: `tensorboard --logdir outputs/NAME` and runner.runs see training runs only
+        args.append(f"hydra.run.dir=outputs/tools/${{name}}/{name}_${{now:%Y-%m-%d_%H-%M-%S}}")
     return args
 
 

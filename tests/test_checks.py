@@ -275,7 +275,7 @@ def test_the_check_command(workdir):
     assert result.returncode == 0, result.stdout + result.stderr
     header = next(line for line in result.stdout.splitlines() if line.startswith("check "))
     assert header.split()[:4] == ["check", "figure", "expected", "verdict"]
-    path = next(workdir.glob("outputs/default/check_*/checks.json"))
+    path = next(workdir.glob("outputs/tools/default/check_*/checks.json"))
     assert [r["check"] for r in json.loads(path.read_text())] == ["data", "loss_at_init", "gradients_flow"]
     failing = run_cli(["dataset=synthetic", "dataset.noise=nan", "checks=[data]"], cwd=workdir, module="runner.check")
     assert failing.returncode == 1 and "FAIL" in failing.stdout
@@ -294,10 +294,10 @@ def test_inspect_data_and_lr_find_commands(workdir, flowers_root):
     result = run_cli(["+experiment=flowers", f"dataset.root={flowers_root}", "dataset.download=false",
                       "dataset.subset=40"], cwd=workdir, module="runner.inspect_data")
     assert result.returncode == 0, result.stdout + result.stderr
-    report = next(workdir.glob("outputs/flowers/inspect_data_*/report.md"))
+    report = next(workdir.glob("outputs/tools/flowers/inspect_data_*/report.md"))
     for name in ("samples_stored", "samples_model_view", "per_class", "histograms", "outliers"):
         assert (report.parent / f"{name}.png").is_file() and f"({name}.png)" in report.read_text()
     found = run_cli(["lr_find.steps=60"], cwd=workdir, module="runner.lr_find")
     assert found.returncode == 0, found.stderr
     assert "suggested (steepest): optimizer.lr=" in found.stdout
-    assert len(next(workdir.glob("outputs/default/lr_find_*/lr_find.csv")).read_text().splitlines()) > 10
+    assert len(next(workdir.glob("outputs/tools/default/lr_find_*/lr_find.csv")).read_text().splitlines()) > 10
