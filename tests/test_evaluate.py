@@ -370,3 +370,19 @@ def test_top5_is_left_out_where_it_says_nothing(tmp_path, capsys):
     with pytest.raises(UserError, match=r"evaluate.metric='top5' is 100% by construction with 3 classes. "
                                         r"Fix: evaluate.metric=top1"):
         validate(compose_config([*three, "evaluate.metric=top5"]))
+
+
+def test_flip_tta_that_lowers_accuracy_is_named_with_its_figures(caplog):
+    from runner.evaluation.evaluate import warn_if_flipping_hurts
+
+    def row(epoch, tta, top1):
+        return {"checkpoint": f"checkpoints/epoch-000{epoch}.pt", "epoch": epoch, "split": "val", "tta": tta, "top1": top1}
+
+    rows = [row(1, "none", 0.9), row(2, "none", 0.978), row(1, "flip", 0.95), row(2, "flip", 0.942)]
+    with caplog.at_level("INFO"):
+        warn_if_flipping_hurts(rows, "val")
+    assert ("tta=flip lowers top-1 of checkpoints/epoch-0002.pt from 97.80% to 94.20% (1 of 2 checkpoints worse): "
+            "mirroring changes what these images mean") in caplog.text
+    caplog.clear()
+    warn_if_flipping_hurts([row(1, "none", 0.9), row(1, "flip", 0.95)], "val")
+    assert caplog.text == ""  # it helps here: nothing to say

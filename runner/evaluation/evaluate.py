@@ -151,6 +151,20 @@ def draw_figures(run_dir: Path, best: dict, data_root: str | None) -> list[dict]
     return reports.best_checkpoint_figures(log_probs, labels, dataset, dataset_cfg, eval_dir)
 
 
+def warn_if_flipping_hurts(rows: list[dict], split: str) -> None:
+    """tta=flip assumes a mirrored image means the same; for digits or text it does not. Say so with figures."""
+    plain = {r["checkpoint"]: r for r in rows if r["split"] == split and r["tta"] == "none"}
+    flipped = [r for r in rows if r["split"] == split and r["tta"] == "flip" and r["checkpoint"] in plain]
+    worse = [r for r in flipped if r["top1"] < plain[r["checkpoint"]]["top1"]]
+    if worse:
+        r = max(worse, key=lambda r: r["epoch"])
+        log.warning("tta=flip lowers top-1 of %s from %.2f%% to %.2f%% (%d of %d checkpoints worse): mirroring changes "
+                    "what these images mean (digits, text, left and right). Fix: evaluate with tta=none",
+                    r["checkpoint"], 100 * plain[r["checkpoint"]]["top1"], 100 * r["top1"], len(worse), len(flipped))
+    elif not flipped:
+        log.info("tta=flip assumes a mirrored image means the same (not so for digits or text): compare with tta=none")
+
+
 def print_table(rows: list[dict], best: dict | None, split: str, tta: str, metric: str) -> None:
     shown = sorted((r for r in rows if r["split"] == split and r["tta"] == tta), key=lambda r: r["epoch"])
     header = f"  {'checkpoint':<28} {'epoch':>5} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
@@ -203,6 +217,8 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
             update_best(run_dir, best, settings)
         asked = rows if only is None else [r for r in rows if r["checkpoint"] == relative(only, run_dir)]
         print_table(asked, best, "val", settings.tta, settings.metric)  # checkpoint=FILE: that one's row
+        if settings.tta == "flip":
+            warn_if_flipping_hurts(rows, "val")
         return best
 
 
