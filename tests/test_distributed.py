@@ -44,6 +44,24 @@ def test_two_processes_reach_the_weights_of_one(workdir):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_two_processes_use_every_sample_of_an_odd_sized_set(workdir):
+    """digits' 1079 training samples in learning batches of 64: the last one (55) is dealt 28 + 27."""
+    common = ["trainer.epochs=2", "trainer.batch_size=64", "trainer.deterministic=true",
+              "evaluate.after_training=false", "checkpoint.every_epochs=1"]
+    single = run_cli([*common, "trainer.micro_batch_size=32", f"hydra.run.dir={workdir / 'one'}"], cwd=workdir)
+    assert single.returncode == 0, single.stderr
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *common,
+               "trainer.micro_batch_size=16", f"hydra.run.dir={workdir / 'two'}"]
+    double = subprocess.run(command, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
+    log = (workdir / "two" / "train.log").read_text()
+    assert "training 1079 samples" in log and "left out" not in log
+    a, b = weights(workdir / "one", 2), weights(workdir / "two", 2)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
 def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
     from runner.errors import UserError
     from runner.run import train_and_evaluate as train_job

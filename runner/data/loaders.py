@@ -21,9 +21,11 @@ class EpochSampler(Sampler):
     """Yields (index, sample_seed): the order from (seed, epoch), a seed for each sample's augmentation.
 
     With several processes (torchrun), each learning batch of the epoch's order is dealt out
-    to the ranks (rank r takes positions r, r + world_size, ...), and the epoch is cut to a
-    multiple of world_size so that every process runs the same number of steps. `start`
-    skips the samples of the epoch already trained on (a resume from mid-epoch).
+    to the ranks (rank r takes positions r, r + world_size, ...). The last, smaller learning
+    batch is dealt the same way, so some ranks hold one sample more: every sample is used once
+    and the update is the same mean as with one process. Only a last batch smaller than the
+    number of processes is left out (a rank without a sample could not join the update).
+    `start` skips the samples of the epoch already trained on (a resume from mid-epoch).
     """
 
     def __init__(self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1):
@@ -34,7 +36,8 @@ class EpochSampler(Sampler):
     @property
     def samples_per_epoch(self) -> int:
         """All processes together."""
-        return self.size - self.size % self.world_size
+        last = self.size % self.batch_size
+        return self.size - last if 0 < last < self.world_size else self.size
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
