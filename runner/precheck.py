@@ -13,6 +13,7 @@ Multirun (`-m`) is left to the sweeper, which composes and validates each trial 
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -66,9 +67,13 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def refuse(message: str) -> None:
-    """The line as the run's log would have shown it (on stdout, like Hydra's console log), then exit 2."""
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    print(f"{stamp} ERROR runner: {message}", flush=True)
+    """The line as the run's log would have shown it (on stdout, like Hydra's console log), then exit 2.
+
+    Under torchrun every process finds the same problem: rank 0 alone says it.
+    """
+    if os.environ.get("RANK", "0") == "0":
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        print(f"{stamp} ERROR runner: {message}", flush=True)
     sys.exit(2)
 
 

@@ -34,6 +34,11 @@ def test_default_command_trains_on_digits_and_says_where_everything_is(workdir):
     log = (run_dir / "train.log").read_text()
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO", log, re.M)  # millisecond stamps
     assert "resolved config:" in log and "command-line overrides: (none)" in log
+    assert "sweep:" in log and "sweep:" not in result.stdout  # the whole config in the log, not on the terminal
+    assert "resolved config: in train.log and .hydra/config.yaml" in result.stdout
+    assert re.search(r"run: dataset digits \(10 classes, 8x8\), model mlp, optimizer adamw \(lr 0.0003\), "
+                     r"schedule constant, loss cross_entropy, 20 epochs, learning batch 64 \(micro-batch 64\)",
+                     result.stdout), result.stdout[:3000]
     epochs = re.findall(r"epoch (\d+)/20: loss ([\d.]+), accuracy ([\d.]+)%", log)
     assert len(epochs) == 20 and float(epochs[-1][1]) < 0.3 < float(epochs[0][1])
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"

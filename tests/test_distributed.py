@@ -95,3 +95,10 @@ def test_pruning_a_multi_process_trial_is_refused(workdir, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(UserError, match="hydra.sweeper.pruner=none"):
         train_job(compose_config([*TINY, "trainer.micro_batch_size=2", "sweep.pruner=median"]), workdir / "run")
+
+
+def test_a_bad_setting_under_torchrun_is_said_once(workdir):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", "trainer.epochs=-1"]
+    result = subprocess.run(command, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert (result.stdout + result.stderr).count("trainer.epochs=-1 must be an integer >= 1") == 1, result.stdout

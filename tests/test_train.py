@@ -233,3 +233,16 @@ def test_the_plan_line_says_what_a_small_training_set_really_gets(tmp_path, capl
     plan = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("training 30 samples"))
     assert "1 update per epoch of 30 samples (4 micro-batches of 8" in plan, plan
     assert "trainer.batch_size=48 is more than the 30 training samples" in plan, plan
+
+
+def test_the_progress_bar_spans_the_run_so_its_eta_is_the_runs(monkeypatch):
+    from types import SimpleNamespace
+
+    from runner.training.loop import progress_bar
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    run = SimpleNamespace(cfg=SimpleNamespace(trainer=SimpleNamespace(batch_size=12, epochs=5)), samples_per_epoch=30,
+                          processes=SINGLE)
+    bar = progress_bar(run, start_epoch=2, first_sample=12)  # resumed mid-way through epoch 3
+    assert (bar.total, bar.n, bar.desc) == (15, 7, "epoch 3/5")  # 3 updates an epoch, 5 epochs; 2 epochs + 1 done
+    bar.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from runner.checkpoint_files import checkpoint_name, save_atomic
 from runner.data.loaders import train_loader
@@ -65,15 +66,27 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
 
     stop = StopRequest(list(cfg.trainer.stop_signals))
     figures: dict = {}
+    run.bar = progress_bar(run, start_epoch, first_sample)
     try:
-        for epoch in range(start_epoch, cfg.trainer.epochs):
-            skip = first_sample if epoch == start_epoch else 0
-            started = time.perf_counter()
-            loss, correct = train_one_epoch(run, epoch, skip, stop)
-            figures = end_of_epoch(run, epoch, skip, loss, correct, time.perf_counter() - started, on_checkpoint)
+        with logging_redirect_tqdm() if not run.bar.disable else contextlib.nullcontext():  # log lines above the bar
+            for epoch in range(start_epoch, cfg.trainer.epochs):
+                skip = first_sample if epoch == start_epoch else 0
+                started = time.perf_counter()
+                loss, correct = train_one_epoch(run, epoch, skip, stop)
+                figures = end_of_epoch(run, epoch, skip, loss, correct, time.perf_counter() - started, on_checkpoint)
     finally:
         stop.restore()
+        run.bar.close()
     return figures
+
+
+def progress_bar(run: Training, start_epoch: int, first_sample: int) -> tqdm:
+    """One bar for the whole run, so its ETA is the run's (on a terminal, on rank 0)."""
+    trainer = run.cfg.trainer
+    per_epoch = math.ceil(run.samples_per_epoch / trainer.batch_size)
+    return tqdm(total=per_epoch * trainer.epochs, initial=per_epoch * start_epoch + first_sample // trainer.batch_size,
+                disable=not (sys.stderr.isatty() and run.processes.is_main), unit="update", dynamic_ncols=True,
+                desc=f"epoch {start_epoch + 1}/{trainer.epochs}", leave=False)
 
 
 def start(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer, provenance: dict,
@@ -158,9 +171,7 @@ def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest) -> 
     run.model.train()
     meter = IntervalMeter(run.device)
     epoch_loss, epoch_correct = meter.zero.clone(), meter.zero.clone()
-    show_bar = sys.stderr.isatty() and run.processes.is_main
-    bar = tqdm(total=math.ceil(n / trainer.batch_size), initial=skip // trainer.batch_size, disable=not show_bar,
-               desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False, dynamic_ncols=True)
+    run.bar.set_description(f"epoch {epoch + 1}/{trainer.epochs}", refresh=False)
     for window in learning_batches(run.loader, skip, n, trainer.batch_size, run.processes, meter):
         window_loss, correct, samples = accumulate_gradients(run, window)
         grad_norm = optimizer_update(run.optimizer, run.scaler, run.schedule, trainable(run.model),
@@ -170,15 +181,14 @@ def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest) -> 
         meter.add_update(window_loss, correct, samples, grad_norm)
         epoch_loss += window_loss
         epoch_correct += correct
-        bar.update(1)
+        run.bar.update(1)
 
         epoch_done = window.end == n
         if run.global_step % trainer.log_every_steps == 0 or epoch_done:
-            report_interval(run, meter.read(run, epoch), epoch, bar if show_bar else None)
+            report_interval(run, meter.read(run, epoch), epoch, None if run.bar.disable else run.bar)
             meter.reset()
         if not epoch_done and any_process(stop.received is not None, run.processes, run.device):
             stop_here(run, meter, epoch, window.end, stop.received)
-    bar.close()
     return epoch_loss, epoch_correct
 
 

@@ -36,6 +36,7 @@ class Training:
     writer: object  # TensorBoard SummaryWriter on rank 0, None elsewhere
     provenance: dict
     best_checkpoint: BestCheckpoint | None = None
+    bar: object = None  # the run's progress bar (tqdm; disabled off a terminal and on ranks > 0)
     global_step: int = 0
     first_bad_step: torch.Tensor | None = None  # on the device: the first update with a non-finite loss/gradient
 
