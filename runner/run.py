@@ -7,13 +7,16 @@ or the evaluator; it receives them as functions. What this returns is what a swe
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.config import validate
 from runner.errors import UserError
+from runner.training import distributed
 from runner.training.job import train_job
 from runner.trust import module_of
 
@@ -23,13 +26,57 @@ log = logging.getLogger(__name__)
 def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     """Validate, train in run_dir, then evaluate; returns {"train": last epoch's figures, "best": best val row}."""
     validate(cfg)
-    return train_job(
-        cfg, run_dir,
-        preflight=(lambda splits, device: preflight(cfg, run_dir, splits, device)) if cfg.checks.preflight else None,
-        validation_metric=lambda path: validation_metric(run_dir, cfg, path),
-        evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
-        best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
-    )
+    watcher = start_watcher(cfg, run_dir) if cfg.evaluate.during_training else None
+    try:
+        return train_job(
+            cfg, run_dir,
+            preflight=(lambda splits, device: preflight(cfg, run_dir, splits, device)) if cfg.checks.preflight else None,
+            validation_metric=lambda path: validation_metric(run_dir, cfg, path),
+            evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
+            best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
+            stop_early=(lambda path: early_stop(run_dir, cfg, path)) if cfg.trainer.early_stopping.patience else None,
+        )
+    finally:
+        if watcher is not None:
+            stop_watcher(watcher)
+
+
+def start_watcher(cfg: DictConfig, run_dir: Path) -> subprocess.Popen | None:
+    """evaluate.during_training: `python -m runner.evaluate run_dir=RUN watch=true` beside the training (rank 0).
+
+    A process of its own, the same code as watch mode: evaluation stays apart from optimization,
+    and its curves reach the run's TensorBoard while training goes on.
+    """
+    if not distributed.from_environment().is_main:
+        return None
+    settings = evaluation_settings(cfg)
+    overrides = [f"{key}={override_value(value)}" for key, value in settings.items()
+                 if key not in ("after_training", "during_training")]
+    command = [sys.executable, "-m", "runner.evaluate", f"run_dir={run_dir}", "watch=true", "poll_seconds=1", *overrides]
+    watcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log.info("an evaluator follows this run (process %d): its lines are in %s", watcher.pid, run_dir / "eval" / "evaluate.log")
+    return watcher
+
+
+def stop_watcher(watcher: subprocess.Popen) -> None:
+    """The watcher ends by itself once run.json says the run has ended; wait for it, within reason."""
+    try:
+        watcher.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        log.warning("the evaluator following this run (process %d) did not end: stopped", watcher.pid)
+        watcher.terminate()
+        watcher.wait()
+
+
+def override_value(value) -> str:
+    """A config value as Hydra's command line writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | ListConfig):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    return str(value)
 
 
 def evaluate_after_training(run_dir: Path, cfg: DictConfig) -> dict | None:
@@ -37,6 +84,18 @@ def evaluate_after_training(run_dir: Path, cfg: DictConfig) -> dict | None:
     from runner.evaluation.evaluate import evaluate_run
 
     return evaluate_run(run_dir, evaluation_settings(cfg))
+
+
+def early_stop(run_dir: Path, cfg: DictConfig, path: Path) -> str | None:
+    """After the checkpoint at path: evaluate it (unless the watcher has), then ask trainer.early_stopping."""
+    from runner.evaluation import results
+    from runner.evaluation.early_stopping import stop_reason
+    from runner.evaluation.evaluate import evaluate_one
+
+    settings = evaluation_settings(cfg)
+    evaluate_one(run_dir, settings, path)
+    stopping = cfg.trainer.early_stopping
+    return stop_reason(results.read_rows(run_dir / "eval"), settings, stopping.patience, stopping.min_delta)
 
 
 def best_checkpoint_so_far(run_dir: Path, cfg: DictConfig) -> Path | None:

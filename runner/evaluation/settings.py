@@ -43,6 +43,8 @@ class TrainingEvaluation(EvaluationSettings):
 
     after_training: bool = True
     """Evaluate every checkpoint on the validation split when training ends."""
+    during_training: bool = False
+    """A separate evaluator process follows the run (watch mode): validation curves while it trains."""
 
 
 @dataclass

@@ -34,13 +34,15 @@ Preflight = Callable[[dict, torch.device], None]  # (the splits, the device) -> 
 def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None,
               validation_metric: Callable[[Path], float] | None = None,
               evaluate: Callable[[], dict | None] | None = None,
-              best_checkpoint: Callable[[], Path | None] | None = None) -> dict:
+              best_checkpoint: Callable[[], Path | None] | None = None,
+              stop_early: Callable[[Path], str | None] | None = None) -> dict:
     """Train in run_dir; returns {"train": last epoch's figures, "best": what `evaluate` returned}.
 
     `cfg` has passed `runner.config.validate`. The later stages come in as functions, so that
     training never imports them (runner/run.py passes them): `preflight(splits, device)` runs
     before the first step, `validation_metric(path)` measures a checkpoint for a sweep's pruner,
-    `evaluate()` runs after training, `best_checkpoint()` names the checkpoint retention must keep. Under torchrun every process runs this; rank 0 alone logs,
+    `evaluate()` runs after training, `best_checkpoint()` names the checkpoint retention must keep,
+    `stop_early(path)` says why to stop after a checkpoint (or None). Under torchrun every process runs this; rank 0 alone logs,
     writes and evaluates.
     """
     processes = distributed.from_environment()
@@ -63,7 +65,7 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
         resume_state, resumed_from = find_resume_state(cfg, run_dir)
         record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary()}
         figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
-                                   validation_metric, best_checkpoint, processes)
+                                   validation_metric, best_checkpoint, stop_early, processes)
         best = evaluate() if evaluate is not None and processes.is_main else None
         if processes.is_main:
             print_summary(run_dir, best, cfg.evaluate.metric)
@@ -144,7 +146,8 @@ def run_record(cfg: DictConfig, git: dict | None, device: torch.device, resumed_
 
 
 def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, resume_state: dict | None,
-                     record: dict, validation_metric, best_checkpoint, processes: distributed.Processes) -> dict:
+                     record: dict, validation_metric, best_checkpoint, stop_early,
+                     processes: distributed.Processes) -> dict:
     """fit() inside the run's record: run.json says running, then finished, preempted, pruned or failed."""
     main = processes.is_main
     trial = None
@@ -161,7 +164,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             on_checkpoint = trial and validation_metric and trial.pruning_callback(validation_metric)
             figures = fit(cfg, run_dir, train_set, model, device, writer,
                           {"git": record["git"], "environment": record["environment"]}, resume_state, on_checkpoint,
-                          processes, best_checkpoint)
+                          processes, best_checkpoint, stop_early)
         if "loss" in figures and main:
             writer.add_hparams(flat_hparams(cfg), {"hparams/final_train_loss": figures["loss"]}, run_name=".")
         record["status"] = "finished"

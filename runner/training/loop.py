@@ -36,7 +36,7 @@ from runner.training.losses import build_loss
 from runner.training.meter import IntervalMeter, report_interval
 from runner.training.optim import build_optimizer, build_schedule
 from runner.training.preemption import Preempted, StopRequest
-from runner.training.state import BestCheckpoint, OnCheckpoint, Training
+from runner.training.state import BestCheckpoint, OnCheckpoint, StopEarly, Training
 from runner.training.step import micro_batch_loss, optimizer_update, to_device, trainable
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ log = logging.getLogger(__name__)
 
 def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer, provenance: dict,
         resume_state: dict | None, on_checkpoint: OnCheckpoint | None = None, processes: Processes = SINGLE,
-        best_checkpoint: BestCheckpoint | None = None) -> dict:
+        best_checkpoint: BestCheckpoint | None = None, stop_early: StopEarly | None = None) -> dict:
     """Train for cfg.trainer.epochs (continuing from resume_state); returns the last epoch's figures.
 
     With several processes, every one calls fit; rank 0 alone writes (writer is None elsewhere).
     """
     run = start(cfg, run_dir, train_set, model, device, writer, provenance, processes)
-    run.best_checkpoint = best_checkpoint
+    run.best_checkpoint, run.stop_early = best_checkpoint, stop_early
     start_epoch, first_sample = 0, 0
     if resume_state is not None:
         start_epoch, run.global_step = checkpoint.restore(resume_state, model, run.optimizer, run.schedule,
@@ -61,6 +61,8 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     if start_epoch >= cfg.trainer.epochs:
         log.info("the run has already finished (%d of %d epochs): nothing to do", start_epoch, cfg.trainer.epochs)
         return {"epoch": start_epoch, "finished": True}
+    if resume_state is not None and first_sample == 0 and early_stop(run, start_epoch):
+        return {"epoch": start_epoch, "finished": True, "stopped_early": True}  # a rerun of a run that stopped early
     log_plan(run, start_epoch, len(train_set))
     run.step_model = wrap_for_speed_and_processes(model, cfg.trainer, processes, device)
 
@@ -74,6 +76,8 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
                 started = time.perf_counter()
                 loss, correct = train_one_epoch(run, epoch, skip, stop)
                 figures = end_of_epoch(run, epoch, skip, loss, correct, time.perf_counter() - started, on_checkpoint)
+                if figures.get("stopped_early"):
+                    break
     finally:
         stop.restore()
         run.bar.close()
@@ -263,9 +267,20 @@ def end_of_epoch(run: Training, epoch: int, skip: int, loss: torch.Tensor, corre
         run.writer.add_scalar("train/epoch_accuracy", figures["accuracy"], run.global_step)
     if (epoch + 1) % run.cfg.checkpoint.every_epochs == 0 or epoch + 1 == trainer.epochs:
         write_checkpoint(run, epoch + 1, on_checkpoint)
+        figures["stopped_early"] = early_stop(run, epoch + 1)
     if run.writer is not None:
         run.writer.flush()
     return figures
+
+
+def early_stop(run: Training, epochs_done: int) -> bool:
+    """After a checkpoint: does trainer.early_stopping say stop? Rank 0 asks the evaluator; all agree."""
+    if run.stop_early is None:
+        return False
+    why = run.stop_early(run.run_dir / "checkpoints" / checkpoint_name(epochs_done)) if run.processes.is_main else None
+    if why:
+        log.info("early stopping after epoch %d of %d: %s", epochs_done, run.cfg.trainer.epochs, why)
+    return any_process(why is not None, run.processes, run.device)
 
 
 def write_checkpoint(run: Training, epochs_done: int, on_checkpoint: OnCheckpoint | None) -> None:

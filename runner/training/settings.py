@@ -19,6 +19,14 @@ PRECISIONS = ("auto", "32", "bf16", "16")
 
 
 @dataclass
+class EarlyStopping:
+    patience: int | None = None
+    """N: stop when evaluate.metric has not improved for N checkpoints in a row; null: never."""
+    min_delta: float = 0.0
+    """An improvement smaller than this does not count."""
+
+
+@dataclass
 class TrainerSettings:
     epochs: int = 20
     """Passes over the training split."""
@@ -45,6 +53,7 @@ class TrainerSettings:
     log_every_steps: int = 50
     """Optimizer updates between log lines and TensorBoard points."""
     stop_signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     """On these signals: finish the step, write a checkpoint, stop (and requeue under SLURM)."""
 
 
@@ -91,6 +100,11 @@ def validate(cfg: DictConfig) -> None:
     int_at_least("trainer.seed", trainer.seed, 0, "trainer.seed=0")
     int_at_least("trainer.log_every_steps", trainer.log_every_steps, 1, "trainer.log_every_steps=10")
     device_name("trainer.device", trainer.device)
+    if trainer.early_stopping.patience is not None:
+        int_at_least("trainer.early_stopping.patience", trainer.early_stopping.patience, 1,
+                     "trainer.early_stopping.patience=5, or null")
+    positive_number("trainer.early_stopping.min_delta", trainer.early_stopping.min_delta,
+                    "trainer.early_stopping.min_delta=0.001", allow_zero=True)
     unknown = [name for name in trainer.stop_signals if name not in signal.Signals.__members__]
     if unknown:
         fail("trainer.stop_signals", list(trainer.stop_signals), f"names unknown signals {unknown}",

@@ -14,6 +14,7 @@ from runner.training.distributed import Processes
 
 OnCheckpoint = Callable[[Path, int], None]  # (path, epoch) after each checkpoint: a sweep's pruning hook
 BestCheckpoint = Callable[[], Path | None]  # the best checkpoint the evaluator has ranked so far: retention keeps it
+StopEarly = Callable[[Path], str | None]  # after a checkpoint: why to stop now (trainer.early_stopping), or None
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Training:
     writer: object  # TensorBoard SummaryWriter on rank 0, None elsewhere
     provenance: dict
     best_checkpoint: BestCheckpoint | None = None
+    stop_early: StopEarly | None = None
     bar: object = None  # the run's progress bar (tqdm; disabled off a terminal and on ranks > 0)
     global_step: int = 0
     first_bad_step: torch.Tensor | None = None  # on the device: the first update with a non-finite loss/gradient
