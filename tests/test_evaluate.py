@@ -386,3 +386,22 @@ def test_flip_tta_that_lowers_accuracy_is_named_with_its_figures(caplog):
     caplog.clear()
     warn_if_flipping_hurts([row(1, "none", 0.9), row(1, "flip", 0.95)], "val")
     assert caplog.text == ""  # it helps here: nothing to say
+
+
+def test_a_confusion_matrix_of_many_classes_shows_the_most_confused_ones(tmp_path):
+    import warnings
+
+    from runner.evaluation.reports import LEGIBLE_CLASSES, classes_to_show, confusion_matrix_png
+
+    many = torch.diag(torch.full((102,), 5)) + torch.roll(torch.eye(102, dtype=torch.long), 1, dims=1)
+    assert len(classes_to_show(many)) == LEGIBLE_CLASSES  # confusions everywhere: as many as stay legible
+
+    confusion = torch.diag(torch.full((102,), 5))
+    confusion[40, 7], confusion[7, 40], confusion[90, 2] = 9, 3, 4  # the confusions, by count
+    shown = classes_to_show(confusion)
+    assert shown == [40, 7, 90, 2]  # the classes of the confusions, most confused first
+    assert classes_to_show(torch.eye(7, dtype=torch.long)) == list(range(7))  # few classes: all of them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no matplotlib warning reaches the terminal
+        confusion_matrix_png(confusion, [f"class {k}" for k in range(102)], tmp_path / "confusion.png")
+    assert (tmp_path / "confusion.png").stat().st_size > 10_000

@@ -7,6 +7,7 @@ quartiles and the maximum of the per-example loss, each tile the input as the mo
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,21 +46,45 @@ def best_checkpoint_figures(log_probabilities: torch.Tensor, labels: torch.Tenso
     return pairs
 
 
-def confusion_matrix_png(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
-    """Row-normalized confusion matrix (each true class sums to 1); class names when they fit."""
+LEGIBLE_CLASSES = 25  # more rows than this and names and counts no longer fit: show the most confused
+
+
+def classes_to_show(confusion: torch.Tensor, limit: int = LEGIBLE_CLASSES) -> list[int]:
+    """All classes when they fit; else those in the most confused pairs, most confused first."""
     c = confusion.shape[0]
-    rows = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp_min(1)
-    size = min(4 + 0.25 * c, 20)
-    figure, axes = plt.subplots(figsize=(size, size))
-    image = axes.imshow(rows.numpy(), cmap="viridis", vmin=0, vmax=1)
+    if c <= limit:
+        return list(range(c))
+    shown: list[int] = []
+    for pair in metrics.most_confused_pairs(confusion, top=c * c):
+        for cls in (pair["true"], pair["predicted"]):
+            if cls not in shown and len(shown) < limit:
+                shown.append(cls)
+    return shown or list(range(limit))
+
+
+def confusion_matrix_png(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
+    """Row-normalized colours with the counts written in; at many classes the most confused ones."""
+    shown = classes_to_show(confusion)
+    part = confusion[shown][:, shown]
+    rows = part.float() / confusion[shown].sum(dim=1, keepdim=True).clamp_min(1)  # of the whole true class
+    size = 3 + 0.42 * len(shown)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
+    image = axes.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in ((ij, int(part[ij])) for ij in itertools.product(range(len(shown)), repeat=2)):
+        if count:
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if rows[i, j] > 0.5 else "black")
+    names = [class_names[k][:18] for k in shown]
+    axes.set_xticks(range(len(shown)), names, rotation=60, ha="right", fontsize=7)
+    axes.set_yticks(range(len(shown)), names, fontsize=7)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    if c <= 30:
-        axes.set_xticks(range(c), class_names, rotation=90, fontsize=7)
-        axes.set_yticks(range(c), class_names, fontsize=7)
-    figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of the true class")
-    axes.set_title(f"confusion matrix ({int(confusion.sum())} examples)")
-    figure.tight_layout()
+    figure.colorbar(image, ax=axes, shrink=0.8, label="fraction of the true class")
+    title = f"confusion matrix ({int(confusion.sum())} examples; counts in the cells)"
+    if len(shown) < confusion.shape[0]:
+        title = (f"the {len(shown)} most confused of {confusion.shape[0]} classes ({int(confusion.sum())} examples);\n"
+                 "every class: confusion_matrix.csv")
+    axes.set_title(title, fontsize=9)
     save_png(figure, path)
 
 
@@ -79,7 +104,8 @@ def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torc
     paths = []
     for name, quantile in QUANTILES.items():
         indices = gallery_indices(losses, quantile, per_gallery)
-        figure, axes = plt.subplots(1, len(indices), figsize=(2 * len(indices), 2.6), squeeze=False)
+        figure, axes = plt.subplots(1, len(indices), figsize=(2 * len(indices), 3.0), squeeze=False,
+                                    layout="constrained")  # keeps the title clear of the captions
         for axis, index in zip(axes[0], indices, strict=True):
             image = transforms.denormalize(load_image(index), mean, std).permute(1, 2, 0).numpy()
             axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
@@ -88,8 +114,7 @@ def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torc
             axis.set_title(f"true {class_names[true][:14]}\npred {class_names[predicted][:14]}\n"
                            f"loss {float(losses[index]):.3f}", fontsize=7, color=colour)
             axis.axis("off")
-        figure.suptitle(f"per-example loss at the {name} (#{', #'.join(map(str, indices))})", fontsize=8)
-        figure.tight_layout()
+        figure.suptitle(f"per-example loss at the {name} (#{', #'.join(map(str, indices))})", fontsize=9)
         path = out_dir / f"gallery_{name}.png"
         save_png(figure, path)
         paths.append(path)
