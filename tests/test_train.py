@@ -246,3 +246,14 @@ def test_the_progress_bar_spans_the_run_so_its_eta_is_the_runs(monkeypatch):
     bar = progress_bar(run, start_epoch=2, first_sample=12)  # resumed mid-way through epoch 3
     assert (bar.total, bar.n, bar.desc) == (15, 7, "epoch 3/5")  # 3 updates an epoch, 5 epochs; 2 epochs + 1 done
     bar.close()
+
+
+def test_the_first_batch_image_is_small_and_written_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_job(compose_config([*TINY, "trainer.micro_batch_size=12"]), tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    images = events.Images("train/first_batch")
+    assert len(images) == 1  # once a run
+    assert (images[0].width, images[0].height) == (4 * (13 + 2) + 2, 4 * (11 + 2) + 2)  # 16 tiles of 11x13, 4 a row

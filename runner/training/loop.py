@@ -224,12 +224,15 @@ def accumulate_gradients(run: Training, window) -> tuple[torch.Tensor, torch.Ten
     return window_loss, window_correct, samples
 
 
+FIRST_BATCH_IMAGES = 16  # enough to look at; 64 made a 3 MB event that TensorBoard checksums in pure Python
+
+
 def log_first_batch(writer, x: torch.Tensor, mean, std) -> None:
-    """The first training batch as the model sees it (de-normalized for display)."""
+    """The first training batch as the model sees it (de-normalized for display), once a run."""
     from torchvision.utils import make_grid  # torchvision loads slowly: only here, once a run
 
-    images = denormalize(x[:64].nan_to_num(0), mean, std)
-    writer.add_image("train/first_batch", make_grid(images, nrow=8, pad_value=1.0), 0)
+    images = denormalize(x[:FIRST_BATCH_IMAGES].nan_to_num(0), mean, std)
+    writer.add_image("train/first_batch", make_grid(images, nrow=4, pad_value=1.0), 0)
 
 
 def note_non_finite(run: Training, window_loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
