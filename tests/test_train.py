@@ -251,7 +251,7 @@ def test_the_progress_bar_spans_the_run_so_its_eta_is_the_runs(monkeypatch):
 def test_the_first_batch_image_is_small_and_written_once(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train_job(compose_config([*TINY, "trainer.micro_batch_size=12"]), tmp_path / "run")
+    train_job(compose_config([*TINY, "trainer.batch_size=30", "trainer.micro_batch_size=30"]), tmp_path / "run")
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()
     images = events.Images("train/first_batch")
