@@ -405,3 +405,19 @@ def test_a_confusion_matrix_of_many_classes_shows_the_most_confused_ones(tmp_pat
         warnings.simplefilter("error")  # no matplotlib warning reaches the terminal
         confusion_matrix_png(confusion, [f"class {k}" for k in range(102)], tmp_path / "confusion.png")
     assert (tmp_path / "confusion.png").stat().st_size > 10_000
+
+
+def test_a_run_builds_its_split_once_and_uses_the_trainers_workers(trained, tmp_path, monkeypatch):
+    import runner.evaluation.evaluate as evaluator
+
+    run_dir = fresh_copy(trained, tmp_path)
+    evaluator.built_split.cache_clear()
+    builds, workers = [], []
+    real_build, real_loader = datasets.build_splits, loaders.eval_loader
+    monkeypatch.setattr(datasets, "build_splits", lambda cfg: builds.append(1) or real_build(cfg))
+    monkeypatch.setattr(loaders, "eval_loader", lambda ds, bs, nw, pin_memory: workers.append(nw) or
+                        real_loader(ds, bs, nw, pin_memory))
+    evaluate_run(run_dir, OmegaConf.merge(settings(f"run_dir={run_dir}"), {"num_workers": None}))
+    assert len(read_rows(run_dir / "eval")) == 3 and len(builds) == 1  # three checkpoints, one split built
+    assert set(workers) == {OmegaConf.create(checkpoint_files.load(run_dir / "checkpoints" / "epoch-0001.pt")
+                                             ["config"]).trainer.num_workers}

@@ -9,6 +9,8 @@ TensorBoard logs under eval/ at each checkpoint's global step.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import time
@@ -52,12 +54,20 @@ def build_model(config: dict, state: dict, path: Path, device: torch.device, tru
 
 
 def split_dataset(config: dict, split: str, data_root: str | None):
-    """The split as the run built it, from the checkpoint's dataset config (root overridable)."""
-    dataset_cfg = OmegaConf.create(config["dataset"])
-    if data_root is not None:
-        dataset_cfg.root = data_root
+    """The split as the run built it, from the checkpoint's dataset config (root overridable).
+
+    Built once per run and process: the checkpoints of a run share their dataset config.
+    """
     if split not in datasets.SPLITS:
         raise UserError(f"split={split!r} is not a split. Fix: split=val or split=test")
+    return built_split(json.dumps(config["dataset"], sort_keys=True), split, data_root)
+
+
+@functools.lru_cache(maxsize=4)
+def built_split(dataset_json: str, split: str, data_root: str | None):
+    dataset_cfg = OmegaConf.create(json.loads(dataset_json))
+    if data_root is not None:
+        dataset_cfg.root = data_root
     dataset = datasets.build_splits(dataset_cfg)[split]
     if len(dataset) == 0:
         raise UserError(f"dataset {dataset_cfg.name} has no {split} split here. Fix: split=val")
@@ -103,7 +113,8 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     device = pick_device(str(settings.device))
     model = build_model(state["config"], state, path, device, list(settings.get("trust") or []))
     dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
-    loader = loaders.eval_loader(dataset, settings.batch_size, settings.num_workers, pin_memory=device.type == "cuda")
+    workers = settings.num_workers if settings.num_workers is not None else state["config"]["trainer"]["num_workers"]
+    loader = loaders.eval_loader(dataset, settings.batch_size, workers, pin_memory=device.type == "cuda")
     started = time.perf_counter()
     log_probs, labels = predict(model, loader, device, autocast_dtype(settings.precision, device), settings.tta)
     if len(labels) != len(dataset):

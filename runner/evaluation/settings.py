@@ -27,8 +27,8 @@ class EvaluationSettings:
     """auto | cpu | cuda | cuda:N | mps."""
     precision: str = "32"
     """32 | bf16 | 16 (16 on CUDA only)."""
-    num_workers: int = 0
-    """DataLoader worker processes."""
+    num_workers: int | None = None
+    """DataLoader worker processes; null: as many as the run trained with (its trainer.num_workers)."""
     tta: str = "none"
     """none | flip (average the image and its mirror)."""
     galleries: bool = True
@@ -75,7 +75,8 @@ def validate(settings: DictConfig, prefix: str = "") -> None:
     one_of(f"{prefix}metric", settings.metric, METRICS)
     one_of(f"{prefix}direction", settings.direction, ("auto", "max", "min"))
     int_at_least(f"{prefix}batch_size", settings.batch_size, 1, f"{prefix}batch_size=256")
-    int_at_least(f"{prefix}num_workers", settings.num_workers, 0, f"{prefix}num_workers=2")
+    if settings.num_workers is not None:
+        int_at_least(f"{prefix}num_workers", settings.num_workers, 0, f"{prefix}num_workers=2, or null")
     one_of(f"{prefix}precision", str(settings.precision), ("32", "bf16", "16"))
     one_of(f"{prefix}tta", settings.tta, ("none", "flip"))
     for module in settings.trust:
