@@ -238,7 +238,7 @@ def test_the_plan_line_says_what_a_small_training_set_really_gets(tmp_path, capl
 def test_the_progress_bar_spans_the_run_so_its_eta_is_the_runs(monkeypatch):
     from types import SimpleNamespace
 
-    from runner.training.loop import progress_bar
+    from runner.training.meter import progress_bar
 
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
     run = SimpleNamespace(cfg=SimpleNamespace(trainer=SimpleNamespace(batch_size=12, epochs=5)), samples_per_epoch=30,

@@ -14,13 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from runner.checkpoint_files import checkpoint_name, save_atomic
@@ -33,7 +31,7 @@ from runner.training import checkpoint
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process
 from runner.training.learning_batches import learning_batches
 from runner.training.losses import build_loss
-from runner.training.meter import IntervalMeter, report_interval
+from runner.training.meter import IntervalMeter, progress_bar, report_interval, update_plan
 from runner.training.optim import build_optimizer, build_schedule
 from runner.training.preemption import Preempted, StopRequest
 from runner.training.state import BestCheckpoint, OnCheckpoint, StopEarly, Training
@@ -84,15 +82,6 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     return figures
 
 
-def progress_bar(run: Training, start_epoch: int, first_sample: int) -> tqdm:
-    """One bar for the whole run, so its ETA is the run's (on a terminal, on rank 0)."""
-    trainer = run.cfg.trainer
-    per_epoch = math.ceil(run.samples_per_epoch / trainer.batch_size)
-    return tqdm(total=per_epoch * trainer.epochs, initial=per_epoch * start_epoch + first_sample // trainer.batch_size,
-                disable=not (sys.stderr.isatty() and run.processes.is_main), unit="update", dynamic_ncols=True,
-                desc=f"epoch {start_epoch + 1}/{trainer.epochs}", leave=False)
-
-
 def start(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer, provenance: dict,
           processes: Processes) -> Training:
     """The model on its device, the optimizer, the loader, the schedule (in updates) and the scaler."""
@@ -128,19 +117,6 @@ def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
     log.info("training %d samples for epochs %d..%d: %s, precision %s on %s", run.samples_per_epoch,
              start_epoch + 1, trainer.epochs, update_plan(trainer, run.samples_per_epoch, world),
              run.amp_dtype or "fp32", run.device)
-
-
-def update_plan(trainer, samples: int, world: int) -> str:
-    """'N updates per epoch of B samples (M micro-batches of m in each of P processes)', true to a small set."""
-    batch = min(trainer.batch_size, samples)
-    updates = math.ceil(samples / trainer.batch_size)
-    micro_batches = math.ceil(batch / (trainer.micro_batch_size * world))
-    plan = (f"{updates} update{'s' if updates != 1 else ''} per epoch of {batch} samples ({micro_batches} "
-            f"micro-batch{'es' if micro_batches != 1 else ''} of {trainer.micro_batch_size} in each of {world} "
-            f"process{'es' if world != 1 else ''})")
-    if trainer.batch_size > samples:
-        plan += f"; trainer.batch_size={trainer.batch_size} is more than the {samples} training samples"
-    return plan
 
 
 def refuse_single_sample_micro_batches(run: Training) -> None:

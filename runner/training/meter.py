@@ -1,6 +1,6 @@
-"""The figures of one log interval of `python -m runner` (every `trainer.log_every_steps` updates).
+"""What a training run of `python -m runner` reports: the plan, the progress bar, each log interval's figures.
 
-Sums stay on the device and are read back once per interval (`read`, the one host-device sync
+The figures of an interval (every `trainer.log_every_steps` updates): sums stay on the device and are read back once per interval (`read`, the one host-device sync
 of the loop); counts and times stay on the host. `read` also stops the run at the first
 non-finite loss or gradient, before any checkpoint could save such weights.
 """
@@ -8,9 +8,12 @@ non-finite loss or gradient, before any checkpoint could save such weights.
 from __future__ import annotations
 
 import logging
+import math
+import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 from runner.errors import UserError
 from runner.training.distributed import all_sum
@@ -83,3 +86,25 @@ def report_interval(run, figures: dict, epoch: int, bar) -> None:
     else:
         log.info("step %d (epoch %d): loss %.4f, accuracy %.1f%%, lr %.3g, %.0f images/s", run.global_step,
                  epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"], figures["images_per_s"])
+
+
+def update_plan(trainer, samples: int, world: int) -> str:
+    """'N updates per epoch of B samples (M micro-batches of m in each of P processes)', true to a small set."""
+    batch = min(trainer.batch_size, samples)
+    updates = math.ceil(samples / trainer.batch_size)
+    micro_batches = math.ceil(batch / (trainer.micro_batch_size * world))
+    plan = (f"{updates} update{'s' if updates != 1 else ''} per epoch of {batch} samples ({micro_batches} "
+            f"micro-batch{'es' if micro_batches != 1 else ''} of {trainer.micro_batch_size} in each of {world} "
+            f"process{'es' if world != 1 else ''})")
+    if trainer.batch_size > samples:
+        plan += f"; trainer.batch_size={trainer.batch_size} is more than the {samples} training samples"
+    return plan
+
+
+def progress_bar(run, start_epoch: int, first_sample: int) -> tqdm:
+    """One bar for the whole run, so its ETA is the run's (on a terminal, on rank 0)."""
+    trainer = run.cfg.trainer
+    per_epoch = math.ceil(run.samples_per_epoch / trainer.batch_size)
+    return tqdm(total=per_epoch * trainer.epochs, initial=per_epoch * start_epoch + first_sample // trainer.batch_size,
+                disable=not (sys.stderr.isatty() and run.processes.is_main), unit="update", dynamic_ncols=True,
+                desc=f"epoch {start_epoch + 1}/{trainer.epochs}", leave=False)

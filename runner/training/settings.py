@@ -53,8 +53,9 @@ class TrainerSettings:
     log_every_steps: int = 50
     """Optimizer updates between log lines and TensorBoard points."""
     stop_signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
-    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     """On these signals: finish the step, write a checkpoint, stop (and requeue under SLURM)."""
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    """Stop when the evaluator's metric stops improving (the evaluator measures each checkpoint)."""
 
 
 @dataclass
