@@ -1,4 +1,4 @@
-"""Where and how the numbers are computed: device, precision, seeding. Shared by `python -m runner`,
+"""Where and how the numbers are computed: device, threads, precision, seeding. Shared by `python -m runner`,
 `python -m runner.evaluate` and the checks."""
 
 from __future__ import annotations
@@ -48,6 +48,23 @@ def autocast_dtype(precision, device: torch.device, key: str = "precision") -> t
             f"Fix: {key}=bf16 or {key}=32"
         )
     return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+
+
+def available_cores() -> int:
+    """CPU cores this process may use: SLURM's CPUs for the task (or the affinity mask), shared by
+    the processes torchrun started on this machine."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    cores = int(slurm) if slurm.isdigit() else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def use_threads(setting: int | None) -> int:
+    """torch's intra-op threads: the setting, or the cores available (more threads than cores
+    thrash: on a shared 2-core machine 2 threads ran the default MLP step 48x slower than 1)."""
+    threads = setting or available_cores()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from types import SimpleNamespace
 
@@ -257,3 +258,18 @@ def test_the_first_batch_image_is_small_and_written_once(tmp_path):
     images = events.Images("train/first_batch")
     assert len(images) == 1  # once a run
     assert (images[0].width, images[0].height) == (4 * (13 + 2) + 2, 4 * (11 + 2) + 2)  # 16 tiles of 11x13, 4 a row
+
+
+def test_threads_follow_the_cores_this_process_may_use(monkeypatch, tmp_path):
+    from runner.runtime import available_cores
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert available_cores() == 3  # SLURM's CPUs for the task, shared by the task's 2 processes
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert available_cores() == len(os.sched_getaffinity(0))
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    train_job(compose_config([*TINY, "trainer.num_threads=1", "trainer.epochs=1"]), tmp_path / "run")
+    assert seen == [1]

@@ -20,7 +20,7 @@ from runner import models, provenance
 from runner.data import datasets, introspect
 from runner.data.image_files import Screening
 from runner.io import remove_stale_temporaries, write_text_atomic
-from runner.runtime import pick_device, seed_everything
+from runner.runtime import pick_device, seed_everything, use_threads
 from runner.training import distributed
 from runner.training.checkpoint import find_resume_state
 from runner.training.loop import fit
@@ -54,6 +54,7 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
         log_what_runs(cfg, run_dir)
         git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if processes.is_main else None
         device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))
+        log.info("%d CPU threads (trainer.num_threads)", use_threads(cfg.trainer.num_threads))
         splits, screening = datasets.build_screened_splits(cfg.dataset)
         log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
         if processes.is_main:

@@ -46,6 +46,8 @@ class TrainerSettings:
     """DataLoader worker processes (0: load in the main process)."""
     device: str = "auto"
     """auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps."""
+    num_threads: int | None = None
+    """torch's CPU threads; null: the cores this process may use (SLURM's CPUs per task, shared by torchrun's processes)."""
     seed: int = 0
     """Seeds the model's initialization, the data order and the augmentation."""
     deterministic: bool = False
@@ -101,6 +103,8 @@ def validate(cfg: DictConfig) -> None:
     int_at_least("trainer.seed", trainer.seed, 0, "trainer.seed=0")
     int_at_least("trainer.log_every_steps", trainer.log_every_steps, 1, "trainer.log_every_steps=10")
     device_name("trainer.device", trainer.device)
+    if trainer.num_threads is not None:
+        int_at_least("trainer.num_threads", trainer.num_threads, 1, "trainer.num_threads=4, or null for the cores available")
     if trainer.early_stopping.patience is not None:
         int_at_least("trainer.early_stopping.patience", trainer.early_stopping.patience, 1,
                      "trainer.early_stopping.patience=5, or null")
