@@ -1,0 +1,217 @@
+"""python scripts/benchmark.py [--quick] [--rounds 3] [--out benchmark.json]
+
+Speed figures of runner, each a ratio against a baseline measured in the same run, in rounds
+that alternate the two sides (so a machine that slows down or speeds up mid-run hurts both),
+reported as the median with min and max over the rounds:
+
+  loop_ratio_fp32/bf16  runner's training loop (fit) vs a bare loop with the same accumulation
+                        (one optimizer step per learning batch), images/s of the second epoch
+  e2e_ratio_nocache     real-size JPEGs (about 500x667, like Flowers-102) decoded by the loader's
+                        workers vs the same images already decoded in memory; data_wait_nocache
+                        is the share of the JPEG epoch spent waiting for data
+  e2e_ratio_cache       the same with a decoded-image cache: null until dataset.cache exists
+  eval_ratio            the evaluator's forward pass (eval loader + predict) vs training, images/s
+  first_log_s           seconds from launching `python -m runner` to its first log line
+  first_update_s        ... to the log line of its first optimizer update
+
+--quick finishes in a few minutes on 2 CPU cores (small images and sets). Every figure is
+printed and, with --out, written to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from runner.config import register_configs  # noqa: E402
+from runner.data import datasets, loaders  # noqa: E402
+from runner.evaluation.evaluate import predict  # noqa: E402
+from runner.precheck import compose_config  # noqa: E402
+from runner.training import loop  # noqa: E402
+from runner.training.optim import build_optimizer  # noqa: E402
+from runner.training.step import micro_batch_loss  # noqa: E402
+
+
+def config(*overrides: str):
+    register_configs()
+    return compose_config("train", ["checkpoint.every_epochs=1000", "trainer.log_every_steps=100000", *overrides])
+
+
+def runner_images_per_s(cfg, train_set, data_wait: list | None = None) -> float:
+    """fit() for two epochs in a scratch folder; images/s of the second (the first warms up)."""
+    from runner import models
+
+    torch.manual_seed(0)
+    model = models.build(cfg.model)
+    captured = []
+    real = loop.report_interval
+    loop.report_interval = lambda run, figures, epoch, bar: captured.append(figures) or real(run, figures, epoch, bar)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            figures = loop.fit(cfg, Path(folder), train_set, model, torch.device("cpu"), writer=None, provenance={},
+                               resume_state=None)
+    finally:
+        loop.report_interval = real
+    if data_wait is not None:
+        data_wait.append(captured[-1]["data_wait_fraction"])
+    return len(train_set) / figures["seconds"]
+
+
+def bare_images_per_s(cfg, train_set) -> float:
+    """The same model, data order and accumulation with nothing else: forward, backward, one step per learning batch."""
+    from runner import models
+    from runner.training.losses import build_loss
+
+    torch.manual_seed(0)
+    model = models.build(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    loss = build_loss(cfg.loss)
+    data = torch.utils.data.DataLoader(train_set, batch_size=cfg.trainer.micro_batch_size, shuffle=True,
+                                       num_workers=cfg.trainer.num_workers)
+    amp = torch.bfloat16 if str(cfg.trainer.precision) == "bf16" else None
+    per_update = cfg.trainer.batch_size // cfg.trainer.micro_batch_size
+    seconds = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        for index, (x, y) in enumerate(data):
+            step_loss, _, _ = micro_batch_loss(model, x, y, cfg.trainer.batch_size, loss, amp)
+            step_loss.backward()
+            if (index + 1) % per_update == 0:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+    return len(train_set) / seconds
+
+
+def in_memory(dataset) -> torch.utils.data.Dataset:
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+    return torch.utils.data.TensorDataset(torch.stack(xs), torch.as_tensor(ys))
+
+
+def make_jpegs(root: Path, count: int, classes: int = 4) -> Path:
+    """Photo-like JPEGs at Flowers-102's typical size (500x667): smooth colour fields plus noise."""
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        folder = root / f"class_{index % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((667, 500), Image.BICUBIC)
+        pixels = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-12, 12, (500, 667, 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index:05d}.jpg", quality=90)
+    return root
+
+
+def rounds_of(count: int, baseline, measured) -> list[float]:
+    """measured/baseline in `count` rounds, alternating which side goes first."""
+    ratios = []
+    for round_index in range(count):
+        if round_index % 2:
+            b = measured(), baseline()
+            ratios.append(b[0] / b[1])
+        else:
+            a = baseline(), measured()
+            ratios.append(a[1] / a[0])
+    return ratios
+
+
+def launch_times(rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds to the first log line and to the first update's log line of `python -m runner`."""
+    first_log, first_update = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            process = subprocess.Popen([sys.executable, "-m", "runner", "trainer.epochs=1", "trainer.log_every_steps=1",
+                                        "evaluate.after_training=false", f"hydra.run.dir={folder}/run"], cwd=folder,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env={**os.environ, "PYTHONPATH": str(PROJECT)})
+            log_seen = None
+            for line in process.stdout:
+                now = time.perf_counter() - started
+                if log_seen is None and " INFO " in line:
+                    log_seen = now
+                if "step 1 (epoch 1)" in line:
+                    first_update.append(now)
+                    break
+            process.kill()
+            process.wait()
+            first_log.append(log_seen)
+    return first_log, first_update
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small images and sets: minutes on 2 cores")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    samples, size = (128, 64) if args.quick else (512, 128)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    figures: dict[str, list[float]] = {}
+
+    for precision in ("32", "bf16"):
+        cfg = config("model=convnet", "dataset=synthetic", f"dataset.train_size={samples}",
+                     f"dataset.image_size=[{size},{size}]", "trainer.batch_size=64", "trainer.micro_batch_size=32",
+                     f"trainer.precision={precision}", "trainer.epochs=2")
+        train_set = datasets.build_splits(cfg.dataset)["train"]
+        key = "loop_ratio_fp32" if precision == "32" else "loop_ratio_bf16"
+        figures[key] = rounds_of(args.rounds, lambda c=cfg, t=train_set: bare_images_per_s(c, t),
+                                 lambda c=cfg, t=train_set: runner_images_per_s(c, t))
+        print(f"{key}: {summary(figures[key])}", flush=True)
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = make_jpegs(Path(folder) / "jpegs", samples)
+        cfg = config("model=convnet", "dataset=imagefolder", f"dataset.root={root}", "dataset.val_fraction=0.1",
+                     f"dataset.image_size=[{size},{size}]", "trainer.batch_size=64", "trainer.micro_batch_size=32",
+                     "trainer.num_workers=2", "trainer.epochs=2")
+        jpegs = datasets.build_splits(cfg.dataset)["train"]
+        decoded = in_memory(jpegs)
+        waits: list[float] = []
+        figures["e2e_ratio_nocache"] = rounds_of(args.rounds, lambda: runner_images_per_s(cfg, decoded),
+                                                 lambda: runner_images_per_s(cfg, jpegs, waits))
+        figures["data_wait_nocache"] = waits
+        print(f"e2e_ratio_nocache: {summary(figures['e2e_ratio_nocache'])}, data wait {summary(waits)}", flush=True)
+
+        def evaluator_images_per_s() -> float:
+            from runner import models
+
+            model = models.build(cfg.model).eval()
+            started = time.perf_counter()
+            predict(model, loaders.eval_loader(decoded, 256, 0, False), torch.device("cpu"), None, "none")
+            return len(decoded) / (time.perf_counter() - started)
+        figures["eval_ratio"] = rounds_of(args.rounds, lambda: runner_images_per_s(cfg, decoded), evaluator_images_per_s)
+        print(f"eval_ratio: {summary(figures['eval_ratio'])}", flush=True)
+
+    figures["first_log_s"], figures["first_update_s"] = launch_times(args.rounds)
+    print(f"first_log_s: {summary(figures['first_log_s'])}, first_update_s: {summary(figures['first_update_s'])}")
+
+    result: dict = {"e2e_ratio_cache": None, "data_wait_cache": None,  # no decoded-image cache yet (dataset.cache)
+                    "machine": f"{len(os.sched_getaffinity(0))} CPU cores, torch {torch.__version__}",
+                    "quick": args.quick, "rounds": args.rounds}
+    for key, values in figures.items():
+        stats = summary(values)
+        result[key], result[f"{key}_min"], result[f"{key}_max"] = stats["median"], stats["min"], stats["max"]
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
