@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from runner.data import introspect
+from runner.data.cache import cached_splits
 from runner.data.custom import custom
 from runner.data.image_files import Screening, screen
 from runner.data.transforms import (
@@ -220,6 +221,8 @@ def build_screened_splits(cfg, refuse_bad: bool = True) -> tuple[dict[str, Datas
     if cfg.subset is not None:
         splits = {split: subset(ds, cfg.subset, cfg.split_seed, split) for split, ds in splits.items()}
     splits, screening = screen(cfg, splits, refuse_bad)
+    if cfg.get("cache", "none") != "none":
+        splits = cached_splits(cfg, splits)
     if screening.describe():
         log.info("%s", screening.describe())
     for split, ds in splits.items():

@@ -70,6 +70,9 @@ class Cifar10Settings(DatasetSettings):
 
 @dataclass
 class ImageFileSettings(DatasetSettings):
+    cache: str = "none"
+    """none | disk: decode and resize each image once into a uint8 array in ~/.cache/runner
+    ($RUNNER_CACHE), mapped into memory by later runs | memory: the same, read into RAM."""
     bad_images: str = "raise"
     """raise: a file that is not an image stops the run at start, named | skip: files that do not
     decode are left out of their split (listed in the run's skipped_images.txt)."""
@@ -121,5 +124,7 @@ def validate(dataset: DictConfig) -> None:
         fail("dataset.subset", dataset.subset, "must be a positive integer", "dataset.subset=64, or null for all")
     if dataset.augment not in ("none", "basic"):
         fail("dataset.augment", dataset.augment, "is not known", "dataset.augment=none or dataset.augment=basic")
+    if "cache" in dataset:
+        one_of("dataset.cache", dataset.cache, ("none", "disk", "memory"))
     if "bad_images" in dataset:
         one_of("dataset.bad_images", dataset.bad_images, ("raise", "skip"))

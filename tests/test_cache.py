@@ -1,0 +1,79 @@
+"""dataset.cache: decoded images kept between runs, rebuilt when the files change, exact resume kept."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from runner.data import datasets
+from runner.data.image_files import image_files
+from runner.errors import UserError
+from runner.run import train_and_evaluate as train_job
+from tests.conftest import assert_identical, checkpoint_weights, compose_config, make_imagefolder
+
+
+@pytest.fixture
+def images(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    return make_imagefolder(tmp_path / "images", classes=3, per_class=8, size=(40, 52))
+
+
+def folder_config(root, *overrides):
+    return compose_config(["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[16,16]", *overrides])
+
+
+def test_the_cache_is_built_once_and_matches_the_files(images, tmp_path):
+    cached = datasets.build_splits(folder_config(images, "dataset.cache=disk").dataset)
+    plain = datasets.build_splits(folder_config(images).dataset)
+    built = list((tmp_path / "cache").glob("*.npy"))
+    assert len(built) == 1 and not list((tmp_path / "cache").glob(".*tmp-*"))
+    first_write = built[0].stat().st_mtime_ns
+    for split in ("train", "val"):
+        assert len(cached[split]) == len(plain[split])
+        for i in range(len(plain[split])):
+            a, b = cached[split][i], plain[split][i]
+            assert a[1] == b[1] and a[0].shape == b[0].shape
+            assert (a[0] - b[0]).abs().mean() < 0.1  # resized twice instead of once: nearly the same pixels
+    time.sleep(0.01)
+    datasets.build_splits(folder_config(images, "dataset.cache=memory").dataset)
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npy")] == [first_write]  # read, not rebuilt
+
+
+def test_a_changed_file_makes_a_new_cache(images, tmp_path):
+    datasets.build_splits(folder_config(images, "dataset.cache=disk").dataset)
+    changed = next((images / "class_1").iterdir())
+    changed.write_bytes(next((images / "class_2").iterdir()).read_bytes())
+    os.utime(changed, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    splits = datasets.build_splits(folder_config(images, "dataset.cache=disk").dataset)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # a new key: the stale array is never read
+    plain = datasets.build_splits(folder_config(images).dataset)
+    split = next(s for s in ("train", "val") if changed in image_files(plain[s]))
+    index = image_files(plain[split]).index(changed)
+    assert (splits[split][index][0] - plain[split][index][0]).abs().mean() < 0.1  # the new pixels
+
+
+def test_training_from_the_cache_resumes_bit_identical(images, tmp_path):
+    common = ["trainer.batch_size=6", "trainer.micro_batch_size=3", "trainer.deterministic=true", "model.dropout=0.3",
+              "dataset.augment=basic", "dataset.cache=disk", "checkpoint.every_epochs=1", "evaluate.after_training=false"]
+    train_job(folder_config(images, *common, "trainer.epochs=2"), tmp_path / "resumed")
+    train_job(folder_config(images, *common, "trainer.epochs=3"), tmp_path / "resumed")
+    train_job(folder_config(images, *common, "trainer.epochs=3"), tmp_path / "straight")
+    assert_identical(checkpoint_weights(tmp_path / "straight", 3), checkpoint_weights(tmp_path / "resumed", 3))
+
+
+def test_cache_is_a_setting_of_file_datasets():
+    from runner.config import validate
+
+    with pytest.raises(UserError, match=r"dataset.cache='gpu' is not known. Fix: dataset.cache=none\|disk\|memory"):
+        validate(compose_config(["dataset=flowers102", "dataset.cache=gpu"]))
+    with pytest.raises(Exception, match="cache"):
+        compose_config(["dataset.cache=disk"])  # digits: in memory already
+
+
+def test_cached_pixels_are_uint8_at_a_margin_above_the_crop(images):
+    cfg = folder_config(images, "dataset.cache=disk").dataset
+    train = datasets.build_splits(cfg)["train"]
+    assert train.array.dtype.name == "uint8"
+    assert train.array.shape[1:] == (18, 18, 3)  # 16 x 1.15, rounded
