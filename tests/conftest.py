@@ -192,3 +192,22 @@ def make_bad_image(path: Path, kind: str) -> Path:
     else:
         raise ValueError(kind)
     return path
+
+
+def one_and_two_processes(workdir: Path, settings: list[str], micro_batch: int) -> tuple[Path, Path]:
+    """The same run in one process (micro-batches of micro_batch) and under torchrun in two (half each)."""
+    single = run_cli([*settings, f"trainer.micro_batch_size={micro_batch}", f"hydra.run.dir={workdir / 'one'}"],
+                     cwd=workdir)
+    assert single.returncode == 0, single.stdout[-2000:]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *settings,
+               f"trainer.micro_batch_size={micro_batch // 2}", f"hydra.run.dir={workdir / 'two'}"]
+    double = subprocess.run(command, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
+    return workdir / "one", workdir / "two"
+
+
+def assert_close_weights(a: dict, b: dict) -> None:
+    """Two state dicts equal to float rounding (sums taken in another order)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +12,13 @@ from runner.config import validate
 from runner.data import datasets, introspect
 from runner.errors import UserError
 from runner.run import train_and_evaluate as train_job
-from tests.conftest import assert_identical, cli_env, compose_config, run_cli
+from tests.conftest import (
+    assert_close_weights,
+    assert_identical,
+    compose_config,
+    one_and_two_processes,
+    run_cli,
+)
 from tests.conftest import checkpoint_weights as weights
 
 STRIPES = ["dataset=custom", "dataset._target_=tests.byo_data.stripes", "dataset.num_classes=4",
@@ -119,15 +123,8 @@ def test_custom_data_and_model_through_every_tool(tmp_path):
 def test_custom_data_with_two_processes_reaches_the_weights_of_one(tmp_path):
     # plain SGD: Adam divides by the root of tiny second moments, so it magnifies float rounding of the sum
     common = [*STRIPES, "trainer.deterministic=true", "evaluate.after_training=false", "optimizer=sgd", "optimizer.lr=0.05"]
-    single = run_cli([*common, f"hydra.run.dir={tmp_path / 'one'}"], cwd=tmp_path)
-    assert single.returncode == 0, single.stdout[-2000:]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *common,
-               "trainer.micro_batch_size=4", f"hydra.run.dir={tmp_path / 'two'}"]
-    double = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
-    a, b = weights(tmp_path / "one", 2), weights(tmp_path / "two", 2)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    one, two = one_and_two_processes(tmp_path, common, micro_batch=8)
+    assert_close_weights(weights(one, 2), weights(two, 2))
 
 
 # ---------------------------------------------------------------------------------------------

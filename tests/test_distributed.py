@@ -8,10 +8,15 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from runner.data.loaders import EpochSampler
-from tests.conftest import TINY, cli_env, compose_config, run_cli
+from tests.conftest import (
+    TINY,
+    assert_close_weights,
+    cli_env,
+    compose_config,
+    one_and_two_processes,
+)
 from tests.conftest import checkpoint_weights as weights
 
 
@@ -31,35 +36,19 @@ def test_processes_are_dealt_disjoint_shares_of_each_learning_batch():
 
 @pytest.mark.slow
 def test_two_processes_reach_the_weights_of_one(workdir):
-    common = [*TINY, "trainer.deterministic=true"]
-    single = run_cli([*common, "trainer.micro_batch_size=6", f"hydra.run.dir={workdir / 'one'}"], cwd=workdir)
-    assert single.returncode == 0, single.stderr
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *common,
-               "trainer.micro_batch_size=3", f"hydra.run.dir={workdir / 'two'}"]
-    double = subprocess.run(command, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
-    assert "in each of 2 processes" in (workdir / "two" / "train.log").read_text()
-    a, b = weights(workdir / "one", 2), weights(workdir / "two", 2)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    one, two = one_and_two_processes(workdir, [*TINY, "trainer.deterministic=true"], micro_batch=6)
+    assert "in each of 2 processes" in (two / "train.log").read_text()
+    assert_close_weights(weights(one, 2), weights(two, 2))
 
 
 @pytest.mark.slow
 def test_two_processes_use_every_sample_of_an_odd_sized_set(workdir):
     """digits' 1079 training samples in learning batches of 64: the last one (55) is dealt 28 + 27."""
-    common = ["trainer.epochs=2", "trainer.batch_size=64", "trainer.deterministic=true",
-              "evaluate.after_training=false", "checkpoint.every_epochs=1"]
-    single = run_cli([*common, "trainer.micro_batch_size=32", f"hydra.run.dir={workdir / 'one'}"], cwd=workdir)
-    assert single.returncode == 0, single.stderr
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *common,
-               "trainer.micro_batch_size=16", f"hydra.run.dir={workdir / 'two'}"]
-    double = subprocess.run(command, cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
-    log = (workdir / "two" / "train.log").read_text()
+    one, two = one_and_two_processes(workdir, ["trainer.epochs=2", "trainer.batch_size=64", "trainer.deterministic=true",
+                                               "evaluate.after_training=false", "checkpoint.every_epochs=1"], 32)
+    log = (two / "train.log").read_text()
     assert "training 1079 samples" in log and "left out" not in log
-    a, b = weights(workdir / "one", 2), weights(workdir / "two", 2)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert_close_weights(weights(one, 2), weights(two, 2))
 
 
 def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
