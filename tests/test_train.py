@@ -273,3 +273,26 @@ def test_threads_follow_the_cores_this_process_may_use(monkeypatch, tmp_path):
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
     train_job(compose_config([*TINY, "trainer.num_threads=1", "trainer.epochs=1"]), tmp_path / "run")
     assert seen == [1]
+
+
+def test_a_digits_run_needs_no_torchvision_to_start(tmp_path):
+    """torchvision takes about a second to import: the default run's path to its first update avoids it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    code = ("import sys; from runner.run import train_and_evaluate; from runner.data import datasets; "
+            "from tests.conftest import compose_config; datasets.build_splits(compose_config([]).dataset); "
+            "print('torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=tmp_path)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_the_first_batch_grid_equals_torchvisions_make_grid():
+    from torchvision.utils import make_grid
+
+    from runner.training.loop import image_grid
+
+    for images in (torch.rand(16, 3, 11, 13), torch.rand(6, 1, 8, 8)):
+        assert torch.equal(image_grid(images, per_row=4), make_grid(images, nrow=4, pad_value=1.0))

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from runner.data.image_files import image_files
@@ -88,6 +87,8 @@ class CachedImages(Dataset):
                  train: bool):
         self.array, self.indices, self.targets = array, indices, labels
         self._image_files = files  # where the pixels came from (introspect.image_files, like torchvision's)
+        from torchvision.transforms import v2
+
         mean, std = channel_stats(cfg)
         size = list(image_hw(cfg.image_size))
         steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()] \

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from runner.errors import UserError
 
@@ -50,6 +49,9 @@ def load_image(path) -> Image.Image:
 
 def pil_transforms(cfg, train: bool) -> Callable:
     """PIL image -> standardized tensor; with augment=basic, training adds crop and flip."""
+    # torchvision takes a second to import: only for the datasets that use it (not the default digits)
+    from torchvision import transforms
+
     size = image_hw(cfg.image_size)
     mean, std = channel_stats(cfg)
     steps: list = [transforms.Grayscale(1)] if cfg.channels == 1 else []
@@ -70,6 +72,7 @@ def tensor_augmentation(cfg) -> Callable | None:
     """For datasets held as standardized tensors: the training augmentation, or None."""
     if cfg.augment != "basic":
         return None
+    from torchvision import transforms
     size = image_hw(cfg.image_size)
     return transforms.Compose(
         [transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip()]
