@@ -166,6 +166,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             figures = fit(cfg, run_dir, train_set, model, device, writer,
                           {"git": record["git"], "environment": record["environment"]}, resume_state, on_checkpoint,
                           processes, best_checkpoint, stop_early)
+        record["epochs_done"] = figures.get("epoch")
         if "loss" in figures and main:
             writer.add_hparams(flat_hparams(cfg), {"hparams/final_train_loss": figures["loss"]}, run_name=".")
         record["status"] = "finished"
