@@ -1,0 +1,168 @@
+"""Two runs side by side: `python -m runner.compare RUN_A RUN_B` (or SWEEP_DIR: the best trial and the runner-up).
+
+"Change one thing at a time": the config difference key by key (a warning when more than one
+setting changed) and what else differs (code version, torch, device, seed); both best
+validation metrics with their intervals; a paired test on the very samples both were evaluated
+on (exact McNemar, and a paired bootstrap interval of the accuracy difference), from the
+evaluator's saved predictions; per-class changes; both runs' curves in one figure. All of it
+goes into compare.md beside the figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from runner import checkpoint_files  # noqa: E402
+from runner.errors import UserError  # noqa: E402
+from runner.evaluation import results  # noqa: E402
+from runner.evaluation.metrics import direction  # noqa: E402
+from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas  # noqa: E402
+from runner.evaluation.reports import save_png  # noqa: E402
+from runner.evaluation.run_table import read_json, read_yaml  # noqa: E402
+
+NOT_SETTINGS = ("name", "sweep.", "resume")  # labels and bookkeeping, not what was trained
+
+
+def flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def run_config(run: Path) -> dict:
+    """The run's resolved config: .hydra/config.yaml, else the one saved in its best checkpoint."""
+    config = read_yaml(run / ".hydra" / "config.yaml")
+    if config:
+        return config
+    best = results.read_best(run / "eval")
+    return checkpoint_files.load(run / best["checkpoint"])["config"] if best else {}
+
+
+def config_difference(a: Path, b: Path) -> list[tuple[str, object, object]]:
+    """(key, value in A, value in B) for every setting that differs."""
+    fa, fb = (flat(run_config(run)) for run in (a, b))
+    keys = sorted(set(fa) | set(fb))
+    return [(k, fa.get(k, "-"), fb.get(k, "-")) for k in keys
+            if fa.get(k) != fb.get(k) and not k.startswith(NOT_SETTINGS)]
+
+
+def other_differences(a: Path, b: Path) -> list[tuple[str, object, object]]:
+    """What else can make two runs differ: the code version, torch, the device, the seed."""
+    ra, rb = read_json(a / "run.json"), read_json(b / "run.json")
+
+    def facts(record: dict) -> dict:
+        git, environment = record.get("git") or {}, record.get("environment") or {}
+        return {"git commit": git.get("commit", "-"), "uncommitted changes": bool(git.get("dirty")),
+                "torch": environment.get("torch", "-"), "device": environment.get("device_name") or
+                environment.get("device", "-"), "seed": record.get("seed", "-")}
+    fa, fb = facts(ra), facts(rb)
+    return [(k, fa[k], fb[k]) for k in fa if fa[k] != fb[k]]
+
+
+def best_predictions(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(best.json, predicted classes, labels) of a run's best checkpoint."""
+    best = results.read_best(run / "eval")
+    if not best:
+        raise UserError(f"{run} has no eval/best.json. Fix: python -m runner.evaluate run_dir={run}")
+    log_probs, labels = results.load_predictions(run / "eval", best["checkpoint"], best["split"], best["tta"])
+    return best, log_probs.argmax(dim=1).numpy(), labels.numpy()
+
+
+def trials_of(sweep: Path) -> tuple[Path, Path]:
+    """The best trial of a sweep (or multirun folder) and the runner-up, by their best.json."""
+    scored = [(read_json(p), p.parent.parent) for p in sweep.rglob("eval/best.json")]
+    scored = [(best, run) for best, run in scored if best.get("value") is not None]
+    if len(scored) < 2:
+        raise UserError(f"{sweep} holds {len(scored)} evaluated run(s); comparing needs two. "
+                        "Fix: give two run folders, or a sweep folder with finished trials")
+    higher = direction(scored[0][0]["metric"], scored[0][0].get("direction", "auto")) == "max"
+    ranked = sorted(scored, key=lambda s: s[0]["value"], reverse=higher)
+    return ranked[1][1], ranked[0][1]  # A: the runner-up, B: the best
+
+
+def compare(a: Path, b: Path) -> dict:
+    """Everything compare.md says, as numbers."""
+    best_a, predicted_a, labels_a = best_predictions(a)
+    best_b, predicted_b, labels_b = best_predictions(b)
+    if best_a["split"] != best_b["split"] or len(labels_a) != len(labels_b) or (labels_a != labels_b).any():
+        raise UserError(f"{a} and {b} were evaluated on different samples ({best_a['split']}: {len(labels_a)}, "
+                        f"{best_b['split']}: {len(labels_b)} samples, or other labels): a paired comparison needs "
+                        "the same ones. Fix: compare runs of the same dataset and split")
+    correct_a, correct_b = predicted_a == labels_a, predicted_b == labels_b
+    names = [str(c) for c in range(int(labels_a.max()) + 1)]
+    return {"a": a, "b": b, "best_a": best_a, "best_b": best_b, "config": config_difference(a, b),
+            "other": other_differences(a, b), "mcnemar": mcnemar_exact(correct_a, correct_b),
+            "bootstrap": bootstrap_difference(correct_a, correct_b),
+            "classes": per_class_deltas(correct_a, correct_b, labels_a, names),
+            "only_a": np.flatnonzero(correct_a & ~correct_b).tolist(),
+            "only_b": np.flatnonzero(~correct_a & correct_b).tolist()}
+
+
+def training_losses(run: Path) -> tuple[list[int], list[float]]:
+    """(step, epoch loss) from the run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    if "train/epoch_loss" not in events.Tags().get("scalars", []):
+        return [], []
+    scalars = events.Scalars("train/epoch_loss")
+    return [s.step for s in scalars], [s.value for s in scalars]
+
+
+def curves_png(a: Path, b: Path, path: Path) -> None:
+    """Training loss and the validation metric of both runs, overlaid."""
+    figure, (train, val) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for run, label in ((a, "A"), (b, "B")):
+        steps, losses = training_losses(run)
+        train.plot(steps, losses, label=f"{label}: {run.name}")
+        metric = results.read_best(run / "eval").get("metric", "top1")
+        rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and r["tta"] == "none"),
+                      key=lambda r: r["epoch"])
+        val.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", label=f"{label}: {run.name}")
+        val.set_ylabel(f"validation {metric}")
+    train.set(xlabel="optimizer update", ylabel="training loss (epoch mean)", title="training")
+    val.set(xlabel="epoch", title="validation (the offline evaluator)")
+    for axes in (train, val):
+        axes.legend(fontsize=8)
+    save_png(figure, path)
+
+
+def report(result: dict) -> str:
+    """compare.md."""
+    a, b, best_a, best_b = result["a"], result["b"], result["best_a"], result["best_b"]
+    metric = best_a["metric"]
+    lines = [f"# {b.name} (B) against {a.name} (A)", "", f"- A: `{a}`", f"- B: `{b}`", "", "## What differs", ""]
+    changed = result["config"]
+    if len(changed) > 1:
+        lines += [f"**{len(changed)} settings changed: change one thing at a time**, or the difference below "
+                  "cannot be put down to any one of them.", ""]
+    lines += ["| setting | A | B |", "| --- | --- | --- |", *(f"| {k} | {va} | {vb} |" for k, va, vb in changed)]
+    lines += ["", *(f"- {k}: {va} -> {vb}" for k, va, vb in result["other"])]
+    mc, boot = result["mcnemar"], result["bootstrap"]
+
+    def interval(best):
+        ci = best["metrics"].get("top1_ci95") or [float("nan")] * 2
+        return f"{best['value']:.4f} (top-1 95% interval [{ci[0]:.4f}, {ci[1]:.4f}])"
+    verdict = "B is better" if boot["ci95"][0] > 0 else "A is better" if boot["ci95"][1] < 0 else \
+        "no difference shown"
+    lines += ["", f"## Best validation {metric}", "", f"- A: {interval(best_a)} at {best_a['checkpoint']}",
+              f"- B: {interval(best_b)} at {best_b['checkpoint']}", "",
+              f"## Paired, on the same {best_a['metrics'].get('n', '?')} {best_a['split']} samples", "",
+              f"- only A right: {mc['only_a_right']}, only B right: {mc['only_b_right']}; exact McNemar p = "
+              f"{mc['p_value']:.4g}",
+              f"- top-1 of B minus A: {boot['difference']:+.4f}, paired bootstrap 95% interval "
+              f"[{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}] ({boot['resamples']} resamples): **{verdict}**",
+              "", "## Classes that changed most", "", "| class | samples | A | B | change |",
+              "| --- | --- | --- | --- | --- |",
+              *(f"| {r['class']} | {r['n']} | {r['a']:.3f} | {r['b']:.3f} | {r['delta']:+.3f} |"
+                for r in result["classes"][:15]),
+              "", f"Samples only A gets right: {result['only_a'][:50]}",
+              f"Samples only B gets right: {result['only_b'][:50]}", "", "![curves](curves.png)", ""]
+    return "\n".join(lines)

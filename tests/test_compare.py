@@ -1,0 +1,101 @@
+"""python -m runner.compare: the config difference, and a paired test that says whether B is better."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas
+
+
+def test_mcnemar_against_a_hand_computation():
+    a = np.array([1] * 15 + [0] * 5, dtype=bool)
+    b = a.copy()
+    b[0] = False  # A alone right on 1 sample
+    b[15:19] = True  # B alone right on 4
+    result = mcnemar_exact(a, b)
+    assert (result["only_a_right"], result["only_b_right"]) == (1, 4)
+    assert result["p_value"] == pytest.approx(2 * (math.comb(5, 0) + math.comb(5, 1)) / 2**5)  # 0.375
+    assert mcnemar_exact(a, a)["p_value"] == 1.0  # no disagreement: no evidence either way
+
+
+def test_the_paired_bootstrap_equals_a_plain_loop():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(50) < 0.7, rng.random(50) < 0.8
+    result = bootstrap_difference(a, b, resamples=2000, seed=7)
+    draws = np.random.default_rng(7).integers(0, 50, size=(2000, 50))
+    means = []
+    for row in draws:  # the reference: one resample at a time
+        means.append(sum(float(b[i]) - float(a[i]) for i in row) / 50)
+    assert result["difference"] == pytest.approx(float(b.mean() - a.mean()))
+    assert result["ci95"] == pytest.approx(list(np.percentile(means, [2.5, 97.5])))
+
+
+def test_per_class_deltas_largest_first():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    a = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
+    b = np.array([1, 1, 1, 1, 1, 1], dtype=bool)
+    rows = per_class_deltas(a, b, labels, ["cat", "dog", "eel"])
+    assert [r["class"] for r in rows] == ["dog", "eel", "cat"] and rows[0]["delta"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory) -> Path:
+    """Tiny runs: A, B (one setting changed), C (two changed), D (other validation samples)."""
+    from runner.run import train_and_evaluate
+    from tests.conftest import TINY, compose_config
+
+    root = tmp_path_factory.mktemp("runs")
+    base = [*TINY, "evaluate.after_training=true", "evaluate.galleries=false", "trainer.epochs=3"]
+    for name, extra in {"a": [], "b": ["optimizer.lr=0.003"], "c": ["optimizer.lr=0.003", "model.hidden=64"],
+                        "d": ["dataset.val_size=20"]}.items():
+        train_and_evaluate(compose_config([*base, *extra]), root / "sweep" / name)
+    return root
+
+
+def compare_md(*args: str) -> str:
+    from runner.compare import cli
+
+    out = Path(args[-1].split("=", 1)[1])
+    cli(list(args))
+    return (out / "compare.md").read_text()
+
+
+def test_one_setting_changed_is_named_and_the_paired_test_comes_from_the_saved_predictions(three_runs, tmp_path):
+    text = compare_md(str(three_runs / "sweep/a"), str(three_runs / "sweep/b"), f"out={tmp_path}")
+    assert "| optimizer.lr | 0.0003 | 0.003 |" in text and "change one thing at a time" not in text
+    from runner.evaluation.compare import best_predictions
+
+    _, a_pred, labels = best_predictions(three_runs / "sweep/a")
+    _, b_pred, _ = best_predictions(three_runs / "sweep/b")
+    expected = mcnemar_exact(a_pred == labels, b_pred == labels)
+    assert f"only A right: {expected['only_a_right']}, only B right: {expected['only_b_right']}" in text
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_two_settings_changed_get_the_warning(three_runs, tmp_path):
+    text = compare_md(str(three_runs / "sweep/a"), str(three_runs / "sweep/c"), f"out={tmp_path}")
+    assert "**2 settings changed: change one thing at a time**" in text and "| model.hidden |" in text
+
+
+def test_runs_evaluated_on_other_samples_are_refused(three_runs, tmp_path, capsys):
+    from runner.compare import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli([str(three_runs / "sweep/a"), str(three_runs / "sweep/d"), f"out={tmp_path}"])
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and "were evaluated on different samples (val: 14, val: 20 samples" in said
+    assert said.count("\n") == 1 and not (tmp_path / "compare.md").exists()
+
+
+def test_a_sweep_folder_compares_its_best_trial_with_the_runner_up(three_runs, tmp_path):
+    from runner.evaluation.compare import trials_of
+
+    values = {run: json.loads((three_runs / "sweep" / run / "eval/best.json").read_text())["value"] for run in "abcd"}
+    runner_up, best = trials_of(three_runs / "sweep")
+    others = [v for run, v in values.items() if run not in (best.name, runner_up.name)]
+    assert values[best.name] >= values[runner_up.name] >= max(others)  # top1: higher is better
