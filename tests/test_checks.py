@@ -149,6 +149,15 @@ def test_a_train_validation_label_shift_is_flagged(healthy):
     assert result.verdict == "WARN" and result.details["label_shift_p_value"] < 1e-3
 
 
+def test_a_subset_is_stratified_so_the_splits_check_passes_and_a_shift_in_it_is_named_as_the_subsets():
+    subset = digits_setup("dataset.subset=64")
+    assert verdict(subset, "splits").verdict == "PASS"  # a stratified miniature: every class, balanced
+    val = subset.splits["val"]
+    shifted = {**subset.splits, "val": Subset(val, (introspect.labels_of(val) <= 1).nonzero().flatten().tolist())}
+    result = verdict(Setup(subset.cfg, shifted, subset.make_model), "splits")
+    assert result.verdict == "WARN" and "in this dataset.subset=64 miniature (not necessarily the data)" in result.fix
+
+
 def test_images_duplicated_across_splits_fail(healthy):
     leaked = Subset(healthy.splits["train"], list(range(5)))
     splits = {**healthy.splits, "test": leaked}

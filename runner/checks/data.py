@@ -77,15 +77,18 @@ def check_splits(setup: Setup) -> Result:
     details = {"histograms": {s: c.tolist() for s, c in counts.items()}, "imbalance": imbalance,
                "label_shift_p_value": p_value, "duplicates_across_splits": shared[:50]}
     expected = "no image in two splits, same label distribution in train and val (p > 0.001)"
+    subset = setup.cfg.dataset.get("subset")
+    of_what = f" in this dataset.subset={subset} miniature (not necessarily the data)" if subset else ""
     if shared:
         return Result("splits", figure, expected, "FAIL", f"remove the images found in two splits (e.g. "
                       f"{shared[0][0]} = {shared[0][1]}): validation leaks training data", details)
     if p_value < 1e-3:
-        return Result("splits", figure, expected, "WARN", "train and val label distributions differ: split "
+        return Result("splits", figure, expected, "WARN", f"train and val label distributions differ{of_what}: split "
                       "with stratification, or know that validation measures a shifted distribution", details)
     if (train == 0).any():
         missing = (train == 0).nonzero().flatten().tolist()
-        return Result("splits", figure, expected, "WARN", f"classes {missing[:10]} have no training example", details)
+        return Result("splits", figure, expected, "WARN",
+                      f"classes {missing[:10]} have no training example{of_what}", details)
     return Result("splits", figure, expected, "PASS", details=details)
 
 
