@@ -310,3 +310,17 @@ def test_inspect_data_and_lr_find_commands(workdir, flowers_root):
     assert found.returncode == 0, found.stderr
     assert "suggested (steepest): optimizer.lr=" in found.stdout
     assert len(next(workdir.glob("outputs/tools/default/lr_find_*/lr_find.csv")).read_text().splitlines()) > 10
+
+
+def test_the_histograms_have_no_empty_panel_and_bars_for_labels(healthy):
+    import warnings
+
+    from runner.checks.inspect_data import histograms_figure
+
+    x, _ = healthy.batch(size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no matplotlib warning reaches the terminal
+        figure, _ = histograms_figure(healthy, x.cpu(), records=[])["histograms"]
+    axes = figure.get_axes()
+    assert len(axes) == 2  # in-memory tensors: no image-size panel
+    assert len(axes[1].patches) == 3 * 10  # a bar per class and split, side by side

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -91,28 +92,26 @@ def per_class_figure(setup: Setup, names: list[str], labels: torch.Tensor) -> Fi
 
 
 def histograms_figure(setup: Setup, x: torch.Tensor, records: list) -> Figures:
-    """Pixel values per channel (of the batch x), labels per split, image sizes (of the scanned files)."""
-    figure, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    """Pixel values per channel (of the batch x), labels per split as grouped bars, image sizes (of files)."""
+    panels = 3 if records else 2  # in-memory tensors have one size: no empty panel for it
+    figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), layout="constrained")
     for c in range(x.shape[1]):
         axes[0].hist(x[:, c].flatten().numpy(), bins=60, alpha=0.5, label=f"channel {c}")
     axes[0].set_title("pixel values after preprocessing")
     axes[0].legend(fontsize=7)
-    for split, dataset in setup.splits.items():
-        if len(dataset):
-            counts = torch.bincount(introspect.labels_of(dataset), minlength=setup.num_classes)
-            axes[1].plot(range(setup.num_classes), (counts / counts.sum()).numpy(), marker=".", label=split)
-    axes[1].set_title("labels per split (fraction)")
+    splits = [(split, dataset) for split, dataset in setup.splits.items() if len(dataset)]
+    width = 0.8 / len(splits)
+    for index, (split, dataset) in enumerate(splits):  # bars side by side: no split hides another
+        counts = torch.bincount(introspect.labels_of(dataset), minlength=setup.num_classes)
+        axes[1].bar([c + (index - (len(splits) - 1) / 2) * width for c in range(setup.num_classes)],
+                    (counts / counts.sum()).numpy(), width=width, label=f"{split} ({int(counts.sum())})")
+    axes[1].set_title("labels per split (fraction of the split)")
     axes[1].set_xlabel("class")
+    axes[1].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[1].legend(fontsize=7)
     if records:
         axes[2].scatter([w for _, (w, _), _ in records], [h for _, (_, h), _ in records], s=4, alpha=0.4)
-        axes[2].set_xlabel("width")
-        axes[2].set_ylabel("height")
-        axes[2].set_title(f"image sizes ({len(records)} files)")
-    else:
-        axes[2].text(0.5, 0.5, "in-memory tensors:\nall one size", ha="center", va="center")
-        axes[2].axis("off")
-    figure.tight_layout()
+        axes[2].set(xlabel="width", ylabel="height", title=f"image sizes ({len(records)} files)")
     return {"histograms": (figure, "pixel values per channel, labels per split, image sizes")}
 
 
