@@ -163,7 +163,7 @@ class RunnerOptunaSweeper(Sweeper):
     def report(self, the_study: optuna.Study, sweep_dir: Path, fixed: list[str], search: dict) -> None:
         results.write_trials_csv(the_study, sweep_dir)
         best = results.write_best(the_study, sweep_dir, fixed, search)
-        results.write_plots(the_study, sweep_dir)
+        results.write_plots(the_study, sweep_dir, objective=f"val {self.config.evaluate.metric}")
         if best is None:
             log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
             return

@@ -61,12 +61,33 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
     return results
 
 
-def write_plots(study: optuna.Study, sweep_dir: Path) -> None:
-    """Optimization history, parameter slices and importances as PNG (each when it can be drawn)."""
+def lay_out(figure) -> None:
+    import matplotlib.ticker
+
+    """Room for every panel: the colour bar (slice plots) gets its own margin instead of covering
+    the last panel, and tick labels turn so that category names do not overlap."""
+    bars = [a for a in figure.axes if a.get_label() == "<colorbar>"]
+    panels = [a for a in figure.axes if a not in bars]
+    figure.set_size_inches(max(6.4, 3.4 * len(panels) + (1.4 if bars else 0.4)), 4.8)
+    for axes in panels:
+        axes.tick_params(axis="x", labelrotation=30)
+        if axes.get_xscale() == "log":  # a learning rate's minor ticks would print over each other
+            axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if bars:  # tight_layout cannot place a colour bar added in figure coordinates
+        figure.subplots_adjust(left=0.08, right=0.86, bottom=0.28, top=0.88, wspace=0.35)
+        bars[0].set_position([0.9, 0.28, 0.02, 0.6])
+    else:
+        figure.tight_layout()
+
+
+def write_plots(study: optuna.Study, sweep_dir: Path, objective: str = "objective") -> None:
+    """Optimization history, parameter slices and importances as PNG (each when it can be drawn),
+    labelled with the objective's name (e.g. "val top1"), trials counted in whole numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     from optuna.visualization import matplotlib as plots
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -79,12 +100,14 @@ def write_plots(study: optuna.Study, sweep_dir: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
-                axes = plot(study)
+                axes = plot(study, target_name=objective)
             except (ValueError, RuntimeError) as error:  # e.g. importances need parameters that vary
                 log.warning("no %s plot: %s", name, error)
                 continue
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-        figure.set_size_inches(max(6.4, figure.get_size_inches()[0]), 4.8)
-        figure.tight_layout()
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        if name == "optimization_history":
+            first.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        figure = first.get_figure()
+        lay_out(figure)
         write_atomic(sweep_dir / f"{name}.png", partial(figure.savefig, format="png", dpi=100))
         plt.close(figure)
