@@ -12,7 +12,7 @@ from runner.errors import UserError
 
 def cli(argv: list[str] | None = None) -> None:
     """`python -m runner.compare` and the `runner-compare` console command."""
-    from runner.evaluation.compare import compare, curves_png, report, trials_of
+    from runner.evaluation.compare import compare, curves_png, disagreements_png, report, trials_of
     from runner.io import write_text_atomic
 
     args = sys.argv[1:] if argv is None else argv
@@ -31,13 +31,14 @@ def cli(argv: list[str] | None = None) -> None:
         out = out or Path("outputs/tools/compare") / f"{runs[0].name}_vs_{runs[1].name}"
         out.mkdir(parents=True, exist_ok=True)
         curves_png(*runs, out / "curves.png")
+        result["gallery"] = disagreements_png(result, out / "disagreements.png")
         text = report(result)
         write_text_atomic(out / "compare.md", text)
     except UserError as error:
         print(f"runner.compare: {error}", file=sys.stderr)
         sys.exit(2)
     print(text)
-    print(f"written: {out / 'compare.md'}, {out / 'curves.png'}")
+    print(f"written: {out / 'compare.md'} (with curves.png{', disagreements.png' if result['gallery'] else ''})")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_one_setting_changed_is_named_and_the_paired_test_comes_from_the_saved_p
     _, b_pred, _ = best_predictions(three_runs / "sweep/b")
     expected = mcnemar_exact(a_pred == labels, b_pred == labels)
     assert f"only A right: {expected['only_a_right']}, only B right: {expected['only_b_right']}" in text
-    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert (tmp_path / "curves.png").stat().st_size > 10_000 and (tmp_path / "disagreements.png").is_file()
 
 
 def test_two_settings_changed_get_the_warning(three_runs, tmp_path):

@@ -35,13 +35,15 @@ def flat(node, prefix: str = "") -> dict:
     return {prefix.rstrip("."): node}
 
 
-def run_config(run: Path) -> dict:
-    """The run's resolved config: .hydra/config.yaml, else the one saved in its best checkpoint."""
-    config = read_yaml(run / ".hydra" / "config.yaml")
-    if config:
-        return config
+def saved_config(run: Path) -> dict:
+    """The resolved config saved in the run's best checkpoint."""
     best = results.read_best(run / "eval")
     return checkpoint_files.load(run / best["checkpoint"])["config"] if best else {}
+
+
+def run_config(run: Path) -> dict:
+    """The run's config as composed (.hydra/config.yaml), else the one saved in its best checkpoint."""
+    return read_yaml(run / ".hydra" / "config.yaml") or saved_config(run)
 
 
 def config_difference(a: Path, b: Path) -> list[tuple[str, object, object]]:
@@ -134,6 +136,39 @@ def curves_png(a: Path, b: Path, path: Path) -> None:
     save_png(figure, path)
 
 
+def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
+    """The samples only A gets right (top row) and only B gets right (bottom), as the model saw them.
+
+    The images come from the split as B's run built it: only runner's own datasets, or a custom
+    one whose module is trusted (see runner/trust.py); otherwise no figure (False).
+    """
+    from runner.data.transforms import channel_stats, denormalize
+    from runner.evaluation.evaluate import split_dataset
+    from runner.trust import require_trusted
+
+    config = saved_config(result["b"])  # resolved: .hydra/config.yaml keeps its interpolations
+    try:
+        require_trusted(config, [], source=str(result["b"]))
+        dataset, dataset_cfg = split_dataset(config, result["best_b"]["split"], None)
+    except UserError:
+        return False
+    mean, std = channel_stats(dataset_cfg)
+    figure, axes = plt.subplots(2, per_row, figsize=(1.6 * per_row, 4), squeeze=False, layout="constrained")
+    for row, (key, who) in enumerate((("only_a", "A"), ("only_b", "B"))):
+        for column in range(per_row):
+            axis = axes[row][column]
+            axis.axis("off")
+            if column < len(result[key]):
+                index = result[key][column]
+                image = denormalize(dataset[index][0], mean, std).permute(1, 2, 0).numpy()
+                axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
+                axis.set_title(f"#{index}: only {who} right", fontsize=7)
+    figure.suptitle(f"samples one run gets right and the other wrong ({len(result['only_a'])} only A, "
+                    f"{len(result['only_b'])} only B)", fontsize=9)
+    save_png(figure, path)
+    return True
+
+
 def report(result: dict) -> str:
     """compare.md."""
     a, b, best_a, best_b = result["a"], result["b"], result["best_a"], result["best_b"]
@@ -164,5 +199,6 @@ def report(result: dict) -> str:
               *(f"| {r['class']} | {r['n']} | {r['a']:.3f} | {r['b']:.3f} | {r['delta']:+.3f} |"
                 for r in result["classes"][:15]),
               "", f"Samples only A gets right: {result['only_a'][:50]}",
-              f"Samples only B gets right: {result['only_b'][:50]}", "", "![curves](curves.png)", ""]
+              f"Samples only B gets right: {result['only_b'][:50]}", "", "![curves](curves.png)", "",
+              "![disagreements](disagreements.png)" if result.get("gallery") else "", ""]
     return "\n".join(lines)
