@@ -1,4 +1,4 @@
-"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or: python -m runner.compare SWEEP_DIR)
+"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, or one SWEEP_DIR)
 
 Writes compare.md and curves.png (default folder: outputs/tools/compare/<A>_vs_<B>) and prints
 compare.md. The work is in runner/evaluation/compare.py.
@@ -20,15 +20,15 @@ def cli(argv: list[str] | None = None) -> None:
     runs = [Path(a) for a in args if not a.startswith("out=")]
     try:
         for run in runs:
-            if not run.is_dir():
-                raise UserError(f"{run} is not a folder. Fix: python -m runner.compare RUN_A RUN_B (run folders), "
-                                "or a sweep folder")
-        if len(runs) == 1:
+            if not run.exists():
+                raise UserError(f"{run} does not exist. Fix: python -m runner.compare RUN_A RUN_B (run folders or "
+                                "their checkpoint files), or a sweep folder")
+        if len(runs) == 1 and runs[0].is_dir():
             runs = list(trials_of(runs[0]))
         if len(runs) != 2:
             raise UserError(f"{len(runs)} folders given. Fix: python -m runner.compare RUN_A RUN_B, or SWEEP_DIR")
         result = compare(*runs)
-        out = out or Path("outputs/tools/compare") / f"{runs[0].name}_vs_{runs[1].name}"
+        out = out or Path("outputs/tools/compare") / f"{runs[0].stem}_vs_{runs[1].stem}"
         out.mkdir(parents=True, exist_ok=True)
         curves_png(*runs, out / "curves.png")
         result["gallery"] = disagreements_png(result, out / "disagreements.png")

@@ -99,3 +99,10 @@ def test_a_sweep_folder_compares_its_best_trial_with_the_runner_up(three_runs, t
     runner_up, best = trials_of(three_runs / "sweep")
     others = [v for run, v in values.items() if run not in (best.name, runner_up.name)]
     assert values[best.name] >= values[runner_up.name] >= max(others)  # top1: higher is better
+
+
+def test_two_checkpoints_of_one_run(three_runs, tmp_path):
+    run = three_runs / "sweep/b"
+    text = compare_md(str(run / "checkpoints/epoch-0001.pt"), str(run / "checkpoints/epoch-0003.pt"), f"out={tmp_path}")
+    assert "# epoch-0003.pt (B) against epoch-0001.pt (A)" in text and "## What differs" in text
+    assert "at checkpoints/epoch-0001.pt" in text and "at checkpoints/epoch-0003.pt" in text

@@ -67,11 +67,29 @@ def other_differences(a: Path, b: Path) -> list[tuple[str, object, object]]:
     return [(k, fa[k], fb[k]) for k in fa if fa[k] != fb[k]]
 
 
-def best_predictions(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(best.json, predicted classes, labels) of a run's best checkpoint."""
-    best = results.read_best(run / "eval")
-    if not best:
-        raise UserError(f"{run} has no eval/best.json. Fix: python -m runner.evaluate run_dir={run}")
+def run_of(path: Path) -> Path:
+    """The run folder of a run folder, or of a checkpoint file in its checkpoints/."""
+    return path.parent.parent if path.is_file() else path
+
+
+def chosen_checkpoint(path: Path) -> dict:
+    """What compare reads of a run (its best.json) or of one evaluated checkpoint (its val row, the same shape)."""
+    if not path.is_file():
+        best = results.read_best(path / "eval")
+        if not best:
+            raise UserError(f"{path} has no eval/best.json. Fix: python -m runner.evaluate run_dir={path}")
+        return best
+    name = f"{path.parent.name}/{path.name}"
+    row = results.find_row(run_of(path) / "eval", name, "val", "none")
+    if row is None:
+        raise UserError(f"{path} has not been evaluated on val. Fix: python -m runner.evaluate checkpoint={path}")
+    return {"checkpoint": name, "epoch": row["epoch"], "metric": "top1", "direction": "max", "value": row["top1"],
+            "split": "val", "tta": "none", "metrics": row}
+
+
+def best_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(best.json or the checkpoint's row, predicted classes, labels) of a run's best checkpoint or of one checkpoint."""
+    best, run = chosen_checkpoint(path), run_of(path)
     log_probs, labels = results.load_predictions(run / "eval", best["checkpoint"], best["split"], best["tta"])
     return best, log_probs.argmax(dim=1).numpy(), labels.numpy()
 
@@ -98,8 +116,8 @@ def compare(a: Path, b: Path) -> dict:
                         "the same ones. Fix: compare runs of the same dataset and split")
     correct_a, correct_b = predicted_a == labels_a, predicted_b == labels_b
     names = [str(c) for c in range(int(labels_a.max()) + 1)]
-    return {"a": a, "b": b, "best_a": best_a, "best_b": best_b, "config": config_difference(a, b),
-            "other": other_differences(a, b), "mcnemar": mcnemar_exact(correct_a, correct_b),
+    return {"a": a, "b": b, "best_a": best_a, "best_b": best_b, "config": config_difference(run_of(a), run_of(b)),
+            "other": other_differences(run_of(a), run_of(b)), "mcnemar": mcnemar_exact(correct_a, correct_b),
             "bootstrap": bootstrap_difference(correct_a, correct_b),
             "classes": per_class_deltas(correct_a, correct_b, labels_a, names),
             "only_a": np.flatnonzero(correct_a & ~correct_b).tolist(),
@@ -121,7 +139,7 @@ def training_losses(run: Path) -> tuple[list[int], list[float]]:
 def curves_png(a: Path, b: Path, path: Path) -> None:
     """Training loss and the validation metric of both runs, overlaid."""
     figure, (train, val) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for run, label in ((a, "A"), (b, "B")):
+    for run, label in ((run_of(a), "A"), (run_of(b), "B")):
         steps, losses = training_losses(run)
         train.plot(steps, losses, label=f"{label}: {run.name}")
         metric = results.read_best(run / "eval").get("metric", "top1")
@@ -146,7 +164,7 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
     from runner.evaluation.evaluate import split_dataset
     from runner.trust import require_trusted
 
-    config = saved_config(result["b"])  # resolved: .hydra/config.yaml keeps its interpolations
+    config = saved_config(run_of(result["b"]))  # resolved: .hydra/config.yaml keeps its interpolations
     try:
         require_trusted(config, [], source=str(result["b"]))
         dataset, dataset_cfg = split_dataset(config, result["best_b"]["split"], None)
