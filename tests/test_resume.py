@@ -91,3 +91,20 @@ def test_a_rerun_removes_the_temporary_file_of_a_save_that_was_killed(tmp_path, 
     train_job(compose_config([*TINY, "trainer.epochs=2"]), run_dir)
     assert not leftover.exists() and "stopped mid-write" in caplog.text
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_and_says_so(tmp_path, caplog):
+    """An older runner wrote no `trainer.num_threads` nor a loss `_target_`: those are not changes."""
+    train_job(compose_config(TINY), tmp_path / "run")
+    path = tmp_path / "run" / "checkpoints" / checkpoint_files.checkpoint_name(1)
+    state = checkpoint_files.load(path)
+    del state["config"]["trainer"]["num_threads"], state["config"]["loss"]["_target_"], state["config"]["loss"]["_partial_"]
+    checkpoint_files.save_atomic(state, path)
+    for later in (tmp_path / "run" / "checkpoints").glob("epoch-0002.pt"):
+        later.unlink()
+    with caplog.at_level("INFO"):
+        train_job(compose_config(TINY), tmp_path / "run")
+    assert "settings added since the checkpoint was written, taken as now: loss._partial_=True, " \
+           "loss._target_='runner.training.losses.cross_entropy', trainer.num_threads=None" in caplog.text
+    with pytest.raises(UserError, match=r"different config \(optimizer.lr: 0.0003 -> 0.1\)"):
+        train_job(compose_config([*TINY, "optimizer.lr=0.1", "trainer.epochs=3"]), tmp_path / "run")

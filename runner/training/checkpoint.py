@@ -81,21 +81,35 @@ def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str 
             f"{path} was written with a different config ({'; '.join(changes[:5])}). Fix: rerun with the "
             "run's own settings, or start a new run directory (drop hydra.run.dir=...)"
         )
+    added = added_settings(state["config"], current)
+    if added:
+        log.warning("settings added since the checkpoint was written, taken as now: %s", ", ".join(added))
     log.info("resuming from %s (epoch %d, step %d)", path, state["epoch"], state["global_step"])
     return state, relative(path, run_dir)
 
 
 def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config containers."""
-    keys = sorted(set(old) | set(new))
+    """Dotted keys whose values differ between two config containers (a key the old one lacks is
+    not a change: see added_settings)."""
     changes = []
-    for key in keys:
+    for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changes += changed_settings(a, b, f"{prefix}{key}.")
-        elif a != b:
+        elif a != b and key in old:
             changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return changes
+
+
+def added_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`key=value` of the settings a checkpoint's config lacks: written by a runner that had none such."""
+    added = []
+    for key in sorted(new):
+        if key not in old:
+            added.append(f"{prefix}{key}={new[key]!r}")
+        elif isinstance(old[key], dict) and isinstance(new[key], dict):
+            added += added_settings(old[key], new[key], f"{prefix}{key}.")
+    return added
 
 
 def remove_preempted(directory: Path) -> None:
