@@ -11,6 +11,9 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +85,9 @@ class RunnerOptunaSweeper(Sweeper):
         the_study = optuna.create_study(
             study_name=name, storage=study_storage.storage_for(storage_url),
             direction=study.study_direction(s.direction, evaluation.metric, evaluation.direction),
-            sampler=study.make_sampler(s.sampler, s.seed), pruner=study_storage.make_pruner(s.pruner), load_if_exists=True)
+            sampler=study.make_sampler(s.sampler, s.seed, worker=f"{socket.gethostname()}-{os.getpid()}"),
+            pruner=study_storage.make_pruner(s.pruner), load_if_exists=True)
+        describe(the_study, fixed, search)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
                  study.budget_used(the_study), s.n_trials, sweep_dir)
         log.info("optuna-dashboard %s", storage_url)
@@ -95,7 +100,7 @@ class RunnerOptunaSweeper(Sweeper):
                 storage = the_study._storage
                 for trial in trials:  # a retried trial keeps its lost run's directory, to resume there
                     if storage.get_trial_system_attrs(trial._trial_id).get("runner:run_dir") is None:
-                        storage.set_trial_system_attr(trial._trial_id, "runner:run_dir", f"trial_{trial.number:04d}")
+                        study.note(the_study, trial._trial_id, "run_dir", f"trial_{trial.number:04d}")
             if not trials:
                 break
             self.run_batch(the_study, trials, fixed, sweep_dir, storage_url)
@@ -131,7 +136,6 @@ class RunnerOptunaSweeper(Sweeper):
             self.tell(the_study, trial, job, time.time() - started)
 
     def tell(self, the_study: optuna.Study, trial, job, seconds: float) -> None:
-        storage = the_study._storage
         if job.status == JobStatus.COMPLETED:
             value = job.return_value
             if isinstance(value, (int, float)) and math.isfinite(value):
@@ -150,7 +154,7 @@ class RunnerOptunaSweeper(Sweeper):
                 self.stopping = True
                 return
             reason = f"{type(error).__name__}: {error}"
-        storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason", reason[:1000])
+        study.note(the_study, trial._trial_id, "fail_reason", reason[:1000])
         the_study.tell(trial, state=TrialState.FAIL)
         log.warning("trial %d: FAIL (%s)", trial.number, reason)
 
@@ -173,6 +177,13 @@ class RunnerOptunaSweeper(Sweeper):
         print(f"reproduce:  {best['reproduce']}")
         print("coarse to fine, next sweep: " + " ".join(best["coarse_to_fine"]["overrides"]))
         print(f"results:    {sweep_dir}")
+
+
+def describe(the_study: optuna.Study, fixed: list[str], search: dict) -> None:
+    """What the sweep searches, keeps fixed and was started with, where optuna-dashboard shows it."""
+    the_study.set_user_attr("search_space", {key: repr(value) for key, value in search.items()})
+    the_study.set_user_attr("fixed_overrides", list(fixed))
+    the_study.set_user_attr("command", " ".join(["python -m runner", *sys.argv[1:]]))
 
 
 def default_study_name(name: str, fixed: list[str], search: dict) -> str:

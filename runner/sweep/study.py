@@ -39,11 +39,15 @@ class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
         return optuna.samplers.RandomSampler(seed=seed).sample_independent(study, trial, param_name, param_distribution)
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, worker: str) -> optuna.samplers.BaseSampler:
+    """random: draws by (seed, trial, parameter), the same in any worker. tpe: a stream of its own per
+    worker (and restart), or workers started together draw the same points; constant_liar counts the
+    trials other workers are running as bad, so they are not proposed again."""
     if name == "random":
         return TrialSeededRandomSampler(seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=zlib.crc32(repr((seed, worker)).encode()), n_startup_trials=10,
+                                          multivariate=True, constant_liar=True)
     raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: hydra.sweeper.sampler=random or tpe")
 
 
@@ -89,6 +93,13 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
     return lost
 
 
+def note(study: optuna.Study, trial_id: int, key: str, value) -> None:
+    """A fact of a trial as the sweeper reads it (system attr `runner:KEY`) and as optuna-dashboard
+    shows it (user attr KEY): fail_reason, run_dir."""
+    study._storage.set_trial_system_attr(trial_id, f"runner:{key}", value)
+    study._storage.set_trial_user_attr(trial_id, key, value)
+
+
 def retry_later(study: optuna.Study, trial, reason: str, retry: bool = True, retries: int = 0) -> bool:
     """FAIL the trial with its reason and, if `retry`, queue its parameters again (same run folder).
 
@@ -97,7 +108,7 @@ def retry_later(study: optuna.Study, trial, reason: str, retry: bool = True, ret
     storage = study._storage
     attrs = storage.get_trial_system_attrs(trial._trial_id)
     try:  # attributes first: a finished trial can no longer be changed
-        storage.set_trial_system_attr(trial._trial_id, "runner:fail_reason", reason)
+        note(study, trial._trial_id, "fail_reason", reason)
         storage.set_trial_system_attr(trial._trial_id, "runner:retried", retry)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
@@ -107,7 +118,7 @@ def retry_later(study: optuna.Study, trial, reason: str, retry: bool = True, ret
                             skip_if_exists=False)
         pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
         storage.set_trial_system_attr(pending._trial_id, "runner:retries", retries + 1)
-        storage.set_trial_system_attr(pending._trial_id, "runner:run_dir", attrs.get("runner:run_dir"))
+        note(study, pending._trial_id, "run_dir", attrs.get("runner:run_dir"))
         log.warning("trial %d (%s): queued again with the same parameters", trial.number, reason)
     else:
         log.warning("trial %d (%s) has used its retries: left as FAIL", trial.number, reason)

@@ -1,0 +1,51 @@
+"""Sweep workers: TPE draws its own points in each worker; what the dashboard shows (user attrs)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from runner.study_storage import storage_for
+from runner.sweep import study
+from tests.conftest import run_cli
+from tests.test_sweep import LR, sweep_args
+
+
+def test_two_tpe_workers_draw_distinct_points_and_lie_about_running_trials():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    first, second = (optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                         sampler=study.make_sampler("tpe", seed=0, worker=worker))
+                     for worker in ("host-a-101", "host-b-202"))
+    a, b = first.ask(), second.ask()
+    lr_a, lr_b = a.suggest_float("lr", 1e-4, 1e-1, log=True), b.suggest_float("lr", 1e-4, 1e-1, log=True)
+    assert lr_a != lr_b  # with one seed for all workers both trained the same learning rate
+    assert first.sampler._constant_liar and first.sampler._multivariate
+    again = study.make_sampler("tpe", seed=0, worker="host-a-101")
+    assert again._rng.rng.random() == study.make_sampler("tpe", seed=0, worker="host-a-101")._rng.rng.random()
+    random_sampler = study.make_sampler("random", seed=0, worker="host-b-202")
+    assert isinstance(random_sampler, study.TrialSeededRandomSampler)  # per (seed, trial, parameter): no worker in it
+
+
+def test_a_retried_trial_shows_its_reason_and_folder_to_the_dashboard():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    the_study = optuna.create_study()
+    trial = the_study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    study.note(the_study, trial._trial_id, "run_dir", "trial_0000")
+    assert study.retry_later(the_study, trial, "worker lost (no heartbeat for 60 s)")
+    failed, queued = the_study.get_trials(deepcopy=False)
+    assert failed.user_attrs["fail_reason"] == "worker lost (no heartbeat for 60 s)"
+    assert failed.system_attrs["runner:fail_reason"] == failed.user_attrs["fail_reason"]  # the sweeper reads these
+    assert queued.user_attrs == {"retry_of": 0, "run_dir": "trial_0000"}
+
+
+@pytest.mark.slow
+def test_the_study_records_its_search_space_fixed_overrides_and_command(workdir):
+    sweep_dir = workdir / "sweep"
+    result = run_cli(sweep_args(sweep_dir, LR, "hydra.sweeper.n_trials=1"), cwd=workdir)
+    assert result.returncode == 0, result.stdout[-2000:]
+    loaded = optuna.load_study(study_name="test", storage=storage_for(str(sweep_dir / "study.journal")))
+    attrs = loaded.user_attrs
+    assert attrs["search_space"] == {"optimizer.lr": "FloatDistribution(high=0.1, log=True, low=0.0001, step=None)"}
+    assert "+experiment=smoke" in attrs["fixed_overrides"] and "python -m runner" in attrs["command"]
+    assert loaded.trials[0].user_attrs["run_dir"] == "trial_0000"
