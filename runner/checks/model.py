@@ -1,8 +1,7 @@
 """The checks that look at the model before training: `python -m runner.check checks=[loss_at_init,gradients_flow]`.
 
 loss_at_init and output_bias: the loss of the untrained model against what chance predicts;
-batch_independence: no sample's output depends on another sample; gradients_flow: every
-trainable parameter learns; train_eval_mode: dropout/BatchNorm switch with the mode, eval repeats.
+gradients_flow: every trainable parameter learns; train_eval_mode: dropout/BatchNorm switch with the mode, eval repeats.
 """
 
 from __future__ import annotations
@@ -58,25 +57,6 @@ def check_output_bias(setup: Setup) -> Result:
                       "the prior bias raised the loss: the output layer's bias may not be the logits' offset", details)
     fix = "set model.init_output_bias=prior" if uniform - prior > 0.05 and setup.cfg.model.get("init_output_bias") != "prior" else ""
     return Result("output_bias", figure, "no higher than without", "WARN" if fix else "PASS", fix, details)
-
-
-def check_batch_independence(setup: Setup) -> Result:
-    """The gradient of sample i's output reaches input i only (catches view-for-permute and batch mixing)."""
-    model = fresh(setup)
-    mode = "eval" if models.has_batch_norm(model) else "train"
-    model.train(mode == "train")
-    x, _ = setup.batch(size=3)
-    x = x.clone().requires_grad_(True)
-    model(x)[1].sum().backward()
-    per_sample = x.grad.abs().flatten(1).sum(dim=1)
-    leaks = [i for i in (0, 2) if per_sample[i] > 0]
-    figure = f"gradient of sample 1's output reaches samples {[i for i in range(3) if per_sample[i] > 0]}"
-    note = " (BatchNorm: checked in eval mode)" if mode == "eval" else ""
-    if leaks or per_sample[1] == 0:
-        return Result("batch_independence", figure + note, "only sample 1", "FAIL",
-                      "the model mixes samples across the batch: look for a view/reshape where a permute/transpose "
-                      "was meant, or a statistic taken over the batch dimension")
-    return Result("batch_independence", figure + note, "only sample 1", "PASS")
 
 
 def check_gradients_flow(setup: Setup) -> Result:

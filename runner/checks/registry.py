@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runner.checks import data, model, training
+from runner.checks import data, model, samples, training
+from runner.checks.crash import crash_row
 from runner.checks.setup import Result, Setup
 
 CHECKS: dict[str, Callable[[Setup], Result]] = {
@@ -21,7 +22,7 @@ CHECKS: dict[str, Callable[[Setup], Result]] = {
     "output_bias": model.check_output_bias,
     "overfit_batch": training.check_overfit_batch,
     "input_independent": training.check_input_independent,
-    "batch_independence": model.check_batch_independence,
+    "batch_independence": samples.check_batch_independence,
     "gradients_flow": model.check_gradients_flow,
     "train_eval_mode": model.check_train_eval_mode,
 }
@@ -31,7 +32,7 @@ PREFLIGHT = ("data", "loss_at_init", "batch_independence", "gradients_flow", "tr
 
 
 def run(setup: Setup, names) -> list[Result]:
-    """The named checks (in the order above); one that crashes is a FAIL naming the error."""
+    """The named checks (in the order above); one that crashes names whose code raised (crash.py)."""
     results = []
     for name in CHECKS:
         if name not in names:
@@ -39,6 +40,5 @@ def run(setup: Setup, names) -> list[Result]:
         try:
             results.append(CHECKS[name](setup))
         except Exception as error:
-            results.append(Result(name, f"crashed: {type(error).__name__}: {error}", "to run", "FAIL",
-                                  "fix the error above (the same code runs in training)"))
+            results.append(Result(name, *crash_row(error)))
     return results

@@ -1,0 +1,82 @@
+"""The checks name the cause (issue #12): healthy models that look odd get no FAIL, and each planted
+bug gets its own diagnosis in the fix, not a generic list."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from runner.checks.registry import CHECKS, run
+from runner.checks.setup import Setup, fmt, setup_for
+from tests.conftest import compose_config
+
+DIGITS = ["checks.overfit_steps=150", "checks.baseline_steps=40"]
+SMALL = [*DIGITS, "dataset=synthetic", "dataset.channels=2", "dataset.image_size=[5,7]"]
+
+
+def small_setup(*overrides) -> Setup:
+    return setup_for(compose_config([*SMALL, *overrides]), torch.device("cpu"))
+
+
+def with_model(setup: Setup, make) -> Setup:
+    healthy = setup.make_model
+    return Setup(setup.cfg, setup.splits, lambda init_output_bias=None: make(healthy(init_output_bias)))
+
+
+@pytest.fixture(scope="module")
+def small():
+    return small_setup()
+
+
+class Wrapped(nn.Module):
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after = inner, after
+
+    def forward(self, x):
+        return self.after(self.inner(x))
+
+
+HEALTHY_ODD_OUTPUTS = {
+    "centred logits": lambda z: z - z.mean(dim=1, keepdim=True),  # cross-entropy ignores the offset
+    "negated logits": lambda z: -z,
+    "softmax output": lambda z: z.softmax(dim=1),  # sums to 1 per sample: its plain sum has no gradient
+}
+
+
+@pytest.mark.parametrize("name", HEALTHY_ODD_OUTPUTS)
+def test_batch_independence_passes_outputs_whose_sum_is_constant(small, name):
+    result = CHECKS["batch_independence"](with_model(small, lambda m: Wrapped(m, HEALTHY_ODD_OUTPUTS[name])))
+    assert result.verdict == "PASS", (result.figure, result.fix)
+
+
+class IgnoresInput(nn.Module):
+    def __init__(self, classes):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1)
+
+
+def test_an_output_that_ignores_its_input_is_its_own_finding_not_a_crash(small):
+    result = CHECKS["batch_independence"](with_model(small, lambda m: IgnoresInput(small.num_classes)))
+    assert result.verdict == "FAIL" and "crashed" not in result.figure
+    assert "does not depend on its input" in result.fix and "mixes samples" not in result.fix
+
+
+class RaisesInForward(nn.Module):
+    def forward(self, x):
+        raise ValueError("planted: the model's own forward fails")
+
+
+def test_a_crash_in_the_model_and_a_crash_in_the_check_are_told_apart(small, monkeypatch):
+    model_crash = run(with_model(small, lambda m: RaisesInForward()), ["loss_at_init"])[0]
+    assert model_crash.verdict == "FAIL" and "planted" in model_crash.figure
+    assert "RaisesInForward.forward" in model_crash.fix and "training runs" in model_crash.fix
+    # a bug in a check's own code (here: fmt given None) is the check's, not the model's
+    monkeypatch.setitem(CHECKS, "data", lambda setup: fmt(None))
+    own = run(small, ["data"])[0]
+    assert own.verdict == "WARN" and "crashed in its own code" in own.figure
+    assert "runner/checks/setup.py" in own.fix and "same code runs in training" not in own.fix
