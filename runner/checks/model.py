@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runner import models
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.training.optim import build_optimizer
 
