@@ -49,3 +49,30 @@ def test_the_study_records_its_search_space_fixed_overrides_and_command(workdir)
     assert attrs["search_space"] == {"optimizer.lr": "FloatDistribution(high=0.1, log=True, low=0.0001, step=None)"}
     assert "+experiment=smoke" in attrs["fixed_overrides"] and "python -m runner" in attrs["command"]
     assert loaded.trials[0].user_attrs["run_dir"] == "trial_0000"
+
+
+def test_an_enqueued_trial_counts_when_it_starts_and_shows_its_parameters(tmp_path):
+    from runner.sweep import results
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    the_study = optuna.create_study()
+    the_study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=2)
+    the_study.enqueue_trial({"lr": 0.005})
+    assert study.budget_used(the_study) == 2  # the waiting point has not used the budget: with n_trials=3 it runs
+    results.write_trials_csv(the_study, tmp_path)
+    waiting = (tmp_path / "trials.csv").read_text().splitlines()[-1]
+    assert waiting.startswith("2,WAITING,0.005,")
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_failures_says_so_in_one_line_with_its_files_up_to_date(workdir):
+    sweep_dir = workdir / "sweep"
+    result = run_cli(sweep_args(sweep_dir, "trainer.micro_batch_size=choice(5,7)", "hydra.sweeper.n_trials=4",
+                                "hydra.sweeper.max_failure_rate=0.25"), cwd=workdir)
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    assert "more than max_failure_rate=0.25 of n_trials=4: the sweep stops" in result.stdout
+    loaded = optuna.load_study(study_name="test", storage=storage_for(str(sweep_dir / "study.journal")))
+    listed = (sweep_dir / "trials.csv").read_text().splitlines()[1:]
+    assert len(listed) == len(loaded.trials) == 2  # every trial the study has, none stale
+    assert "no trial completed" in (sweep_dir / "optimization_results.yaml").read_text()
+    assert not (workdir / "multirun").exists()  # Hydra's own folder, unused by this sweeper, is gone

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from runner import study_storage
-from runner.errors import UserError
+from runner.errors import UserError, one_line
 from runner.sweep import results, space, study
 from runner.training.preemption import Preempted
 
@@ -92,6 +92,24 @@ class RunnerOptunaSweeper(Sweeper):
                  study.budget_used(the_study), s.n_trials, sweep_dir)
         log.info("optuna-dashboard %s", storage_url)
 
+        stopped = None
+        try:
+            self.run_trials(the_study, search, fixed, sweep_dir, storage_url)
+        except UserError as error:  # too many failures: one line, once the files below match the study
+            stopped = error
+        finally:
+            self.report(the_study, sweep_dir, fixed, search)
+            for folder in (Path(self.config.hydra.sweep.dir), Path(self.config.hydra.sweep.dir).parent):
+                with contextlib.suppress(OSError):  # Hydra's own multirun folder, unused by this sweeper
+                    folder.rmdir()
+        if stopped is not None:
+            log.error("%s", one_line(stopped))
+            sys.exit(2)
+
+    def run_trials(self, the_study: optuna.Study, search: dict, fixed: list[str], sweep_dir: Path,
+                   storage_url: str) -> None:
+        """Ask, run and tell, n_jobs at a time, until the study has n_trials (or a stop signal)."""
+        s = self.settings
         while True:
             with study.sweep_lock(sweep_dir):
                 study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries)
@@ -102,18 +120,14 @@ class RunnerOptunaSweeper(Sweeper):
                     if storage.get_trial_system_attrs(trial._trial_id).get("runner:run_dir") is None:
                         study.note(the_study, trial._trial_id, "run_dir", f"trial_{trial.number:04d}")
             if not trials:
-                break
+                return
             self.run_batch(the_study, trials, fixed, sweep_dir, storage_url)
+            results.write_trials_csv(the_study, sweep_dir)  # after every batch: the file matches the study
             self.check_failures(the_study)
-            results.write_trials_csv(the_study, sweep_dir)
             if self.stopping:
                 log.warning("stopped by a signal: the unfinished trial is queued for the next worker (or this one, "
                             "requeued); run the same command to go on")
                 return
-
-        self.report(the_study, sweep_dir, fixed, search)
-        with contextlib.suppress(OSError):  # Hydra's own timestamped multirun folder, unused by this sweeper
-            Path(self.config.hydra.sweep.dir).rmdir()
 
     def run_batch(self, the_study: optuna.Study, trials: list, fixed: list[str], sweep_dir: Path, storage_url: str):
         """Launch the trials through Hydra's launcher and tell the study how each ended."""

@@ -23,11 +23,12 @@ log = logging.getLogger("runner.sweep")
 
 def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
     trials = study.get_trials(deepcopy=False)
-    names = sorted({key for t in trials for key in t.params})
+    params = {t.number: t.params or t.system_attrs.get("fixed_params", {}) for t in trials}  # WAITING: enqueued ones
+    names = sorted({key for p in params.values() for key in p})
     rows = []
     for t in trials:
         duration = t.duration.total_seconds() if t.duration else None
-        rows.append([t.number, t.state.name, *(t.params.get(n) for n in names), t.value,
+        rows.append([t.number, t.state.name, *(params[t.number].get(n) for n in names), t.value,
                      None if duration is None else round(duration, 2), t.system_attrs.get("runner:run_dir"),
                      t.system_attrs.get("runner:fail_reason", "")])
     write_csv_atomic(sweep_dir / "trials.csv", ["number", "state", *names, "value", "duration_s", "run_dir", "reason"],
@@ -38,6 +39,8 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
     """optimization_results.yaml: the best trial and the overrides that reproduce it, plus coarse-to-fine."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
+        write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(
+            {"study": study.study_name, "best_value": None, "note": "no trial completed: see trials.csv"})))
         return None
     best = study.best_trial
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE

@@ -66,8 +66,9 @@ def study_direction(setting: str, metric: str, metric_direction: str = "auto") -
 
 
 def counted(trial: FrozenTrial) -> bool:
-    """Does the trial use up one of n_trials? A failed trial that was retried does not."""
-    return not trial.system_attrs.get("runner:retried", False)
+    """Does the trial use up one of n_trials? A failed trial that was retried does not (its retry
+    does), nor a WAITING one (enqueued): it counts once a worker starts it."""
+    return trial.state != TrialState.WAITING and not trial.system_attrs.get("runner:retried", False)
 
 
 def budget_used(study: optuna.Study) -> int:
