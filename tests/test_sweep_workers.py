@@ -76,3 +76,23 @@ def test_a_sweep_stopped_by_failures_says_so_in_one_line_with_its_files_up_to_da
     assert len(listed) == len(loaded.trials) == 2  # every trial the study has, none stale
     assert "no trial completed" in (sweep_dir / "optimization_results.yaml").read_text()
     assert not (workdir / "multirun").exists()  # Hydra's own folder, unused by this sweeper, is gone
+
+
+def test_a_lost_trial_whose_run_finished_is_recorded_with_its_value(tmp_path):
+    """The worker died between the end of the run and telling the study: the run folder has the answer."""
+    import json
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    the_study = optuna.create_study(direction="maximize")
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    finished, unfinished = the_study.ask(distributions), the_study.ask(distributions)
+    for trial, status in ((finished, "finished"), (unfinished, "running")):
+        run_dir = tmp_path / f"trial_{trial.number:04d}"
+        (run_dir / "eval").mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps({"status": status}))
+        (run_dir / "eval" / "best.json").write_text(json.dumps({"metric": "top1", "value": 0.875}))
+        study.note(the_study, trial._trial_id, "run_dir", run_dir.name)
+    lost = study.fail_lost_trials(the_study, grace_seconds=0, max_retries=1, sweep_dir=tmp_path)
+    states = {t.number: (t.state.name, t.value) for t in the_study.get_trials(deepcopy=False)}
+    assert states[finished.number] == ("COMPLETE", 0.875)  # not "worker lost ... left as FAIL"
+    assert states[unfinished.number][0] == "FAIL" and lost == [unfinished.number]

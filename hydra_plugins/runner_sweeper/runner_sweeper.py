@@ -112,7 +112,7 @@ class RunnerOptunaSweeper(Sweeper):
         s = self.settings
         while True:
             with study.sweep_lock(sweep_dir):
-                study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries)
+                study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir)
                 room = s.n_trials - study.budget_used(the_study)
                 trials = [the_study.ask(search) for _ in range(max(0, min(s.n_jobs, room)))]
                 storage = the_study._storage

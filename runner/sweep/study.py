@@ -7,7 +7,10 @@ training job (runner/training/trial.py), which talk only through the study's sto
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import math
 import time
 import zlib
 from pathlib import Path
@@ -75,11 +78,12 @@ def budget_used(study: optuna.Study) -> int:
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 
 
-def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int) -> list[int]:
+def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int, sweep_dir: Path) -> list[int]:
     """RUNNING trials without a heartbeat for grace_seconds (a killed worker): FAIL, and retry them.
 
     A retry is a new trial with the same parameters, queued for the next ask; it continues in
-    the lost trial's run directory, so it resumes from the checkpoints that trial wrote.
+    the lost trial's run directory, so it resumes from the checkpoints that trial wrote. A run
+    that had finished (its worker died before telling the study) is recorded with its value.
     """
     now = time.time()
     lost = []
@@ -87,11 +91,28 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
         last = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
         if now - last < grace_seconds:
             continue
+        value = finished_value(sweep_dir / str(trial.system_attrs.get("runner:run_dir", "")))
+        if value is not None:
+            with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # told meanwhile
+                study.tell(trial.number, value)
+                log.warning("trial %d: its worker was lost after the run finished: recorded %.4f from its folder",
+                            trial.number, value)
+            continue
         retries = trial.system_attrs.get("runner:retries", 0)
         if retry_later(study, trial, f"worker lost: no heartbeat for {now - last:.0f} s",
                        retries < max_retries, retries):
             lost.append(trial.number)
     return lost
+
+
+def finished_value(run_dir: Path) -> float | None:
+    """The objective of a trial's run that finished (run.json), from the evaluator's best.json; else None."""
+    try:
+        status = json.loads((run_dir / "run.json").read_text()).get("status")
+        value = json.loads((run_dir / "eval" / "best.json").read_text()).get("value")
+    except (OSError, ValueError):
+        return None
+    return float(value) if status == "finished" and isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def note(study: optuna.Study, trial_id: int, key: str, value) -> None:
