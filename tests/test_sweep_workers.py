@@ -96,3 +96,18 @@ def test_a_lost_trial_whose_run_finished_is_recorded_with_its_value(tmp_path):
     states = {t.number: (t.state.name, t.value) for t in the_study.get_trials(deepcopy=False)}
     assert states[finished.number] == ("COMPLETE", 0.875)  # not "worker lost ... left as FAIL"
     assert states[unfinished.number][0] == "FAIL" and lost == [unfinished.number]
+
+
+def test_trials_a_live_worker_holds_keep_their_heartbeat_and_another_workers_end_is_not_a_crash():
+    import time
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    the_study = optuna.create_study()
+    first, queued = the_study.ask(), the_study.ask()  # n_jobs=2 on the basic launcher: run one after the other
+    with study.hold(the_study, [first, queued], seconds=0.05):
+        time.sleep(0.4)
+        assert study.fail_lost_trials(the_study, grace_seconds=0.3, max_retries=1, sweep_dir=None) == []
+    time.sleep(0.4)
+    assert study.fail_lost_trials(the_study, grace_seconds=0.3, max_retries=0, sweep_dir=None) == [0, 1]
+    assert not study.tell_unless_ended(the_study, queued, 0.5)  # another worker failed it: no ValueError
+    assert the_study.trials[1].state.name == "FAIL"

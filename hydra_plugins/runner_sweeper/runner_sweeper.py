@@ -144,7 +144,8 @@ class RunnerOptunaSweeper(Sweeper):
             ])
             log.info("trial %d: %s", trial.number, " ".join(space.as_overrides(trial.params)))
         started = time.time()
-        returns = self.launcher.launch(batch, initial_job_idx=self.job_index)
+        with study.hold(the_study, trials, s.heartbeat_seconds):  # the queued ones too, until each is told
+            returns = self.launcher.launch(batch, initial_job_idx=self.job_index)
         self.job_index += len(batch)
         for trial, job in zip(trials, returns, strict=True):
             self.tell(the_study, trial, job, time.time() - started)
@@ -153,24 +154,25 @@ class RunnerOptunaSweeper(Sweeper):
         if job.status == JobStatus.COMPLETED:
             value = job.return_value
             if isinstance(value, (int, float)) and math.isfinite(value):
-                the_study.tell(trial, value)
-                log.info("trial %d: %s = %.4f", trial.number, self.config.evaluate.metric, value)
+                if study.tell_unless_ended(the_study, trial, value):
+                    log.info("trial %d: %s = %.4f", trial.number, self.config.evaluate.metric, value)
                 return
             reason = f"objective is {value!r} (not a finite number; evaluate.after_training=false?)"
         else:
             error = job._return_value
             if isinstance(error, optuna.TrialPruned):
-                the_study.tell(trial, state=TrialState.PRUNED)
-                log.info("trial %d: PRUNED (%s)", trial.number, error)
+                if study.tell_unless_ended(the_study, trial, state=TrialState.PRUNED):
+                    log.info("trial %d: PRUNED (%s)", trial.number, error)
                 return
             if isinstance(error, Preempted):  # this worker is being stopped: hand the trial on
                 study.retry_later(the_study, trial, f"worker stopped: {error}")
                 self.stopping = True
                 return
             reason = f"{type(error).__name__}: {error}"
-        study.note(the_study, trial._trial_id, "fail_reason", reason[:1000])
-        the_study.tell(trial, state=TrialState.FAIL)
-        log.warning("trial %d: FAIL (%s)", trial.number, reason)
+        with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # ended elsewhere
+            study.note(the_study, trial._trial_id, "fail_reason", reason[:1000])
+        if study.tell_unless_ended(the_study, trial, state=TrialState.FAIL):
+            log.warning("trial %d: FAIL (%s)", trial.number, reason)
 
     def check_failures(self, the_study: optuna.Study) -> None:
         failed = sum(t.state == TrialState.FAIL and study.counted(t) for t in the_study.get_trials(deepcopy=False))

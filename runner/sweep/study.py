@@ -11,8 +11,10 @@ import contextlib
 import json
 import logging
 import math
+import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -91,7 +93,7 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
         last = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
         if now - last < grace_seconds:
             continue
-        value = finished_value(sweep_dir / str(trial.system_attrs.get("runner:run_dir", "")))
+        value = None if sweep_dir is None else finished_value(sweep_dir / str(trial.system_attrs.get("runner:run_dir", "")))
         if value is not None:
             with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # told meanwhile
                 study.tell(trial.number, value)
@@ -113,6 +115,42 @@ def finished_value(run_dir: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return float(value) if status == "finished" and isinstance(value, int | float) and math.isfinite(value) else None
+
+
+@contextlib.contextmanager
+def hold(study: optuna.Study, trials: list, seconds: float) -> Iterator[None]:
+    """Heartbeat every trial this worker holds, the ones still queued behind a running one too, so
+    that no other worker takes a live worker's trial for lost (each run beats for itself as well)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in trials:
+                with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, time.time())
+            if stop.wait(seconds):
+                return
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def tell_unless_ended(study: optuna.Study, trial, *args, **kwargs) -> bool:
+    """study.tell, unless another worker has ended the trial meanwhile (then a warning, not a crash)."""
+    state = study._storage.get_trial(trial._trial_id).state
+    if state == TrialState.RUNNING:
+        try:
+            study.tell(trial, *args, **kwargs)
+            return True
+        except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError) as error:
+            state = f"{state.name}, then {error}"
+    log.warning("trial %d was ended by another worker (%s): this worker's result is not recorded", trial.number,
+                state.name if isinstance(state, TrialState) else state)
+    return False
 
 
 def note(study: optuna.Study, trial_id: int, key: str, value) -> None:
