@@ -111,3 +111,19 @@ def test_trials_a_live_worker_holds_keep_their_heartbeat_and_another_workers_end
     assert study.fail_lost_trials(the_study, grace_seconds=0.3, max_retries=0, sweep_dir=None) == [0, 1]
     assert not study.tell_unless_ended(the_study, queued, 0.5)  # another worker failed it: no ValueError
     assert the_study.trials[1].state.name == "FAIL"
+
+
+def test_coarse_to_fine_keeps_steps_and_its_ranges_parse_back_to_values_the_config_takes():
+    from runner.sweep import space
+
+    dists = {"trainer.batch_size": optuna.distributions.IntDistribution(32, 96, step=32),
+             "model.dropout": optuna.distributions.FloatDistribution(0.0, 0.5, step=0.1),
+             "optimizer.lr": optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)}
+    top = [{"trainer.batch_size": 64, "model.dropout": 0.2, "optimizer.lr": 1e-3},
+           {"trainer.batch_size": 96, "model.dropout": 0.3, "optimizer.lr": 1e-2}]
+    suggestion = space.narrowed(dists, top)
+    assert suggestion["trainer.batch_size"] == "range(32, 97, 32)"  # on the old grid, not int(interval(57, 71))
+    assert suggestion["model.dropout"] == "range(0.1, 0.45, 0.1)"
+    _, parsed = space.parse([f"{key}={value}" for key, value in suggestion.items()], {})
+    assert parsed["trainer.batch_size"] == optuna.distributions.IntDistribution(32, 96, step=32)
+    assert parsed["optimizer.lr"].log

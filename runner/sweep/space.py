@@ -82,7 +82,8 @@ def narrowed(space: dict[str, BaseDistribution], top_params: list[dict]) -> dict
 
     Numbers get the interval from the smallest to the largest value among the top trials,
     widened by a quarter of that span (in log space for log parameters) and kept inside the
-    old bounds; choices keep the values the top trials used.
+    old bounds, on the old grid where the parameter had a step; choices keep the values the top
+    trials used.
     """
     suggestion = {}
     for key, dist in space.items():
@@ -99,6 +100,13 @@ def narrowed(space: dict[str, BaseDistribution], top_params: list[dict]) -> dict
         low, high = f(min(values)), f(max(values))
         pad = 0.25 * (high - low) if high > low else 0.1 * (f(dist.high) - f(dist.low))
         new_low, new_high = max(g(low - pad), dist.low), min(g(high + pad), dist.high)
+        step = None if log else dist.step
+        if step is not None and step != 1:  # stay on the old grid: range(32, 97, 32), not int(interval(57, 71))
+            first = dist.low + math.floor((new_low - dist.low) / step + 1e-9) * step
+            last = min(dist.low + math.ceil((new_high - dist.low) / step - 1e-9) * step, dist.high)
+            stop = last + (1 if isinstance(dist, IntDistribution) else step / 2)
+            suggestion[key] = f"range({format_value(round(first, 10))}, {format_value(round(stop, 10))}, {format_value(step)})"
+            continue
         if isinstance(dist, IntDistribution):
             interval = f"int(interval({math.floor(new_low)}, {math.ceil(new_high)}))"
         else:
