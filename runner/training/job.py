@@ -69,6 +69,7 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
                                    validation_metric, best_checkpoint, stop_early, processes)
         best = evaluate() if evaluate is not None and processes.is_main else None
         if processes.is_main:
+            write_hparams(cfg, run_dir, figures, best)
             print_summary(run_dir, best, cfg.evaluate.metric)
         distributed.barrier(processes)  # the others wait while rank 0 evaluates: every sample exactly once
         return {"train": figures, "best": best}
@@ -167,8 +168,6 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
                           {"git": record["git"], "environment": record["environment"]}, resume_state, on_checkpoint,
                           processes, best_checkpoint, stop_early)
         record["epochs_done"] = figures.get("epoch")
-        if "loss" in figures and main:
-            writer.add_hparams(flat_hparams(cfg), {"hparams/final_train_loss": figures["loss"]}, run_name=".")
         record["status"] = "finished"
         return figures
     except Preempted as stopped:
@@ -205,20 +204,30 @@ def print_summary(run_dir: Path, best: dict | None, metric: str) -> None:
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
 
 
-def flat_hparams(cfg: DictConfig) -> dict:
-    """Scalar settings as {"optimizer.lr": 0.005, ...} for TensorBoard's hparams view."""
-    flat = {}
+VALIDATION_METRICS = ("top1", "loss", "top5", "balanced_accuracy", "ece")  # the evaluator's row (evaluation/metrics)
 
-    def walk(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif isinstance(value, (int, float, str, bool)):
-                flat[f"{prefix}{key}"] = value
-            elif value is None:
-                flat[f"{prefix}{key}"] = "null"
-            else:
-                flat[f"{prefix}{key}"] = str(value)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+def write_hparams(cfg: DictConfig, run_dir: Path, figures: dict, best: dict | None) -> None:
+    """TensorBoard's HParams table: what the command line chose (a sweep's or multirun's varied
+    settings) and the seed, against the final training loss and the best validation metrics."""
+    if "loss" not in figures:
+        return  # nothing was trained in this call (a finished run rerun)
+    from torch.utils.tensorboard import SummaryWriter
+
+    metrics = {"hparams/final_train_loss": figures["loss"]}
+    metrics |= {f"hparams/val_{key}": best[key] for key in VALIDATION_METRICS if best and best.get(key) is not None}
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        writer.add_hparams(chosen_settings(cfg, hydra_overrides()), metrics, run_name=".")
+
+
+def chosen_settings(cfg: DictConfig, overrides: list[str]) -> dict:
+    """{"optimizer.lr": 0.01, "model": "convnet", "trainer.seed": 0}: the overrides' resolved values."""
+    chosen = {}
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.startswith(("hydra.", "hydra/", "sweep.")) or not _:
+            continue
+        found = OmegaConf.select(cfg, key, default=value)
+        chosen[key] = value if isinstance(found, DictConfig) else found  # a group's option: its name
+    chosen["trainer.seed"] = cfg.trainer.seed
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in chosen.items()}
