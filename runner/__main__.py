@@ -31,7 +31,12 @@ def main(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     try:
-        result = train_and_evaluate(cfg, Path(hydra_cfg.runtime.output_dir))
+        if cfg.trainer.dry_run:
+            from runner.dry_run import dry_run
+
+            result = dry_run(cfg)
+        else:
+            result = train_and_evaluate(cfg, Path(hydra_cfg.runtime.output_dir))
     except UserError as error:
         log.error("%s", one_line(error))
         if hydra_cfg.mode == RunMode.MULTIRUN:

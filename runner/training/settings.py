@@ -52,6 +52,9 @@ class TrainerSettings:
     """Seeds the model's initialization, the data order and the augmentation."""
     deterministic: bool = False
     """Bit-identical reruns (and resumes) on the CPU; deterministic algorithms on the GPU."""
+    dry_run: bool = False
+    """A few updates of the real job in a temporary folder, a checkpoint, a resume and the
+    evaluation, in seconds (runner/dry_run.py); then stop."""
     log_every_steps: int = 50
     """Optimizer updates between log lines and TensorBoard points."""
     stop_signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])

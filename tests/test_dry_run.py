@@ -1,0 +1,24 @@
+"""trainer.dry_run=true: the real job in seconds, in a temporary folder, and the same errors as a real run."""
+
+from __future__ import annotations
+
+from tests.conftest import TINY, run_cli
+
+
+def test_a_dry_run_trains_checkpoints_resumes_and_evaluates_and_leaves_nothing(tmp_path):
+    result = run_cli([*TINY, "trainer.epochs=30", "trainer.dry_run=true", f"hydra.run.dir={tmp_path / 'run'}"],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:]
+    out = result.stdout
+    assert "dry run in " in out and "resuming from" in out and "on val: loss" in out
+    assert "dry run passed in" in out and "epoch 30/30" not in out  # two epochs, not the configured thirty
+    assert not (tmp_path / "run" / "checkpoints").exists()  # the real run folder holds only the log
+
+
+def test_a_dry_run_fails_with_the_message_the_real_run_would_give(tmp_path):
+    planted = ["loss._target_=tests.byo_losses.per_class", "~loss.label_smoothing"]
+    dry = run_cli([*TINY, *planted, "trainer.dry_run=true"], cwd=tmp_path)
+    real = run_cli([*TINY, *planted], cwd=tmp_path)
+    said = "the loss per_class returned a tensor of shape (4, 7) for 4 samples"
+    assert dry.returncode == real.returncode == 2
+    assert said in dry.stdout and said in real.stdout and "Traceback" not in dry.stdout + dry.stderr
