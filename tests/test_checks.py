@@ -324,3 +324,18 @@ def test_the_histograms_have_no_empty_panel_and_bars_for_labels(healthy):
     axes = figure.get_axes()
     assert len(axes) == 2  # in-memory tensors: no image-size panel
     assert len(axes[1].patches) == 3 * 10  # a bar per class and split, side by side
+
+
+def test_the_data_report_names_its_classes_and_its_odd_files(tmp_path, workdir):
+    from tests.conftest import make_bad_image, make_imagefolder
+
+    root = make_imagefolder(tmp_path / "images", classes=2, per_class=6)
+    for kind in ("grayscale", "cmyk", "random bytes"):
+        make_bad_image(root / "class_1" / f"odd_{kind.replace(' ', '_')}.jpg", kind)
+    result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[8,8]",
+                      f"hydra.run.dir={workdir / 'report'}"], cwd=workdir, module="runner.inspect_data")
+    assert result.returncode == 0, result.stdout[-2000:]
+    report = (workdir / "report" / "report.md").read_text()
+    assert "- 1 do not decode: odd_random_bytes.jpg" in report
+    assert "converted 1 CMYK (CMYK), 1 grayscale (L)" in report
+    assert "| class | name | train | val |" in report and "| 1 | class_1 |" in report

@@ -130,6 +130,31 @@ def outliers_figure(records: list, broken: list[str], gray: list[str]) -> Figure
                          f"{len(broken)} files do not decode" + (f": {', '.join(broken[:10])}" if broken else ""))}
 
 
+def class_table(setup: Setup, names: list[str]) -> list[str]:
+    """Markdown: each class's name and its count in every split."""
+    splits = [s for s, d in setup.splits.items() if len(d)]
+    counts = {s: torch.bincount(introspect.labels_of(setup.splits[s]), minlength=setup.num_classes) for s in splits}
+    return ["## classes", "", f"| class | name | {' | '.join(splits)} |", "|" + " --- |" * (2 + len(splits)),
+            *(f"| {c} | {names[c]} | {' | '.join(str(int(counts[s][c])) for s in splits)} |"
+              for c in range(setup.num_classes)), ""]
+
+
+def files_section(cfg: DictConfig, setup: Setup, broken: list[str]) -> list[str]:
+    """Markdown: image files that do not decode, and how many are converted on the way (by mode) or enlarged."""
+    from runner.data.image_files import screen
+
+    _, screening = screen(cfg.dataset, setup.splits, refuse_bad=False)
+    said = screening.describe()
+    if not said and not broken:
+        return []
+    lines = ["## files", ""]
+    if broken:
+        lines.append(f"- {len(broken)} do not decode: {', '.join(broken[:20])}")
+    if said:
+        lines.append(f"- {said.removeprefix('images: ')}")
+    return [*lines, ""]
+
+
 def write_report(figures: Figures, header: list[str], run_dir: Path) -> Path:
     """Each figure as NAME.png and in TensorBoard, and report.md that shows them under the header."""
     from torch.utils.tensorboard import SummaryWriter
@@ -159,6 +184,7 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
         figures |= outliers_figure(records, broken, gray)
     header = [f"# Data report: {cfg.dataset.name}", "",
               f"{', '.join(f'{s}: {len(d)} samples' for s, d in setup.splits.items())}; {setup.num_classes} classes; "
-              f"pixels after preprocessing: mean {fmt(x.mean(dim=(0, 2, 3)))}, std {fmt(x.std(dim=(0, 2, 3)))}", ""]
+              f"pixels after preprocessing: mean {fmt(x.mean(dim=(0, 2, 3)))}, std {fmt(x.std(dim=(0, 2, 3)))}", "",
+              *files_section(cfg, setup, broken), *class_table(setup, names)]
     print(f"data report: {write_report(figures, header, run_dir)}")
     return 0
