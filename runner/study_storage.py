@@ -6,12 +6,14 @@ heartbeat attribute, which both sides must agree on.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
 
 from runner.errors import UserError
 
+SCHEMA_LOCK = 0x72756E6E  # PostgreSQL advisory lock key of the schema creation ("runn")
 HEARTBEAT = "runner:heartbeat"  # trial system attr: time.time() of the trial job's last sign of life
 
 
@@ -24,10 +26,36 @@ def storage_for(url: str):
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return open_database(url)
     except Exception as error:
         raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({type(error).__name__}: {error}). "
                         "Fix: check the URL, the server and its driver (e.g. pip install psycopg2-binary)") from None
+
+
+def open_database(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's database storage, its tables created by one worker at a time: workers started together
+    on a fresh database (a SLURM job array) would otherwise collide in CREATE TYPE / CREATE TABLE, and
+    all but one crash. PostgreSQL serializes on an advisory lock; other databases retry."""
+    import sqlalchemy
+
+    def storage():
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as connection:  # the lock ends with the connection, also if this process dies
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
+                return storage()
+        for attempt in range(5):
+            try:
+                return storage()
+            except sqlalchemy.exc.DatabaseError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+    finally:
+        engine.dispose()
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

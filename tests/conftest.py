@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,33 @@ def assert_close_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server's URL: .ci/run starts one; else the project's script starts one here."""
+    url = os.environ.get("RUNNER_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    script = PROJECT / "scripts" / "postgres_test_server.sh"
+    started = subprocess.run([str(script), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"no PostgreSQL server could be started here: {started.stderr.strip()[-300:]}")
+    yield started.stdout.strip()
+    subprocess.run([str(script), "stop"], capture_output=True)
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url):
+    """A new, empty database on that server (no Optuna tables yet), dropped afterwards."""
+    import sqlalchemy
+
+    name = f"fresh_{os.getpid()}_{time.time_ns()}"
+    server = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield sqlalchemy.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    server.dispose()

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from runner.study_storage import storage_for
 from runner.sweep import space
 from runner.sweep.study import TrialSeededRandomSampler, study_direction
-from tests.conftest import PROJECT, cli_env, run_cli
+from tests.conftest import cli_env, run_cli
 
 TINY_SWEEP = [
     "-m", "+experiment=smoke", "hydra/sweeper=runner_optuna", "evaluate.galleries=false",
@@ -218,20 +218,6 @@ def test_two_workers_share_one_journal_without_losing_or_duplicating_trials(work
         assert (run_dir / "train.log").read_text().count("loss at init") == 1  # each trial trained exactly once
         pids.add(json.loads((run_dir / "run.json").read_text())["environment"]["pid"])
     assert len(pids) == 2  # both workers ran trials
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    url = os.environ.get("RUNNER_TEST_POSTGRES_URL")  # .ci/run starts one
-    if url:
-        yield url
-        return
-    script = PROJECT / "scripts" / "postgres_test_server.sh"
-    started = subprocess.run([str(script), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        pytest.skip(f"no PostgreSQL server could be started here: {started.stderr.strip()[-300:]}")
-    yield started.stdout.strip()
-    subprocess.run([str(script), "stop"], capture_output=True)
 
 
 @pytest.mark.slow

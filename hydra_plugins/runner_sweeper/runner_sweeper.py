@@ -11,8 +11,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +26,6 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from runner import study_storage
 from runner.errors import UserError, one_line
 from runner.sweep import results, space, study
 from runner.training.preemption import Preempted
@@ -82,11 +79,9 @@ class RunnerOptunaSweeper(Sweeper):
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
         evaluation = self.config.evaluate  # the objective: the evaluator's best validation metric
-        the_study = optuna.create_study(
-            study_name=name, storage=study_storage.storage_for(storage_url),
-            direction=study.study_direction(s.direction, evaluation.metric, evaluation.direction),
-            sampler=study.make_sampler(s.sampler, s.seed, worker=f"{socket.gethostname()}-{os.getpid()}"),
-            pruner=study_storage.make_pruner(s.pruner), load_if_exists=True)
+        the_study = study.open_study(name, storage_url, sampler=s.sampler, seed=s.seed, pruner=s.pruner,
+                                     direction=study.study_direction(s.direction, evaluation.metric,
+                                                                     evaluation.direction))
         describe(the_study, fixed, search)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
                  study.budget_used(the_study), s.n_trials, sweep_dir)

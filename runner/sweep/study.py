@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import socket
 import threading
 import time
 import zlib
@@ -23,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runner.errors import UserError
 from runner.io import exclusive
-from runner.study_storage import HEARTBEAT
+from runner.study_storage import HEARTBEAT, make_pruner, storage_for
 
 log = logging.getLogger("runner.sweep")
 
@@ -54,6 +56,14 @@ def make_sampler(name: str, seed: int, worker: str) -> optuna.samplers.BaseSampl
         return optuna.samplers.TPESampler(seed=zlib.crc32(repr((seed, worker)).encode()), n_startup_trials=10,
                                           multivariate=True, constant_liar=True)
     raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: hydra.sweeper.sampler=random or tpe")
+
+
+def open_study(name: str, storage_url: str, direction: str, sampler: str, seed: int, pruner: str) -> optuna.Study:
+    """The sweep's study: created by the first worker, loaded by every other one and by a rerun."""
+    return optuna.create_study(
+        study_name=name, storage=storage_for(storage_url), direction=direction,
+        sampler=make_sampler(sampler, seed, worker=f"{socket.gethostname()}-{os.getpid()}"),
+        pruner=make_pruner(pruner), load_if_exists=True)
 
 
 def study_direction(setting: str, metric: str, metric_direction: str = "auto") -> str:
