@@ -136,24 +136,16 @@ def test_a_nan_objective_and_a_raising_trial_are_fail_with_their_reason(tmp_path
 
 @pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(workdir):
-    """micro_batch_size=5 does not divide the batch of 16: those trials raise a UserError."""
+    """lr=1e30 diverges: those trials stop with the divergence named (a UserError)."""
     sweep_dir = workdir / "sweep"
-    result = run_cli(sweep_args(sweep_dir, "trainer.micro_batch_size=choice(16,5)", "hydra.sweeper.n_trials=4",
+    result = run_cli(sweep_args(sweep_dir, "optimizer.lr=choice(3e-3,1e30)", "hydra.sweeper.n_trials=4",
                                 "hydra.sweeper.seed=3"), cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load(sweep_dir).trials
-    by_state = {t.params["trainer.micro_batch_size"]: t.state.name for t in trials}
-    assert by_state == {16: "COMPLETE", 5: "FAIL"}, [(t.params, t.state) for t in trials]
+    by_state = {t.params["optimizer.lr"]: t.state.name for t in trials}
+    assert by_state == {3e-3: "COMPLETE", 1e30: "FAIL"}, [(t.params, t.state) for t in trials]
     failed = [t for t in trials if t.state.name == "FAIL"]
-    assert all("not a multiple of trainer.micro_batch_size=5" in t.system_attrs["runner:fail_reason"] for t in failed)
-
-
-@pytest.mark.slow
-def test_too_many_failures_stop_the_sweep(workdir):
-    result = run_cli(sweep_args(workdir / "sweep", "trainer.micro_batch_size=choice(5,7)", "hydra.sweeper.n_trials=4",
-                                "hydra.sweeper.max_failure_rate=0.25"), cwd=workdir)
-    assert result.returncode != 0
-    assert "more than max_failure_rate=0.25 of n_trials=4" in result.stdout + result.stderr
+    assert all("became non-finite" in t.system_attrs["runner:fail_reason"] for t in failed), failed[0].system_attrs
 
 
 @pytest.mark.slow

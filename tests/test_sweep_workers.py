@@ -67,7 +67,7 @@ def test_an_enqueued_trial_counts_when_it_starts_and_shows_its_parameters(tmp_pa
 @pytest.mark.slow
 def test_a_sweep_stopped_by_failures_says_so_in_one_line_with_its_files_up_to_date(workdir):
     sweep_dir = workdir / "sweep"
-    result = run_cli(sweep_args(sweep_dir, "trainer.micro_batch_size=choice(5,7)", "hydra.sweeper.n_trials=4",
+    result = run_cli(sweep_args(sweep_dir, "optimizer.lr=choice(1e30,1e35)", "hydra.sweeper.n_trials=4",
                                 "hydra.sweeper.max_failure_rate=0.25"), cwd=workdir)
     assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
     assert "more than max_failure_rate=0.25 of n_trials=4: the sweep stops" in result.stdout
@@ -127,3 +127,41 @@ def test_coarse_to_fine_keeps_steps_and_its_ranges_parse_back_to_values_the_conf
     _, parsed = space.parse([f"{key}={value}" for key, value in suggestion.items()], {})
     assert parsed["trainer.batch_size"] == optuna.distributions.IntDistribution(32, 96, step=32)
     assert parsed["optimizer.lr"].log
+
+
+@pytest.mark.parametrize(("bad", "named"), [("trainer.micro_batch_size=range(0, 17, 8)", "trainer.micro_batch_size=0"),
+                                           ("model=choice(convnet, no_such_model)", "no_such_model"),
+                                           ("optimizer.lr=interval(-0.1, 0.1)", "optimizer.lr=-0.1")])
+def test_a_search_space_that_reaches_a_refused_setting_is_refused_before_any_trial(workdir, bad, named):
+    sweep_dir = workdir / "sweep"
+    result = run_cli(["-m", "+experiment=smoke", "hydra/sweeper=runner_optuna", f"hydra.sweeper.sweep_dir={sweep_dir}",
+                      bad, "hydra.sweeper.n_trials=3"], cwd=workdir)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    key = bad.split("=")[0]
+    line = [x for x in (result.stdout + result.stderr).splitlines() if "search space" in x]
+    assert line and key in line[0] and "Fix:" in line[0], result.stdout[-2000:] + result.stderr[-2000:]
+    assert line[0].count(named) >= 2 and "hydra" not in line[0].split("runner refuses:")[1], line[0]  # its own cause
+    assert "Traceback" not in result.stderr
+    assert not list(sweep_dir.glob("trial_*"))  # nothing trained
+
+
+def test_coarse_to_fine_prints_only_ranges_the_config_accepts(tmp_path):
+    from runner.sweep import results
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    the_study = optuna.create_study(direction="maximize")
+    dists = {"optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+             "trainer.batch_size": optuna.distributions.IntDistribution(8, 64, step=8)}
+    for i, (lr, batch) in enumerate([(1e-3, 16), (3e-3, 24), (1e-2, 32), (3e-2, 8)]):
+        the_study.add_trial(optuna.trial.create_trial(params={"optimizer.lr": lr, "trainer.batch_size": batch},
+                                                      distributions=dists, value=float(i)))
+
+    def refuses_big_batches(override: str) -> str | None:  # a planted rule: the config refuses batches over 16
+        key, value = override.split("=")
+        return "too big. Fix: 16 or less" if key == "trainer.batch_size" and int(value) > 16 else None
+
+    best = results.write_best(the_study, tmp_path, [], dists, refused=refuses_big_batches)
+    overrides = best["coarse_to_fine"]["overrides"]
+    assert any(o.startswith("'optimizer.lr=") for o in overrides)
+    assert not any("trainer.batch_size" in o for o in overrides)
+    assert "trainer.batch_size" in best["coarse_to_fine"]["left_out"][0] and "too big" in best["coarse_to_fine"]["left_out"][0]

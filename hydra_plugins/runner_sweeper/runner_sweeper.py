@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Optional  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
@@ -21,9 +22,11 @@ import optuna
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
+from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
 from runner.errors import UserError, one_line
@@ -66,15 +69,30 @@ class RunnerOptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.config_loader = hydra_context.config_loader
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
+        try:
+            self.run_sweep(arguments)
+        except UserError as error:  # a bad search space, or too many failures: one line
+            log.error("%s", one_line(error))
+            sys.exit(2)
+
+    def run_sweep(self, arguments: list[str]) -> None:
         s = self.settings
         fixed, search = space.parse(arguments, dict(s.params or {}))
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
                             "or +search=NAME")
+        for key, distribution in search.items():  # before any trial: not a sweep of failures
+            for override in space.end_overrides(key, distribution):
+                problem = self.refusal(fixed, override)
+                if problem:
+                    cause, _, fix = problem.partition(" Fix: ")
+                    raise UserError(f"the search space reaches {override}, which the runner refuses: {cause} "
+                                    f"Fix: narrow {key} to values it takes ({fix or 'see above'})")
         name = s.study_name or default_study_name(self.config.name, fixed, search)
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
@@ -86,20 +104,29 @@ class RunnerOptunaSweeper(Sweeper):
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
                  study.budget_used(the_study), s.n_trials, sweep_dir)
         log.info("optuna-dashboard %s", storage_url)
-
-        stopped = None
         try:
             self.run_trials(the_study, search, fixed, sweep_dir, storage_url)
-        except UserError as error:  # too many failures: one line, once the files below match the study
-            stopped = error
-        finally:
+        finally:  # also on a stop: the files below match the study
             self.report(the_study, sweep_dir, fixed, search)
             for folder in (Path(self.config.hydra.sweep.dir), Path(self.config.hydra.sweep.dir).parent):
                 with contextlib.suppress(OSError):  # Hydra's own multirun folder, unused by this sweeper
                     folder.rmdir()
-        if stopped is not None:
-            log.error("%s", one_line(stopped))
-            sys.exit(2)
+
+    def refusal(self, fixed: list[str], override: str) -> str | None:
+        """What the runner's own validation says of a trial's config with this override (one line), or None."""
+        from runner.config import validate  # here: Hydra imports this plugin at every start
+        from runner.precheck import translate
+
+        try:
+            config = self.config_loader.load_sweep_config(self.config, [*fixed, override])
+            with open_dict(config):
+                del config["hydra"]  # the job's config, as the trial will see it
+            validate(config)
+        except UserError as error:
+            return one_line(error)
+        except (HydraException, OmegaConfBaseException) as error:
+            return translate(error, "train", [*fixed, override])
+        return None
 
     def run_trials(self, the_study: optuna.Study, search: dict, fixed: list[str], sweep_dir: Path,
                    storage_url: str) -> None:
@@ -177,7 +204,7 @@ class RunnerOptunaSweeper(Sweeper):
 
     def report(self, the_study: optuna.Study, sweep_dir: Path, fixed: list[str], search: dict) -> None:
         results.write_trials_csv(the_study, sweep_dir)
-        best = results.write_best(the_study, sweep_dir, fixed, search)
+        best = results.write_best(the_study, sweep_dir, fixed, search, refused=partial(self.refusal, fixed))
         results.write_plots(the_study, sweep_dir, objective=f"val {self.config.evaluate.metric}")
         if best is None:
             log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
@@ -187,6 +214,8 @@ class RunnerOptunaSweeper(Sweeper):
         print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {where})")
         print(f"reproduce:  {best['reproduce']}")
         print("coarse to fine, next sweep: " + " ".join(best["coarse_to_fine"]["overrides"]))
+        for line in best["coarse_to_fine"]["left_out"]:
+            log.warning("coarse to fine left out %s", line)
         print(f"results:    {sweep_dir}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from runner.io import write_atomic, write_csv_atomic, write_text_atomic
-from runner.sweep.space import as_overrides, narrowed
+from runner.sweep.space import as_overrides, end_overrides, narrowed, parse
 
 log = logging.getLogger("runner.sweep")
 
@@ -35,8 +36,10 @@ def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
                      rows)
 
 
-def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: dict[str, BaseDistribution]) -> dict | None:
-    """optimization_results.yaml: the best trial and the overrides that reproduce it, plus coarse-to-fine."""
+def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: dict[str, BaseDistribution],
+               refused: Callable[[str], str | None] = lambda override: None) -> dict | None:
+    """optimization_results.yaml: the best trial and the overrides that reproduce it, plus coarse-to-fine:
+    narrowed ranges whose ends `refused` (the runner's own validation) takes; it names the others."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(
@@ -46,7 +49,14 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
     top = ranked[: max(3, len(ranked) // 4)]
-    suggestion = narrowed(space, [t.params for t in top])
+    suggestion, left_out = [], []
+    for key, line in narrowed(space, [t.params for t in top]).items():
+        ends = end_overrides(key, parse([f"{key}={line}"], {})[1][key])
+        problem = next(filter(None, map(refused, ends)), None)
+        if problem:  # a bug in the narrowing, not the user's: say it rather than print a sweep that fails
+            left_out.append(f"{key}={line}: {problem}")
+        else:
+            suggestion.append(f"'{key}={line}'")
     results = {
         "study": study.study_name,
         "direction": "maximize" if maximize else "minimize",
@@ -57,8 +67,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         "reproduce": " ".join(["python -m runner", *fixed, *as_overrides(best.params)]),
         "trials": {state.name: sum(t.state == state for t in study.get_trials(deepcopy=False))
                    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)},
-        "coarse_to_fine": {"from_top_trials": [t.number for t in top],
-                           "overrides": [f"'{key}={value}'" for key, value in suggestion.items()]},
+        "coarse_to_fine": {"from_top_trials": [t.number for t in top], "overrides": suggestion, "left_out": left_out},
     }
     write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
     return results

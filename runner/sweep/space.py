@@ -64,6 +64,14 @@ def parse(arguments: list[str], params_from_config: dict[str, str]) -> tuple[lis
     return fixed, space
 
 
+def end_overrides(key: str, distribution: BaseDistribution) -> list[str]:
+    """The overrides at the ends of a parameter's range (each value of a choice): where a search space
+    most often leaves what the config takes."""
+    values = distribution.choices if isinstance(distribution, CategoricalDistribution) else (distribution.low,
+                                                                                             distribution.high)
+    return [f"{key}={format_value(value)}" for value in values]
+
+
 def as_overrides(params: dict) -> list[str]:
     """A trial's parameters as command-line overrides (quoted as Hydra needs)."""
     return [f"{key}={format_value(value)}" for key, value in params.items()]
