@@ -58,11 +58,22 @@ def open_database(url: str) -> optuna.storages.RDBStorage:
         engine.dispose()
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    raise UserError(f"hydra.sweeper.pruner={name!r} is not known. Fix: none, median or hyperband")
+PRUNERS = {
+    "none": (optuna.pruners.NopPruner, {}),
+    "median": (optuna.pruners.MedianPruner, {"n_startup_trials": 2, "n_warmup_steps": 0}),
+    "percentile": (optuna.pruners.PercentilePruner, {"percentile": 25.0, "n_startup_trials": 2}),
+    "hyperband": (optuna.pruners.HyperbandPruner, {}),
+    "successive_halving": (optuna.pruners.SuccessiveHalvingPruner, {}),
+}
+
+
+def make_pruner(name: str, options: dict | None = None) -> optuna.pruners.BasePruner:
+    """A pruner by name, hydra.sweeper.pruner_options as its keyword arguments (over the runner's defaults)."""
+    if name not in PRUNERS:
+        raise UserError(f"hydra.sweeper.pruner={name!r} is not known. Fix: one of {', '.join(PRUNERS)}")
+    kind, defaults = PRUNERS[name]
+    try:
+        return kind(**{**defaults, **dict(options or {})})
+    except TypeError as error:
+        raise UserError(f"hydra.sweeper.pruner_options={dict(options or {})} do not fit pruner {name} ({error}). "
+                        f"Fix: the keyword arguments of optuna.pruners.{kind.__name__}") from None

@@ -17,7 +17,7 @@ import sys, time
 from runner.sweep import study
 storage, name, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
 time.sleep(max(0.0, at - time.time()))
-opened = study.open_study(name, storage, direction="maximize", sampler="random", seed=0, pruner="none")
+opened = study.open_study(name, storage, directions=["maximize"], sampler=None, pruner=None)
 opened.set_user_attr("opened_by_" + sys.argv[4], True)
 """
 

@@ -15,15 +15,15 @@ def test_two_tpe_workers_draw_distinct_points_and_lie_about_running_trials():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.InMemoryStorage()
     first, second = (optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
-                                         sampler=study.make_sampler("tpe", seed=0, worker=worker))
+                                         sampler=study.make_sampler("tpe", seed=0, worker=worker, options={}, space={}))
                      for worker in ("host-a-101", "host-b-202"))
     a, b = first.ask(), second.ask()
     lr_a, lr_b = a.suggest_float("lr", 1e-4, 1e-1, log=True), b.suggest_float("lr", 1e-4, 1e-1, log=True)
     assert lr_a != lr_b  # with one seed for all workers both trained the same learning rate
     assert first.sampler._constant_liar and first.sampler._multivariate
-    again = study.make_sampler("tpe", seed=0, worker="host-a-101")
-    assert again._rng.rng.random() == study.make_sampler("tpe", seed=0, worker="host-a-101")._rng.rng.random()
-    random_sampler = study.make_sampler("random", seed=0, worker="host-b-202")
+    again = study.make_sampler("tpe", seed=0, worker="host-a-101", options={}, space={})
+    assert again._rng.rng.random() == study.make_sampler("tpe", seed=0, worker="host-a-101", options={}, space={})._rng.rng.random()
+    random_sampler = study.make_sampler("random", seed=0, worker="host-b-202", options={}, space={})
     assert isinstance(random_sampler, study.TrialSeededRandomSampler)  # per (seed, trial, parameter): no worker in it
 
 

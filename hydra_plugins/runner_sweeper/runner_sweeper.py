@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
+from runner import study_storage
 from runner.errors import UserError, one_line
 from runner.sweep import results, space, study
 from runner.training.preemption import Preempted
@@ -41,13 +42,15 @@ class RunnerOptunaSweeperConf:
     _target_: str = "hydra_plugins.runner_sweeper.runner_sweeper.RunnerOptunaSweeper"
     n_trials: int = 20  # in total, over every run of the command and every worker
     n_jobs: int = 1  # trials handed to Hydra's launcher at a time
-    sampler: str = "random"  # random | tpe
+    sampler: str = "random"  # random | tpe | qmc | cmaes | grid | nsgaii
+    sampler_options: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006  # its keyword arguments
     seed: int = 0
     direction: str = "auto"  # maximize | minimize | auto (from evaluate.metric)
     storage: Optional[str] = None  # noqa: UP045  # default: a journal file in the sweep directory; or postgresql://...
     study_name: Optional[str] = None  # noqa: UP045  # default: the experiment name and a hash of the search
     sweep_dir: Optional[str] = None  # noqa: UP045  # default: outputs/<name>/sweeps/<study_name>
-    pruner: str = "none"  # none | median | hyperband
+    pruner: str = "none"  # none | median | percentile | hyperband | successive_halving
+    pruner_options: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006  # e.g. {n_warmup_steps: 2}
     max_failure_rate: float = 0.5  # stop when more than this fraction of n_trials has failed
     max_retries: int = 1  # retries of a trial whose worker was lost
     heartbeat_seconds: float = 10.0
@@ -65,6 +68,7 @@ class RunnerOptunaSweeper(Sweeper):
         self.launcher = None
         self.config: Optional[DictConfig] = None  # noqa: UP045
         self.job_index = 0
+        self.n_trials = 0  # the budget: n_trials, or a grid's size when smaller
         self.stopping = False
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -97,12 +101,19 @@ class RunnerOptunaSweeper(Sweeper):
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
         evaluation = self.config.evaluate  # the objective: the evaluator's best validation metric
-        the_study = study.open_study(name, storage_url, sampler=s.sampler, seed=s.seed, pruner=s.pruner,
-                                     direction=study.study_direction(s.direction, evaluation.metric,
-                                                                     evaluation.direction))
-        describe(the_study, fixed, search)
+        sampler = study.make_sampler(s.sampler, s.seed, study.this_worker(), dict(s.sampler_options), search)
+        pruner = study_storage.make_pruner(s.pruner, dict(s.pruner_options))
+        the_study = study.open_study(name, storage_url, sampler=sampler, pruner=pruner,
+                                     directions=[study.study_direction(s.direction, evaluation.metric,
+                                                                       evaluation.direction)])
+        describe(the_study, fixed, search, dict(s.pruner_options))
+        self.n_trials = s.n_trials
+        if s.sampler == "grid" and study.grid_size(search) < s.n_trials:  # more would repeat points
+            self.n_trials = study.grid_size(search)
+            log.warning("the grid has %d points: the sweep runs %d trials, not n_trials=%d", self.n_trials,
+                        self.n_trials, s.n_trials)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
-                 study.budget_used(the_study), s.n_trials, sweep_dir)
+                 study.budget_used(the_study), self.n_trials, sweep_dir)
         log.info("optuna-dashboard %s", storage_url)
         try:
             self.run_trials(the_study, search, fixed, sweep_dir, storage_url)
@@ -135,7 +146,7 @@ class RunnerOptunaSweeper(Sweeper):
         while True:
             with study.sweep_lock(sweep_dir):
                 study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir)
-                room = s.n_trials - study.budget_used(the_study)
+                room = self.n_trials - study.budget_used(the_study)
                 trials = [the_study.ask(search) for _ in range(max(0, min(s.n_jobs, room)))]
                 storage = the_study._storage
                 for trial in trials:  # a retried trial keeps its lost run's directory, to resume there
@@ -198,9 +209,9 @@ class RunnerOptunaSweeper(Sweeper):
 
     def check_failures(self, the_study: optuna.Study) -> None:
         failed = sum(t.state == TrialState.FAIL and study.counted(t) for t in the_study.get_trials(deepcopy=False))
-        if failed > self.settings.max_failure_rate * self.settings.n_trials:
+        if failed > self.settings.max_failure_rate * self.n_trials:
             raise UserError(f"{failed} trials failed, more than max_failure_rate={self.settings.max_failure_rate} of "
-                            f"n_trials={self.settings.n_trials}: the sweep stops. Fix: see the reasons in trials.csv")
+                            f"n_trials={self.n_trials}: the sweep stops. Fix: see the reasons in trials.csv")
 
     def report(self, the_study: optuna.Study, sweep_dir: Path, fixed: list[str], search: dict) -> None:
         results.write_trials_csv(the_study, sweep_dir)
@@ -219,8 +230,10 @@ class RunnerOptunaSweeper(Sweeper):
         print(f"results:    {sweep_dir}")
 
 
-def describe(the_study: optuna.Study, fixed: list[str], search: dict) -> None:
-    """What the sweep searches, keeps fixed and was started with, where optuna-dashboard shows it."""
+def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_options: dict) -> None:
+    """What the sweep searches, keeps fixed and was started with, where optuna-dashboard shows it;
+    and the pruner's options, which each trial's job reads to build the same pruner."""
+    the_study.set_user_attr("pruner_options", pruner_options)
     the_study.set_user_attr("search_space", {key: repr(value) for key, value in search.items()})
     the_study.set_user_attr("fixed_overrides", list(fixed))
     the_study.set_user_attr("command", " ".join(["python -m runner", *sys.argv[1:]]))

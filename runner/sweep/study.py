@@ -15,17 +15,23 @@ import os
 import socket
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.errors import UserError
 from runner.io import exclusive
-from runner.study_storage import HEARTBEAT, make_pruner, storage_for
+from runner.study_storage import HEARTBEAT, storage_for
 
 log = logging.getLogger("runner.sweep")
 
@@ -37,7 +43,7 @@ class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
     trials (or workers) share a random stream.
     """
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int):  # no other options: the stream is (seed, trial, parameter)
         super().__init__(seed=seed)
         self._base_seed = seed
 
@@ -46,24 +52,75 @@ class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
         return optuna.samplers.RandomSampler(seed=seed).sample_independent(study, trial, param_name, param_distribution)
 
 
-def make_sampler(name: str, seed: int, worker: str) -> optuna.samplers.BaseSampler:
-    """random: draws by (seed, trial, parameter), the same in any worker. tpe: a stream of its own per
-    worker (and restart), or workers started together draw the same points; constant_liar counts the
-    trials other workers are running as bad, so they are not proposed again."""
-    if name == "random":
-        return TrialSeededRandomSampler(seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=zlib.crc32(repr((seed, worker)).encode()), n_startup_trials=10,
-                                          multivariate=True, constant_liar=True)
-    raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: hydra.sweeper.sampler=random or tpe")
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid, without its study.stop() after the last point (which raises outside study.optimize):
+    the sweeper's budget, n_trials capped at the grid's size, ends the sweep."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
 
 
-def open_study(name: str, storage_url: str, direction: str, sampler: str, seed: int, pruner: str) -> optuna.Study:
+def make_sampler(name: str, seed: int, worker: str, options: dict, space: dict[str, BaseDistribution]
+                 ) -> optuna.samplers.BaseSampler:
+    """A sampler by name with hydra.sweeper.sampler_options as its keyword arguments.
+
+    random draws by (seed, trial, parameter), the same in any worker; qmc follows one Sobol sequence
+    (the seed's) in every worker. tpe, cmaes and nsgaii get a stream of their own per worker (and
+    restart), or workers started together draw the same points; tpe's constant_liar counts the
+    trials other workers are running as bad, so they are not proposed again. grid tries every point
+    of a space of choices and stepped ranges once.
+    """
+    own = zlib.crc32(repr((seed, worker)).encode())
+    samplers = {
+        "random": lambda: TrialSeededRandomSampler(seed, **options),
+        "tpe": lambda: optuna.samplers.TPESampler(
+            **{"seed": own, "n_startup_trials": 10, "multivariate": True, "constant_liar": True, **options}),
+        "qmc": lambda: optuna.samplers.QMCSampler(**{"qmc_type": "sobol", "scramble": True, "seed": seed, **options}),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(**{"seed": own, **options}),
+        "nsgaii": lambda: optuna.samplers.NSGAIISampler(**{"seed": own, **options}),
+        "grid": lambda: AskTellGridSampler(grid_points(space), **{"seed": seed, **options}),
+    }
+    if name not in samplers:
+        raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: one of {', '.join(samplers)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return samplers[name]()
+    except TypeError as error:
+        raise UserError(f"hydra.sweeper.sampler_options={dict(options)} do not fit sampler {name} ({error}). "
+                        f"Fix: the keyword arguments of optuna.samplers' {name} sampler") from None
+
+
+def grid_points(space: dict[str, BaseDistribution]) -> dict[str, list]:
+    """Every value of each parameter, for sampler=grid: choices and stepped ranges have finitely many."""
+    points = {}
+    for key, distribution in space.items():
+        if isinstance(distribution, CategoricalDistribution):
+            points[key] = list(distribution.choices)
+        elif isinstance(distribution, IntDistribution) and not distribution.log:
+            points[key] = list(range(distribution.low, distribution.high + 1, distribution.step))
+        elif isinstance(distribution, FloatDistribution) and distribution.step is not None:
+            count = round((distribution.high - distribution.low) / distribution.step) + 1
+            points[key] = [round(distribution.low + i * distribution.step, 12) for i in range(count)]
+        else:
+            raise UserError(f"hydra.sweeper.sampler=grid needs values to try, and {key} is a continuous range. "
+                            f"Fix: {key}=choice(...) or range(start, stop, step), or another sampler")
+    return points
+
+
+def grid_size(space: dict[str, BaseDistribution]) -> int:
+    return math.prod(len(values) for values in grid_points(space).values())
+
+
+def open_study(name: str, storage_url: str, directions: list[str], sampler: optuna.samplers.BaseSampler,
+               pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """The sweep's study: created by the first worker, loaded by every other one and by a rerun."""
-    return optuna.create_study(
-        study_name=name, storage=storage_for(storage_url), direction=direction,
-        sampler=make_sampler(sampler, seed, worker=f"{socket.gethostname()}-{os.getpid()}"),
-        pruner=make_pruner(pruner), load_if_exists=True)
+    return optuna.create_study(study_name=name, storage=storage_for(storage_url), directions=directions,
+                               sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def study_direction(setting: str, metric: str, metric_direction: str = "auto") -> str:

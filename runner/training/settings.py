@@ -84,7 +84,7 @@ class SweepLink:
     trial_id: int | None = None
     """The trial's id in the storage."""
     pruner: str = "none"
-    """The study's pruner (none, median, hyperband): with one, checkpoints are reported to the study."""
+    """The study's pruner (runner/study_storage.py: PRUNERS): with one, checkpoints are reported to the study."""
     heartbeat_seconds: float = 10
     """How often the trial's job tells the study it is alive."""
 
@@ -124,7 +124,10 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
     validate_optimizer_and_schedule(cfg)
-    one_of("sweep.pruner", cfg.sweep.pruner, ("none", "median", "hyperband"))
+    if cfg.sweep.pruner != "none":  # a sweep trial (optuna is imported only then)
+        from runner.study_storage import PRUNERS
+
+        one_of("sweep.pruner", cfg.sweep.pruner, PRUNERS)
     if distributed.from_environment().active and cfg.sweep.pruner != "none":
         raise UserError("pruning a sweep trial that trains in several processes is not supported (the pruner "
                         "would stop rank 0 alone). Fix: hydra.sweeper.pruner=none, or one process per trial")

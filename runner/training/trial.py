@@ -27,7 +27,8 @@ class TrialLink:
         self.storage = storage_for(sweep.storage)
         self.trial_id = int(sweep.trial_id)
         self.number = int(sweep.trial)
-        self.study = optuna.load_study(study_name=sweep.study, storage=self.storage, pruner=make_pruner(sweep.pruner))
+        self.study = optuna.load_study(study_name=sweep.study, storage=self.storage)
+        self.study.pruner = make_pruner(sweep.pruner, self.study.user_attrs.get("pruner_options"))  # the sweeper's
         self.trial = optuna.trial.Trial(self.study, self.trial_id)
         self.pruning = sweep.pruner != "none"
         self._stop = threading.Event()
