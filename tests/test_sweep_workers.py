@@ -90,9 +90,11 @@ def test_a_lost_trial_whose_run_finished_is_recorded_with_its_value(tmp_path):
         run_dir = tmp_path / f"trial_{trial.number:04d}"
         (run_dir / "eval").mkdir(parents=True)
         (run_dir / "run.json").write_text(json.dumps({"status": status}))
-        (run_dir / "eval" / "best.json").write_text(json.dumps({"metric": "top1", "value": 0.875}))
+        (run_dir / "eval" / "best.json").write_text(json.dumps({"metric": "top1", "value": 0.875,
+                                                                        "metrics": {"top1": 0.875}}))
         study.note(the_study, trial._trial_id, "run_dir", run_dir.name)
-    lost = study.fail_lost_trials(the_study, grace_seconds=0, max_retries=1, sweep_dir=tmp_path)
+    lost = study.fail_lost_trials(the_study, grace_seconds=0, max_retries=1, sweep_dir=tmp_path,
+                                  objectives=["top1"])
     states = {t.number: (t.state.name, t.value) for t in the_study.get_trials(deepcopy=False)}
     assert states[finished.number] == ("COMPLETE", 0.875)  # not "worker lost ... left as FAIL"
     assert states[unfinished.number][0] == "FAIL" and lost == [unfinished.number]
@@ -106,9 +108,11 @@ def test_trials_a_live_worker_holds_keep_their_heartbeat_and_another_workers_end
     first, queued = the_study.ask(), the_study.ask()  # n_jobs=2 on the basic launcher: run one after the other
     with study.hold(the_study, [first, queued], seconds=0.05):
         time.sleep(0.4)
-        assert study.fail_lost_trials(the_study, grace_seconds=0.3, max_retries=1, sweep_dir=None) == []
+        assert study.fail_lost_trials(the_study, grace_seconds=0.3, max_retries=1, sweep_dir=None,
+                                      objectives=["top1"]) == []
     time.sleep(0.4)
-    assert study.fail_lost_trials(the_study, grace_seconds=0.3, max_retries=0, sweep_dir=None) == [0, 1]
+    assert study.fail_lost_trials(the_study, grace_seconds=0.3, max_retries=0, sweep_dir=None,
+                                  objectives=["top1"]) == [0, 1]
     assert not study.tell_unless_ended(the_study, queued, 0.5)  # another worker failed it: no ValueError
     assert the_study.trials[1].state.name == "FAIL"
 

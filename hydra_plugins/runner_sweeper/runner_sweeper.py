@@ -12,11 +12,10 @@ import hashlib
 import logging
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Optional  # noqa: UP035 (OmegaConf reads these annotations at run time)
+from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
 import optuna
 from hydra.core.config_store import ConfigStore
@@ -31,7 +30,7 @@ from optuna.trial import TrialState
 
 from runner import study_storage
 from runner.errors import UserError, one_line
-from runner.sweep import results, space, study
+from runner.sweep import objectives, results, space, study
 from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner.sweep")
@@ -46,6 +45,7 @@ class RunnerOptunaSweeperConf:
     sampler_options: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006  # its keyword arguments
     seed: int = 0
     direction: str = "auto"  # maximize | minimize | auto (from evaluate.metric)
+    objectives: List[str] = field(default_factory=list)  # noqa: UP006  # e.g. [top1, parameters]: a Pareto front
     storage: Optional[str] = None  # noqa: UP045  # default: a journal file in the sweep directory; or postgresql://...
     study_name: Optional[str] = None  # noqa: UP045  # default: the experiment name and a hash of the search
     sweep_dir: Optional[str] = None  # noqa: UP045  # default: outputs/<name>/sweeps/<study_name>
@@ -69,6 +69,7 @@ class RunnerOptunaSweeper(Sweeper):
         self.config: Optional[DictConfig] = None  # noqa: UP045
         self.job_index = 0
         self.n_trials = 0  # the budget: n_trials, or a grid's size when smaller
+        self.objectives: list[str] = []  # what the study optimizes (runner/sweep/objectives.py)
         self.stopping = False
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -100,13 +101,16 @@ class RunnerOptunaSweeper(Sweeper):
         name = s.study_name or default_study_name(self.config.name, fixed, search)
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
-        evaluation = self.config.evaluate  # the objective: the evaluator's best validation metric
+        evaluation = self.config.evaluate  # by default the objective is the evaluator's best validation metric
+        self.objectives, directions = objectives.parse(list(s.objectives), evaluation.metric, evaluation.direction,
+                                                       s.direction)
+        if len(self.objectives) > 1 and s.pruner != "none":  # Optuna's pruners compare one value per step
+            raise UserError(f"pruning needs a single objective, and hydra.sweeper.objectives={self.objectives}. "
+                            "Fix: hydra.sweeper.pruner=none, or one objective")
         sampler = study.make_sampler(s.sampler, s.seed, study.this_worker(), dict(s.sampler_options), search)
         pruner = study_storage.make_pruner(s.pruner, dict(s.pruner_options))
-        the_study = study.open_study(name, storage_url, sampler=sampler, pruner=pruner,
-                                     directions=[study.study_direction(s.direction, evaluation.metric,
-                                                                       evaluation.direction)])
-        describe(the_study, fixed, search, dict(s.pruner_options))
+        the_study = study.open_study(name, storage_url, directions=directions, sampler=sampler, pruner=pruner)
+        describe(the_study, fixed, search, dict(s.pruner_options), self.objectives)
         self.n_trials = s.n_trials
         if s.sampler == "grid" and study.grid_size(search) < s.n_trials:  # more would repeat points
             self.n_trials = study.grid_size(search)
@@ -145,7 +149,7 @@ class RunnerOptunaSweeper(Sweeper):
         s = self.settings
         while True:
             with study.sweep_lock(sweep_dir):
-                study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir)
+                study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir, self.objectives)
                 room = self.n_trials - study.budget_used(the_study)
                 trials = [the_study.ask(search) for _ in range(max(0, min(s.n_jobs, room)))]
                 storage = the_study._storage
@@ -176,17 +180,23 @@ class RunnerOptunaSweeper(Sweeper):
                 f"sweep.pruner={s.pruner}", f"sweep.heartbeat_seconds={s.heartbeat_seconds}",
             ])
             log.info("trial %d: %s", trial.number, " ".join(space.as_overrides(trial.params)))
-        started = time.time()
         with study.hold(the_study, trials, s.heartbeat_seconds):  # the queued ones too, until each is told
             returns = self.launcher.launch(batch, initial_job_idx=self.job_index)
         self.job_index += len(batch)
         for trial, job in zip(trials, returns, strict=True):
-            self.tell(the_study, trial, job, time.time() - started)
+            run_dir = sweep_dir / the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
+            self.tell(the_study, trial, job, run_dir)
 
-    def tell(self, the_study: optuna.Study, trial, job, seconds: float) -> None:
+    def tell(self, the_study: optuna.Study, trial, job, run_dir: Path) -> None:
         if job.status == JobStatus.COMPLETED:
             value = job.return_value
-            if isinstance(value, (int, float)) and math.isfinite(value):
+            if len(self.objectives) > 1:  # the others are not returned: read them all from the run's folder
+                value = objectives.values_of(run_dir, self.objectives)
+                if value is not None:
+                    if study.tell_unless_ended(the_study, trial, value):
+                        log.info("trial %d: %s = %s", trial.number, self.objectives, value)
+                    return
+            elif isinstance(value, (int, float)) and math.isfinite(value):
                 if study.tell_unless_ended(the_study, trial, value):
                     log.info("trial %d: %s = %.4f", trial.number, self.config.evaluate.metric, value)
                 return
@@ -221,19 +231,27 @@ class RunnerOptunaSweeper(Sweeper):
             log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
             return
         print(f"\nsweep {the_study.study_name}: {best['trials']}")
-        where = sweep_dir / best["best_run_dir"] if best["best_run_dir"] else "added to the study by hand"
-        print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {where})")
-        print(f"reproduce:  {best['reproduce']}")
+        if "pareto_front" in best:
+            print(f"Pareto front ({', '.join(f'{k} {v}' for k, v in best['objectives'].items())}):")
+            for entry in best["pareto_front"]:
+                values = ", ".join(f"{k} {v:.4g}" for k, v in entry["values"].items())
+                print(f"  trial {entry['trial']}: {values}  ({entry['run_dir']})")
+        else:
+            where = sweep_dir / best["best_run_dir"] if best["best_run_dir"] else "added to the study by hand"
+            print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {where})")
+            print(f"reproduce:  {best['reproduce']}")
         print("coarse to fine, next sweep: " + " ".join(best["coarse_to_fine"]["overrides"]))
         for line in best["coarse_to_fine"]["left_out"]:
             log.warning("coarse to fine left out %s", line)
         print(f"results:    {sweep_dir}")
 
 
-def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_options: dict) -> None:
+def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_options: dict, names: list[str]) -> None:
     """What the sweep searches, keeps fixed and was started with, where optuna-dashboard shows it;
     and the pruner's options, which each trial's job reads to build the same pruner."""
     the_study.set_user_attr("pruner_options", pruner_options)
+    the_study.set_user_attr("objectives", names)
+    the_study.set_metric_names(names)
     the_study.set_user_attr("search_space", {key: repr(value) for key, value in search.items()})
     the_study.set_user_attr("fixed_overrides", list(fixed))
     the_study.set_user_attr("command", " ".join(["python -m runner", *sys.argv[1:]]))

@@ -22,17 +22,23 @@ from runner.sweep.space import as_overrides, end_overrides, narrowed, parse
 log = logging.getLogger("runner.sweep")
 
 
+def objective_names(study: optuna.Study) -> list[str]:
+    """["value"] for one objective, else the objectives' names (hydra.sweeper.objectives)."""
+    return study.metric_names if len(study.directions) > 1 and study.metric_names else ["value"]
+
+
 def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
     trials = study.get_trials(deepcopy=False)
     params = {t.number: t.params or t.system_attrs.get("fixed_params", {}) for t in trials}  # WAITING: enqueued ones
     names = sorted({key for p in params.values() for key in p})
+    values = objective_names(study)
     rows = []
     for t in trials:
         duration = t.duration.total_seconds() if t.duration else None
-        rows.append([t.number, t.state.name, *(params[t.number].get(n) for n in names), t.value,
+        rows.append([t.number, t.state.name, *(params[t.number].get(n) for n in names), *(t.values or [None] * len(values)),
                      None if duration is None else round(duration, 2), t.system_attrs.get("runner:run_dir"),
                      t.system_attrs.get("runner:fail_reason", "")])
-    write_csv_atomic(sweep_dir / "trials.csv", ["number", "state", *names, "value", "duration_s", "run_dir", "reason"],
+    write_csv_atomic(sweep_dir / "trials.csv", ["number", "state", *names, *values, "duration_s", "run_dir", "reason"],
                      rows)
 
 
@@ -45,18 +51,12 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(
             {"study": study.study_name, "best_value": None, "note": "no trial completed: see trials.csv"})))
         return None
+    if len(study.directions) > 1:
+        return write_pareto_front(study, sweep_dir, fixed, space, refused)
     best = study.best_trial
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
     top = ranked[: max(3, len(ranked) // 4)]
-    suggestion, left_out = [], []
-    for key, line in narrowed(space, [t.params for t in top]).items():
-        ends = end_overrides(key, parse([f"{key}={line}"], {})[1][key])
-        problem = next(filter(None, map(refused, ends)), None)
-        if problem:  # a bug in the narrowing, not the user's: say it rather than print a sweep that fails
-            left_out.append(f"{key}={line}: {problem}")
-        else:
-            suggestion.append(f"'{key}={line}'")
     results = {
         "study": study.study_name,
         "direction": "maximize" if maximize else "minimize",
@@ -65,12 +65,49 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         "best_params": best.params,
         "best_run_dir": best.system_attrs.get("runner:run_dir"),
         "reproduce": " ".join(["python -m runner", *fixed, *as_overrides(best.params)]),
-        "trials": {state.name: sum(t.state == state for t in study.get_trials(deepcopy=False))
-                   for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)},
-        "coarse_to_fine": {"from_top_trials": [t.number for t in top], "overrides": suggestion, "left_out": left_out},
+        "trials": trial_counts(study),
+        "coarse_to_fine": coarse_to_fine(space, top, refused),
     }
     write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
     return results
+
+
+def write_pareto_front(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: dict[str, BaseDistribution],
+                       refused: Callable[[str], str | None]) -> dict:
+    """optimization_results.yaml of a multi-objective sweep: the trials no other trial beats on every
+    objective, each with its values and the command that reproduces it; coarse-to-fine around them."""
+    names = objective_names(study)
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    results = {
+        "study": study.study_name,
+        "objectives": {name: d.name.lower() for name, d in zip(names, study.directions, strict=True)},
+        "pareto_front": [{"trial": t.number, "values": dict(zip(names, t.values, strict=True)), "params": t.params,
+                          "run_dir": t.system_attrs.get("runner:run_dir"),
+                          "reproduce": " ".join(["python -m runner", *fixed, *as_overrides(t.params)])} for t in front],
+        "trials": trial_counts(study),
+        "coarse_to_fine": coarse_to_fine(space, front, refused),
+    }
+    write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
+    return results
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    return {state.name: sum(t.state == state for t in study.get_trials(deepcopy=False))
+            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+
+
+def coarse_to_fine(space: dict[str, BaseDistribution], top: list, refused: Callable[[str], str | None]) -> dict:
+    """The next, narrower sweep around the top trials: ranges whose ends `refused` (the runner's own
+    validation) takes; the others are named with the reason."""
+    suggestion, left_out = [], []
+    for key, line in narrowed(space, [t.params for t in top]).items():
+        ends = end_overrides(key, parse([f"{key}={line}"], {})[1][key])
+        problem = next(filter(None, map(refused, ends)), None)
+        if problem:  # a bug in the narrowing, not the user's: say it rather than print a sweep that fails
+            left_out.append(f"{key}={line}: {problem}")
+        else:
+            suggestion.append(f"'{key}={line}'")
+    return {"from_top_trials": [t.number for t in top], "overrides": suggestion, "left_out": left_out}
 
 
 def lay_out(figure) -> None:
@@ -103,16 +140,19 @@ def write_plots(study: optuna.Study, sweep_dir: Path, objective: str = "objectiv
     from optuna.visualization import matplotlib as plots
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    wanted = {"optimization_history": plots.plot_optimization_history, "slice": plots.plot_slice}
+    wanted = {"optimization_history": partial(plots.plot_optimization_history, target_name=objective),
+              "slice": partial(plots.plot_slice, target_name=objective)}
     if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
-        wanted["param_importances"] = plots.plot_param_importances
+        wanted["param_importances"] = partial(plots.plot_param_importances, target_name=objective)
+    if len(study.directions) > 1:  # one value per trial is not defined: the front of all of them
+        wanted = {"pareto_front": partial(plots.plot_pareto_front, target_names=objective_names(study))}
     for name, plot in wanted.items():
         if not complete:
             break
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
-                axes = plot(study, target_name=objective)
+                axes = plot(study)
             except (ValueError, RuntimeError) as error:  # e.g. importances need parameters that vary
                 log.warning("no %s plot: %s", name, error)
                 continue

@@ -8,7 +8,6 @@ training job (runner/training/trial.py), which talk only through the study's sto
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from runner.errors import UserError
 from runner.io import exclusive
 from runner.study_storage import HEARTBEAT, storage_for
+from runner.sweep.objectives import values_of
 
 log = logging.getLogger("runner.sweep")
 
@@ -147,7 +147,8 @@ def budget_used(study: optuna.Study) -> int:
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 
 
-def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int, sweep_dir: Path) -> list[int]:
+def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int, sweep_dir: Path | None,
+                     objectives: list[str]) -> list[int]:
     """RUNNING trials without a heartbeat for grace_seconds (a killed worker): FAIL, and retry them.
 
     A retry is a new trial with the same parameters, queued for the next ask; it continues in
@@ -160,28 +161,19 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
         last = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
         if now - last < grace_seconds:
             continue
-        value = None if sweep_dir is None else finished_value(sweep_dir / str(trial.system_attrs.get("runner:run_dir", "")))
-        if value is not None:
+        run_dir = None if sweep_dir is None else sweep_dir / str(trial.system_attrs.get("runner:run_dir", ""))
+        values = None if run_dir is None else values_of(run_dir, objectives)
+        if values is not None:
             with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # told meanwhile
-                study.tell(trial.number, value)
-                log.warning("trial %d: its worker was lost after the run finished: recorded %.4f from its folder",
-                            trial.number, value)
+                study.tell(trial.number, values)
+                log.warning("trial %d: its worker was lost after the run finished: recorded %s from its folder",
+                            trial.number, values)
             continue
         retries = trial.system_attrs.get("runner:retries", 0)
         if retry_later(study, trial, f"worker lost: no heartbeat for {now - last:.0f} s",
                        retries < max_retries, retries):
             lost.append(trial.number)
     return lost
-
-
-def finished_value(run_dir: Path) -> float | None:
-    """The objective of a trial's run that finished (run.json), from the evaluator's best.json; else None."""
-    try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status")
-        value = json.loads((run_dir / "eval" / "best.json").read_text()).get("value")
-    except (OSError, ValueError):
-        return None
-    return float(value) if status == "finished" and isinstance(value, int | float) and math.isfinite(value) else None
 
 
 @contextlib.contextmanager

@@ -64,7 +64,8 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
         seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
         model = build_model(cfg, splits["train"])
         resume_state, resumed_from = find_resume_state(cfg, run_dir)
-        record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary()}
+        record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
+                  "parameters": models.count_parameters(model)[0]}
         figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
                                    validation_metric, best_checkpoint, stop_early, processes)
         best = evaluate() if evaluate is not None and processes.is_main else None

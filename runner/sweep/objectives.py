@@ -1,0 +1,71 @@
+"""What a sweep optimizes: `hydra.sweeper.objectives=[top1,parameters]`; several make a Pareto front.
+
+    top1, top5, loss, balanced_accuracy, ece   the evaluator's best checkpoint (eval/best.json; the best
+                                               by evaluate.metric, so every value is of one checkpoint)
+    parameters                                 the model's parameter count (run.json)
+    train_seconds                              wall-clock seconds of training, all attempts (run.json)
+
+A name may end in :max or :min; otherwise metrics go the evaluator's way and the last two are
+minimized. No objectives: evaluate.metric alone, in hydra.sweeper.direction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+from runner.errors import UserError
+
+METRICS = ("top1", "top5", "loss", "balanced_accuracy", "ece")
+RUN_FACTS = ("parameters", "train_seconds")
+
+
+def parse(objectives: list[str], metric: str, metric_direction: str, direction: str) -> tuple[list[str], list[str]]:
+    """(names, Optuna directions) of the sweep's objectives."""
+    from runner.sweep.study import study_direction
+
+    if not objectives:
+        return [metric], [study_direction(direction, metric, metric_direction)]
+    names, directions = [], []
+    for entry in objectives:
+        name, _, way = str(entry).partition(":")
+        if name not in METRICS + RUN_FACTS:
+            raise UserError(f"hydra.sweeper.objectives has {name!r}, which is not measured. "
+                            f"Fix: one of {', '.join(METRICS + RUN_FACTS)} (each may end in :max or :min)")
+        if way not in ("", "max", "min"):
+            raise UserError(f"hydra.sweeper.objectives has {entry!r}. Fix: {name}:max or {name}:min, or {name}")
+        if not way:
+            way = "min" if name in RUN_FACTS else study_direction("auto", name)[:3]
+        names.append(name)
+        directions.append({"max": "maximize", "min": "minimize"}[way])
+    if len(set(names)) < len(names):
+        raise UserError(f"hydra.sweeper.objectives={list(objectives)} names one twice. Fix: each objective once")
+    return names, directions
+
+
+def values_of(run_dir: Path, names: list[str]) -> list[float] | None:
+    """The objectives of a finished trial's run, from its folder; None when it did not finish or one is missing."""
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+        best = json.loads((run_dir / "eval" / "best.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("status") != "finished":
+        return None
+    facts = {**best.get("metrics", {}), "parameters": record.get("parameters"), "train_seconds": seconds(record)}
+    values = [facts.get(name) for name in names]
+    if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        return [float(v) for v in values]
+    return None
+
+
+def seconds(record: dict) -> float | None:
+    """Wall-clock seconds of a run's attempts, each from its start to its end (a killed one has no end
+    on record: its time is not counted)."""
+    attempts = [a for a in [record, *record.get("attempts", [])] if a.get("start_time") and a.get("end_time")]
+    if not attempts:
+        return None
+    return sum((datetime.fromisoformat(a["end_time"]) - datetime.fromisoformat(a["start_time"])).total_seconds()
+               for a in attempts)
