@@ -12,8 +12,8 @@ import hashlib
 import logging
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from runner import study_storage
 from runner.errors import UserError, one_line
-from runner.sweep import objectives, results, space, study
+from runner.sweep import objectives, results, space, study, warm_start
 from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner.sweep")
@@ -55,6 +55,9 @@ class RunnerOptunaSweeperConf:
     max_retries: int = 1  # retries of a trial whose worker was lost
     heartbeat_seconds: float = 10.0
     grace_seconds: float = 120.0  # a RUNNING trial silent this long has lost its worker
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)  # noqa: UP006  # points to run first, once
+    warm_start: Optional[str] = None  # noqa: UP045  # an earlier sweep's folder (or study name): its best run first
+    warm_start_top: int = 3
     params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006  # the search space, as in conf/search/*.yaml
 
 
@@ -93,7 +96,7 @@ class RunnerOptunaSweeper(Sweeper):
                             "or +search=NAME")
         for key, distribution in search.items():  # before any trial: not a sweep of failures
             for override in space.end_overrides(key, distribution):
-                problem = self.refusal(fixed, override)
+                problem = self.refusal([*fixed, override])
                 if problem:
                     cause, _, fix = problem.partition(" Fix: ")
                     raise UserError(f"the search space reaches {override}, which the runner refuses: {cause} "
@@ -116,6 +119,8 @@ class RunnerOptunaSweeper(Sweeper):
             self.n_trials = study.grid_size(search)
             log.warning("the grid has %d points: the sweep runs %d trials, not n_trials=%d", self.n_trials,
                         self.n_trials, s.n_trials)
+        with study.sweep_lock(sweep_dir):  # every worker of the command runs this: the points go in once
+            self.enqueue_known_points(the_study, fixed, search, storage_url)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
                  study.budget_used(the_study), self.n_trials, sweep_dir)
         log.info("optuna-dashboard %s", storage_url)
@@ -127,20 +132,41 @@ class RunnerOptunaSweeper(Sweeper):
                 with contextlib.suppress(OSError):  # Hydra's own multirun folder, unused by this sweeper
                     folder.rmdir()
 
-    def refusal(self, fixed: list[str], override: str) -> str | None:
-        """What the runner's own validation says of a trial's config with this override (one line), or None."""
+    def enqueue_known_points(self, the_study: optuna.Study, fixed: list[str], search: dict, storage_url: str) -> None:
+        """hydra.sweeper.enqueue's points (a bad one stops the sweep), then warm_start's best trials that fit
+        this search space; each one once, whatever the number of workers and reruns."""
+        s = self.settings
+        points = [(dict(point), "hydra.sweeper.enqueue") for point in s.enqueue]
+        if s.warm_start:
+            points += [({k: v for k, v in point.items() if k in search}, f"warm start from {s.warm_start}")
+                       for point in warm_start.top_points(s.warm_start, s.warm_start_top, storage_url)]
+        for point, origin in points:
+            overrides = space.as_overrides(point)
+            problem = warm_start.check_point(point, search) or self.refusal([*fixed, *overrides])
+            if problem and origin == "hydra.sweeper.enqueue":
+                raise UserError(f"hydra.sweeper.enqueue has {' '.join(overrides)}: {problem}. "
+                                "Fix: a point inside the search space that the runner takes")
+            if problem:
+                log.warning("%s: %s is left out (%s)", origin, " ".join(overrides), problem)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                the_study.enqueue_trial(point, user_attrs={"enqueued": origin}, skip_if_exists=True)
+
+    def refusal(self, overrides: list[str]) -> str | None:
+        """What the runner's own validation says of a trial's config with these overrides (one line), or None."""
         from runner.config import validate  # here: Hydra imports this plugin at every start
         from runner.precheck import translate
 
         try:
-            config = self.config_loader.load_sweep_config(self.config, [*fixed, override])
+            config = self.config_loader.load_sweep_config(self.config, overrides)
             with open_dict(config):
                 del config["hydra"]  # the job's config, as the trial will see it
             validate(config)
         except UserError as error:
             return one_line(error)
         except (HydraException, OmegaConfBaseException) as error:
-            return translate(error, "train", [*fixed, override])
+            return translate(error, "train", overrides)
         return None
 
     def run_trials(self, the_study: optuna.Study, search: dict, fixed: list[str], sweep_dir: Path,
@@ -225,7 +251,7 @@ class RunnerOptunaSweeper(Sweeper):
 
     def report(self, the_study: optuna.Study, sweep_dir: Path, fixed: list[str], search: dict) -> None:
         results.write_trials_csv(the_study, sweep_dir)
-        best = results.write_best(the_study, sweep_dir, fixed, search, refused=partial(self.refusal, fixed))
+        best = results.write_best(the_study, sweep_dir, fixed, search, refused=lambda o: self.refusal([*fixed, o]))
         results.write_plots(the_study, sweep_dir, objective=f"val {self.config.evaluate.metric}")
         if best is None:
             log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
@@ -240,7 +266,8 @@ class RunnerOptunaSweeper(Sweeper):
             where = sweep_dir / best["best_run_dir"] if best["best_run_dir"] else "added to the study by hand"
             print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {where})")
             print(f"reproduce:  {best['reproduce']}")
-        print("coarse to fine, next sweep: " + " ".join(best["coarse_to_fine"]["overrides"]))
+        print("coarse to fine, next sweep: " + " ".join([*best["coarse_to_fine"]["overrides"],
+                                                         f"hydra.sweeper.warm_start={sweep_dir}"]))
         for line in best["coarse_to_fine"]["left_out"]:
             log.warning("coarse to fine left out %s", line)
         print(f"results:    {sweep_dir}")
