@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 
 from runner.study_storage import storage_for
 from runner.sweep import space
-from runner.sweep.study import TrialSeededRandomSampler, study_direction
+from runner.sweep.objectives import study_direction
+from runner.sweep.study import TrialSeededRandomSampler
 from tests.conftest import cli_env, run_cli
 
 TINY_SWEEP = [

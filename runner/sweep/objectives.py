@@ -24,8 +24,6 @@ RUN_FACTS = ("parameters", "train_seconds")
 
 def parse(objectives: list[str], metric: str, metric_direction: str, direction: str) -> tuple[list[str], list[str]]:
     """(names, Optuna directions) of the sweep's objectives."""
-    from runner.sweep.study import study_direction
-
     if not objectives:
         return [metric], [study_direction(direction, metric, metric_direction)]
     names, directions = [], []
@@ -43,6 +41,20 @@ def parse(objectives: list[str], metric: str, metric_direction: str, direction: 
     if len(set(names)) < len(names):
         raise UserError(f"hydra.sweeper.objectives={list(objectives)} names one twice. Fix: each objective once")
     return names, directions
+
+
+def study_direction(setting: str, metric: str, metric_direction: str = "auto") -> str:
+    """maximize | minimize: the sweeper's own direction, else the evaluator's rule for its metric.
+
+    The objective is the evaluator's best validation metric, so it is optimized the way the
+    evaluator picks its best checkpoint (runner/evaluation/metrics.py: `direction`).
+    """
+    # imported here, not above: Hydra imports the sweeper plugin at every start, and metrics imports torch
+    from runner.evaluation.metrics import direction
+
+    if setting != "auto":
+        return setting
+    return {"max": "maximize", "min": "minimize"}[direction(metric, metric_direction)]
 
 
 def values_of(run_dir: Path, names: list[str]) -> list[float] | None:

@@ -123,20 +123,6 @@ def this_worker() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def study_direction(setting: str, metric: str, metric_direction: str = "auto") -> str:
-    """maximize | minimize: the sweeper's own direction, else the evaluator's rule for its metric.
-
-    The objective is the evaluator's best validation metric, so it is optimized the way the
-    evaluator picks its best checkpoint (runner/evaluation/metrics.py: `direction`).
-    """
-    # imported here, not above: Hydra imports the sweeper plugin at every start, and metrics imports torch
-    from runner.evaluation.metrics import direction
-
-    if setting != "auto":
-        return setting
-    return {"max": "maximize", "min": "minimize"}[direction(metric, metric_direction)]
-
-
 def counted(trial: FrozenTrial) -> bool:
     """Does the trial use up one of n_trials? A failed trial that was retried does not (its retry
     does), nor a WAITING one (enqueued): it counts once a worker starts it."""
