@@ -127,7 +127,8 @@ class RunnerOptunaSweeper(Sweeper):
         try:
             self.run_trials(the_study, search, fixed, sweep_dir, storage_url)
         finally:  # also on a stop: the files below match the study
-            self.report(the_study, sweep_dir, fixed, search)
+            with study.sweep_lock(sweep_dir):  # read and written by one worker at a time: none writes a stale view
+                self.report(the_study, sweep_dir, fixed, search)
             for folder in (Path(self.config.hydra.sweep.dir), Path(self.config.hydra.sweep.dir).parent):
                 with contextlib.suppress(OSError):  # Hydra's own multirun folder, unused by this sweeper
                     folder.rmdir()
@@ -185,7 +186,8 @@ class RunnerOptunaSweeper(Sweeper):
             if not trials:
                 return
             self.run_batch(the_study, trials, fixed, sweep_dir, storage_url)
-            results.write_trials_csv(the_study, sweep_dir)  # after every batch: the file matches the study
+            with study.sweep_lock(sweep_dir):  # read and written by one worker at a time: none writes a stale view
+                results.write_trials_csv(the_study, sweep_dir)  # after every batch: the file matches the study
             self.check_failures(the_study)
             if self.stopping:
                 log.warning("stopped by a signal: the unfinished trial is queued for the next worker (or this one, "
