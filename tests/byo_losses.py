@@ -24,3 +24,8 @@ def mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def per_class(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """A mistake: one loss per sample and class, not per sample."""
     return F.cross_entropy(logits, targets, reduction="none")[:, None].expand_as(logits)
+
+
+def always_class_0(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A planted bug: the targets are ignored (every sample is scored against class 0)."""
+    return F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")

@@ -6,10 +6,7 @@ gradients_flow: every trainable parameter learns; train_eval_mode: dropout/Batch
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from runner.checks.setup import Result, Setup, class_counts, fresh
@@ -17,22 +14,33 @@ from runner.training.optim import build_optimizer
 
 
 def loss_at_init(setup: Setup, init_output_bias: str = "none") -> float:
-    """The loss of a fresh model (eval mode) on the checks' batch."""
+    """The configured loss of a fresh model (eval mode) on the checks' batch."""
     model = fresh(setup, init_output_bias=init_output_bias).eval()
     x, y = setup.batch()
     with torch.no_grad():
-        return float(F.cross_entropy(model(x).float(), y))
+        return float(setup.mean_loss(model(x), y))
+
+
+def loss_of_constant_logits(setup: Setup, logits: torch.Tensor) -> float:
+    """The configured loss on the checks' batch of a model that outputs `logits` for every sample."""
+    _, y = setup.batch()
+    with torch.no_grad():
+        return float(setup.mean_loss(logits.expand(len(y), -1).to(y.device), y))
 
 
 def check_loss_at_init(setup: Setup) -> Result:
-    """The initial loss against -ln(1/C) (or the prior's entropy when the bias starts at the prior)."""
+    """The initial loss against that of uniform predictions (-ln(1/C) for cross-entropy), or of the
+    class prior when the output bias starts at the prior; with the configured loss."""
     bias = setup.cfg.model.get("init_output_bias", "none")
     measured = loss_at_init(setup, bias)
+    plain = setup.cfg.loss.get("_target_", "").endswith("losses.cross_entropy")
     if bias == "prior":
         prior = class_counts(setup).float() / class_counts(setup).sum()
-        expected_value, expected = float(-(prior[prior > 0] * prior[prior > 0].log()).sum()), "entropy of the class prior"
+        expected_value = loss_of_constant_logits(setup, prior.clamp_min(1e-12).log())
+        expected = "entropy of the class prior" if plain else "the configured loss of predicting the class prior"
     else:
-        expected_value, expected = math.log(setup.num_classes), f"-ln(1/{setup.num_classes})"
+        expected_value = loss_of_constant_logits(setup, torch.zeros(setup.num_classes))
+        expected = f"-ln(1/{setup.num_classes})" if plain else "the configured loss of uniform predictions"
     figure = f"{measured:.3f}"
     expected = f"{expected} = {expected_value:.3f}"
     gap = abs(measured - expected_value) / expected_value
@@ -59,10 +67,11 @@ def check_output_bias(setup: Setup) -> Result:
 
 
 def check_gradients_flow(setup: Setup) -> Result:
-    """Every trainable parameter gets a finite, non-zero gradient and changes after one update."""
+    """Every trainable parameter gets a finite, non-zero gradient and changes after one update; the
+    frozen ones are counted and named, and a frozen backbone must have been trained (pretrained)."""
     model = fresh(setup).train()
     x, y = setup.batch()
-    F.cross_entropy(model(x), y).backward()
+    setup.mean_loss(model(x), y).backward()
     before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     problems = {}
     for name, p in model.named_parameters():
@@ -78,13 +87,55 @@ def check_gradients_flow(setup: Setup) -> Result:
     for name, p in model.named_parameters():
         if name in before and name not in problems and torch.equal(before[name], p.detach()):
             problems[name] = "unchanged after a step"
-    figure = f"{len(before) - len(problems)} of {len(before)} parameters"
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    figure = f"{len(before) - len(problems)} of {len(before)} trainable parameter tensors learn"
+    if frozen:
+        figure += f"; {len(frozen)} frozen ({', '.join(frozen[:4])}{', ...' if len(frozen) > 4 else ''})"
+    details = {"problems": problems, "frozen": frozen}
     if problems:
         listed = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:5])
         return Result("gradients_flow", figure, "all trainable parameters", "FAIL",
                       f"dead or unused parameters ({listed}): remove them, or fix the forward pass that skips them",
-                      {"problems": problems})
-    return Result("gradients_flow", figure, "all trainable parameters", "PASS")
+                      details)
+    model_cfg = setup.cfg.model
+    if frozen and model_cfg.get("freeze", "none") != "none" and not (model_cfg.get("pretrained")
+                                                                     or model_cfg.get("weights_path")):
+        return Result("gradients_flow", figure, "a frozen part was trained before", "FAIL",
+                      f"model.freeze={model_cfg.freeze} freezes a randomly initialised backbone: it stays random for "
+                      "ever and only the head learns. Fix: model.pretrained=true (or model.weights_path=FILE), "
+                      "or model.freeze=none", details)
+    return Result("gradients_flow", figure, "all trainable parameters", "PASS", details=details)
+
+
+def check_normalization(setup: Setup) -> Result:
+    """BatchNorm normalizes by the statistics of what one forward pass sees: the micro-batch. One sample
+    (also an epoch's last micro-batch) crashes training; a few give noisy statistics; with accumulation
+    they are the micro-batch's, not the learning batch's."""
+    norms = [name for name, m in fresh(setup).named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return Result("normalization", "no BatchNorm", "BatchNorm on enough samples", "PASS")
+    trainer, settings = setup.cfg.trainer, setup.cfg.checks
+    micro, batch = trainer.micro_batch_size, trainer.batch_size
+    last = len(setup.splits["train"]) % batch % micro  # the epoch's last, partial micro-batch
+    named = f"{len(norms)} BatchNorm layers ({', '.join(norms[:3])}{', ...' if len(norms) > 3 else ''})"
+    fix = (f"a larger trainer.micro_batch_size (at least {settings.min_batchnorm_samples}), or GroupNorm/LayerNorm "
+           "instead of BatchNorm (they do not depend on the batch)")
+    details = {"layers": norms, "micro_batch_size": micro, "last_micro_batch": last}
+    expected = f"micro-batches of at least {settings.min_batchnorm_samples} samples"
+    if micro == 1 or last == 1:
+        where = "a micro-batch of 1 sample" if micro == 1 else (
+            f"the epoch's last micro-batch of 1 sample ({len(setup.splits['train'])} samples)")
+        return Result("normalization", f"{named} on {where}", expected, "FAIL",
+                      f"BatchNorm cannot normalize one sample: training crashes there. Fix: {fix}", details)
+    if micro < settings.min_batchnorm_samples:
+        return Result("normalization", f"{named} on micro-batches of {micro} samples", expected, "WARN",
+                      f"statistics of so few samples are noisy and differ from the running averages used in eval. "
+                      f"Fix: {fix}", details)
+    if batch > micro:
+        return Result("normalization", f"{named} see micro-batches of {micro}, not the learning batch of {batch}",
+                      expected + ", or no accumulation", "WARN",
+                      f"with accumulation BatchNorm's statistics are the micro-batch's. Fix: {fix}", details)
+    return Result("normalization", f"{named} on micro-batches of {micro} samples", expected, "PASS", details=details)
 
 
 def check_train_eval_mode(setup: Setup) -> Result:

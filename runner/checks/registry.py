@@ -24,11 +24,12 @@ CHECKS: dict[str, Callable[[Setup], Result]] = {
     "input_independent": training.check_input_independent,
     "batch_independence": samples.check_batch_independence,
     "gradients_flow": model.check_gradients_flow,
+    "normalization": model.check_normalization,
     "train_eval_mode": model.check_train_eval_mode,
 }
 
 # no training and no pass over the files: seconds, even on the flagship
-PREFLIGHT = ("data", "loss_at_init", "batch_independence", "gradients_flow", "train_eval_mode")
+PREFLIGHT = ("data", "loss_at_init", "batch_independence", "gradients_flow", "normalization", "train_eval_mode")
 
 
 def run(setup: Setup, names) -> list[Result]:

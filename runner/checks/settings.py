@@ -35,6 +35,8 @@ class ChecksSettings:
     """input_independent: their batch size."""
     baseline_classes: int = 10
     """input_independent: on the most frequent classes only (the signal shows sooner)."""
+    min_batchnorm_samples: int = 16
+    """normalization: the fewest samples per micro-batch whose BatchNorm statistics are trusted."""
 
 
 @dataclass
@@ -77,6 +79,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch_size", "overfit_samples", "overfit_steps", "baseline_steps", "baseline_batch_size"):
         int_at_least(f"checks.{key}", checks[key], 1, f"checks.{key}=32")
     int_at_least("checks.baseline_classes", checks.baseline_classes, 2, "checks.baseline_classes=10")
+    int_at_least("checks.min_batchnorm_samples", checks.min_batchnorm_samples, 2, "checks.min_batchnorm_samples=16")
     if checks.overfit_lr is not None:
         positive_number("checks.overfit_lr", checks.overfit_lr, "checks.overfit_lr=1e-3, or null for optimizer.lr")
     positive_number("lr_find.start_lr", lr_find.start_lr, "lr_find.start_lr=1e-7")

@@ -9,6 +9,7 @@ learning-rate range test all start from a Setup.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from runner import models
 from runner.data import datasets, introspect
+from runner.training.losses import Loss, build_loss, summed_loss
 
 
 @dataclass
@@ -41,6 +43,15 @@ class Setup:
     @property
     def num_classes(self) -> int:
         return self.cfg.dataset.num_classes
+
+    @functools.cached_property
+    def loss(self) -> Loss:
+        """The loss the training loop is configured with (loss=...): the checks train and measure with it."""
+        return build_loss(self.cfg.loss)
+
+    def mean_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The configured loss of a batch, per sample on average (as the loop computes it)."""
+        return summed_loss(self.loss, logits.float(), y) / len(y)
 
     def batch(self, split: str = "train", size: int | None = None, seed: int = 0,
               classes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
