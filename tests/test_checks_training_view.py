@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from runner.checks.registry import CHECKS, PREFLIGHT
@@ -106,3 +107,69 @@ def test_freezing_a_randomly_initialised_backbone_fails_with_the_fix():
     result = CHECKS["gradients_flow"](digits_setup("model=resnet18", "model.freeze=backbone"))
     assert result.verdict == "FAIL" and "model.pretrained=true" in result.fix and "random" in result.fix, result
     assert CHECKS["gradients_flow"](digits_setup("model=resnet18")).verdict == "PASS"
+
+
+def test_the_range_test_updates_once_per_learning_batch_in_micro_batches():
+    from runner.checks.lr_find import range_test
+
+    seen, steps = [], []
+
+    class Recording(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            seen.append(len(x))
+            return self.inner(x)
+
+    setup = with_model(digits_setup("trainer.batch_size=32", "trainer.micro_batch_size=8"), Recording)
+    original = torch.optim.AdamW.step
+    torch.optim.AdamW.step = lambda self, *a, **k: steps.append(1) or original(self, *a, **k)
+    try:
+        curve = range_test(setup, OmegaConf.merge(setup.cfg.lr_find, {"steps": 5, "diverge_factor": 1e9}))
+    finally:
+        torch.optim.AdamW.step = original
+    assert len(curve["lr"]) == len(steps) == 5 and seen == [8] * 20  # 5 updates of 32 samples, 4 micro-batches each
+
+
+def test_the_suggestion_rules_on_a_known_curve():
+    import numpy as np
+
+    from runner.checks.lr_find import suggest
+
+    lrs = np.logspace(-6, 0, 61)
+    loss = np.concatenate([np.full(20, 2.3), np.linspace(2.3, 0.3, 31)[1:], np.linspace(0.3, 5.0, 11)])
+    curve = {"lr": list(lrs), "smoothed": list(loss)}
+    assert suggest(curve, "minimum") == pytest.approx(lrs[49] / 10)  # the lowest loss's lr / 10
+    # fastai's valley: the fall is 31 steps long (19..49), counted from 49 - 31 = 18: 18 + 10 + 5
+    assert suggest(curve, "valley") == pytest.approx(lrs[33])
+    assert lrs[20] <= suggest(curve, "steepest") <= lrs[49]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [[], ["optimizer=sgd"], ["dataset=synthetic", "model=convnet", "model.channels=8"]],
+                         ids=["digits-adamw", "digits-sgd", "synthetic-convnet"])
+def test_training_at_the_default_suggestion_beats_10x_below_and_10x_above_is_no_clear_gain(overrides):
+    import math
+
+    from runner.checks.lr_find import range_test, suggest
+    from runner.checks.setup import fresh
+    from runner.checks.training import train_steps
+
+    setup = digits_setup(*overrides)
+    lr = suggest(range_test(setup, setup.cfg.lr_find), setup.cfg.lr_find.method)
+
+    def trained_val_loss(rate: float) -> float:
+        model = fresh(setup)
+        batches = [setup.batch(size=setup.cfg.trainer.batch_size, seed=s) for s in range(16)]
+        train_steps(setup, model, batches, 60, lr=rate)
+        x, y = setup.batch("val", size=400)
+        with torch.no_grad():
+            loss = float(setup.mean_loss(model.eval()(x), y))
+        return loss if math.isfinite(loss) else math.inf
+
+    below, at, above = (trained_val_loss(lr * factor) for factor in (0.1, 1.0, 10.0))
+    assert at < 0.5 * math.log(setup.num_classes), (lr, below, at, above)  # it trains
+    assert at < 0.8 * below, (lr, below, at, above)  # not too low
+    assert above > at - 0.15, (lr, below, at, above)  # nor far too low: 10x more is no clear gain

@@ -1,9 +1,11 @@
 """python -m runner.lr_find +experiment=flowers [lr_find.steps=200 lr_find.method=valley]
 
 The learning-rate range test: raise the learning rate exponentially from lr_find.start_lr,
-one update per training micro-batch, until the smoothed loss diverges; restore the weights;
-write lr_find.png (loss against learning rate, log scale, suggestion marked) and lr_find.csv,
-and print the suggestion as a ready override (optimizer.lr=...).
+one update per learning batch (trainer.batch_size, accumulated over micro-batches with the
+configured loss, as training updates), until the loss diverges; restore the weights; write
+lr_find.png (loss against learning rate, log scale, suggestion marked) and lr_find.csv, and
+print the suggestion as a ready override (optimizer.lr=...). The suggestion reads a centred
+(lag-free) smoothing of the loss by one of fastai's rules: steepest (default), valley, minimum.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ log = logging.getLogger("runner.lr_find")
 
 
 def epochs_of(loader, sampler):
-    """The loader's micro-batches without end, reshuffled each epoch as training does."""
+    """The loader's batches without end, reshuffled each epoch as training does."""
     epoch = 0
     while True:
         yield from loader
@@ -44,37 +46,63 @@ def range_test(setup: Setup, settings: DictConfig) -> dict:
     optimizer_cfg.lr = settings.start_lr
     optimizer = build_optimizer(optimizer_cfg, model)
     growth = (settings.end_lr / settings.start_lr) ** (1 / max(settings.steps - 1, 1))
-    loader, sampler = loaders.train_loader(setup.splits["train"], setup.cfg.trainer.micro_batch_size,
-                                           setup.cfg.trainer.seed, 0, pin_memory=False)
+    trainer = setup.cfg.trainer
+    loader, sampler = loaders.train_loader(setup.splits["train"], trainer.batch_size, trainer.seed, 0, pin_memory=False)
     lrs, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
     for step, (x, y) in enumerate(itertools.islice(epochs_of(loader, sampler), settings.steps)):
         lr = settings.start_lr * growth**step
         for group in optimizer.param_groups:
             group["lr"] = lr
-        value = train_step(model, optimizer, x.to(setup.device), y.to(setup.device))
+        value = train_step(model, optimizer, x.to(setup.device), y.to(setup.device), loss=setup.loss,
+                           micro_batch_size=trainer.micro_batch_size)
         if not math.isfinite(value):
             break
-        average = (1 - settings.smoothing) * average + settings.smoothing * value
+        average = (1 - settings.smoothing) * average + settings.smoothing * value  # online: to stop in time
         debiased = average / (1 - (1 - settings.smoothing) ** (step + 1))  # the EMA starts at 0
         lrs.append(lr), losses.append(value), smoothed.append(debiased)
         best = min(best, debiased)
         if debiased > settings.diverge_factor * best:
             break
     model.load_state_dict(initial)  # the test changed the weights: put them back
-    return {"lr": lrs, "loss": losses, "smoothed": smoothed}
+    return {"lr": lrs, "loss": losses, "smoothed": centred(losses)}
+
+
+def centred(losses: list[float]) -> list[float]:
+    """A moving average centred on each step: no lag (an exponential average trails the raw loss and
+    moves every rule's suggestion to larger learning rates); shorter windows at the ends."""
+    half = max(2, len(losses) // 40)
+    values = np.array(losses, dtype=float)
+    return [float(values[max(0, i - half): i + half + 1].mean()) for i in range(len(values))]
 
 
 def suggest(curve: dict, method: str) -> float:
-    """steepest: where the smoothed loss falls fastest (per log-lr) before its minimum; valley: the minimum / 10."""
+    """fastai's rules on the centred loss. valley: two thirds down the longest stretch over which the
+    loss keeps falling; minimum: the lowest loss's learning rate / 10; steepest: where the loss falls
+    fastest per log learning rate before its minimum."""
     lrs, smoothed = np.array(curve["lr"]), np.array(curve["smoothed"])
     lowest = int(smoothed.argmin())
+    if method == "minimum" or lowest < 3:
+        return float(lrs[lowest] / 10)
     if method == "valley":
-        return float(lrs[lowest] / 10)
-    if lowest < 3:
-        return float(lrs[lowest] / 10)
+        return float(lrs[valley(smoothed)])
     slopes = np.gradient(smoothed[: lowest + 1], np.log(lrs[: lowest + 1]))
     return float(lrs[int(slopes.argmin())])
+
+
+def valley(losses: np.ndarray) -> int:
+    """fastai's valley: the longest decreasing subsequence of the loss, and the step two thirds into it."""
+    n = len(losses)
+    longest = [1] * n
+    start, end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+        if longest[i] > longest[end]:
+            end, start = i, i - longest[i]
+    third = (end - start) / 3
+    return min(n - 1, max(0, start + int(third) + int(third / 2)))
 
 
 def plot(curve: dict, suggestion: float, path: Path) -> None:
@@ -85,7 +113,7 @@ def plot(curve: dict, suggestion: float, path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.plot(curve["lr"], curve["loss"], color="0.75", linewidth=0.8, label="loss")
-    axes.plot(curve["lr"], curve["smoothed"], color="C0", label="smoothed loss")
+    axes.plot(curve["lr"], curve["smoothed"], color="C0", label="smoothed loss (centred)")
     axes.axvline(suggestion, color="C3", linestyle="--", label=f"suggestion {suggestion:.2e}")
     axes.set_xscale("log")
     axes.set_xlabel("learning rate")

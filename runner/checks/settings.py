@@ -48,11 +48,12 @@ class LrFindSettings:
     steps: int = 200
     """Updates, at learning rates spaced evenly in log scale."""
     smoothing: float = 0.05
-    """Weight of the newest loss in the smoothed curve."""
+    """Weight of the newest loss in the running average that stops the test when it diverges."""
     diverge_factor: float = 4.0
     """Stop when the smoothed loss exceeds this multiple of its minimum."""
     method: str = "steepest"
-    """steepest (steepest descent of the smoothed loss) | valley (the minimum / 10)."""
+    """steepest (where the loss falls fastest) | valley (two thirds down its longest fall, cautious) | minimum
+    (the lowest loss's lr / 10)."""
 
 
 def check_names() -> list[str]:
@@ -90,4 +91,4 @@ def validate(cfg: DictConfig) -> None:
     if not 0 < lr_find.smoothing <= 1:
         raise UserError(f"lr_find.smoothing={lr_find.smoothing} must be in (0, 1]. Fix: lr_find.smoothing=0.05")
     positive_number("lr_find.diverge_factor", lr_find.diverge_factor, "lr_find.diverge_factor=4")
-    one_of("lr_find.method", lr_find.method, ("steepest", "valley"))
+    one_of("lr_find.method", lr_find.method, ("valley", "minimum", "steepest"))
