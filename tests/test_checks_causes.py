@@ -80,3 +80,81 @@ def test_a_crash_in_the_model_and_a_crash_in_the_check_are_told_apart(small, mon
     own = run(small, ["data"])[0]
     assert own.verdict == "WARN" and "crashed in its own code" in own.figure
     assert "runner/checks/setup.py" in own.fix and "same code runs in training" not in own.fix
+
+
+# ---- overfit_batch / input_independent / train_eval_mode / data: the fix names what happened (item 7) ----
+
+def zero_weights(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    return model
+
+
+class DetachedAfterFirstLayer(nn.Module):
+    """A non-differentiable step inside: the layers before it never learn."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.first, self.rest = nn.LazyLinear(32), nn.Sequential(nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.rest(self.first(x.flatten(1)).round())
+
+
+PLANTED_CAUSES = {
+    "constant init": (zero_weights, "do not vary across samples"),
+    "clamped logits": (lambda m: Wrapped(m, lambda z: z.clamp(-1, 1)), "capped"),
+    "round() in the forward": (DetachedAfterFirstLayer, "first.weight"),
+    "softmax before the loss": (lambda m: Wrapped(m, lambda z: z.softmax(dim=1)), "probabilities"),
+}
+
+
+@pytest.mark.parametrize("name", PLANTED_CAUSES)
+def test_overfit_batch_names_the_cause(small, name):
+    plant, cause = PLANTED_CAUSES[name]
+    result = CHECKS["overfit_batch"](with_model(small, plant))
+    assert result.verdict in ("WARN", "FAIL"), (name, result)
+    assert cause in result.fix, (name, result.figure, result.fix)
+    assert "cannot fit 8 samples" not in result.fix
+
+
+def test_input_independent_tells_an_ignored_input_from_labels_that_do_not_match():
+    from torch.utils.data import TensorDataset
+
+    class IgnoresInput(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(torch.zeros_like(x))
+
+    ignored = CHECKS["input_independent"](with_model(small_setup(), IgnoresInput))
+    assert ignored.verdict == "FAIL" and "does not depend on its input" in ignored.fix, ignored
+    shuffled = small_setup()
+    x, y = shuffled.splits["train"].tensors
+    labels = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+    shuffled.splits["train"] = TensorDataset(x, labels)  # training labels shuffled apart from their images
+    result = CHECKS["input_independent"](shuffled)
+    assert result.verdict == "FAIL" and "labels" in result.fix and "does not depend on its input" not in result.fix
+
+
+def test_batchnorm_frozen_in_eval_mode_is_named_in_train_eval_mode(small):
+    class EvalBatchNorm(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.norm = inner, nn.BatchNorm1d(10)
+
+        def forward(self, x):
+            self.norm.eval()  # a planted bug: batch statistics never used
+            return self.norm(self.inner(x))
+
+    result = CHECKS["train_eval_mode"](with_model(small, EvalBatchNorm))
+    assert result.verdict == "WARN" and "running statistics" in result.fix and "norm" in result.fix, result
+
+
+def test_low_variance_inputs_point_to_the_images_not_to_restandardizing():
+    setup = small_setup("dataset.std=[50,50]")  # a preprocessing that squashes the pixels
+    result = CHECKS["data"](setup)
+    assert result.verdict == "WARN" and "inspect_data" in result.fix and "model view" in result.fix, result

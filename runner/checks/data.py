@@ -35,6 +35,11 @@ def check_data(setup: Setup) -> Result:
     if x.shape[1] != setup.cfg.dataset.channels or x.dtype != torch.float32:
         return Result("data", figure, expected, "FAIL", "the transform must give float32 images with "
                       f"dataset.channels={setup.cfg.dataset.channels} channels", details)
+    if (std < 0.5).any() and not (mean.abs() > 0.5).any():  # little left to learn from, or a wrong std
+        return Result("data", figure, expected, "WARN", f"the inputs vary little after preprocessing (std {fmt(std)}): "
+                      "before rescaling them, look at the model view (python -m runner.inspect_data: "
+                      "samples_model_view.png): a transform may be destroying information (a wrong dataset.std, a "
+                      "resize to a few pixels, a constant channel)", details)
     if (mean.abs() > 0.5).any() or ((std < 0.5) | (std > 2.0)).any():
         configured_mean, configured_std = transforms.channel_stats(setup.cfg.dataset)
         raw_mean = [m * s + c for m, s, c in zip(mean.tolist(), configured_std, configured_mean, strict=True)]

@@ -157,6 +157,12 @@ def check_train_eval_mode(setup: Setup) -> Result:
         return Result("train_eval_mode", figure, expected, "FAIL", "something random runs in eval mode: use "
                       "nn.Dropout (not F.dropout(training=True)) and respect self.training")
     if stochastic and not differs:
-        return Result("train_eval_mode", figure, expected, "WARN", "dropout/BatchNorm have no effect in training "
-                      "mode: check that the model is switched with model.train()")
+        norms = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            return Result("train_eval_mode", figure, expected, "WARN",
+                          f"BatchNorm ({', '.join(norms[:3])}) normalizes with its running statistics in training "
+                          "mode too: something calls .eval() on it inside forward, or it was built with "
+                          "track_running_stats=False/momentum=0 misused. Fix: let model.train() switch every layer")
+        return Result("train_eval_mode", figure, expected, "WARN", "dropout has no effect in training mode: "
+                      "p=0, or F.dropout(training=False) in forward. Fix: nn.Dropout(p), switched by model.train()")
     return Result("train_eval_mode", figure, expected, "PASS")

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from runner.checks import diagnose
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.training.losses import Loss, cross_entropy
 from runner.training.optim import build_optimizer
@@ -80,9 +81,7 @@ def check_overfit_batch(setup: Setup) -> Result:
         return Result("overfit_batch", figure, expected, "PASS", details=details)
     verdict = "WARN" if accuracy == 1.0 and final < floor + 0.5 else "FAIL"  # slow, or stuck far above the floor
     return Result("overfit_batch", figure, expected, verdict,
-                  f"the model cannot fit {len(y)} samples: check the loss gets raw logits (no softmax before "
-                  "cross-entropy), that labels match inputs, and try checks.overfit_lr / more checks.overfit_steps",
-                  details)
+                  diagnose.why_it_does_not_fit(setup, model, x, y, final, accuracy, floor), details)
 
 
 def check_input_independent(setup: Setup) -> Result:
@@ -95,14 +94,14 @@ def check_input_independent(setup: Setup) -> Result:
     classes = class_counts(setup).argsort(descending=True)[: settings.baseline_classes].tolist()
     batches = [setup.batch(size=settings.baseline_batch_size, seed=seed, classes=classes) for seed in range(8)]
     val_x, val_y = setup.batch("val", size=512, classes=classes)
-    figures = {}
+    figures, models = {}, {}
     for name, transform in (("real", lambda x: x), ("zeroed", torch.zeros_like)):
-        model = fresh(setup)
-        train_steps(setup, model, [(transform(x), y) for x, y in batches], settings.baseline_steps)
+        model = models[name] = fresh(setup)
+        losses = train_steps(setup, model, [(transform(x), y) for x, y in batches], settings.baseline_steps)
         model.eval()
         with torch.no_grad():
             logits = model(transform(val_x)).detach()
-        figures[name] = {"loss": float(setup.mean_loss(logits, val_y)),
+        figures[name] = {"loss": float(setup.mean_loss(logits, val_y)), "train_loss": sum(losses[-8:]) / len(losses[-8:]),
                          "accuracy": float((logits.argmax(1) == val_y).float().mean())}
     real, zeroed = figures["real"], figures["zeroed"]
     # a short training may not lower the loss yet on many classes, but real inputs must already
@@ -115,8 +114,8 @@ def check_input_independent(setup: Setup) -> Result:
     if real["loss"] < 0.9 * zeroed["loss"] or p_value < 1e-3:
         return Result("input_independent", figure, expected, "PASS", details=figures)
     return Result("input_independent", figure, expected, "FAIL",
-                  "the model does not use its input: check the forward pass reads x, the labels belong to "
-                  "the images (not shuffled apart), and the learning rate", figures)
+                  diagnose.why_inputs_do_not_help(models["real"], val_x, real["train_loss"], zeroed["train_loss"]),
+                  figures)
 
 
 def accuracy_p_value(better: float, baseline: float, n: int) -> float:
