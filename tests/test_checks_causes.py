@@ -158,3 +158,35 @@ def test_low_variance_inputs_point_to_the_images_not_to_restandardizing():
     setup = small_setup("dataset.std=[50,50]")  # a preprocessing that squashes the pixels
     result = CHECKS["data"](setup)
     assert result.verdict == "WARN" and "inspect_data" in result.fix and "model view" in result.fix, result
+
+
+# ---- item 3: verdicts need more than noise ----
+
+def test_the_stock_convnet_gets_no_output_bias_warning_from_noise():
+    setup = setup_for(compose_config([*DIGITS, "model=convnet"]), torch.device("cpu"))
+    result = CHECKS["output_bias"](setup)
+    assert result.verdict == "PASS", result  # was WARN: 2.320 -> 2.331 on one batch and one seed
+
+
+def test_a_prior_bias_that_raises_the_loss_with_every_seed_is_still_named():
+    from torch.utils.data import TensorDataset
+
+    from runner import models
+
+    setup = small_setup("dataset.num_classes=4")
+    x, y = setup.splits["train"].tensors
+    imbalanced = torch.where(torch.arange(len(y)) % 10 < 8, 0, y)  # 80%+ class 0: the prior bias matters
+
+    def negated(init_output_bias=None):  # the bias is not the logits' offset: a layer after it
+        cfg = compose_config([*SMALL, "dataset.num_classes=4", f"model.init_output_bias={init_output_bias or 'none'}"])
+        return Wrapped(models.build(cfg.model, class_counts=torch.bincount(imbalanced, minlength=4)), lambda z: -z)
+
+    splits = {**setup.splits, "train": TensorDataset(x, imbalanced)}
+    result = CHECKS["output_bias"](Setup(setup.cfg, splits, negated))
+    assert result.verdict == "WARN" and "every seed" in result.fix, result
+
+
+def test_a_healthy_fit_on_its_way_down_at_the_budgets_end_gets_a_second_budget_not_a_warning():
+    setup = setup_for(compose_config(["checks.overfit_steps=60"]), torch.device("cpu"))  # 0.069 after 60 steps
+    result = CHECKS["overfit_batch"](setup)
+    assert result.verdict == "PASS" and "after 120 steps" in result.figure, result

@@ -80,9 +80,10 @@ def setup_for(cfg, device: torch.device) -> Setup:
     return Setup(cfg, splits, make_model, device)
 
 
-def fresh(setup: Setup, **kwargs) -> nn.Module:
-    """A new model on the setup's device, seeded by trainer.seed: every check starts from the same weights."""
-    torch.manual_seed(setup.cfg.trainer.seed)
+def fresh(setup: Setup, seed_offset: int = 0, **kwargs) -> nn.Module:
+    """A new model on the setup's device, seeded by trainer.seed: every check starts from the same weights
+    (a second seed, seed_offset=1, measures how much a figure owes to the initialisation)."""
+    torch.manual_seed(setup.cfg.trainer.seed + seed_offset)
     return setup.make_model(**kwargs).to(setup.device)
 
 

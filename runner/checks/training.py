@@ -62,17 +62,24 @@ def loss_floor(setup: Setup, y: torch.Tensor) -> float:
 
 
 def check_overfit_batch(setup: Setup) -> Result:
-    """A handful of samples must reach near-zero loss and 100% accuracy within the step budget."""
+    """A handful of samples must reach the loss's floor and 100% accuracy within the step budget; a fit
+    still on its way down at the end (all samples right, loss falling) gets a second budget, so a
+    verdict is never decided by where a healthy run happened to be at step N."""
     settings = setup.cfg.checks
     x, y = setup.batch(size=settings.overfit_samples)
     model = fresh(setup)
-    losses = train_steps(setup, model, [(x, y)], settings.overfit_steps, settings.overfit_lr)
-    model.eval()
-    with torch.no_grad():
-        logits = model(x)
-        final = float(setup.mean_loss(logits, y))
-        accuracy = float((logits.argmax(1) == y).float().mean())
     floor = loss_floor(setup, y)
+    losses = []
+    for _ in range(2):
+        losses += train_steps(setup, model, [(x, y)], settings.overfit_steps, settings.overfit_lr)
+        model.eval()
+        with torch.no_grad():
+            logits = model(x)
+            final = float(setup.mean_loss(logits, y))
+            accuracy = float((logits.argmax(1) == y).float().mean())
+        recent = losses[-max(2, settings.overfit_steps // 10):]
+        if final < floor + 0.05 or accuracy < 1.0 or not recent[-1] < 0.9 * recent[0]:  # done, or not just slow
+            break
     figure = f"loss {losses[0]:.3f} -> {final:.4f}, accuracy {100 * accuracy:.0f}% after {len(losses)} steps"
     expected = f"loss < {floor + 0.05:.2f} (the loss's floor {floor:.2f} + 0.05), accuracy 100%"
     details = {"losses": losses[:: max(1, len(losses) // 50)], "final_loss": final, "accuracy": accuracy,
