@@ -36,7 +36,11 @@ def main(cfg: DictConfig) -> float | None:
 
             result = dry_run(cfg)
         else:
-            result = train_and_evaluate(cfg, Path(hydra_cfg.runtime.output_dir))
+            from runner.dry_run import (
+                dry_run_check,  # the preflight's dry run (checks.preflight=true)
+            )
+
+            result = train_and_evaluate(cfg, Path(hydra_cfg.runtime.output_dir), {"dry_run": dry_run_check})
     except UserError as error:
         log.error("%s", one_line(error))
         if hydra_cfg.mode == RunMode.MULTIRUN:

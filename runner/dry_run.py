@@ -9,6 +9,8 @@ hour into the real run crashes here in seconds, with the same message; nothing i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.checks.setup import Result, Setup
+from runner.errors import one_line
 from runner.run import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,7 @@ def dry_run(cfg: DictConfig) -> dict:
         "dataset": {"subset": min(subset, cfg.dataset.subset or subset)},
         "checkpoint": {"every_epochs": 1, "keep_last": None},
         "evaluate": {"after_training": True, "during_training": False},
+        "checks": {"preflight": False},  # the dry run is one of them
         "resume": None,
     })
     with tempfile.TemporaryDirectory(prefix="runner-dry-run-") as folder:
@@ -41,3 +46,27 @@ def dry_run(cfg: DictConfig) -> dict:
     log.info("dry run passed in %.1f s: trained, checkpointed, resumed, evaluated. Drop trainer.dry_run to train",
              time.perf_counter() - started)
     return result
+
+
+def dry_run_check(setup: Setup) -> Result:
+    """The dry run as a check (`python -m runner.check`, and part of checks.preflight): PASS when the real
+    job trains, checkpoints, resumes and evaluates; FAIL with the error that would stop the real run."""
+    from runner.training import distributed
+
+    started = time.perf_counter()
+    expected = "trains, checkpoints, resumes and evaluates"
+    if distributed.from_environment().active:  # rank 0 alone cannot run a job of all the processes
+        return Result("dry_run", "not run under torchrun", expected, "WARN",
+                      "run it before launching: python -m runner.check checks=[dry_run] with the same settings")
+    runner_log = logging.getLogger("runner")
+    level = runner_log.level
+    runner_log.setLevel(logging.WARNING)  # a row in the checks' table, not a second run's log and summary
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            dry_run(setup.cfg)
+    except Exception as error:  # the real run's own message, in one line
+        return Result("dry_run", f"stopped after {time.perf_counter() - started:.1f} s", expected, "FAIL",
+                      f"the real run would stop the same way: {one_line(error)}")
+    finally:
+        runner_log.setLevel(level)
+    return Result("dry_run", f"2 epochs of 2 learning batches in {time.perf_counter() - started:.1f} s", expected, "PASS")

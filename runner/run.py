@@ -23,14 +23,17 @@ from runner.trust import module_of
 log = logging.getLogger(__name__)
 
 
-def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
-    """Validate, train in run_dir, then evaluate; returns {"train": last epoch's figures, "best": best val row}."""
+def train_and_evaluate(cfg: DictConfig, run_dir: Path, entry_checks: dict | None = None) -> dict:
+    """Validate, train in run_dir, then evaluate; returns {"train": last epoch's figures, "best": best val row}.
+
+    `entry_checks`: the preflight checks that run the whole job, from the entry (runner/dry_run.py's)."""
     validate(cfg)
     watcher = start_watcher(cfg, run_dir) if cfg.evaluate.during_training else None
     try:
         return train_job(
             cfg, run_dir,
-            preflight=(lambda splits, device: preflight(cfg, run_dir, splits, device)) if cfg.checks.preflight else None,
+            preflight=((lambda splits, device: preflight(cfg, run_dir, splits, device, entry_checks))
+                       if cfg.checks.preflight else None),
             validation_metric=lambda path: validation_metric(run_dir, cfg, path),
             evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
             best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
@@ -124,7 +127,7 @@ def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:
     return row[cfg.evaluate.metric]
 
 
-def preflight(cfg: DictConfig, run_dir: Path, splits: dict, device: torch.device) -> None:
+def preflight(cfg: DictConfig, run_dir: Path, splits: dict, device: torch.device, entry_checks: dict | None) -> None:
     """The fast sanity checks before training; a FAIL stops the run unless checks.strict=false."""
     from runner.checks.registry import PREFLIGHT, run
     from runner.checks.setup import setup_for
@@ -132,7 +135,7 @@ def preflight(cfg: DictConfig, run_dir: Path, splits: dict, device: torch.device
 
     setup = setup_for(cfg, device)
     setup.splits = splits
-    results = run(setup, PREFLIGHT)
+    results = run(setup, PREFLIGHT, entry_checks)
     write(results, run_dir)
     log.info("preflight checks:\n%s", table(results))
     failed = [r for r in results if r.verdict == "FAIL"]

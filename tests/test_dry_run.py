@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from tests.conftest import TINY, run_cli
 
 
@@ -22,3 +26,18 @@ def test_a_dry_run_fails_with_the_message_the_real_run_would_give(tmp_path):
     said = "the loss per_class returned a tensor of shape (4, 7) for 4 samples"
     assert dry.returncode == real.returncode == 2
     assert said in dry.stdout and said in real.stdout and "Traceback" not in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow
+def test_the_dry_run_is_a_check_that_names_what_would_stop_the_real_run(workdir):
+    result = run_cli([*TINY, "checks=[dry_run]"], cwd=workdir, module="runner.check")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"dry_run\s+2 epochs of 2 learning batches in [\d.]+ s .* PASS", result.stdout), result.stdout
+    broken = run_cli([*TINY, "checks=[dry_run]", "loss._target_=tests.byo_losses.per_class", "~loss.label_smoothing"],
+                     cwd=workdir, module="runner.check")
+    assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-3000:]
+    row = next(line for line in broken.stdout.splitlines() if line.startswith("dry_run"))
+    assert "FAIL" in row and "the real run would stop the same way" in row and "returned a tensor of shape" in row, row
+    from runner.checks.registry import PREFLIGHT
+
+    assert "dry_run" in PREFLIGHT

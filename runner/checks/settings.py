@@ -59,9 +59,9 @@ class LrFindSettings:
 def check_names() -> list[str]:
     """The checks' names, from their registry (imported only when a list of checks is asked for:
     the checks import torch and the data)."""
-    from runner.checks.registry import CHECKS
+    from runner.checks.registry import CHECKS, ENTRY_CHECKS
 
-    return list(CHECKS)
+    return [*CHECKS, *ENTRY_CHECKS]
 
 
 def validate(cfg: DictConfig) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner.checks.registry import CHECKS, run
+from runner.checks.registry import CHECKS, ENTRY_CHECKS, run
 from runner.checks.setup import Result, setup_for
 from runner.errors import UserError
 from runner.io import write_json_atomic
@@ -23,11 +23,11 @@ log = logging.getLogger("runner.check")
 
 
 def selected(cfg: DictConfig) -> list[str]:
-    only = cfg.checks.only
-    names = list(CHECKS) if only == "all" else list(only)
-    unknown = [n for n in names if n not in CHECKS]
+    only, known = cfg.checks.only, [*CHECKS, *ENTRY_CHECKS]
+    names = known if only == "all" else list(only)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise UserError(f"checks={unknown} are not checks. Fix: checks=[{','.join(CHECKS)}] (any of them)")
+        raise UserError(f"checks={unknown} are not checks. Fix: checks=[{','.join(known)}] (any of them)")
     return names
 
 
@@ -55,12 +55,13 @@ def write(results: list[Result], run_dir: Path, step: int = 0) -> None:
         writer.add_text("checks", markdown(results), step)
 
 
-def check(cfg: DictConfig, run_dir: Path) -> int:
+def check(cfg: DictConfig, run_dir: Path, entry_checks: dict | None = None) -> int:
+    """The selected checks; `entry_checks` are those that run the whole job (registry.ENTRY_CHECKS)."""
     from runner.runtime import pick_device
 
     names = selected(cfg)
     setup = setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))
-    results = run(setup, names)
+    results = run(setup, names, entry_checks)
     write(results, run_dir)
     print(table(results))
     print(f"\nchecks.json: {run_dir / 'checks.json'}")
