@@ -21,45 +21,14 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from runner.checks import report_views  # noqa: E402
 from runner.checks.data import scan_files  # noqa: E402
+from runner.checks.pictures import Figures, as_model_sees, as_stored, grid  # noqa: E402
 from runner.checks.setup import Setup, fmt, setup_for  # noqa: E402
 from runner.data import introspect, transforms  # noqa: E402
 from runner.io import write_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("runner.inspect_data")
-
-
-def as_model_sees(x: torch.Tensor):
-    """A standardized image on a fixed scale: -3..3 std maps to black..white (bad scaling shows)."""
-    image = ((x.float().clamp(-3, 3) + 3) / 6).permute(1, 2, 0).numpy()
-    return image[..., 0] if image.shape[2] == 1 else image
-
-
-def as_stored(dataset, index: int, mean, std):
-    """The sample before preprocessing: the file itself, or the de-normalized tensor."""
-    files = introspect.image_files(dataset)
-    if files is not None:
-        with Image.open(files[index]) as image:
-            return image.convert("RGB").copy()
-    x = dataset[index][0]
-    image = transforms.denormalize(x, mean, std).permute(1, 2, 0).numpy()
-    return image[..., 0] if image.shape[2] == 1 else image
-
-
-def grid(images: list, titles: list[str], columns: int, title: str):
-    rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image, label in zip(axes.flat, images, titles, strict=False):
-        axis.imshow(image, cmap="gray", vmin=0, vmax=1) if not isinstance(image, Image.Image) else axis.imshow(image)
-        axis.set_title(label, fontsize=7)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return figure
-
-
-Figures = dict[str, tuple[plt.Figure, str]]  # name -> (figure, caption)
 
 
 def sample_figures(setup: Setup, names: list[str], labels: torch.Tensor, mean, std) -> Figures:
@@ -125,9 +94,11 @@ def outliers_figure(records: list, broken: list[str], gray: list[str]) -> Figure
     for _, (path, _, _) in chosen:
         with Image.open(path) as image:
             images.append(image.convert("RGB").copy())
+    named = "; ".join(f"{kind} {r[0].name} ({r[1][0]}x{r[1][1]})" for kind, r in chosen)
     return {"outliers": (grid(images, [f"{k}\n{r[0].name} {r[1][0]}x{r[1][1]}" for k, r in chosen], 4,
                               "outliers: extremes of size and shape, grayscale images"),
-                         f"{len(broken)} files do not decode" + (f": {', '.join(broken[:10])}" if broken else ""))}
+                         f"{named}. {len(gray)} grayscale; {len(broken)} files do not decode"
+                         + (f": {', '.join(broken[:10])}" if broken else ""))}
 
 
 def class_table(setup: Setup, names: list[str]) -> list[str]:
@@ -182,9 +153,17 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
     figures |= histograms_figure(setup, x, records)
     if records:
         figures |= outliers_figure(records, broken, gray)
+    plain = report_views.unaugmented_splits(cfg)
+    neighbour_figures, neighbour_lines = report_views.neighbours_section(cfg, plain, names)
+    figures |= report_views.views_figure(setup, plain, names) | neighbour_figures
+    if cfg.checks.checkpoint:
+        loss_figures, loss_lines = report_views.highest_loss_section(setup, plain, names, cfg.checks.checkpoint)
+        figures |= loss_figures
+        neighbour_lines += loss_lines
     header = [f"# Data report: {cfg.dataset.name}", "",
               f"{', '.join(f'{s}: {len(d)} samples' for s, d in setup.splits.items())}; {setup.num_classes} classes; "
               f"pixels after preprocessing: mean {fmt(x.mean(dim=(0, 2, 3)))}, std {fmt(x.std(dim=(0, 2, 3)))}", "",
-              *files_section(cfg, setup, broken), *class_table(setup, names)]
+              *files_section(cfg, setup, broken), *report_views.stretched_note(cfg, records), *neighbour_lines,
+              *class_table(setup, names)]
     print(f"data report: {write_report(figures, header, run_dir)}")
     return 0

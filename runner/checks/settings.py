@@ -35,6 +35,8 @@ class ChecksSettings:
     """input_independent: their batch size."""
     baseline_classes: int = 10
     """input_independent: on the most frequent classes only (the signal shows sooner)."""
+    checkpoint: str | None = None
+    """inspect_data: a checkpoint whose highest-loss training samples the report shows (label noise shows there)."""
     min_batchnorm_samples: int = 16
     """normalization: the fewest samples per micro-batch whose BatchNorm statistics are trusted."""
 

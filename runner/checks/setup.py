@@ -49,6 +49,13 @@ class Setup:
         """The loss the training loop is configured with (loss=...): the checks train and measure with it."""
         return build_loss(self.cfg.loss)
 
+    def loss_per_sample(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The configured loss of each sample (shape (N,)): one sample at a time where the loss returns a mean."""
+        value = self.loss(logits.float(), y)
+        if isinstance(value, torch.Tensor) and tuple(value.shape) == (len(y),):
+            return value.detach()
+        return torch.stack([self.mean_loss(logits[i:i + 1], y[i:i + 1]).detach() for i in range(len(y))])
+
     def mean_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The configured loss of a batch, per sample on average (as the loop computes it)."""
         return summed_loss(self.loss, logits.float(), y) / len(y)

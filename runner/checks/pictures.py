@@ -1,0 +1,45 @@
+"""Pictures of samples for the data report (`python -m runner.inspect_data`): an image as stored, as
+the model sees it, and a titled grid of them."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from runner.data import introspect, transforms  # noqa: E402
+
+Figures = dict[str, tuple[plt.Figure, str]]  # name -> (figure, caption)
+
+
+def as_model_sees(x: torch.Tensor):
+    """A standardized image on a fixed scale: -3..3 std maps to black..white (bad scaling shows)."""
+    image = ((x.float().clamp(-3, 3) + 3) / 6).permute(1, 2, 0).numpy()
+    return image[..., 0] if image.shape[2] == 1 else image
+
+
+def as_stored(dataset, index: int, mean, std):
+    """The sample before preprocessing: the file itself, or the de-normalized tensor."""
+    files = introspect.image_files(dataset)
+    if files is not None:
+        with Image.open(files[index]) as image:
+            return image.convert("RGB").copy()
+    x = dataset[index][0]
+    image = transforms.denormalize(x, mean, std).permute(1, 2, 0).numpy()
+    return image[..., 0] if image.shape[2] == 1 else image
+
+
+def grid(images: list, titles: list[str], columns: int, title: str):
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, label in zip(axes.flat, images, titles, strict=False):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=1) if not isinstance(image, Image.Image) else axis.imshow(image)
+        axis.set_title(label, fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,65 @@
+"""The data report's views the practice asks for (issue #12, item 11): near-duplicates by nearest
+neighbours within and across splits, augmented views beside the stored image, stretched images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from runner.checks.neighbours import near_duplicates
+from runner.checks.setup import setup_for
+from tests.conftest import compose_config, run_cli
+
+
+def test_a_slightly_changed_copy_of_a_validation_image_in_train_is_the_closest_cross_split_pair():
+    setup = setup_for(compose_config([]), torch.device("cpu"))  # digits
+    x, y = setup.splits["train"].tensors
+    val_x, val_y = setup.splits["val"].tensors
+    planted = 100
+    x = x.clone()
+    x[planted] = val_x[7] + 0.01 * torch.randn_like(val_x[7])  # not byte-identical: content hashes miss it
+    y = y.clone()
+    y[planted] = val_y[7]
+    splits = {**setup.splits, "train": TensorDataset(x, y)}
+    findings = near_duplicates(splits, channels=1)
+    for space in ("pixels", "random features"):
+        across = next(f for f in findings if f["space"] == space and f["splits"] == ("train", "val"))
+        closest = across["pairs"][0]
+        assert (closest["a"], closest["b"]) == (planted, 7) and closest["near_duplicate"], (space, closest)
+        assert closest["distance"] < 0.25 * across["pairs"][1]["distance"]  # far closer than two similar digits
+    within = next(f for f in findings if f["space"] == "pixels" and f["splits"] == ("train", "train"))
+    assert all(p["a"] != p["b"] for p in within["pairs"])
+
+
+@pytest.mark.slow
+def test_a_checkpoint_shows_the_training_samples_with_planted_wrong_labels_among_its_highest_losses(workdir):
+    from runner.checks.report_views import highest_loss_section
+
+    trained = run_cli(["trainer.epochs=10", "evaluate.after_training=false", "hydra.run.dir=run"], cwd=workdir)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    checkpoint = workdir / "run" / "checkpoints" / "epoch-0010.pt"
+    setup = setup_for(compose_config([]), torch.device("cpu"))
+    x, y = setup.splits["train"].tensors
+    planted = [3, 50, 400, 777, 1000]
+    y = y.clone()
+    y[planted] = (y[planted] + 5) % 10  # label noise
+    splits = {**setup.splits, "train": TensorDataset(x, y)}
+    figures, lines = highest_loss_section(setup, splits, [str(c) for c in range(10)], str(checkpoint))
+    shown = " ".join(lines)
+    assert all(f"train {i} " in shown for i in planted), shown  # among the 16 named
+    assert "highest_loss" in figures
+
+
+@pytest.mark.slow
+def test_the_report_has_the_neighbours_views_and_stretched_images(workdir, tmp_path):
+    from tests.conftest import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "images", size=(20, 36))  # not square: stretched to 24x24
+    result = run_cli(["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=24", "hydra.run.dir=report"],
+                     cwd=workdir, module="runner.inspect_data")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = (workdir / "report" / "report.md").read_text()
+    assert "## nearest neighbours" in report and "## stretched images" in report
+    for name in ("neighbours", "views"):
+        assert (workdir / "report" / f"{name}.png").stat().st_size > 5_000
