@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from runner.config import CONF, register_configs, validate
 from runner.errors import UserError, one_line
 from runner.precheck import refuse_bad_command_line
+from runner.training import describe, processes
 from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner")
@@ -25,11 +26,13 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run th
 @hydra.main(config_path=CONF, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Returns the best validation metric (evaluate.metric), the objective a sweeper optimizes."""
+    hydra_cfg = HydraConfig.get()
+    if processes.from_environment().is_main:  # the first lines at once, before torch is imported
+        describe.log_what_runs(cfg, Path(hydra_cfg.runtime.output_dir))
     from runner.run import (
         train_and_evaluate,  # after Hydra has parsed --help/--cfg: those stay fast
     )
 
-    hydra_cfg = HydraConfig.get()
     try:
         if cfg.trainer.dry_run:
             from runner.dry_run import dry_run

@@ -51,11 +51,11 @@ def dry_run(cfg: DictConfig) -> dict:
 def dry_run_check(setup: Setup) -> Result:
     """The dry run as a check (`python -m runner.check`, and part of checks.preflight): PASS when the real
     job trains, checkpoints, resumes and evaluates; FAIL with the error that would stop the real run."""
-    from runner.training import distributed
+    from runner.training import processes
 
     started = time.perf_counter()
     expected = "trains, checkpoints, resumes and evaluates"
-    if distributed.from_environment().active:  # rank 0 alone cannot run a job of all the processes
+    if processes.from_environment().active:  # rank 0 alone cannot run a job of all the processes
         return Result("dry_run", "not run under torchrun", expected, "WARN",
                       "run it before launching: python -m runner.check checks=[dry_run] with the same settings")
     runner_log = logging.getLogger("runner")

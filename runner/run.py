@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.config import validate
 from runner.errors import UserError
-from runner.training import distributed
+from runner.training import processes
 from runner.training.job import train_job
 from runner.trust import module_of
 
@@ -50,7 +50,7 @@ def start_watcher(cfg: DictConfig, run_dir: Path) -> subprocess.Popen | None:
     A process of its own, the same code as watch mode: evaluation stays apart from optimization,
     and its curves reach the run's TensorBoard while training goes on.
     """
-    if not distributed.from_environment().is_main:
+    if not processes.from_environment().is_main:
         return None
     settings = evaluation_settings(cfg)
     overrides = [f"{key}={override_value(value)}" for key, value in settings.items()

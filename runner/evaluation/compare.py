@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from runner import checkpoint_files  # noqa: E402
 from runner.errors import UserError  # noqa: E402
 from runner.evaluation import results  # noqa: E402
-from runner.evaluation.metrics import direction  # noqa: E402
+from runner.evaluation.metric_names import direction  # noqa: E402
 from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas  # noqa: E402
 from runner.evaluation.reports import save_png  # noqa: E402
 from runner.evaluation.run_table import read_json, read_yaml  # noqa: E402

@@ -8,7 +8,7 @@ so a resumed or rerun job decides the same way.
 
 from __future__ import annotations
 
-from runner.evaluation.metrics import direction
+from runner.evaluation.metric_names import direction
 
 
 def checkpoints_since_best(values: list[float], higher_is_better: bool, min_delta: float) -> int:

@@ -23,6 +23,7 @@ from runner import checkpoint_files, models
 from runner.data import datasets, loaders
 from runner.errors import UserError
 from runner.evaluation import metrics, reports, results
+from runner.evaluation.metric_names import METRICS
 from runner.io import remove_stale_temporaries
 from runner.provenance import now
 from runner.run_folders import relative
@@ -128,7 +129,7 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     }
     results.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
     tag = settings.split if settings.tta == "none" else f"{settings.split}_{settings.tta}"
-    for key in (k for k in metrics.METRICS if row[k] is not None):
+    for key in (k for k in METRICS if row[k] is not None):
         writer.add_scalar(f"eval/{tag}/{key}", row[key], row["global_step"])
     writer.flush()
     log.info("%s (epoch %d) on %s: loss %.4f, top-1 %.2f%% [%.2f, %.2f], %d samples in %.1f s", row["checkpoint"],

@@ -2,7 +2,7 @@
 
 Everything here is a plain function of (log-probabilities, labels): no model, no files. The inputs
 cover the whole split, every sample once, so the figures are exact rather than batch averages.
-And which way each metric is better (`direction`), for every place that ranks by one.
+Their names and which way each is better: runner/evaluation/metric_names.py.
 """
 
 from __future__ import annotations
@@ -10,18 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-METRICS = ("loss", "top1", "top5", "balanced_accuracy", "ece")  # the scalars of a row; any can pick the best
-
-
-def direction(metric: str, setting: str = "auto") -> str:
-    """Is a higher `metric` better ("max") or a lower one ("min")? `setting` (max|min) overrides.
-
-    The one rule: the evaluator's best checkpoint, ensembles and the sweeper's study all use it.
-    """
-    if setting != "auto":
-        return setting
-    return "min" if metric in ("loss", "ece") else "max"
 
 
 def summarize(log_probabilities: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from runner import checkpoint_files
-from runner.evaluation.metrics import METRICS, direction
+from runner.evaluation.metric_names import METRICS, direction
 from runner.io import append_line, exclusive, read_jsonl, write_csv_atomic, write_json_atomic
 from runner.provenance import now
 

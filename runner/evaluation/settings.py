@@ -9,7 +9,7 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 
 from omegaconf import DictConfig
 
-from runner.evaluation.metrics import METRICS
+from runner.evaluation.metric_names import METRICS
 from runner.rules import device_name, fail, int_at_least, one_of, positive_number
 
 

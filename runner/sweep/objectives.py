@@ -50,7 +50,7 @@ def study_direction(setting: str, metric: str, metric_direction: str = "auto") -
     evaluator picks its best checkpoint (runner/evaluation/metrics.py: `direction`).
     """
     # imported here, not above: Hydra imports the sweeper plugin at every start, and metrics imports torch
-    from runner.evaluation.metrics import direction
+    from runner.evaluation.metric_names import direction
 
     if setting != "auto":
         return setting

@@ -7,39 +7,13 @@ Rank 0 alone writes logs, TensorBoard, checkpoints and the evaluation; the other
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
 
+from runner.training.processes import SINGLE, Processes, from_environment  # noqa: F401 (this module's API)
+
 log = logging.getLogger("runner.distributed")
-
-
-@dataclass(frozen=True)
-class Processes:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-
-SINGLE = Processes()
-
-
-def from_environment() -> Processes:
-    """This process's place among torchrun's processes (a single process without torchrun)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return SINGLE
-    return Processes(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def setup(processes: Processes, device: torch.device) -> torch.device:

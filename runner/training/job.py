@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from runner import models, provenance
@@ -23,6 +22,7 @@ from runner.io import remove_stale_temporaries, write_text_atomic
 from runner.runtime import pick_device, seed_everything, use_threads
 from runner.training import distributed
 from runner.training.checkpoint import find_resume_state
+from runner.training.describe import hydra_overrides
 from runner.training.loop import fit
 from runner.training.preemption import Preempted, requeue_slurm_job
 
@@ -51,7 +51,6 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # run.json or git.diff of an attempt killed mid-write
-        log_what_runs(cfg, run_dir)
         git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if processes.is_main else None
         device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))
         log.info("%d CPU threads (trainer.num_threads)", use_threads(cfg.trainer.num_threads))
@@ -78,50 +77,12 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
         distributed.teardown(processes)
 
 
-def log_what_runs(cfg: DictConfig, run_dir: Path) -> None:
-    """The terminal gets the overrides and a one-line summary; the log file the whole config as well."""
-    log.info("run directory %s", run_dir)
-    log.info("command-line overrides: %s", " ".join(hydra_overrides()) or "(none)")
-    log.info("run: %s", summary(cfg))
-    in_file = log_to_files_only("resolved config:\n" + OmegaConf.to_yaml(cfg, resolve=True).rstrip())
-    log.info("resolved config: in %s.hydra/config.yaml (python -m runner ... --cfg job prints it)",
-             "train.log and " if in_file else "")
-
-
-def summary(cfg: DictConfig) -> str:
-    """dataset, model, optimizer, schedule, loss, epochs and batches, in one line."""
-    data, trainer = cfg.dataset, cfg.trainer
-    size = data.image_size if isinstance(data.image_size, int) else "x".join(str(s) for s in data.image_size)
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-
-    def name(group: str) -> str:  # the option chosen (conf/GROUP/NAME.yaml), else the callable's name
-        return choices.get(group) or str(cfg[group]._target_).rsplit(".", 1)[-1]
-    return (f"dataset {data.name} ({data.num_classes} classes, {size}), model {name('model')}, "
-            f"optimizer {name('optimizer')} (lr {cfg.optimizer.lr}), schedule {name('schedule')}, "
-            f"loss {name('loss')}, {trainer.epochs} epoch{'s' if trainer.epochs != 1 else ''}, "
-            f"learning batch {trainer.batch_size} "
-            f"(micro-batch {trainer.micro_batch_size}), precision {trainer.precision}, seed {trainer.seed}")
-
-
-def log_to_files_only(message: str) -> bool:
-    """Write an INFO record to the log files (train.log) but not to the terminal; False if there is none."""
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, None, None)
-    for handler in files:
-        handler.handle(record)
-    return bool(files)
-
-
 def write_skipped_images(run_dir: Path, screening: Screening) -> None:
     """skipped_images.txt: each file left out (bad_images=skip) and why, one per line."""
     if screening.skipped:
         log.warning("%d image files do not decode and are left out: listed in %s", len(screening.skipped),
                     run_dir / "skipped_images.txt")
         write_text_atomic(run_dir / "skipped_images.txt", "".join(f"{path}\t{why}\n" for path, why in screening.skipped))
-
-
-def hydra_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def build_model(cfg: DictConfig, train_set) -> torch.nn.Module:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from runner.errors import UserError
 from runner.rules import device_name, fail, int_at_least, one_of, positive_number
-from runner.training import distributed
+from runner.training import processes
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 
@@ -95,7 +95,7 @@ def validate(cfg: DictConfig) -> None:
     int_at_least("trainer.epochs", trainer.epochs, 1, "trainer.epochs=10")
     int_at_least("trainer.batch_size", trainer.batch_size, 1, "trainer.batch_size=64")
     int_at_least("trainer.micro_batch_size", trainer.micro_batch_size, 1, "trainer.micro_batch_size=64")
-    batch_divides(trainer.batch_size, trainer.micro_batch_size, distributed.from_environment().world_size)
+    batch_divides(trainer.batch_size, trainer.micro_batch_size, processes.from_environment().world_size)
     if str(trainer.precision) not in PRECISIONS:
         fail("trainer.precision", trainer.precision, "is not known", "trainer.precision=auto, 32, bf16 or 16")
     if trainer.grad_clip_norm is not None:
@@ -128,7 +128,7 @@ def validate(cfg: DictConfig) -> None:
         from runner.study_storage import PRUNERS
 
         one_of("sweep.pruner", cfg.sweep.pruner, PRUNERS)
-    if distributed.from_environment().active and cfg.sweep.pruner != "none":
+    if processes.from_environment().active and cfg.sweep.pruner != "none":
         raise UserError("pruning a sweep trial that trains in several processes is not supported (the pruner "
                         "would stop rank 0 alone). Fix: hydra.sweeper.pruner=none, or one process per trial")
 
