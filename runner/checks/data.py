@@ -128,7 +128,7 @@ def check_outliers(setup: Setup) -> Result:
         ordered = sorted(records, key=key)
         return f"{label} {ordered[0][0].name} .. {ordered[-1][0].name}" if ordered else ""
     aspect = [w / h for _, (w, h), _ in records]
-    figure = (f"{len(records)} images, sizes {min(w * h for _, (w, h), _ in records)}..{max(w * h for _, (w, h), _ in records)} px, "
+    figure = (f"{len(records)} images, {min(w * h for _, (w, h), _ in records)}..{max(w * h for _, (w, h), _ in records)} pixels an image, "
               f"aspect {min(aspect):.2f}..{max(aspect):.2f}; {len(gray)} grayscale; {len(broken)} undecodable"
               if records else f"{len(broken)} undecodable")
     details = {"undecodable": broken, "grayscale": gray,
