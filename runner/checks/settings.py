@@ -93,4 +93,4 @@ def validate(cfg: DictConfig) -> None:
     if not 0 < lr_find.smoothing <= 1:
         raise UserError(f"lr_find.smoothing={lr_find.smoothing} must be in (0, 1]. Fix: lr_find.smoothing=0.05")
     positive_number("lr_find.diverge_factor", lr_find.diverge_factor, "lr_find.diverge_factor=4")
-    one_of("lr_find.method", lr_find.method, ("valley", "minimum", "steepest"))
+    one_of("lr_find.method", lr_find.method, ("steepest", "valley", "minimum"))
