@@ -9,19 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from runner.checks.registry import CHECKS, PREFLIGHT
-from runner.checks.setup import Setup, setup_for
-from tests.conftest import compose_config
-
-DIGITS = ["checks.overfit_steps=150", "checks.baseline_steps=40"]
-
-
-def digits_setup(*overrides) -> Setup:
-    return setup_for(compose_config([*DIGITS, *overrides]), torch.device("cpu"))
-
-
-def with_model(setup: Setup, make) -> Setup:
-    healthy = setup.make_model
-    return Setup(setup.cfg, setup.splits, lambda init_output_bias=None: make(healthy(init_output_bias)))
+from tests.test_checks import digits_setup, with_model
 
 
 def batch_normed(inner: nn.Module) -> nn.Module:
