@@ -94,13 +94,7 @@ class RunnerOptunaSweeper(Sweeper):
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
                             "or +search=NAME")
-        for key, distribution in search.items():  # before any trial: not a sweep of failures
-            for override in space.end_overrides(key, distribution):
-                problem = self.refusal([*fixed, override])
-                if problem:
-                    cause, _, fix = problem.partition(" Fix: ")
-                    raise UserError(f"the search space reaches {override}, which the runner refuses: {cause} "
-                                    f"Fix: narrow {key} to values it takes ({fix or 'see above'})")
+        self.refuse_settings_out_of_reach(fixed, search)  # before any trial: not a sweep of failures
         name = s.study_name or default_study_name(self.config.name, fixed, search)
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
@@ -132,6 +126,16 @@ class RunnerOptunaSweeper(Sweeper):
             for folder in (Path(self.config.hydra.sweep.dir), Path(self.config.hydra.sweep.dir).parent):
                 with contextlib.suppress(OSError):  # Hydra's own multirun folder, unused by this sweeper
                     folder.rmdir()
+
+    def refuse_settings_out_of_reach(self, fixed: list[str], search: dict) -> None:
+        """The runner's validation at both ends of every range and at every choice; one line on the first refusal."""
+        for key, distribution in search.items():
+            for override in space.end_overrides(key, distribution):
+                problem = self.refusal([*fixed, override])
+                if problem:
+                    cause, _, fix = problem.partition(" Fix: ")
+                    raise UserError(f"the search space reaches {override}, which the runner refuses: {cause} "
+                                    f"Fix: narrow {key} to values it takes ({fix or 'see above'})")
 
     def enqueue_known_points(self, the_study: optuna.Study, fixed: list[str], search: dict, storage_url: str) -> None:
         """hydra.sweeper.enqueue's points (a bad one stops the sweep), then warm_start's best trials that fit
