@@ -16,7 +16,8 @@ from runner.data import datasets, introspect, transforms
 def unaugmented_splits(cfg) -> dict:
     """The splits as the evaluation sees them (a random crop or flip would hide a copy), files that do
     not decode left out (the report names them)."""
-    return datasets.build_splits(OmegaConf.merge(cfg.dataset, {"augment": "none", "bad_images": "skip"}))
+    plain = {key: value for key, value in {"augment": "none", "bad_images": "skip"}.items() if key in cfg.dataset}
+    return datasets.build_splits(OmegaConf.merge(cfg.dataset, plain))  # a user's own dataset has neither key
 
 
 def neighbours_section(cfg, splits: dict, names: list[str]) -> tuple[Figures, list[str]]:
@@ -52,7 +53,7 @@ def views_figure(setup, splits: dict, names: list[str]) -> Figures:
     and a row of validation and test samples as the model sees them."""
     train = setup.splits["train"]
     mean, std = transforms.channel_stats(setup.cfg.dataset)
-    drawn = "augmented" if setup.cfg.dataset.augment != "none" else "training view (dataset.augment=none)"
+    drawn = "augmented" if setup.cfg.dataset.get("augment", "none") != "none" else "training view (no augmentation)"
     images, titles = [], []
     for index in range(0, len(train), max(1, len(train) // 4))[:4]:
         images += [as_stored(train, index, mean, std)] + [as_model_sees(train[index][0]) for _ in range(3)]
