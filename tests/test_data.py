@@ -229,3 +229,31 @@ def test_imagefolder_counts_its_classes_from_the_folders(tmp_path, layout):
     validate(cfg)
     assert cfg.dataset.num_classes == 4 and cfg.model.num_classes == 4
     assert len(datasets.build_splits(cfg.dataset)["train"]) == 40 if layout == "train_val" else 32
+
+
+def test_the_one_pass_standardization_equals_torchvisions_to_tensor_then_normalize():
+    from torchvision import transforms as tv
+
+    from runner.data.transforms import Standardize
+
+    rng = np.random.default_rng(0)
+    for mode, mean, std in (("RGB", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), ("L", [0.5], [0.25])):
+        channels = 3 if mode == "RGB" else 1
+        pixels = rng.integers(0, 256, size=(37, 53, channels), dtype=np.uint8)
+        image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+        expected = tv.Normalize(mean, std)(tv.ToTensor()(image))
+        torch.testing.assert_close(Standardize(mean, std)(image), expected, rtol=0, atol=1e-6)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_training_size(tmp_path):
+    from runner.data.transforms import load_image
+
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, size=(30, 40, 3)), np.ones((20, 20, 1))).astype(np.uint8)  # 600x800
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(smooth).save(path, quality=90)
+    full, drafted = load_image(path), load_image(path, draft=(128, 128))
+    assert full.size == (800, 600) and drafted.size == (200, 150)  # 1/4 scale: the smallest that covers 128x128
+    assert load_image(path, draft=(256, 256)).size == (400, 300)  # twice the size for random crops: 1/2 scale
+    as_array = [np.asarray(image.resize((128, 128), Image.BILINEAR), dtype=float) for image in (full, drafted)]
+    assert np.abs(as_array[0] - as_array[1]).mean() < 4  # of 255: the same picture at the training size

@@ -25,7 +25,7 @@ from runner.data.transforms import (
     TransformedTensors,
     channel_stats,
     image_hw,
-    load_image,
+    image_loader,
     pil_transforms,
     tensor_augmentation,
 )
@@ -111,7 +111,7 @@ def flowers102(cfg) -> dict[str, Dataset]:
 
     def make(split):
         return Flowers102(cfg.root, split=split, transform=pil_transforms(cfg, split == "train"),
-                          download=cfg.download, loader=load_image)
+                          download=cfg.download, loader=image_loader(cfg, split == "train"))
 
     fetch = f"102flowers.tgz (unpacked there into jpg/), imagelabels.mat and setid.mat from {FLOWERS_URL}"
     return {
@@ -156,7 +156,7 @@ def imagefolder(cfg) -> dict[str, Dataset]:
 
     def make(folder: Path, augment: bool):
         try:
-            dataset = ImageFolder(folder, transform=pil_transforms(cfg, augment), loader=load_image)
+            dataset = ImageFolder(folder, transform=pil_transforms(cfg, augment), loader=image_loader(cfg, augment))
         except (FileNotFoundError, RuntimeError) as error:
             raise UserError(f"no images found under {folder}: {error}. Fix: dataset.root=FOLDER of class subfolders") from None
         if len(dataset.classes) != cfg.num_classes:
