@@ -9,6 +9,9 @@ reported as the median with min and max over the rounds:
   e2e_ratio_nocache     real-size JPEGs (about 500x667, like Flowers-102) decoded by the loader's
                         workers vs the same images already decoded in memory; data_wait_nocache
                         is the share of the JPEG epoch spent waiting for data
+  sample_ratio_jpeg     one training sample from a real-size JPEG (decode, random crop, flip, standardize)
+                        with runner's path (draft-mode decode, one-pass standardization) vs torchvision's
+                        usual one (full decode, ToTensor, Normalize), samples/s in one process
   e2e_ratio_cache       the same from the decoded-image cache (dataset.cache=disk), built first;
                         data_wait_cache its data-wait share, cache_build_images_per_s its build rate
   eval_ratio            the evaluator's forward pass (eval loader + predict) vs training, images/s
@@ -116,6 +119,28 @@ def make_jpegs(root: Path, count: int, classes: int = 4) -> Path:
     return root
 
 
+def samples_per_s(dataset, count: int = 64) -> float:
+    started = time.perf_counter()
+    for index in range(count):
+        dataset[index % len(dataset)]
+    return count / (time.perf_counter() - started)
+
+
+def torchvision_usual(dataset, cfg):
+    """The same ImageFolder with torchvision's usual per-sample path: full decode, ToTensor, Normalize."""
+    import copy
+
+    from torchvision import transforms as tv
+
+    from runner.data.transforms import channel_stats, image_hw, load_image
+
+    usual = copy.copy(dataset)
+    usual.loader = load_image
+    usual.transform = tv.Compose([tv.RandomResizedCrop(image_hw(cfg.image_size), antialias=True),
+                                  tv.RandomHorizontalFlip(), tv.ToTensor(), tv.Normalize(*channel_stats(cfg))])
+    return usual
+
+
 def rounds_of(count: int, baseline, measured) -> list[float]:
     """measured/baseline in `count` rounds, alternating which side goes first."""
     ratios = []
@@ -184,6 +209,10 @@ def main() -> None:
                           "trainer.micro_batch_size=32", "trainer.num_workers=2", "trainer.epochs=2"]
         cfg = config(*jpeg_overrides)
         jpegs = datasets.build_splits(cfg.dataset)["train"]
+        folder_set = jpegs.dataset  # the Subset's ImageFolder
+        figures["sample_ratio_jpeg"] = rounds_of(args.rounds, lambda: samples_per_s(torchvision_usual(folder_set, cfg.dataset)),
+                                                 lambda: samples_per_s(folder_set))
+        print(f"sample_ratio_jpeg: {summary(figures['sample_ratio_jpeg'])}", flush=True)
         decoded = in_memory(jpegs)
         waits: list[float] = []
         figures["e2e_ratio_nocache"] = rounds_of(args.rounds, lambda: runner_images_per_s(cfg, decoded),
