@@ -284,7 +284,9 @@ def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_opt
     and the pruner's options, which each trial's job reads to build the same pruner."""
     the_study.set_user_attr("pruner_options", pruner_options)
     the_study.set_user_attr("objectives", names)
-    the_study.set_metric_names(names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        the_study.set_metric_names(names)  # the dashboard's labels of the values
     the_study.set_user_attr("search_space", {key: repr(value) for key, value in search.items()})
     the_study.set_user_attr("fixed_overrides", list(fixed))
     the_study.set_user_attr("command", " ".join(["python -m runner", *sys.argv[1:]]))

@@ -76,12 +76,15 @@ def make_sampler(name: str, seed: int, worker: str, options: dict, space: dict[s
         "tpe": lambda: optuna.samplers.TPESampler(
             **{"seed": own, "n_startup_trials": 10, "multivariate": True, "constant_liar": True, **options}),
         "qmc": lambda: optuna.samplers.QMCSampler(**{"qmc_type": "sobol", "scramble": True, "seed": seed, **options}),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(**{"seed": own, **options}),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(**{"seed": own, "warn_independent_sampling": False, **options}),
         "nsgaii": lambda: optuna.samplers.NSGAIISampler(**{"seed": own, **options}),
         "grid": lambda: AskTellGridSampler(grid_points(space), **{"seed": seed, **options}),
     }
     if name not in samplers:
         raise UserError(f"hydra.sweeper.sampler={name!r} is not known. Fix: one of {', '.join(samplers)}")
+    choices = [key for key, d in space.items() if isinstance(d, CategoricalDistribution)]
+    if name == "cmaes" and choices:  # said once, not at every trial as Optuna would
+        log.warning("sampler=cmaes searches numbers only: %s drawn at random", ", ".join(choices))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
