@@ -243,6 +243,8 @@ def test_the_one_pass_standardization_equals_torchvisions_to_tensor_then_normali
         image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
         expected = tv.Normalize(mean, std)(tv.ToTensor()(image))
         torch.testing.assert_close(Standardize(mean, std)(image), expected, rtol=0, atol=1e-6)
+        as_tensor = torch.from_numpy(pixels).permute(2, 0, 1)  # the decoded-image cache's uint8 pixels
+        torch.testing.assert_close(Standardize(mean, std)(as_tensor), expected, rtol=0, atol=1e-6)
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_training_size(tmp_path):

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from runner.data.image_files import image_files
 from runner.data.introspect import labels_of
-from runner.data.transforms import channel_stats, image_hw
+from runner.data.transforms import Standardize, channel_stats, image_hw
 from runner.io import exclusive, write_atomic
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class CachedImages(Dataset):
         size = list(image_hw(cfg.image_size))
         steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()] \
             if train and cfg.augment == "basic" else [v2.Resize(size, antialias=True)]
-        self.transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.transform = v2.Compose([*steps, Standardize(mean, std)])
 
     def __len__(self) -> int:
         return len(self.indices)

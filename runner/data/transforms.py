@@ -64,16 +64,19 @@ def image_loader(cfg, train: bool) -> Callable:
 
 
 class Standardize:
-    """PIL image -> standardized float tensor in one pass: (pixels / 255 - mean) / std, as torchvision's
-    ToTensor then Normalize compute it, without their two intermediate float images per sample."""
+    """PIL image or uint8 CHW tensor -> standardized float tensor in one pass: (pixels / 255 - mean) / std,
+    as torchvision's ToTensor (ToDtype) then Normalize compute it, without their intermediate float images."""
 
     def __init__(self, mean: list[float], std: list[float]):
         self.scale = 1 / (255 * torch.tensor(std).view(-1, 1, 1))
         self.shift = torch.tensor(mean).view(-1, 1, 1) / torch.tensor(std).view(-1, 1, 1)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
-        pixels = pixels.view(*pixels.shape[:2], -1).permute(2, 0, 1)
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            pixels = image
+        else:
+            pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+            pixels = pixels.view(*pixels.shape[:2], -1).permute(2, 0, 1)
         return pixels.float().mul_(self.scale).sub_(self.shift)
 
 
