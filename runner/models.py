@@ -200,6 +200,11 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+def batch_norm_layers(model: nn.Module) -> list[str]:
+    """The names of the model's BatchNorm layers (they normalize by the batch they are given)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return bool(batch_norm_layers(model))
 

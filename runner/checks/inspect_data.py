@@ -154,16 +154,16 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
     if records:
         figures |= outliers_figure(records, broken, gray)
     plain = report_views.unaugmented_splits(cfg)
-    neighbour_figures, neighbour_lines = report_views.neighbours_section(cfg, plain, names)
+    neighbour_figures, sections = report_views.neighbours_section(cfg, plain, names)
     figures |= report_views.views_figure(setup, plain, names) | neighbour_figures
     if cfg.checks.checkpoint:
         loss_figures, loss_lines = report_views.highest_loss_section(setup, plain, names, cfg.checks.checkpoint)
         figures |= loss_figures
-        neighbour_lines += loss_lines
+        sections += loss_lines
     header = [f"# Data report: {cfg.dataset.name}", "",
               f"{', '.join(f'{s}: {len(d)} samples' for s, d in setup.splits.items())}; {setup.num_classes} classes; "
               f"pixels after preprocessing: mean {fmt(x.mean(dim=(0, 2, 3)))}, std {fmt(x.std(dim=(0, 2, 3)))}", "",
-              *files_section(cfg, setup, broken), *report_views.stretched_note(cfg, records), *neighbour_lines,
+              *files_section(cfg, setup, broken), *report_views.stretched_note(cfg, records), *sections,
               *class_table(setup, names)]
     print(f"data report: {write_report(figures, header, run_dir)}")
     return 0

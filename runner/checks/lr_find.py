@@ -39,7 +39,7 @@ def epochs_of(loader, sampler):
 
 
 def range_test(setup: Setup, settings: DictConfig) -> dict:
-    """(learning rates, raw losses, smoothed losses) of the test; the model's weights are restored after."""
+    """(learning rates, raw losses, centred smoothing of the losses) of the test; the weights are restored after."""
     model = fresh(setup).train()
     initial = copy.deepcopy(model.state_dict())
     optimizer_cfg = copy.deepcopy(setup.cfg.optimizer)
@@ -48,7 +48,7 @@ def range_test(setup: Setup, settings: DictConfig) -> dict:
     growth = (settings.end_lr / settings.start_lr) ** (1 / max(settings.steps - 1, 1))
     trainer = setup.cfg.trainer
     loader, sampler = loaders.train_loader(setup.splits["train"], trainer.batch_size, trainer.seed, 0, pin_memory=False)
-    lrs, losses, smoothed = [], [], []
+    lrs, losses = [], []
     average, best = 0.0, math.inf
     for step, (x, y) in enumerate(itertools.islice(epochs_of(loader, sampler), settings.steps)):
         lr = settings.start_lr * growth**step
@@ -60,7 +60,7 @@ def range_test(setup: Setup, settings: DictConfig) -> dict:
             break
         average = (1 - settings.smoothing) * average + settings.smoothing * value  # online: to stop in time
         debiased = average / (1 - (1 - settings.smoothing) ** (step + 1))  # the EMA starts at 0
-        lrs.append(lr), losses.append(value), smoothed.append(debiased)
+        lrs.append(lr), losses.append(value)
         best = min(best, debiased)
         if debiased > settings.diverge_factor * best:
             break

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runner import models
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.training.optim import build_optimizer
 
@@ -118,7 +119,7 @@ def check_normalization(setup: Setup) -> Result:
     """BatchNorm normalizes by the statistics of what one forward pass sees: the micro-batch. One sample
     (also an epoch's last micro-batch) crashes training; a few give noisy statistics; with accumulation
     they are the micro-batch's, not the learning batch's."""
-    norms = [name for name, m in fresh(setup).named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = models.batch_norm_layers(fresh(setup))
     if not norms:
         return Result("normalization", "no BatchNorm", "BatchNorm on enough samples", "PASS")
     trainer, settings = setup.cfg.trainer, setup.cfg.checks
@@ -164,7 +165,7 @@ def check_train_eval_mode(setup: Setup) -> Result:
         return Result("train_eval_mode", figure, expected, "FAIL", "something random runs in eval mode: use "
                       "nn.Dropout (not F.dropout(training=True)) and respect self.training")
     if stochastic and not differs:
-        norms = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = models.batch_norm_layers(model)
         if norms:
             return Result("train_eval_mode", figure, expected, "WARN",
                           f"BatchNorm ({', '.join(norms[:3])}) normalizes with its running statistics in training "

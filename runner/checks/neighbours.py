@@ -20,9 +20,10 @@ NEAR = 0.1  # a near-duplicate: closer than this fraction of the median nearest-
 
 def random_features(channels: int) -> nn.Module:
     """A small convolutional network with fixed random weights: a generic, untrained image embedding."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()).eval()
+    with torch.random.fork_rng():  # the same weights every time, and the caller's random state untouched
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()).eval()
 
 
 def embeddings(images: torch.Tensor, network: nn.Module) -> dict[str, torch.Tensor]:

@@ -55,14 +55,18 @@ def views_figure(setup, splits: dict, names: list[str]) -> Figures:
     mean, std = transforms.channel_stats(setup.cfg.dataset)
     drawn = "augmented" if setup.cfg.dataset.get("augment", "none") != "none" else "training view (no augmentation)"
     images, titles = [], []
+    labels = introspect.labels_of(train)
     for index in range(0, len(train), max(1, len(train) // 4))[:4]:
         images += [as_stored(train, index, mean, std)] + [as_model_sees(train[index][0]) for _ in range(3)]
-        titles += [f"train {index} ({names[int(introspect.labels_of(train)[index])][:12]})", *[drawn] * 3]
+        titles += [f"train {index} ({names[int(labels[index])][:12]})", *[drawn] * 3]
     for split in ("val", "test"):
         dataset = splits.get(split)
-        for index in range(0, len(dataset), max(1, len(dataset) // 4))[:4] if dataset is not None and len(dataset) else []:
+        if dataset is None or not len(dataset):
+            continue
+        labels = introspect.labels_of(dataset)
+        for index in range(0, len(dataset), max(1, len(dataset) // 4))[:4]:
             images.append(as_model_sees(dataset[index][0]))
-            titles.append(f"{split} {index} ({names[int(introspect.labels_of(dataset)[index])][:12]})")
+            titles.append(f"{split} {index} ({names[int(labels[index])][:12]})")
     return {"views": (grid(images, titles, 4, "training images and their augmented views; validation and test samples"),
                       "rows 1-4: a training image as stored, then three draws of the training transform; last rows: "
                       "val and test as the model sees them")}

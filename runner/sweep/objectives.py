@@ -17,9 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.evaluation.metric_names import METRICS, direction
 
-METRICS = ("top1", "top5", "loss", "balanced_accuracy", "ece")
 RUN_FACTS = ("parameters", "train_seconds")
+MEASURED = (*sorted(METRICS, key=lambda name: name != "top1"), *RUN_FACTS)  # evaluate.metric's default first
 
 
 def parse(objectives: list[str], metric: str, metric_direction: str, direction: str) -> tuple[list[str], list[str]]:
@@ -29,9 +30,9 @@ def parse(objectives: list[str], metric: str, metric_direction: str, direction: 
     names, directions = [], []
     for entry in objectives:
         name, _, way = str(entry).partition(":")
-        if name not in METRICS + RUN_FACTS:
+        if name not in MEASURED:
             raise UserError(f"hydra.sweeper.objectives has {name!r}, which is not measured. "
-                            f"Fix: one of {', '.join(METRICS + RUN_FACTS)} (each may end in :max or :min)")
+                            f"Fix: one of {', '.join(MEASURED)} (each may end in :max or :min)")
         if way not in ("", "max", "min"):
             raise UserError(f"hydra.sweeper.objectives has {entry!r}. Fix: {name}:max or {name}:min, or {name}")
         if not way:
@@ -47,11 +48,8 @@ def study_direction(setting: str, metric: str, metric_direction: str = "auto") -
     """maximize | minimize: the sweeper's own direction, else the evaluator's rule for its metric.
 
     The objective is the evaluator's best validation metric, so it is optimized the way the
-    evaluator picks its best checkpoint (runner/evaluation/metrics.py: `direction`).
+    evaluator picks its best checkpoint (runner/evaluation/metric_names.py: `direction`).
     """
-    # imported here, not above: Hydra imports the sweeper plugin at every start, and metrics imports torch
-    from runner.evaluation.metric_names import direction
-
     if setting != "auto":
         return setting
     return {"max": "maximize", "min": "minimize"}[direction(metric, metric_direction)]

@@ -55,7 +55,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         return write_pareto_front(study, sweep_dir, fixed, space, refused)
     best = study.best_trial
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
+    ranked = best_first(study)
     top = ranked[: max(3, len(ranked) // 4)]
     results = {
         "study": study.study_name,
@@ -77,7 +77,7 @@ def write_pareto_front(study: optuna.Study, sweep_dir: Path, fixed: list[str], s
     """optimization_results.yaml of a multi-objective sweep: the trials no other trial beats on every
     objective, each with its values and the command that reproduces it; coarse-to-fine around them."""
     names = objective_names(study)
-    front = sorted(study.best_trials, key=lambda t: t.number)
+    front = best_first(study)
     results = {
         "study": study.study_name,
         "objectives": {name: d.name.lower() for name, d in zip(names, study.directions, strict=True)},
@@ -89,6 +89,14 @@ def write_pareto_front(study: optuna.Study, sweep_dir: Path, fixed: list[str], s
     }
     write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
     return results
+
+
+def best_first(study: optuna.Study) -> list:
+    """The finished trials best first; with several objectives the Pareto front, by trial number."""
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: t.number)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:

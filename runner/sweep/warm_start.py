@@ -9,10 +9,10 @@ from pathlib import Path
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.trial import TrialState
 
 from runner.errors import UserError
 from runner.study_storage import storage_for
+from runner.sweep.results import best_first
 
 
 def top_points(source: str, top: int, storage_url: str | None) -> list[dict]:
@@ -28,13 +28,7 @@ def top_points(source: str, top: int, storage_url: str | None) -> list[dict]:
                         f"(it holds {', '.join(names) or 'no study'}). Fix: the folder of the earlier sweep "
                         "(outputs/NAME/sweeps/STUDY), or its study name in the same storage")
     study = optuna.load_study(study_name=name, storage=storage)
-    if len(study.directions) > 1:
-        ranked = sorted(study.best_trials, key=lambda t: t.number)
-    else:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
-    return [dict(t.params) for t in ranked[:top]]
+    return [dict(t.params) for t in best_first(study)[:top]]
 
 
 def check_point(point: dict, space: dict[str, BaseDistribution]) -> str | None:
