@@ -63,10 +63,42 @@ def test_training_from_the_cache_resumes_bit_identical(images, tmp_path):
     assert_identical(checkpoint_weights(tmp_path / "straight", 3), checkpoint_weights(tmp_path / "resumed", 3))
 
 
+def test_every_cache_trains_the_same_weights_with_any_number_of_workers(images, tmp_path):
+    """disk (mapped), memory and device (batches gathered without a loader) feed the same uint8 pixels to
+    the same batch finishing: the weights are bit-identical, with 0 or 2 workers, augmentation on."""
+    common = ["trainer.batch_size=6", "trainer.micro_batch_size=3", "trainer.deterministic=true", "trainer.epochs=2",
+              "dataset.augment=basic", "evaluate.after_training=false", "model=convnet", "model.channels=8", "model.n_blocks=2"]
+    for name, extra in (("disk", ["dataset.cache=disk"]), ("memory", ["dataset.cache=memory"]),
+                        ("device", ["dataset.cache=device"]), ("workers", ["dataset.cache=disk", "trainer.num_workers=2"])):
+        train_job(folder_config(images, *common, *extra), tmp_path / name)
+    for name in ("memory", "device", "workers"):
+        assert_identical(checkpoint_weights(tmp_path / "disk", 2), checkpoint_weights(tmp_path / name, 2))
+
+
+def test_the_loader_hands_over_uint8_pixels_each_cropped_by_its_own_seed(images):
+    """A micro-batch is finished on the device from uint8 pixels; each sample as it would be alone."""
+    import torch
+
+    from runner.data.loaders import on_device, train_loader
+
+    train = datasets.build_splits(folder_config(images, "dataset.cache=disk", "dataset.augment=basic").dataset)["train"]
+    loader, sampler = train_loader(train, 4, seed=3, num_workers=0, pin_memory=False)
+    (x, y), keys = next(iter(loader)), list(sampler)[:4]
+    assert x.pixels.dtype == torch.uint8 and x.pixels.shape == (4, 18, 18, 3)
+    assert x.seeds.tolist() == [seed for _, seed in keys]  # the sampler's per-sample seeds
+    finished = on_device(x, torch.device("cpu"))
+    for (index, seed), sample, label in zip(keys, finished, y, strict=True):
+        alone = train.finish(train.pixels(index)[None], torch.tensor([seed]))[0]
+        torch.testing.assert_close(alone, sample, atol=1e-6, rtol=0)
+        assert label == train[index][1]
+    plain = train.finish(x.pixels, torch.zeros(4, dtype=torch.int64))
+    assert not torch.allclose(finished, plain)  # the crops depend on the seeds
+
+
 def test_cache_is_a_setting_of_file_datasets():
     from runner.config import validate
 
-    with pytest.raises(UserError, match=r"dataset.cache='gpu' is not known. Fix: dataset.cache=none\|disk\|memory"):
+    with pytest.raises(UserError, match=r"dataset.cache='gpu' is not known. Fix: dataset.cache=none\|disk\|memory\|device"):
         validate(compose_config(["dataset=flowers102", "dataset.cache=gpu"]))
     with pytest.raises(Exception, match="cache"):
         compose_config(["dataset.cache=disk"])  # digits: in memory already

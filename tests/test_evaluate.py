@@ -415,7 +415,7 @@ def test_a_run_builds_its_split_once_and_uses_the_trainers_workers(trained, tmp_
     builds, workers = [], []
     real_build, real_loader = datasets.build_splits, loaders.eval_loader
     monkeypatch.setattr(datasets, "build_splits", lambda cfg: builds.append(1) or real_build(cfg))
-    monkeypatch.setattr(loaders, "eval_loader", lambda ds, bs, nw, pin_memory: workers.append(nw) or
+    monkeypatch.setattr(loaders, "eval_loader", lambda ds, bs, nw, pin_memory, device: workers.append(nw) or
                         real_loader(ds, bs, nw, pin_memory))
     evaluate_run(run_dir, OmegaConf.merge(settings(f"run_dir={run_dir}"), {"num_workers": None}))
     assert len(read_rows(run_dir / "eval")) == 3 and len(builds) == 1  # three checkpoints, one split built

@@ -47,14 +47,15 @@ def range_test(setup: Setup, settings: DictConfig) -> dict:
     optimizer = build_optimizer(optimizer_cfg, model)
     growth = (settings.end_lr / settings.start_lr) ** (1 / max(settings.steps - 1, 1))
     trainer = setup.cfg.trainer
-    loader, sampler = loaders.train_loader(setup.splits["train"], trainer.batch_size, trainer.seed, 0, pin_memory=False)
+    loader, sampler = loaders.train_loader(setup.splits["train"], trainer.batch_size, trainer.seed, 0, pin_memory=False,
+                                           device=setup.device)
     lrs, losses = [], []
     average, best = 0.0, math.inf
     for step, (x, y) in enumerate(itertools.islice(epochs_of(loader, sampler), settings.steps)):
         lr = settings.start_lr * growth**step
         for group in optimizer.param_groups:
             group["lr"] = lr
-        value = train_step(model, optimizer, x.to(setup.device), y.to(setup.device), loss=setup.loss,
+        value = train_step(model, optimizer, loaders.on_device(x, setup.device), y.to(setup.device), loss=setup.loss,
                            micro_batch_size=trainer.micro_batch_size)
         if not math.isfinite(value):
             break

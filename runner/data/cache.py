@@ -4,7 +4,10 @@ Decoding and resizing a JPEG costs more than the rest of a sample's preparation,
 again. With `dataset.cache=disk` each image of a file-backed split (Flowers-102, ImageFolder)
 is decoded and resized once, to a size a little larger than `dataset.image_size` (so random
 crops still vary), into one uint8 array on disk that later runs map into memory; `memory`
-reads that array into RAM. The file's name is a hash of everything the pixels depend on: each
+reads that array into RAM; `device` copies each split's array to the GPU once, where batches are
+gathered and finished without a loader worker (the way the fastest CIFAR-10 trainers feed a GPU).
+Either way the loader hands over uint8 pixels and `batch_augment.Finish` crops, flips and
+standardizes the micro-batch on the device. The file's name is a hash of everything the pixels depend on: each
 image file's path, size and modification time, the stored size and the channels. A changed
 file, size or setting is a new key, so a stale cache is never read; the array is written
 under a temporary name and renamed (io.write_atomic), so a killed build leaves no half-written
@@ -28,7 +31,8 @@ from tqdm import tqdm
 
 from runner.data.image_files import image_files
 from runner.data.introspect import labels_of
-from runner.data.transforms import Standardize, channel_stats, image_hw
+from runner.data.batch_augment import Finish
+from runner.data.transforms import channel_stats, image_hw
 from runner.io import exclusive, write_atomic
 
 log = logging.getLogger(__name__)
@@ -81,26 +85,37 @@ def build_array(files: list[Path], size: tuple[int, int], channels: int, path: P
 
 
 class CachedImages(Dataset):
-    """A split read from the cache: uint8 pixels -> the same crop, flip and standardization as the files get."""
+    """A split read from the cache: uint8 pixels at the stored size, finished (crop, flip, standardization)
+    a whole micro-batch at a time on the device by `batch_augment.Finish` (loaders.train_loader)."""
 
     def __init__(self, array: np.ndarray, indices: list[int], labels: list[int], files: list[Path], cfg,
                  train: bool):
         self.array, self.indices, self.targets = array, indices, labels
         self._image_files = files  # where the pixels came from (introspect.image_files, like torchvision's)
-        from torchvision.transforms import v2
-
         mean, std = channel_stats(cfg)
-        size = list(image_hw(cfg.image_size))
-        steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()] \
-            if train and cfg.augment == "basic" else [v2.Resize(size, antialias=True)]
-        self.transform = v2.Compose([*steps, Standardize(mean, std)])
+        self.finish = Finish(image_hw(cfg.image_size), tuple(mean), tuple(std), train and cfg.augment == "basic")
+        self.on_device = cfg.cache == "device"
+        self._device_copy: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def pixels(self, index: int) -> torch.Tensor:
+        """One image's stored uint8 pixels (height, width, channels)."""
+        return torch.from_numpy(np.array(self.array[self.indices[index]]))
+
     def __getitem__(self, index: int):
-        pixels = torch.from_numpy(np.array(self.array[self.indices[index]])).permute(2, 0, 1)
-        return self.transform(pixels), self.targets[index]
+        """One finished sample, for the checks and reports: its crop drawn from torch's generator
+        (which loaders.SeededSamples seeds per sample)."""
+        seed = torch.randint(2**62, ()) if self.finish.augment else torch.zeros((), dtype=torch.int64)
+        return self.finish(self.pixels(index)[None], seed[None])[0], self.targets[index]
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """This split's pixels and labels on the device (dataset.cache=device), copied there once."""
+        if self._device_copy is None or self._device_copy[0] != device:
+            pixels = torch.from_numpy(np.ascontiguousarray(self.array[np.asarray(self.indices)])).to(device)
+            self._device_copy = device, pixels, torch.as_tensor(self.targets, device=device)
+        return self._device_copy[1:]
 
 
 def cached_splits(cfg, splits: dict[str, Dataset]) -> dict[str, Dataset]:
@@ -116,7 +131,7 @@ def cached_splits(cfg, splits: dict[str, Dataset]) -> dict[str, Dataset]:
         log.info("dataset.cache=%s: decoding %d images once into %s", cfg.cache, len(every_file), path)
     build_array(every_file, size, cfg.channels, path)  # returns at once when the cache exists
     array = np.load(path, mmap_mode="r")
-    if cfg.cache == "memory":
+    if cfg.cache == "memory":  # (device: each split is copied from the mapped file by CachedImages.on)
         array = np.array(array)
     position = {f: i for i, f in enumerate(every_file)}
     return {split: CachedImages(array, [position[f] for f in files_of[split]], labels_of(dataset).tolist(),

@@ -3,17 +3,26 @@
 Randomness is a function of (seed, epoch, sample) only: `EpochSampler` draws each epoch's
 order from (seed, epoch) and gives every sample its own augmentation seed, so the data of an
 epoch is the same with 0 or 8 workers and after a resume.
+
+A split from the decoded-image cache (`dataset.cache=disk|memory|device`) is loaded as uint8
+`Pixels` that `on_device` finishes on the device (runner/data/batch_augment.py); with
+`device` no DataLoader is involved: `DeviceBatches` gathers each micro-batch from the split's
+pixels already on the GPU.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from runner.data.batch_augment import Finish
+from runner.data.cache import CachedImages
 from runner.data.datasets import stable_seed
 
 
@@ -77,6 +86,59 @@ class SeededSamples(Dataset):
             generator.set_state(outer_state)
 
 
+class Pixels(NamedTuple):
+    """A collated micro-batch of uint8 images (N, H, W, C), their augmentation seeds, and what finishes them."""
+
+    pixels: torch.Tensor
+    seeds: torch.Tensor
+    finish: Finish
+
+
+def on_device(x, device: torch.device) -> torch.Tensor:
+    """A loader's batch as the model's input on the device: uint8 Pixels are moved, then finished there."""
+    if isinstance(x, Pixels):
+        return x.finish(x.pixels.to(device, non_blocking=True), x.seeds)
+    return x.to(device, non_blocking=True)
+
+
+class RawSamples(Dataset):
+    """(index, seed) -> (uint8 pixels, seed, label) of a cached split; collate_pixels batches them."""
+
+    def __init__(self, dataset: CachedImages):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        return self.dataset.pixels(index), seed, self.dataset.targets[index]
+
+
+def collate_pixels(samples: list, finish: Finish) -> tuple[Pixels, torch.Tensor]:
+    pixels, seeds, labels = zip(*samples)
+    return Pixels(torch.stack(pixels), torch.tensor(seeds, dtype=torch.int64), finish), torch.tensor(labels)
+
+
+class DeviceBatches:
+    """dataset.cache=device: micro-batches gathered from the split's pixels on the device, finished there."""
+
+    def __init__(self, dataset: CachedImages, keys: Iterable[tuple[int, int]], batch_size: int,
+                 device: torch.device):
+        self.dataset, self.keys, self.batch_size, self.device = dataset, keys, batch_size, device
+
+    def __len__(self) -> int:
+        return -(-len(self.keys) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        pixels, labels = self.dataset.on(self.device)
+        keys = list(self.keys)
+        for first in range(0, len(keys), self.batch_size):
+            indices, seeds = torch.tensor(keys[first:first + self.batch_size], dtype=torch.int64).unbind(1)
+            on_device_indices = indices.to(self.device)
+            yield self.dataset.finish(pixels[on_device_indices], seeds), labels[on_device_indices]
+
+
 def _seed_worker(worker_id: int) -> None:
     """numpy and random in a worker, seeded from the torch seed the loader gave it."""
     seed = torch.initial_seed() % 2**32
@@ -85,11 +147,14 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers: int, pin_memory: bool,
-                 batch_size: int | None = None, rank: int = 0, world_size: int = 1):
+                 batch_size: int | None = None, rank: int = 0, world_size: int = 1,
+                 device: torch.device = torch.device("cpu")):
     """Micro-batches of the training split in a seeded per-epoch order; call sampler.set_epoch(e)."""
     sampler = EpochSampler(len(dataset), seed, batch_size or micro_batch_size, rank, world_size)
+    if isinstance(dataset, CachedImages) and dataset.on_device:
+        return DeviceBatches(dataset, sampler, micro_batch_size, device), sampler
     loader = DataLoader(
-        SeededSamples(dataset),
+        RawSamples(dataset) if isinstance(dataset, CachedImages) else SeededSamples(dataset),
         batch_size=micro_batch_size,
         sampler=sampler,
         num_workers=num_workers,
@@ -100,13 +165,26 @@ def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers
         # so creating a loader after a resume does not shift the model's random numbers
         generator=torch.Generator().manual_seed(seed),
         drop_last=False,
+        collate_fn=pixels_collation(dataset),
     )
     return loader, sampler
 
 
-def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool,
+                device: torch.device = torch.device("cpu")) -> Iterable:
     """Every sample exactly once, in order (no shuffling, no dropped last batch)."""
+    if isinstance(dataset, CachedImages):
+        keys = [(index, 0) for index in range(len(dataset))]
+        if dataset.on_device:
+            return DeviceBatches(dataset, keys, batch_size, device)
+        return DataLoader(RawSamples(dataset), batch_size=batch_size, sampler=keys, num_workers=num_workers,
+                          pin_memory=pin_memory, collate_fn=pixels_collation(dataset))
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         pin_memory=pin_memory, worker_init_fn=_seed_worker, drop_last=False,
     )
+
+
+def pixels_collation(dataset: Dataset):
+    """A cached split's loader collates uint8 Pixels (finished on the device); others the default way (None)."""
+    return functools.partial(collate_pixels, finish=dataset.finish) if isinstance(dataset, CachedImages) else None

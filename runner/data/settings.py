@@ -72,7 +72,8 @@ class Cifar10Settings(DatasetSettings):
 class ImageFileSettings(DatasetSettings):
     cache: str = "none"
     """none | disk: decode and resize each image once into a uint8 array in ~/.cache/runner
-    ($RUNNER_CACHE), mapped into memory by later runs | memory: the same, read into RAM."""
+    ($RUNNER_CACHE), mapped into memory by later runs | memory: the same, read into RAM | device: each
+    split's pixels copied to the GPU once, micro-batches gathered and augmented there (no loader workers)."""
     bad_images: str = "raise"
     """raise: a file that is not an image stops the run at start, named | skip: files that do not
     decode are left out of their split (listed in the run's skipped_images.txt)."""
@@ -125,6 +126,6 @@ def validate(dataset: DictConfig) -> None:
     if dataset.augment not in ("none", "basic"):
         fail("dataset.augment", dataset.augment, "is not known", "dataset.augment=none or dataset.augment=basic")
     if "cache" in dataset:
-        one_of("dataset.cache", dataset.cache, ("none", "disk", "memory"))
+        one_of("dataset.cache", dataset.cache, ("none", "disk", "memory", "device"))
     if "bad_images" in dataset:
         one_of("dataset.bad_images", dataset.bad_images, ("raise", "skip"))

@@ -88,7 +88,7 @@ def predict(model, loader, device: torch.device, amp_dtype, tta: str) -> tuple[t
     assert_eval_mode(model)
     log_probs, labels = [], []
     for x, y in loader:
-        x = x.to(device, non_blocking=True)
+        x = loaders.on_device(x, device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = model(x).float().log_softmax(dim=1)
             if tta == "flip":  # the mean of the two probabilities, in log space
@@ -115,7 +115,7 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     model = build_model(state["config"], state, path, device, list(settings.get("trust") or []))
     dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
     workers = settings.num_workers if settings.num_workers is not None else state["config"]["trainer"]["num_workers"]
-    loader = loaders.eval_loader(dataset, settings.batch_size, workers, pin_memory=device.type == "cuda")
+    loader = loaders.eval_loader(dataset, settings.batch_size, workers, pin_memory=device.type == "cuda", device=device)
     started = time.perf_counter()
     log_probs, labels = predict(model, loader, device, autocast_dtype(settings.precision, device), settings.tta)
     if len(labels) != len(dataset):

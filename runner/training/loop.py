@@ -93,7 +93,7 @@ def start(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device,
     optimizer = build_optimizer(cfg.optimizer, model)
     loader, sampler = train_loader(train_set, trainer.micro_batch_size, trainer.seed, trainer.num_workers,
                                    pin_memory=device.type == "cuda", batch_size=trainer.batch_size,
-                                   rank=processes.rank, world_size=processes.world_size)
+                                   rank=processes.rank, world_size=processes.world_size, device=device)
     updates_per_epoch = math.ceil(sampler.samples_per_epoch / trainer.batch_size)
     schedule = build_schedule(cfg.schedule, optimizer, updates_per_epoch, trainer.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

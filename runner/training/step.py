@@ -11,11 +11,12 @@ import math
 import torch
 from torch import nn
 
+from runner.data.loaders import on_device
 from runner.training.losses import Loss, summed_loss
 
 
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
+def to_device(x, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = on_device(x, device)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
