@@ -14,6 +14,8 @@ reported as the median with min and max over the rounds:
                         usual one (full decode, ToTensor, Normalize), samples/s in one process
   e2e_ratio_cache       the same from the decoded-image cache (dataset.cache=disk), built first;
                         data_wait_cache its data-wait share, cache_build_images_per_s its build rate
+  e2e_ratio_cache_device  the same with dataset.cache=device (on a CPU-only machine the device is
+                        the CPU: no loader workers, batches gathered and finished in the main process)
   eval_ratio            the evaluator's forward pass (eval loader + predict) vs training, images/s
   first_log_s           seconds from launching `python -m runner` to its first log line
   first_update_s        ... to the log line of its first optimizer update
@@ -231,6 +233,16 @@ def main() -> None:
         figures["data_wait_cache"] = cache_waits
         print(f"e2e_ratio_cache: {summary(figures['e2e_ratio_cache'])}, data wait {summary(cache_waits)}, "
               f"cache built at {figures['cache_build_images_per_s'][0]:.0f} images/s", flush=True)
+
+        device_cfg = config(*jpeg_overrides, "dataset.cache=device")
+        on_device = datasets.build_splits(device_cfg.dataset)["train"]
+        device_waits: list[float] = []
+        figures["e2e_ratio_cache_device"] = rounds_of(
+            args.rounds, lambda: runner_images_per_s(cfg, decoded),
+            lambda: runner_images_per_s(device_cfg, on_device, device_waits))
+        figures["data_wait_cache_device"] = device_waits
+        print(f"e2e_ratio_cache_device: {summary(figures['e2e_ratio_cache_device'])}, "
+              f"data wait {summary(device_waits)}", flush=True)
 
         def evaluator_images_per_s() -> float:
             from runner import models

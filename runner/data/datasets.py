@@ -18,14 +18,13 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from runner.data import introspect
-from runner.data.cache import cached_splits
 from runner.data.custom import custom
 from runner.data.image_files import Screening, screen
+from runner.data.pixels import pixel_splits
 from runner.data.transforms import (
     TransformedTensors,
     channel_stats,
     image_hw,
-    image_loader,
     pil_transforms,
     tensor_augmentation,
 )
@@ -110,8 +109,7 @@ def flowers102(cfg) -> dict[str, Dataset]:
     expected = "imagelabels.mat, setid.mat and jpg/image_00001.jpg .. jpg/image_08189.jpg"
 
     def make(split):
-        return Flowers102(cfg.root, split=split, transform=pil_transforms(cfg, split == "train"),
-                          download=cfg.download, loader=image_loader(cfg, split == "train"))
+        return Flowers102(cfg.root, split=split, download=cfg.download)  # files and labels: pixels.ImagePixels reads
 
     fetch = f"102flowers.tgz (unpacked there into jpg/), imagelabels.mat and setid.mat from {FLOWERS_URL}"
     return {
@@ -154,9 +152,9 @@ def imagefolder(cfg) -> dict[str, Dataset]:
             "subfolders (root/CLASS/image.jpg), or at one with train/ and val/ inside."
         )
 
-    def make(folder: Path, augment: bool):
+    def make(folder: Path):
         try:
-            dataset = ImageFolder(folder, transform=pil_transforms(cfg, augment), loader=image_loader(cfg, augment))
+            dataset = ImageFolder(folder)  # files and labels: pixels.ImagePixels reads them
         except (FileNotFoundError, RuntimeError) as error:
             raise UserError(f"no images found under {folder}: {error}. Fix: dataset.root=FOLDER of class subfolders") from None
         if len(dataset.classes) != cfg.num_classes:
@@ -167,17 +165,13 @@ def imagefolder(cfg) -> dict[str, Dataset]:
         return dataset
 
     if (root / "train").is_dir() and (root / "val").is_dir():
-        splits = {"train": make(root / "train", True), "val": make(root / "val", False)}
+        splits = {"train": make(root / "train"), "val": make(root / "val")}
         test = root / "test"
-        splits["test"] = make(test, False) if test.is_dir() else Subset(splits["val"], [])
+        splits["test"] = make(test) if test.is_dir() else Subset(splits["val"], [])
         return splits
-    augmented, plain = make(root, True), make(root, False)
-    index = seeded_split(len(plain), (cfg.val_fraction, cfg.test_fraction), cfg.split_seed)
-    return {
-        "train": Subset(augmented, index["train"]),
-        "val": Subset(plain, index["val"]),
-        "test": Subset(plain, index["test"]),
-    }
+    every = make(root)
+    index = seeded_split(len(every), (cfg.val_fraction, cfg.test_fraction), cfg.split_seed)
+    return {split: Subset(every, index[split]) for split in SPLITS}
 
 
 def _open_torchvision(make: Callable, name: str, folder: Path, expected: str, fetch: str, cfg):
@@ -221,8 +215,7 @@ def build_screened_splits(cfg, refuse_bad: bool = True) -> tuple[dict[str, Datas
     if cfg.subset is not None:
         splits = {split: subset(ds, cfg.subset, cfg.split_seed, split) for split, ds in splits.items()}
     splits, screening = screen(cfg, splits, refuse_bad)
-    if cfg.get("cache", "none") != "none":
-        splits = cached_splits(cfg, splits)
+    splits = pixel_splits(cfg, splits)  # file-backed splits: uint8 pixels, finished on the device
     if screening.describe():
         log.info("%s", screening.describe())
     for split, ds in splits.items():

@@ -4,9 +4,9 @@ Randomness is a function of (seed, epoch, sample) only: `EpochSampler` draws eac
 order from (seed, epoch) and gives every sample its own augmentation seed, so the data of an
 epoch is the same with 0 or 8 workers and after a resume.
 
-A split from the decoded-image cache (`dataset.cache=disk|memory|device`) is loaded as uint8
-`Pixels` that `on_device` finishes on the device (runner/data/batch_augment.py); with
-`device` no DataLoader is involved: `DeviceBatches` gathers each micro-batch from the split's
+A file-backed split (runner/data/pixels.py) is loaded as uint8 `Pixels` that `on_device`
+finishes on the device (runner/data/batch_augment.py); with `dataset.cache=device`
+no DataLoader is involved: `DeviceBatches` gathers each micro-batch from the split's
 pixels already on the GPU.
 """
 
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from runner.data.batch_augment import Finish
-from runner.data.cache import CachedImages
+from runner.data.pixels import ImagePixels
 from runner.data.datasets import stable_seed
 
 
@@ -102,9 +102,9 @@ def on_device(x, device: torch.device) -> torch.Tensor:
 
 
 class RawSamples(Dataset):
-    """(index, seed) -> (uint8 pixels, seed, label) of a cached split; collate_pixels batches them."""
+    """(index, seed) -> (uint8 pixels, seed, label) of a file-backed split; collate_pixels batches them."""
 
-    def __init__(self, dataset: CachedImages):
+    def __init__(self, dataset: ImagePixels):
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -123,7 +123,7 @@ def collate_pixels(samples: list, finish: Finish) -> tuple[Pixels, torch.Tensor]
 class DeviceBatches:
     """dataset.cache=device: micro-batches gathered from the split's pixels on the device, finished there."""
 
-    def __init__(self, dataset: CachedImages, keys: Iterable[tuple[int, int]], batch_size: int,
+    def __init__(self, dataset: ImagePixels, keys: Iterable[tuple[int, int]], batch_size: int,
                  device: torch.device):
         self.dataset, self.keys, self.batch_size, self.device = dataset, keys, batch_size, device
 
@@ -151,10 +151,10 @@ def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers
                  device: torch.device = torch.device("cpu")):
     """Micro-batches of the training split in a seeded per-epoch order; call sampler.set_epoch(e)."""
     sampler = EpochSampler(len(dataset), seed, batch_size or micro_batch_size, rank, world_size)
-    if isinstance(dataset, CachedImages) and dataset.on_device:
+    if isinstance(dataset, ImagePixels) and dataset.on_device:
         return DeviceBatches(dataset, sampler, micro_batch_size, device), sampler
     loader = DataLoader(
-        RawSamples(dataset) if isinstance(dataset, CachedImages) else SeededSamples(dataset),
+        RawSamples(dataset) if isinstance(dataset, ImagePixels) else SeededSamples(dataset),
         batch_size=micro_batch_size,
         sampler=sampler,
         num_workers=num_workers,
@@ -173,7 +173,7 @@ def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool,
                 device: torch.device = torch.device("cpu")) -> Iterable:
     """Every sample exactly once, in order (no shuffling, no dropped last batch)."""
-    if isinstance(dataset, CachedImages):
+    if isinstance(dataset, ImagePixels):
         keys = [(index, 0) for index in range(len(dataset))]
         if dataset.on_device:
             return DeviceBatches(dataset, keys, batch_size, device)
@@ -186,5 +186,5 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory:
 
 
 def pixels_collation(dataset: Dataset):
-    """A cached split's loader collates uint8 Pixels (finished on the device); others the default way (None)."""
-    return functools.partial(collate_pixels, finish=dataset.finish) if isinstance(dataset, CachedImages) else None
+    """A file-backed split's loader collates uint8 Pixels (finished on the device); others the default way (None)."""
+    return functools.partial(collate_pixels, finish=dataset.finish) if isinstance(dataset, ImagePixels) else None

@@ -1,15 +1,17 @@
 """Per-sample transforms and display helpers: what an image becomes before the model sees it.
 
-    python -m runner dataset=flowers102 dataset.augment=basic
+    python -m runner dataset=cifar10 dataset.augment=basic
 
-`pil_transforms(cfg, train)` turns a decoded image into a standardized tensor (training adds
-crop and flip with `augment=basic`); `denormalize` undoes the standardization for display.
+`load_image` and `decoded` read an image file (the file-backed datasets' uint8 pixels,
+runner/data/pixels.py); `pil_transforms(cfg, train)` turns a PIL image of CIFAR-10 or a custom
+dataset into a standardized tensor (training adds crop and flip with `augment=basic`);
+`denormalize` undoes the standardization for display.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,28 +57,27 @@ def load_image(path, draft: tuple[int, int] | None = None) -> Image.Image:
                         "or set dataset.bad_images=skip to leave such files out") from None
 
 
-def image_loader(cfg, train: bool) -> Callable:
-    """load_image with the draft size the transform needs: the target size for a plain resize; twice it
-    when training crops at random (a crop of a quarter of the image still gets its full detail)."""
-    height, width = image_hw(cfg.image_size)
-    scale = 2 if train and cfg.augment == "basic" else 1
-    return functools.partial(load_image, draft=(scale * width, scale * height))
+def decoded(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file -> uint8 (height, width, channels) at size: decoded at the smallest JPEG scale
+    that still covers size (load_image's draft), then resized bilinearly."""
+    image = load_image(path, draft=(size[1], size[0]))
+    if channels == 1:
+        image = image.convert("L")
+    pixels = np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 class Standardize:
-    """PIL image or uint8 CHW tensor -> standardized float tensor in one pass: (pixels / 255 - mean) / std,
-    as torchvision's ToTensor (ToDtype) then Normalize compute it, without their intermediate float images."""
+    """PIL image -> standardized float tensor in one pass: (pixels / 255 - mean) / std, as torchvision's
+    ToTensor then Normalize compute it, without their intermediate float image (CIFAR-10, custom datasets)."""
 
     def __init__(self, mean: list[float], std: list[float]):
         self.scale = 1 / (255 * torch.tensor(std).view(-1, 1, 1))
         self.shift = torch.tensor(mean).view(-1, 1, 1) / torch.tensor(std).view(-1, 1, 1)
 
-    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
-        if isinstance(image, torch.Tensor):
-            pixels = image
-        else:
-            pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
-            pixels = pixels.view(*pixels.shape[:2], -1).permute(2, 0, 1)
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+        pixels = pixels.view(*pixels.shape[:2], -1).permute(2, 0, 1)
         return pixels.float().mul_(self.scale).sub_(self.shift)
 
 

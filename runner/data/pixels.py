@@ -1,0 +1,90 @@
+"""Image files as uint8 pixels, finished on the device: `python -m runner +experiment=flowers dataset.cache=none`.
+
+The file-backed splits (Flowers-102, ImageFolder) reach the model this way, with or without
+the decoded-image cache: each image is decoded (a JPEG at the smallest scale that covers it,
+PIL's draft mode) and resized to the stored size, a little larger than `dataset.image_size`
+so random crops still vary (`stored_size`). That uint8 image is what a loader worker hands
+over: from the file with `dataset.cache=none`, from the cache's array otherwise
+(runner/data/cache.py). The float work (crop, flip, dtype, standardization) is done per
+micro-batch on the device by `batch_augment.Finish`. The cache is therefore only a matter of
+speed: every setting of it trains on the same pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from runner.data.batch_augment import Finish
+from runner.data.cache import cached_array
+from runner.data.image_files import image_files
+from runner.data.introspect import labels_of
+from runner.data.transforms import channel_stats, decoded, image_hw
+
+MARGIN = 1.15  # stored images are this much larger than the crop: random crops still differ
+
+
+def stored_size(cfg) -> tuple[int, int]:
+    height, width = image_hw(cfg.image_size)
+    return round(height * MARGIN), round(width * MARGIN)
+
+
+class ImagePixels(Dataset):
+    """A file-backed split: uint8 pixels at the stored size (from the cache's array, or decoded from the
+    files), finished (crop, flip, standardization) a micro-batch at a time by `Finish` (loaders.on_device)."""
+
+    def __init__(self, files: list[Path], labels: list[int], classes: list[str] | None, cfg, train: bool,
+                 array: np.ndarray | None = None, rows: list[int] | None = None):
+        # introspect finds the files, labels and class names where torchvision's datasets keep them
+        self._image_files, self.targets, self.classes = files, labels, classes
+        self.array, self.rows = array, rows
+        self.size, self.channels = stored_size(cfg), cfg.channels
+        mean, std = channel_stats(cfg)
+        self.finish = Finish(image_hw(cfg.image_size), tuple(mean), tuple(std), train and cfg.augment == "basic")
+        self.on_device = cfg.get("cache", "none") == "device"
+        self._device_copy: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def pixels(self, index: int) -> torch.Tensor:
+        """One image's uint8 pixels (height, width, channels) at the stored size."""
+        if self.array is None:
+            return torch.from_numpy(decoded(self._image_files[index], self.size, self.channels))
+        return torch.from_numpy(np.array(self.array[self.rows[index]]))
+
+    def __getitem__(self, index: int):
+        """One finished sample, for the checks and reports: its crop drawn from torch's generator
+        (which loaders.SeededSamples seeds per sample)."""
+        seed = torch.randint(2**62, ()) if self.finish.augment else torch.zeros((), dtype=torch.int64)
+        return self.finish(self.pixels(index)[None], seed[None])[0], self.targets[index]
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """This split's pixels and labels on the device (dataset.cache=device), copied there once."""
+        if self._device_copy is None or self._device_copy[0] != device:
+            pixels = torch.from_numpy(np.ascontiguousarray(self.array[np.asarray(self.rows)])).to(device)
+            self._device_copy = device, pixels, torch.as_tensor(self.targets, device=device)
+        return self._device_copy[1:]
+
+
+def pixel_splits(cfg, splits: dict[str, Dataset]) -> dict[str, Dataset]:
+    """The file-backed splits as ImagePixels (read from the decoded-image cache with dataset.cache set)."""
+    files_of = {split: image_files(dataset) for split, dataset in splits.items()}
+    every_file = sorted({f for files in files_of.values() if files for f in files})
+    array, row_of = None, {}
+    if every_file and cfg.get("cache", "none") != "none":
+        array = cached_array(cfg, every_file, stored_size(cfg))
+        row_of = {f: i for i, f in enumerate(every_file)}
+    return {split: dataset if files_of[split] is None else
+            ImagePixels(files_of[split], labels_of(dataset).tolist(), class_names(dataset), cfg, split == "train", array,
+                        [row_of[f] for f in files_of[split]] if array is not None else None)
+            for split, dataset in splits.items()}
+
+
+def class_names(dataset: Dataset) -> list[str] | None:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "classes", None)
