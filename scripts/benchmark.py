@@ -9,9 +9,10 @@ reported as the median with min and max over the rounds:
   e2e_ratio_nocache     real-size JPEGs (about 500x667, like Flowers-102) decoded by the loader's
                         workers vs the same images already decoded in memory; data_wait_nocache
                         is the share of the JPEG epoch spent waiting for data
-  sample_ratio_jpeg     one training sample from a real-size JPEG (decode, random crop, flip, standardize)
-                        with runner's path (draft-mode decode, one-pass standardization) vs torchvision's
-                        usual one (full decode, ToTensor, Normalize), samples/s in one process
+  sample_ratio_jpeg     a loader worker's work for one training sample from a real-size JPEG: runner's
+                        (draft-mode decode, resize to uint8; the crop, flip and standardization follow per
+                        batch on the device) vs torchvision's usual (full decode, random crop, flip,
+                        ToTensor, Normalize), samples/s in one process
   e2e_ratio_cache       the same from the decoded-image cache (dataset.cache=disk), built first;
                         data_wait_cache its data-wait share, cache_build_images_per_s its build rate
   e2e_ratio_cache_device  the same with dataset.cache=device (on a CPU-only machine the device is
@@ -121,26 +122,23 @@ def make_jpegs(root: Path, count: int, classes: int = 4) -> Path:
     return root
 
 
-def samples_per_s(dataset, count: int = 64) -> float:
+def samples_per_s(sample, size: int, count: int = 64) -> float:
     started = time.perf_counter()
     for index in range(count):
-        dataset[index % len(dataset)]
+        sample(index % size)
     return count / (time.perf_counter() - started)
 
 
-def torchvision_usual(dataset, cfg):
-    """The same ImageFolder with torchvision's usual per-sample path: full decode, ToTensor, Normalize."""
-    import copy
-
+def torchvision_usual(root: Path, cfg):
+    """An ImageFolder with torchvision's usual per-sample path: full decode, crop, flip, ToTensor, Normalize."""
     from torchvision import transforms as tv
+    from torchvision.datasets import ImageFolder
 
-    from runner.data.transforms import channel_stats, image_hw, load_image
+    from runner.data.transforms import channel_stats, image_hw
 
-    usual = copy.copy(dataset)
-    usual.loader = load_image
-    usual.transform = tv.Compose([tv.RandomResizedCrop(image_hw(cfg.image_size), antialias=True),
-                                  tv.RandomHorizontalFlip(), tv.ToTensor(), tv.Normalize(*channel_stats(cfg))])
-    return usual
+    return ImageFolder(root, transform=tv.Compose([
+        tv.RandomResizedCrop(image_hw(cfg.image_size), antialias=True), tv.RandomHorizontalFlip(), tv.ToTensor(),
+        tv.Normalize(*channel_stats(cfg))]))
 
 
 def rounds_of(count: int, baseline, measured) -> list[float]:
@@ -211,9 +209,9 @@ def main() -> None:
                           "trainer.micro_batch_size=32", "trainer.num_workers=2", "trainer.epochs=2"]
         cfg = config(*jpeg_overrides)
         jpegs = datasets.build_splits(cfg.dataset)["train"]
-        folder_set = jpegs.dataset  # the Subset's ImageFolder
-        figures["sample_ratio_jpeg"] = rounds_of(args.rounds, lambda: samples_per_s(torchvision_usual(folder_set, cfg.dataset)),
-                                                 lambda: samples_per_s(folder_set))
+        usual = torchvision_usual(root, cfg.dataset)
+        figures["sample_ratio_jpeg"] = rounds_of(args.rounds, lambda: samples_per_s(usual.__getitem__, len(usual)),
+                                                 lambda: samples_per_s(jpegs.pixels, len(jpegs)))
         print(f"sample_ratio_jpeg: {summary(figures['sample_ratio_jpeg'])}", flush=True)
         decoded = in_memory(jpegs)
         waits: list[float] = []
@@ -249,7 +247,8 @@ def main() -> None:
 
             model = models.build(cfg.model).eval()
             started = time.perf_counter()
-            predict(model, loaders.eval_loader(decoded, 256, 0, False), torch.device("cpu"), None, "none")
+            batch_size = cfg.trainer.micro_batch_size  # the evaluator's default: the run's micro-batch
+            predict(model, loaders.eval_loader(decoded, batch_size, 0, False), torch.device("cpu"), None, "none")
             return len(decoded) / (time.perf_counter() - started)
         figures["eval_ratio"] = rounds_of(args.rounds, lambda: runner_images_per_s(cfg, decoded), evaluator_images_per_s)
         print(f"eval_ratio: {summary(figures['eval_ratio'])}", flush=True)

@@ -54,9 +54,10 @@ def test_a_changed_file_makes_a_new_cache(images, tmp_path):
     assert (splits[split][index][0] - plain[split][index][0]).abs().mean() < 0.1  # the new pixels
 
 
-def test_training_from_the_cache_resumes_bit_identical(images, tmp_path):
+@pytest.mark.parametrize("cache", ["disk", "device", "none"])
+def test_training_from_the_cache_resumes_bit_identical(images, tmp_path, cache):
     common = ["trainer.batch_size=6", "trainer.micro_batch_size=3", "trainer.deterministic=true", "model.dropout=0.3",
-              "dataset.augment=basic", "dataset.cache=disk", "checkpoint.every_epochs=1", "evaluate.after_training=false"]
+              "dataset.augment=basic", f"dataset.cache={cache}", "checkpoint.every_epochs=1", "evaluate.after_training=false"]
     train_job(folder_config(images, *common, "trainer.epochs=2"), tmp_path / "resumed")
     train_job(folder_config(images, *common, "trainer.epochs=3"), tmp_path / "resumed")
     train_job(folder_config(images, *common, "trainer.epochs=3"), tmp_path / "straight")
@@ -64,14 +65,14 @@ def test_training_from_the_cache_resumes_bit_identical(images, tmp_path):
 
 
 def test_every_cache_trains_the_same_weights_with_any_number_of_workers(images, tmp_path):
-    """disk (mapped), memory and device (batches gathered without a loader) feed the same uint8 pixels to
-    the same batch finishing: the weights are bit-identical, with 0 or 2 workers, augmentation on."""
+    """none (decoded by the workers), disk (mapped), memory and device (batches gathered without a loader)
+    feed the same uint8 pixels to the same batch finishing: bit-identical weights, with 0 or 2 workers."""
     common = ["trainer.batch_size=6", "trainer.micro_batch_size=3", "trainer.deterministic=true", "trainer.epochs=2",
               "dataset.augment=basic", "evaluate.after_training=false", "model=convnet", "model.channels=8", "model.n_blocks=2"]
-    for name, extra in (("disk", ["dataset.cache=disk"]), ("memory", ["dataset.cache=memory"]),
+    for name, extra in (("disk", ["dataset.cache=disk"]), ("none", []), ("memory", ["dataset.cache=memory"]),
                         ("device", ["dataset.cache=device"]), ("workers", ["dataset.cache=disk", "trainer.num_workers=2"])):
         train_job(folder_config(images, *common, *extra), tmp_path / name)
-    for name in ("memory", "device", "workers"):
+    for name in ("none", "memory", "device", "workers"):
         assert_identical(checkpoint_weights(tmp_path / "disk", 2), checkpoint_weights(tmp_path / name, 2))
 
 

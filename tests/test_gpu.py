@@ -44,3 +44,33 @@ def test_channels_last_and_compile_train_on_cuda(tmp_path):
     figures = train_job(compose_config([*CONVNET, "trainer.channels_last=true", "trainer.compile=true"]),
                         tmp_path / "run")["train"]
     assert figures["loss"] < 0.5 * math.log(7), figures
+
+
+def test_a_batch_is_finished_on_the_gpu_as_on_the_cpu():
+    from runner.data.batch_augment import Finish
+
+    pixels = torch.randint(0, 256, (16, 40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    seeds = torch.arange(16) * 1009
+    for augment in (True, False):
+        finish = Finish((32, 32), (0.5, 0.4, 0.3), (0.2, 0.3, 0.4), augment)
+        on_gpu = finish(pixels.cuda(), seeds)
+        assert on_gpu.device.type == "cuda"
+        torch.testing.assert_close(on_gpu.cpu(), finish(pixels, seeds), atol=1e-3, rtol=0)
+
+
+def test_cache_device_keeps_the_split_on_the_gpu_and_trains(tmp_path, monkeypatch):
+    from runner.data import datasets, loaders
+    from tests.conftest import make_imagefolder
+
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    root = make_imagefolder(tmp_path / "images", classes=3, per_class=8, size=(40, 52))
+    overrides = ["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[16,16]", "dataset.cache=device",
+                 "dataset.augment=basic", "trainer.device=cuda", "trainer.batch_size=6", "trainer.epochs=2",
+                 "evaluate.after_training=true"]
+    cfg = compose_config(overrides)
+    train = datasets.build_splits(cfg.dataset)["train"]
+    loader, _ = loaders.train_loader(train, 6, seed=0, num_workers=0, pin_memory=True, device=torch.device("cuda"))
+    x, y = next(iter(loader))
+    assert x.device.type == y.device.type == "cuda" and x.dtype == torch.float32
+    train_job(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "epoch-0002.pt").exists()

@@ -63,7 +63,7 @@ def decoded(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     image = load_image(path, draft=(size[1], size[0]))
     if channels == 1:
         image = image.convert("L")
-    pixels = np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
+    pixels = np.array(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)  # writable: torch shares it
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 

@@ -114,8 +114,10 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     device = pick_device(str(settings.device))
     model = build_model(state["config"], state, path, device, list(settings.get("trust") or []))
     dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
-    workers = settings.num_workers if settings.num_workers is not None else state["config"]["trainer"]["num_workers"]
-    loader = loaders.eval_loader(dataset, settings.batch_size, workers, pin_memory=device.type == "cuda", device=device)
+    trainer = state["config"]["trainer"]  # the run's own settings where the evaluator's are null
+    workers = settings.num_workers if settings.num_workers is not None else trainer["num_workers"]
+    batch_size = settings.batch_size if settings.batch_size is not None else trainer["micro_batch_size"]
+    loader = loaders.eval_loader(dataset, batch_size, workers, pin_memory=device.type == "cuda", device=device)
     started = time.perf_counter()
     log_probs, labels = predict(model, loader, device, autocast_dtype(settings.precision, device), settings.tta)
     if len(labels) != len(dataset):

@@ -21,8 +21,9 @@ class EvaluationSettings:
     """loss | top1 | top5 | balanced_accuracy | ece: chooses the best checkpoint."""
     direction: str = "auto"
     """max | min | auto (min for loss and ece, max otherwise)."""
-    batch_size: int = 256
-    """Samples per forward pass (no gradients: larger than training's)."""
+    batch_size: int | None = None
+    """Samples per forward pass; null: the run's trainer.micro_batch_size (it fits the device's memory, and
+    large batches are slower on a CPU: 255 vs 471 images/s at 256 vs 32 for the ConvNet at 128 px)."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N | mps."""
     precision: str = "32"
@@ -74,7 +75,8 @@ def validate(settings: DictConfig, prefix: str = "") -> None:
     one_of(f"{prefix}split", settings.split, ("val", "test"))
     one_of(f"{prefix}metric", settings.metric, METRICS)
     one_of(f"{prefix}direction", settings.direction, ("auto", "max", "min"))
-    int_at_least(f"{prefix}batch_size", settings.batch_size, 1, f"{prefix}batch_size=256")
+    if settings.batch_size is not None:
+        int_at_least(f"{prefix}batch_size", settings.batch_size, 1, f"{prefix}batch_size=256, or null")
     if settings.num_workers is not None:
         int_at_least(f"{prefix}num_workers", settings.num_workers, 0, f"{prefix}num_workers=2, or null")
     one_of(f"{prefix}precision", str(settings.precision), ("32", "bf16", "16"))
