@@ -74,3 +74,11 @@ def test_a_samples_augmentation_does_not_depend_on_its_batch():
         torch.testing.assert_close(finish(pixels[i:i + 1], seeds[i:i + 1])[0], whole[i], atol=1e-6, rtol=0)
     assert not torch.equal(finish(pixels, seeds + 1), whole)  # other seeds, other crops
     assert math.isclose(whole.mean().item(), (pixels.float() / 255 - 0.5).div(0.5).mean().item(), abs_tol=0.15)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_a_finished_batch_has_the_standard_layout(augment):
+    """Like any other dataset's batch: channels_last comes only from trainer.channels_last."""
+    pixels = torch.randint(0, 256, (3, 18, 18, 3), dtype=torch.uint8)
+    finished = Finish((16, 16), (0.5,) * 3, (0.5,) * 3, augment)(pixels, torch.arange(3))
+    assert finished.is_contiguous()

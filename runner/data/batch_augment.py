@@ -99,6 +99,9 @@ class Finish:
                                    torch.from_numpy(mirrored).to(images.device), self.size)
         elif tuple(images.shape[-2:]) != self.size:
             images = F.interpolate(images, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+        # the standard layout, as any other dataset's batch: channels_last only with trainer.channels_last (a
+        # channels_last input crashed torch 2.14's CPU backward of the ConvNet with 8 channels)
+        images = images.contiguous()
         std = torch.tensor(self.std, device=images.device).view(-1, 1, 1)
         mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)
         return images.mul_(1 / (255 * std)).sub_(mean / std)
