@@ -408,7 +408,7 @@ def test_a_confusion_matrix_of_many_classes_shows_the_most_confused_ones(tmp_pat
 
 
 def test_a_run_builds_its_split_once_and_uses_the_trainers_workers_and_micro_batch(trained, tmp_path, monkeypatch):
-    """Large eval batches are slower on a CPU (255 vs 471 images/s at 256 vs 32 for the ConvNet at 128 px):
+    """Large eval batches are slower on a CPU (about 260 vs 470 images/s at 256 vs 32 for the ConvNet at 128 px):
     by default the evaluator takes the micro-batch the run trained with, which fits the device's memory."""
     import runner.evaluation.evaluate as evaluator
 

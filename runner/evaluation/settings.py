@@ -23,7 +23,7 @@ class EvaluationSettings:
     """max | min | auto (min for loss and ece, max otherwise)."""
     batch_size: int | None = None
     """Samples per forward pass; null: the run's trainer.micro_batch_size (it fits the device's memory, and
-    large batches are slower on a CPU: 255 vs 471 images/s at 256 vs 32 for the ConvNet at 128 px)."""
+    large batches are slower on a CPU: about 260 vs 470 images/s at 256 vs 32 for the ConvNet at 128 px)."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N | mps."""
     precision: str = "32"
