@@ -96,6 +96,24 @@ def test_the_loader_hands_over_uint8_pixels_each_cropped_by_its_own_seed(images)
     assert not torch.allclose(finished, plain)  # the crops depend on the seeds
 
 
+def test_cache_device_refuses_a_split_larger_than_half_the_free_memory(images, monkeypatch):
+    import torch
+
+    from runner.data import pixels
+    from runner.data.loaders import train_loader
+
+    train = datasets.build_splits(folder_config(images, "dataset.cache=device").dataset)["train"]
+    size = len(train) * 18 * 18 * 3
+    monkeypatch.setattr(pixels, "free_memory", lambda device: 2 * size - 1)
+    loader, _ = train_loader(train, 4, seed=0, num_workers=0, pin_memory=False)
+    with pytest.raises(UserError, match=r"dataset.cache=device: this split's pixels take .* GiB, more than half of "
+                                        r"the .* GiB free on cpu. Fix: dataset.cache=memory"):
+        next(iter(loader))
+    monkeypatch.setattr(pixels, "free_memory", lambda device: 2 * size)
+    x, _ = next(iter(loader))
+    assert x.shape == (4, 3, 16, 16) and torch.isfinite(x).all()
+
+
 def test_cache_is_a_setting_of_file_datasets():
     from runner.config import validate
 

@@ -23,6 +23,7 @@ from runner.data.cache import cached_array
 from runner.data.image_files import image_files
 from runner.data.introspect import labels_of
 from runner.data.transforms import channel_stats, decoded, image_hw
+from runner.errors import UserError
 
 MARGIN = 1.15  # stored images are this much larger than the crop: random crops still differ
 
@@ -65,9 +66,24 @@ class ImagePixels(Dataset):
     def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """This split's pixels and labels on the device (dataset.cache=device), copied there once."""
         if self._device_copy is None or self._device_copy[0] != device:
+            refuse_what_does_not_fit(len(self) * int(np.prod(self.array.shape[1:])), device)
             pixels = torch.from_numpy(np.ascontiguousarray(self.array[np.asarray(self.rows)])).to(device)
             self._device_copy = device, pixels, torch.as_tensor(self.targets, device=device)
         return self._device_copy[1:]
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on a GPU; None for the CPU (the pixels are read from the mapped cache file)."""
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+
+
+def refuse_what_does_not_fit(size: int, device: torch.device) -> None:
+    """The split's pixels may take half the device's free memory: the model and its activations need the rest."""
+    free = free_memory(device)
+    if free is not None and size > free / 2:
+        raise UserError(f"dataset.cache=device: this split's pixels take {size / 2**30:.2f} GiB, more than half of "
+                        f"the {free / 2**30:.2f} GiB free on {device}. Fix: dataset.cache=memory (or disk), or a "
+                        "smaller dataset.image_size")
 
 
 def pixel_splits(cfg, splits: dict[str, Dataset]) -> dict[str, Dataset]:
