@@ -58,19 +58,22 @@ def test_a_batch_is_finished_on_the_gpu_as_on_the_cpu():
         torch.testing.assert_close(on_gpu.cpu(), finish(pixels, seeds), atol=1e-3, rtol=0)
 
 
-def test_cache_device_keeps_the_split_on_the_gpu_and_trains(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cache", ["device", "none"])
+def test_uint8_batches_are_finished_on_the_gpu_and_train(tmp_path, monkeypatch, cache):
+    """device: the split on the GPU, no loader; none: uint8 batches from the workers, pinned, finished on the GPU."""
     from runner.data import datasets, loaders
     from tests.conftest import make_imagefolder
 
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
     root = make_imagefolder(tmp_path / "images", classes=3, per_class=8, size=(40, 52))
-    overrides = ["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[16,16]", "dataset.cache=device",
+    overrides = ["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[16,16]", f"dataset.cache={cache}",
                  "dataset.augment=basic", "trainer.device=cuda", "trainer.batch_size=6", "trainer.epochs=2",
-                 "evaluate.after_training=true"]
+                 "trainer.num_workers=2", "evaluate.after_training=true"]
     cfg = compose_config(overrides)
     train = datasets.build_splits(cfg.dataset)["train"]
     loader, _ = loaders.train_loader(train, 6, seed=0, num_workers=0, pin_memory=True, device=torch.device("cuda"))
     x, y = next(iter(loader))
-    assert x.device.type == y.device.type == "cuda" and x.dtype == torch.float32
+    x, y = loaders.on_device(x, torch.device("cuda")), y.cuda()
+    assert x.device.type == "cuda" and x.dtype == torch.float32 and x.shape == (6, 3, 16, 16)
     train_job(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "epoch-0002.pt").exists()

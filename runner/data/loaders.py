@@ -4,7 +4,7 @@ Randomness is a function of (seed, epoch, sample) only: `EpochSampler` draws eac
 order from (seed, epoch) and gives every sample its own augmentation seed, so the data of an
 epoch is the same with 0 or 8 workers and after a resume.
 
-A file-backed split (runner/data/pixels.py) is loaded as uint8 `Pixels` that `on_device`
+A file-backed split (runner/data/pixels.py) is loaded as `UInt8Batch`es that `on_device`
 finishes on the device (runner/data/batch_augment.py); with `dataset.cache=device`
 no DataLoader is involved: `DeviceBatches` gathers each micro-batch from the split's
 pixels already on the GPU.
@@ -12,8 +12,8 @@ pixels already on the GPU.
 
 from __future__ import annotations
 
-import random
 import functools
+import random
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -22,8 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from runner.data.batch_augment import Finish
-from runner.data.pixels import ImagePixels
 from runner.data.datasets import stable_seed
+from runner.data.pixels import ImagePixels
+
+CPU = torch.device("cpu")
 
 
 class EpochSampler(Sampler):
@@ -86,7 +88,7 @@ class SeededSamples(Dataset):
             generator.set_state(outer_state)
 
 
-class Pixels(NamedTuple):
+class UInt8Batch(NamedTuple):
     """A collated micro-batch of uint8 images (N, H, W, C), their augmentation seeds, and what finishes them."""
 
     pixels: torch.Tensor
@@ -95,8 +97,8 @@ class Pixels(NamedTuple):
 
 
 def on_device(x, device: torch.device) -> torch.Tensor:
-    """A loader's batch as the model's input on the device: uint8 Pixels are moved, then finished there."""
-    if isinstance(x, Pixels):
+    """A loader's batch as the model's input on the device: a UInt8Batch is moved, then finished there."""
+    if isinstance(x, UInt8Batch):
         return x.finish(x.pixels.to(device, non_blocking=True), x.seeds)
     return x.to(device, non_blocking=True)
 
@@ -115,9 +117,9 @@ class RawSamples(Dataset):
         return self.dataset.pixels(index), seed, self.dataset.targets[index]
 
 
-def collate_pixels(samples: list, finish: Finish) -> tuple[Pixels, torch.Tensor]:
-    pixels, seeds, labels = zip(*samples)
-    return Pixels(torch.stack(pixels), torch.tensor(seeds, dtype=torch.int64), finish), torch.tensor(labels)
+def collate_pixels(samples: list, finish: Finish) -> tuple[UInt8Batch, torch.Tensor]:
+    pixels, seeds, labels = zip(*samples, strict=True)
+    return UInt8Batch(torch.stack(pixels), torch.tensor(seeds, dtype=torch.int64), finish), torch.tensor(labels)
 
 
 class DeviceBatches:
@@ -148,7 +150,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers: int, pin_memory: bool,
                  batch_size: int | None = None, rank: int = 0, world_size: int = 1,
-                 device: torch.device = torch.device("cpu")):
+                 device: torch.device = CPU):
     """Micro-batches of the training split in a seeded per-epoch order; call sampler.set_epoch(e)."""
     sampler = EpochSampler(len(dataset), seed, batch_size or micro_batch_size, rank, world_size)
     if isinstance(dataset, ImagePixels) and dataset.on_device:
@@ -171,7 +173,7 @@ def train_loader(dataset: Dataset, micro_batch_size: int, seed: int, num_workers
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool,
-                device: torch.device = torch.device("cpu")) -> Iterable:
+                device: torch.device = CPU) -> Iterable:
     """Every sample exactly once, in order (no shuffling, no dropped last batch)."""
     if isinstance(dataset, ImagePixels):
         keys = [(index, 0) for index in range(len(dataset))]
@@ -186,5 +188,5 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory:
 
 
 def pixels_collation(dataset: Dataset):
-    """A file-backed split's loader collates uint8 Pixels (finished on the device); others the default way (None)."""
+    """A file-backed split's loader collates UInt8Batch (finished on the device); others the default way (None)."""
     return functools.partial(collate_pixels, finish=dataset.finish) if isinstance(dataset, ImagePixels) else None
