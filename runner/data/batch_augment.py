@@ -1,7 +1,7 @@
 """A micro-batch of uint8 images finished on the device: `python -m runner +experiment=flowers dataset.cache=device`.
 
-With `dataset.cache=disk|memory|device` the loader hands over uint8 pixels at the cache's
-stored size; `Finish` turns the whole batch into the model's input where the model runs
+For the file-backed datasets (runner/data/pixels.py, any `dataset.cache`) the loader hands
+over uint8 pixels at the stored size; `Finish` turns the whole batch into the model's input where the model runs
 (random-resized-crop and flip for training, a resize otherwise; then the dtype and the
 standardization), so the float work is done once per batch on the GPU, not per sample on the
 CPU workers. Each sample's crop and flip come from its own seed through a counter-based hash
