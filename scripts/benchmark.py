@@ -20,9 +20,13 @@ reported as the median with min and max over the rounds:
   eval_ratio            the evaluator's forward pass (eval loader + predict) vs training, images/s
   first_log_s           seconds from launching `python -m runner` to its first log line
   first_update_s        ... to the log line of its first optimizer update
+  gpu_*_images_per_s    on a CUDA GPU only: images/s end to end on real-size JPEGs, bf16, second epoch:
+                        the flagship ConvNet at 128 px with dataset.cache=device, and ResNet-50 at 224 px
+                        (channels_last, compiled) with cache=device, disk and none (`--gpu-device cpu`
+                        runs the section tiny on the CPU, to check it works)
 
---quick finishes in a few minutes on 2 CPU cores (small images and sets). Every figure is
-printed and, with --out, written to a JSON file.
+--quick finishes in a few minutes on 2 CPU cores (small images and sets); `--sections` picks
+some of loop, jpeg, launch, gpu. Every figure is printed and, with --out, written to a JSON file.
 """
 
 from __future__ import annotations
@@ -52,13 +56,15 @@ from runner.training import loop  # noqa: E402
 from runner.training.optim import build_optimizer  # noqa: E402
 from runner.training.step import micro_batch_loss  # noqa: E402
 
+CPU = torch.device("cpu")
+
 
 def config(*overrides: str):
     register_configs()
     return compose_config("train", ["checkpoint.every_epochs=1000", "trainer.log_every_steps=100000", *overrides])
 
 
-def runner_images_per_s(cfg, train_set, data_wait: list | None = None) -> float:
+def runner_images_per_s(cfg, train_set, data_wait: list | None = None, device: torch.device = CPU) -> float:
     """fit() for two epochs in a scratch folder; images/s of the second (the first warms up)."""
     from runner import models
 
@@ -69,7 +75,7 @@ def runner_images_per_s(cfg, train_set, data_wait: list | None = None) -> float:
     loop.report_interval = lambda run, figures, epoch, bar: captured.append(figures) or real(run, figures, epoch, bar)
     try:
         with tempfile.TemporaryDirectory() as folder:
-            figures = loop.fit(cfg, Path(folder), train_set, model, torch.device("cpu"), writer=None, provenance={},
+            figures = loop.fit(cfg, Path(folder), train_set, model, device, writer=None, provenance={},
                                resume_state=None)
     finally:
         loop.report_interval = real
@@ -182,26 +188,22 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small images and sets: minutes on 2 cores")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    samples, size = (128, 64) if args.quick else (512, 128)
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    figures: dict[str, list[float]] = {}
-
+def loop_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
+    """(a) runner's loop vs a bare loop with the same accumulation, fp32 and bf16."""
     for precision in ("32", "bf16"):
         cfg = config("model=convnet", "dataset=synthetic", f"dataset.train_size={samples}",
                      f"dataset.image_size=[{size},{size}]", "trainer.batch_size=64", "trainer.micro_batch_size=32",
                      f"trainer.precision={precision}", "trainer.epochs=2")
         train_set = datasets.build_splits(cfg.dataset)["train"]
         key = "loop_ratio_fp32" if precision == "32" else "loop_ratio_bf16"
-        figures[key] = rounds_of(args.rounds, lambda c=cfg, t=train_set: bare_images_per_s(c, t),
+        figures[key] = rounds_of(rounds, lambda c=cfg, t=train_set: bare_images_per_s(c, t),
                                  lambda c=cfg, t=train_set: runner_images_per_s(c, t))
         print(f"{key}: {summary(figures[key])}", flush=True)
 
+
+
+def jpeg_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
+    """(b) end to end on real-size JPEGs vs in memory, per cache setting; (c) the evaluator; (e) the cache build."""
     with tempfile.TemporaryDirectory() as folder:
         root = make_jpegs(Path(folder) / "jpegs", samples)
         jpeg_overrides = ["model=convnet", "dataset=imagefolder", f"dataset.root={root}", "dataset.val_fraction=0.1",
@@ -210,12 +212,12 @@ def main() -> None:
         cfg = config(*jpeg_overrides)
         jpegs = datasets.build_splits(cfg.dataset)["train"]
         usual = torchvision_usual(root, cfg.dataset)
-        figures["sample_ratio_jpeg"] = rounds_of(args.rounds, lambda: samples_per_s(usual.__getitem__, len(usual)),
+        figures["sample_ratio_jpeg"] = rounds_of(rounds, lambda: samples_per_s(usual.__getitem__, len(usual)),
                                                  lambda: samples_per_s(jpegs.pixels, len(jpegs)))
         print(f"sample_ratio_jpeg: {summary(figures['sample_ratio_jpeg'])}", flush=True)
         decoded = in_memory(jpegs)
         waits: list[float] = []
-        figures["e2e_ratio_nocache"] = rounds_of(args.rounds, lambda: runner_images_per_s(cfg, decoded),
+        figures["e2e_ratio_nocache"] = rounds_of(rounds, lambda: runner_images_per_s(cfg, decoded),
                                                  lambda: runner_images_per_s(cfg, jpegs, waits))
         figures["data_wait_nocache"] = waits
         print(f"e2e_ratio_nocache: {summary(figures['e2e_ratio_nocache'])}, data wait {summary(waits)}", flush=True)
@@ -226,7 +228,7 @@ def main() -> None:
         from_cache = datasets.build_splits(cached_cfg.dataset)["train"]  # builds the cache
         figures["cache_build_images_per_s"] = [samples / (time.perf_counter() - started)]
         cache_waits: list[float] = []
-        figures["e2e_ratio_cache"] = rounds_of(args.rounds, lambda: runner_images_per_s(cfg, decoded),
+        figures["e2e_ratio_cache"] = rounds_of(rounds, lambda: runner_images_per_s(cfg, decoded),
                                                lambda: runner_images_per_s(cached_cfg, from_cache, cache_waits))
         figures["data_wait_cache"] = cache_waits
         print(f"e2e_ratio_cache: {summary(figures['e2e_ratio_cache'])}, data wait {summary(cache_waits)}, "
@@ -236,7 +238,7 @@ def main() -> None:
         on_device = datasets.build_splits(device_cfg.dataset)["train"]
         device_waits: list[float] = []
         figures["e2e_ratio_cache_device"] = rounds_of(
-            args.rounds, lambda: runner_images_per_s(cfg, decoded),
+            rounds, lambda: runner_images_per_s(cfg, decoded),
             lambda: runner_images_per_s(device_cfg, on_device, device_waits))
         figures["data_wait_cache_device"] = device_waits
         print(f"e2e_ratio_cache_device: {summary(figures['e2e_ratio_cache_device'])}, "
@@ -250,13 +252,69 @@ def main() -> None:
             batch_size = cfg.trainer.micro_batch_size  # the evaluator's default: the run's micro-batch
             predict(model, loaders.eval_loader(decoded, batch_size, 0, False), torch.device("cpu"), None, "none")
             return len(decoded) / (time.perf_counter() - started)
-        figures["eval_ratio"] = rounds_of(args.rounds, lambda: runner_images_per_s(cfg, decoded), evaluator_images_per_s)
+        figures["eval_ratio"] = rounds_of(rounds, lambda: runner_images_per_s(cfg, decoded), evaluator_images_per_s)
         print(f"eval_ratio: {summary(figures['eval_ratio'])}", flush=True)
 
-    figures["first_log_s"], figures["first_update_s"] = launch_times(args.rounds)
-    print(f"first_log_s: {summary(figures['first_log_s'])}, first_update_s: {summary(figures['first_update_s'])}")
 
-    result: dict = {"machine": f"{len(os.sched_getaffinity(0))} CPU cores, torch {torch.__version__}",
+
+def gpu_figures(figures: dict, device: torch.device, samples: int, sizes: tuple[int, int], rounds: int,
+                compile_models: bool) -> None:
+    """On a GPU, images/s end to end on real-size JPEGs (bf16, the training's second epoch): the flagship ConvNet
+    with dataset.cache=device, and ResNet-50 (channels_last, compiled) with cache=device, disk and none."""
+    workers = min(8, len(os.sched_getaffinity(0)))
+    with tempfile.TemporaryDirectory() as folder:
+        root = make_jpegs(Path(folder) / "jpegs", samples, classes=10)
+        os.environ["RUNNER_CACHE"] = str(Path(folder) / "cache")
+        common = ["dataset=imagefolder", f"dataset.root={root}", "dataset.num_classes=10", "dataset.val_fraction=0.05",
+                  "dataset.augment=basic", f"trainer.device={device}", "trainer.precision=bf16",
+                  f"trainer.num_workers={workers}", "trainer.epochs=2", "trainer.batch_size=256",
+                  "trainer.micro_batch_size=256"]
+        runs = {"gpu_flagship_cache_device": ["model=convnet", f"dataset.image_size=[{sizes[0]},{sizes[0]}]",
+                                              "dataset.cache=device"]}
+        for cache in ("device", "disk", "none"):
+            runs[f"gpu_resnet50_cache_{cache}"] = ["model=resnet50", f"dataset.image_size=[{sizes[1]},{sizes[1]}]",
+                                                   f"dataset.cache={cache}", "trainer.channels_last=true",
+                                                   f"trainer.compile={str(compile_models).lower()}"]
+        for key, overrides in runs.items():
+            cfg = config(*common, *overrides)
+            train = datasets.build_splits(cfg.dataset)["train"]  # builds the cache where asked
+            figures[f"{key}_images_per_s"] = [runner_images_per_s(cfg, train, device=device) for _ in range(rounds)]
+            print(f"{key}_images_per_s: {summary(figures[f'{key}_images_per_s'])}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small images and sets: minutes on 2 cores")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--sections", default="loop,jpeg,launch,gpu",
+                        help="which figures: loop, jpeg (end to end, evaluator, cache), launch, gpu (when CUDA is there)")
+    parser.add_argument("--gpu-device", default="cuda", help="where the gpu section trains (cpu: a smoke run of it)")
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    samples, size = (128, 64) if args.quick else (512, 128)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    figures: dict[str, list[float]] = {}
+    if "loop" in sections:
+        loop_figures(figures, samples, size, args.rounds)
+    if "jpeg" in sections:
+        jpeg_figures(figures, samples, size, args.rounds)
+    if "launch" in sections:
+        figures["first_log_s"], figures["first_update_s"] = launch_times(args.rounds)
+        print(f"first_log_s: {summary(figures['first_log_s'])}, first_update_s: {summary(figures['first_update_s'])}")
+
+    device = torch.device(args.gpu_device)
+    if "gpu" in sections and device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu figures: skipped, no CUDA device here", flush=True)
+    elif "gpu" in sections:
+        on_cpu = device.type == "cpu"  # a smoke run of the section: tiny, not compiled
+        gpu_figures(figures, device, 32 if on_cpu else (1024 if args.quick else 4096), (32, 32) if on_cpu else (128, 224),
+                    1 if on_cpu else args.rounds, compile_models=not on_cpu)
+
+    machine = f"{len(os.sched_getaffinity(0))} CPU cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        machine += f", {torch.cuda.get_device_name()}"
+    result: dict = {"machine": machine,
                     "quick": args.quick, "rounds": args.rounds}
     for key, values in figures.items():
         stats = summary(values)
