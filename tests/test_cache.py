@@ -114,6 +114,34 @@ def test_cache_device_refuses_a_split_larger_than_half_the_free_memory(images, m
     assert x.shape == (4, 3, 16, 16) and torch.isfinite(x).all()
 
 
+@pytest.mark.parametrize("damage", ["cut short", "another array"])
+def test_a_damaged_cache_file_is_rebuilt_with_a_warning(images, tmp_path, caplog, damage):
+    import numpy as np
+
+    cfg = folder_config(images, "dataset.cache=disk").dataset
+    val = datasets.build_splits(cfg)["val"]
+    expected = [val[i][0] for i in range(len(val))]
+    del val  # (its mapping of the file must not outlive the file's damage: reading it would be a bus error)
+    (path,) = (tmp_path / "cache").glob("*.npy")
+    intact = path.read_bytes()
+    if damage == "cut short":
+        path.write_bytes(intact[: len(intact) // 2])
+    else:
+        np.save(path, np.zeros((2, 3), dtype=np.float32))
+    again = datasets.build_splits(cfg)["val"]
+    assert f"the decoded-image cache {path} is damaged" in caplog.text and "rebuilding it" in caplog.text
+    assert path.read_bytes() == intact and all(again[i][0].equal(x) for i, x in enumerate(expected))
+
+
+def test_an_unwritable_cache_folder_is_one_line_with_the_fix(images, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("RUNNER_CACHE", str(blocker / "cache"))
+    with pytest.raises(UserError, match=r"cannot write the decoded-image cache .*a_file/cache/.* Fix: "
+                                        r"RUNNER_CACHE=a writable folder, or dataset.cache=none"):
+        datasets.build_splits(folder_config(images, "dataset.cache=disk").dataset)
+
+
 def test_cache_is_a_setting_of_file_datasets():
     from runner.config import validate
 

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runner.data.transforms import decoded
+from runner.errors import UserError
 from runner.io import exclusive, write_atomic
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,37 @@ def build_array(files: list[Path], size: tuple[int, int], channels: int, path: P
 
 
 def cached_array(cfg, files: list[Path], size: tuple[int, int]) -> np.ndarray:
-    """Every file's pixels at size, from the cache (built first when missing): mapped, or in RAM with `memory`."""
+    """Every file's pixels at size, from the cache (built first when missing): mapped, or in RAM with `memory`.
+
+    A damaged cache file (cut short, overwritten) is rebuilt with a warning: it holds nothing that the
+    image files do not."""
     path = cache_folder() / f"{cfg.name}-{size[0]}x{size[1]}-{cache_key(files, size, cfg.channels)}.npy"
-    if not path.exists():
-        log.info("dataset.cache=%s: decoding %d images once into %s", cfg.cache, len(files), path)
-    build_array(files, size, cfg.channels, path)  # returns at once when the cache exists
-    array = np.load(path, mmap_mode="r")
+    shape = (len(files), *size, cfg.channels)
+    try:
+        if not path.exists():
+            log.info("dataset.cache=%s: decoding %d images once into %s", cfg.cache, len(files), path)
+        build_array(files, size, cfg.channels, path)  # returns at once when the cache exists
+        array = mapped(path, shape)
+        if array is None:
+            with exclusive(path.with_name(path.name + ".lock")):
+                if mapped(path, shape) is None:  # no other process has rebuilt it meanwhile
+                    path.unlink()
+            build_array(files, size, cfg.channels, path)
+            array = np.load(path, mmap_mode="r")
+    except OSError as error:
+        raise UserError(f"cannot write the decoded-image cache {path} ({error}). Fix: RUNNER_CACHE=a writable "
+                        "folder, or dataset.cache=none") from None
     return np.array(array) if cfg.cache == "memory" else array  # (device: pixels.ImagePixels.on copies a split)
+
+
+def mapped(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cache file mapped into memory, or None (with a warning) when it is damaged."""
+    try:
+        array = np.load(path, mmap_mode="r")
+        if array.shape == shape and array.dtype == np.uint8:
+            return array
+        problem = f"it holds {array.dtype} {array.shape}, not uint8 {shape}"
+    except (ValueError, OSError, EOFError) as error:
+        problem = str(error)
+    log.warning("the decoded-image cache %s is damaged (%s): rebuilding it", path, problem)
+    return None
