@@ -156,3 +156,44 @@ def test_cached_pixels_are_uint8_at_a_margin_above_the_crop(images):
     train = datasets.build_splits(cfg)["train"]
     assert train.array.dtype.name == "uint8"
     assert train.array.shape[1:] == (18, 18, 3)  # 16 x 1.15, rounded
+
+
+@pytest.fixture
+def cifar_overrides(cifar10_root, monkeypatch):
+    """conftest's tiny CIFAR-10 (20 training images); torchvision's md5 check narrowed to "the file exists"."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    return ["dataset=cifar10", f"dataset.root={cifar10_root}", "dataset.download=false", "dataset.val_size=4"]
+
+
+def test_cifar10_is_read_from_its_uint8_array_and_standardized_as_to_tensor_then_normalize(cifar_overrides):
+    import numpy as np
+    import torch
+    from torchvision.datasets import CIFAR10
+
+    from runner.data.pixels import ImagePixels
+
+    cfg = compose_config(cifar_overrides).dataset
+    splits = datasets.build_splits(cfg)
+    assert all(isinstance(splits[s], ImagePixels) for s in datasets.SPLITS)
+    raw = CIFAR10(cfg.root, train=False)
+    mean, std = torch.tensor(list(cfg.mean)).view(3, 1, 1), torch.tensor(list(cfg.std)).view(3, 1, 1)
+    for index in range(len(raw)):
+        expected = (torch.from_numpy(np.array(raw[index][0])).permute(2, 0, 1) / 255 - mean) / std
+        x, y = splits["test"][index]
+        torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+        assert y == raw[index][1]
+
+
+def test_cifar10_trains_the_same_weights_with_its_images_on_the_device(cifar_overrides, tmp_path):
+    common = [*cifar_overrides, "trainer.batch_size=4", "trainer.micro_batch_size=2", "trainer.deterministic=true", "trainer.epochs=2",
+              "dataset.augment=basic", "evaluate.after_training=true", "model=convnet", "model.channels=8",
+              "model.n_blocks=2"]
+    train_job(compose_config([*common, "dataset.cache=none"]), tmp_path / "none")
+    train_job(compose_config([*common, "dataset.cache=device", "trainer.num_workers=2"]), tmp_path / "device")
+    assert_identical(checkpoint_weights(tmp_path / "none", 2), checkpoint_weights(tmp_path / "device", 2))
+    with pytest.raises(UserError, match=r"dataset.cache='disk' is not known. Fix: dataset.cache=none\|device"):
+        from runner.config import validate
+
+        validate(compose_config([*cifar_overrides, "dataset.cache=disk"]))

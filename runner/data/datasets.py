@@ -25,7 +25,6 @@ from runner.data.transforms import (
     TransformedTensors,
     channel_stats,
     image_hw,
-    pil_transforms,
     tensor_augmentation,
 )
 from runner.errors import UserError
@@ -126,18 +125,16 @@ def cifar10(cfg) -> dict[str, Dataset]:
     expected = "data_batch_1 .. data_batch_5, test_batch, batches.meta"
     fetch = "cifar-10-python.tar.gz (unpacked there) from https://www.cs.toronto.edu/~kriz/cifar.html"
 
-    def make(train: bool, augment: bool):
-        return _open_torchvision(
-            lambda: CIFAR10(cfg.root, train=train, transform=pil_transforms(cfg, augment), download=cfg.download),
-            "CIFAR-10", folder, expected, fetch, cfg,
-        )
+    def make(train: bool):  # its uint8 array and labels: pixels.ImagePixels reads them
+        return _open_torchvision(lambda: CIFAR10(cfg.root, train=train, download=cfg.download),
+                                 "CIFAR-10", folder, expected, fetch, cfg)
 
-    train_full, val_full = make(True, True), make(True, False)
+    train_full = make(True)
     order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(cfg.split_seed)).tolist()
     return {
         "train": Subset(train_full, sorted(order[cfg.val_size :])),
-        "val": Subset(val_full, sorted(order[: cfg.val_size])),
-        "test": make(False, False),
+        "val": Subset(train_full, sorted(order[: cfg.val_size])),
+        "test": make(False),
     }
 
 

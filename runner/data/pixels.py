@@ -1,4 +1,4 @@
-"""Image files as uint8 pixels, finished on the device: `python -m runner +experiment=flowers dataset.cache=none`.
+"""Images as uint8 pixels, finished on the device: `python -m runner +experiment=flowers dataset.cache=none`.
 
 The file-backed splits (Flowers-102, ImageFolder) reach the model this way, with or without
 the decoded-image cache: each image is decoded (a JPEG at the smallest scale that covers it,
@@ -7,7 +7,8 @@ so random crops still vary (`stored_size`). That uint8 image is what a loader wo
 over: from the file with `dataset.cache=none`, from the cache's array otherwise
 (runner/data/cache.py). The float work (crop, flip, dtype, standardization) is done per
 micro-batch on the device by `batch_augment.Finish`. The cache is therefore only a matter of
-speed: every setting of it trains on the same pixels.
+speed: every setting of it trains on the same pixels. Datasets that hold their images as one
+uint8 array (torchvision's CIFAR-10: `.data`, N x 32 x 32 x 3) are read from it the same way.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class ImagePixels(Dataset):
     """A file-backed split: uint8 pixels at the stored size (from the cache's array, or decoded from the
     files), finished (crop, flip, standardization) a micro-batch at a time by `Finish` (loaders.on_device)."""
 
-    def __init__(self, files: list[Path], labels: list[int], classes: list[str] | None, cfg, train: bool,
+    def __init__(self, files: list[Path] | None, labels: list[int], classes: list[str] | None, cfg, train: bool,
                  array: np.ndarray | None = None, rows: list[int] | None = None):
-        # introspect finds the files, labels and class names where torchvision's datasets keep them
-        self._image_files, self.targets, self.classes = files, labels, classes
+        # introspect finds the labels, class names and files where torchvision's datasets keep them
+        self.targets, self.classes, self.files = labels, classes, files
+        if files is not None:
+            self._image_files = files
         self.array, self.rows = array, rows
         self.size, self.channels = stored_size(cfg), cfg.channels
         mean, std = channel_stats(cfg)
@@ -54,7 +57,7 @@ class ImagePixels(Dataset):
     def pixels(self, index: int) -> torch.Tensor:
         """One image's uint8 pixels (height, width, channels) at the stored size."""
         if self.array is None:
-            return torch.from_numpy(decoded(self._image_files[index], self.size, self.channels))
+            return torch.from_numpy(decoded(self.files[index], self.size, self.channels))
         return torch.from_numpy(np.array(self.array[self.rows[index]]))
 
     def __getitem__(self, index: int):
@@ -87,17 +90,37 @@ def refuse_what_does_not_fit(size: int, device: torch.device) -> None:
 
 
 def pixel_splits(cfg, splits: dict[str, Dataset]) -> dict[str, Dataset]:
-    """The file-backed splits as ImagePixels (read from the decoded-image cache with dataset.cache set)."""
+    """The splits of image files or of a uint8 array as ImagePixels (image files read from the decoded-image
+    cache with dataset.cache set); other datasets as they are."""
     files_of = {split: image_files(dataset) for split, dataset in splits.items()}
     every_file = sorted({f for files in files_of.values() if files for f in files})
     array, row_of = None, {}
     if every_file and cfg.get("cache", "none") != "none":
         array = cached_array(cfg, every_file, stored_size(cfg))
         row_of = {f: i for i, f in enumerate(every_file)}
-    return {split: dataset if files_of[split] is None else
-            ImagePixels(files_of[split], labels_of(dataset).tolist(), class_names(dataset), cfg, split == "train", array,
-                        [row_of[f] for f in files_of[split]] if array is not None else None)
-            for split, dataset in splits.items()}
+    result = {}
+    for split, dataset in splits.items():
+        train, labels = split == "train", labels_of(dataset).tolist()
+        if files_of[split] is not None:
+            result[split] = ImagePixels(files_of[split], labels, class_names(dataset), cfg, train, array,
+                                              [row_of[f] for f in files_of[split]] if array is not None else None)
+        elif (held := uint8_array(dataset)) is not None:
+            result[split] = ImagePixels(None, labels, class_names(dataset), cfg, train, *held)
+        else:
+            result[split] = dataset
+    return result
+
+
+def uint8_array(dataset: Dataset) -> tuple[np.ndarray, list[int]] | None:
+    """(the array, this split's rows of it) for a dataset holding its images as uint8 (N, H, W, C), else None."""
+    rows = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        rows = [dataset.indices[row] for row in rows]
+        dataset = dataset.dataset
+    array = getattr(dataset, "data", None)
+    if isinstance(array, np.ndarray) and array.dtype == np.uint8 and array.ndim == 4 and array.shape[-1] in (1, 3):
+        return array, rows
+    return None
 
 
 def class_names(dataset: Dataset) -> list[str] | None:

@@ -66,6 +66,9 @@ class SyntheticSettings(DatasetSettings):
 class Cifar10Settings(DatasetSettings):
     val_size: int = 5000
     """Official training images held out (seeded) for validation."""
+    cache: str = "none"
+    """none: the uint8 images (in memory already) go through the loader | device: each split's images
+    copied to the GPU once, micro-batches gathered and augmented there (no loader workers)."""
 
 
 @dataclass
@@ -125,7 +128,8 @@ def validate(dataset: DictConfig) -> None:
         fail("dataset.subset", dataset.subset, "must be a positive integer", "dataset.subset=64, or null for all")
     if dataset.augment not in ("none", "basic"):
         fail("dataset.augment", dataset.augment, "is not known", "dataset.augment=none or dataset.augment=basic")
-    if "cache" in dataset:
-        one_of("dataset.cache", dataset.cache, ("none", "disk", "memory", "device"))
+    if "cache" in dataset:  # CIFAR-10's images are in memory already: none or device
+        choices = ("none", "device") if dataset.name == "cifar10" else ("none", "disk", "memory", "device")
+        one_of("dataset.cache", dataset.cache, choices)
     if "bad_images" in dataset:
         one_of("dataset.bad_images", dataset.bad_images, ("raise", "skip"))
