@@ -35,8 +35,8 @@ def stored_size(cfg) -> tuple[int, int]:
 
 
 class ImagePixels(Dataset):
-    """A file-backed split: uint8 pixels at the stored size (from the cache's array, or decoded from the
-    files), finished (crop, flip, standardization) a micro-batch at a time by `Finish` (loaders.on_device)."""
+    """A split of image files (decoded to the stored size, or read from the cache's array) or of a dataset's
+    uint8 array, as uint8 pixels; finished (crop, flip, standardization) a micro-batch at a time by `Finish`."""
 
     def __init__(self, files: list[Path] | None, labels: list[int], classes: list[str] | None, cfg, train: bool,
                  array: np.ndarray | None = None, rows: list[int] | None = None):
@@ -100,14 +100,14 @@ def pixel_splits(cfg, splits: dict[str, Dataset]) -> dict[str, Dataset]:
         row_of = {f: i for i, f in enumerate(every_file)}
     result = {}
     for split, dataset in splits.items():
-        train, labels = split == "train", labels_of(dataset).tolist()
-        if files_of[split] is not None:
-            result[split] = ImagePixels(files_of[split], labels, class_names(dataset), cfg, train, array,
-                                              [row_of[f] for f in files_of[split]] if array is not None else None)
-        elif (held := uint8_array(dataset)) is not None:
-            result[split] = ImagePixels(None, labels, class_names(dataset), cfg, train, *held)
-        else:
+        files, held = files_of[split], uint8_array(dataset)
+        if files is None and held is None:
             result[split] = dataset
+            continue
+        if files is not None:
+            held = (array, [row_of[f] for f in files]) if array is not None else (None, None)
+        result[split] = ImagePixels(files, labels_of(dataset).tolist(), class_names(dataset), cfg, split == "train",
+                                    *held)
     return result
 
 
