@@ -14,6 +14,7 @@ is no strong downscaling to antialias.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -82,6 +83,20 @@ def resized_crops(images: torch.Tensor, boxes: torch.Tensor, mirrored: torch.Ten
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor to the device without a host-device sync (pageable memory would force one on CUDA)."""
+    if device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def standardization(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    """(scale, shift) with pixels * scale - shift = (pixels / 255 - mean) / std, on the device once."""
+    std_, mean_ = torch.tensor(std).view(-1, 1, 1), torch.tensor(mean).view(-1, 1, 1)
+    return (1 / (255 * std_)).to(device), (mean_ / std_).to(device)
+
+
 @dataclass(frozen=True)
 class Finish:
     """uint8 (N, H, W, C) pixels and their seeds -> the standardized float (N, C, h, w) batch the model takes."""
@@ -95,13 +110,12 @@ class Finish:
         images = pixels.permute(0, 3, 1, 2).float()
         if self.augment:
             boxes, mirrored = crop_boxes(seeds.cpu().numpy(), *images.shape[-2:])
-            images = resized_crops(images, torch.from_numpy(boxes).to(images.device),
-                                   torch.from_numpy(mirrored).to(images.device), self.size)
+            images = resized_crops(images, to_device(torch.from_numpy(boxes), images.device),
+                                   to_device(torch.from_numpy(mirrored), images.device), self.size)
         elif tuple(images.shape[-2:]) != self.size:
             images = F.interpolate(images, size=self.size, mode="bilinear", antialias=True, align_corners=False)
         # the standard layout, as any other dataset's batch: channels_last only with trainer.channels_last (a
         # channels_last input crashed torch 2.14's CPU backward of the ConvNet with 8 channels)
         images = images.contiguous()
-        std = torch.tensor(self.std, device=images.device).view(-1, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)
-        return images.mul_(1 / (255 * std)).sub_(mean / std)
+        scale, shift = standardization(self.mean, self.std, images.device)
+        return images.mul_(scale).sub_(shift)

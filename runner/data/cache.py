@@ -7,8 +7,8 @@ crops still vary), into one uint8 array on disk that later runs map into memory;
 reads that array into RAM; `device` copies each split's array to the GPU once, where batches are
 gathered and finished without a loader worker (the way the fastest CIFAR-10 trainers feed a GPU).
 Either way the loader hands over uint8 pixels and `batch_augment.Finish` crops, flips and
-standardizes the micro-batch on the device. The file's name is a hash of everything the pixels depend on: each
-image file's path, size and modification time, the stored size and the channels. A changed
+standardizes the micro-batch on the device. The file's name is a hash of everything the pixels
+depend on: each image file's path, size and modification time, the stored size and the channels. A changed
 file, size or setting is a new key, so a stale cache is never read; the array is written
 under a temporary name and renamed (io.write_atomic), so a killed build leaves no half-written
 cache, and one process builds while others starting with it wait.
@@ -31,6 +31,7 @@ from runner.errors import UserError
 from runner.io import exclusive, write_atomic
 
 log = logging.getLogger(__name__)
+
 
 def cache_folder() -> Path:
     """$RUNNER_CACHE, else $XDG_CACHE_HOME/runner, else ~/.cache/runner."""

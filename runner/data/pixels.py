@@ -100,14 +100,13 @@ def pixel_splits(cfg, splits: dict[str, Dataset]) -> dict[str, Dataset]:
         row_of = {f: i for i, f in enumerate(every_file)}
     result = {}
     for split, dataset in splits.items():
-        files, held = files_of[split], uint8_array(dataset)
-        if files is None and held is None:
-            result[split] = dataset
-            continue
-        if files is not None:
+        files = files_of[split]
+        if files is None:
+            held = uint8_array(dataset)
+        else:  # the cache's rows, or (None, None): decoded from the files
             held = (array, [row_of[f] for f in files]) if array is not None else (None, None)
-        result[split] = ImagePixels(files, labels_of(dataset).tolist(), class_names(dataset), cfg, split == "train",
-                                    *held)
+        result[split] = dataset if held is None else ImagePixels(
+            files, labels_of(dataset).tolist(), class_names(dataset), cfg, split == "train", *held)
     return result
 
 
