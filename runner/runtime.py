@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -76,3 +77,21 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
+
+
+@contextlib.contextmanager
+def random_state_kept():
+    """Run what sits between training updates (evaluation, checks, pruning, figures) without touching
+    the training's random streams: Python's, NumPy's, torch's CPU and every CUDA generator are put back.
+
+    A checkpoint saves these streams; a resumed run skips what already ran (an evaluation whose row
+    exists), so anything that drew from them would make the resumed run differ from a straight one.
+    """
+    python, numpy_state = random.getstate(), np.random.get_state()
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy_state)

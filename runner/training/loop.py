@@ -26,7 +26,7 @@ from runner.data.loaders import train_loader
 from runner.data.transforms import channel_stats, denormalize
 from runner.errors import UserError
 from runner.models import has_batch_norm
-from runner.runtime import autocast_dtype
+from runner.runtime import autocast_dtype, random_state_kept
 from runner.training import checkpoint
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process
 from runner.training.learning_batches import learning_batches
@@ -189,7 +189,8 @@ def accumulate_gradients(run: Training, window) -> tuple[torch.Tensor, torch.Ten
             loss, loss_sum, correct = micro_batch_loss(run.step_model, x, y, share, run.loss, run.amp_dtype)
             run.scaler.scale(loss).backward()
         if run.global_step == 0 and window.start == 0 and index == 0 and run.writer is not None:
-            log_first_batch(run.writer, x.cpu(), *channel_stats(run.cfg.dataset))
+            with random_state_kept():
+                log_first_batch(run.writer, x.cpu(), *channel_stats(run.cfg.dataset))
             # the practice: check the loss at init (about -ln(1/C) for a fresh classifier)
             classes = run.cfg.dataset.num_classes
             log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / len(y), classes,
@@ -266,7 +267,10 @@ def early_stop(run: Training, epochs_done: int) -> bool:
     """After a checkpoint: does trainer.early_stopping say stop? Rank 0 asks the evaluator; all agree."""
     if run.stop_early is None:
         return False
-    why = run.stop_early(run.run_dir / "checkpoints" / checkpoint_name(epochs_done)) if run.processes.is_main else None
+    why = None
+    if run.processes.is_main:
+        with random_state_kept():  # the evaluation between updates must not draw from training's streams
+            why = run.stop_early(run.run_dir / "checkpoints" / checkpoint_name(epochs_done))
     if why:
         log.info("early stopping after epoch %d of %d: %s", epochs_done, run.cfg.trainer.epochs, why)
     return any_process(why is not None, run.processes, run.device)
@@ -286,7 +290,9 @@ def write_checkpoint(run: Training, epochs_done: int, on_checkpoint: OnCheckpoin
     checkpoint.remove_preempted(folder)
     keep_last = run.cfg.checkpoint.keep_last
     if keep_last is not None:  # only then read which checkpoint the evaluator ranks best
-        best = run.best_checkpoint() if run.best_checkpoint is not None else None
+        with random_state_kept():
+            best = run.best_checkpoint() if run.best_checkpoint is not None else None
         checkpoint.prune(folder, keep_last, protect={path, best} - {None})
     if on_checkpoint is not None:
-        on_checkpoint(path, epochs_done)
+        with random_state_kept():  # a sweep's pruner evaluates the checkpoint in this process
+            on_checkpoint(path, epochs_done)
