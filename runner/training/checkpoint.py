@@ -21,6 +21,7 @@ from runner.checkpoint_files import list_checkpoints, list_preempted
 from runner.errors import UserError
 from runner.io import remove_stale_temporaries
 from runner.run_folders import relative
+from runner.training.optim import depends_on_total_epochs
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,23 @@ def restore(state: dict, model, optimizer, schedule, scaler) -> tuple[int, int]:
 
 
 def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
-    """The checkpoint to continue from: resume=PATH, else the newest in this run directory.
+    """The checkpoint to continue from: the newest in this run directory, else resume=PATH.
 
+    resume=PATH only seeds a run folder with no checkpoint of its own (as torchtitan's initial load
+    path): a SLURM requeue reruns the same command and must continue the run, not go back to PATH.
     Returns (its state, its path relative to run_dir); a checkpoint written with settings that
     change what is computed is refused, with the differences named.
     """
     remove_stale_temporaries(run_dir / "checkpoints")  # saves a kill -9 interrupted: never complete
-    if cfg.resume is not None:
-        path = Path(cfg.resume)
-        state = checkpoint_files.load(path)
-    else:
-        found = checkpoint_files.load_newest(run_dir / "checkpoints")
-        if found is None:
-            return None, None
-        path, state = found
+    found = checkpoint_files.load_newest(run_dir / "checkpoints")
+    if found is not None and cfg.resume is not None:
+        log.info("resume=%s is not used: this run folder has checkpoints of its own (resume= only seeds a "
+                 "new run folder)", cfg.resume)
+    if found is None and cfg.resume is not None:
+        found = Path(cfg.resume), checkpoint_files.load(Path(cfg.resume))
+    if found is None:
+        return None, None
+    path, state = found
     current = OmegaConf.to_container(cfg, resolve=True)
     changes = [c for c in changed_settings(state["config"], current) if not c.startswith(RESUMABLE_CHANGES)]
     if changes:
@@ -81,11 +85,26 @@ def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str 
             f"{path} was written with a different config ({'; '.join(changes[:5])}). Fix: rerun with the "
             "run's own settings, or start a new run directory (drop hydra.run.dir=...)"
         )
+    refuse_a_schedule_stretched(cfg, state["config"]["trainer"]["epochs"], path)
     added = added_settings(state["config"], current)
     if added:
         log.warning("settings added since the checkpoint was written, taken as now: %s", ", ".join(added))
     log.info("resuming from %s (epoch %d, step %d)", path, state["epoch"], state["global_step"])
     return state, relative(path, run_dir)
+
+
+def refuse_a_schedule_stretched(cfg: DictConfig, written_epochs: int, path: Path) -> None:
+    """trainer.epochs may change on resume, but a schedule written in total epochs (cosine at 2 of 4 is
+    half the lr, at 1.99 of 2 nearly zero) would jump mid-run and the run be recorded as one it was not."""
+    if written_epochs == cfg.trainer.epochs or not depends_on_total_epochs(cfg.schedule, written_epochs,
+                                                                          cfg.trainer.epochs):
+        return
+    name = str(cfg.schedule._target_).rsplit(".", 1)[-1]
+    raise UserError(
+        f"{path} was written for trainer.epochs={written_epochs}, and schedule={name} is written in the run's "
+        f"total epochs: resuming with trainer.epochs={cfg.trainer.epochs} would make the learning rate jump. "
+        f"Fix: keep trainer.epochs={written_epochs}, or train trainer.epochs={cfg.trainer.epochs} in a new run "
+        "folder (a schedule that does not depend on the total, schedule=constant or step, can be extended)")
 
 
 def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -61,6 +61,16 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return make([p for p in model.parameters() if p.requires_grad])
 
 
+def depends_on_total_epochs(cfg, total: int, other_total: int, points: int = 256) -> bool:
+    """Does the schedule's lr curve change when the run's total epochs do? (constant and step: no)."""
+    factor: Callable[..., float] = instantiate(cfg)
+    extra = {"update_epochs": 0.0} if "update_epochs" in inspect.signature(factor).parameters else {}
+    longest = max(total, other_total)
+    return any(not math.isclose(factor(epoch=e, total_epochs=total, **extra),
+                                factor(epoch=e, total_epochs=other_total, **extra), rel_tol=1e-9, abs_tol=1e-12)
+               for e in (longest * i / points for i in range(points + 1)))
+
+
 def build_schedule(cfg, optimizer: torch.optim.Optimizer, updates_per_epoch: int, total_epochs: int) -> LambdaLR:
     """A LambdaLR stepped per update; its state_dict holds only counters (checkpoint-safe)."""
     factor: Callable[..., float] = instantiate(cfg)
