@@ -39,7 +39,7 @@ class IntervalMeter:
         self.correct += correct
         self.samples += samples
         self.grad_norm += torch.where(finite, grad_norm, 0.0)
-        self.skipped += (~finite).float()  # under fp16 the scaler skips such updates
+        self.skipped += ~finite  # under fp16 the scaler skips such updates
         self.updates += 1
 
     def read(self, run, epoch: int) -> dict:
@@ -61,17 +61,19 @@ class IntervalMeter:
                 "trainer.grad_clip_norm=1.0, or check the data for NaN/inf values"
             )
         seconds = max(time.perf_counter() - self.start, 1e-9)
+        skipped = int(self.skipped.item())
+        applied = self.updates - skipped  # the GradScaler's skipped updates have no gradient norm to average
         figures = {
             "loss": self.loss.item() / max(self.samples, 1),
             "accuracy": self.correct.item() / max(self.samples, 1),
             "lr": run.schedule.get_last_lr()[0],
-            "grad_norm": self.grad_norm.item() / max(self.updates, 1),
+            "grad_norm": self.grad_norm.item() / applied if applied else math.nan,
             "images_per_s": self.samples / seconds,
             "data_wait_fraction": self.data_wait / seconds,
         }
         if run.fp16:
             figures["grad_scale"] = run.scaler.get_scale()
-            figures["skipped_steps"] = self.skipped.item()
+            figures["skipped_steps"] = skipped
         return figures
 
 
