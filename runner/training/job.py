@@ -20,7 +20,7 @@ from runner.data import datasets, introspect
 from runner.data.image_files import Screening
 from runner.io import remove_stale_temporaries, write_text_atomic
 from runner.runtime import pick_device, seed_everything, use_threads
-from runner.training import distributed
+from runner.training import distributed, run_lock
 from runner.training.checkpoint import find_resume_state
 from runner.training.describe import hydra_overrides
 from runner.training.loop import fit
@@ -50,29 +50,31 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
         logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir)  # run.json or git.diff of an attempt killed mid-write
-        git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if processes.is_main else None
-        device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))
-        log.info("%d CPU threads (trainer.num_threads)", use_threads(cfg.trainer.num_threads))
-        splits, screening = datasets.build_screened_splits(cfg.dataset)
-        log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-        if processes.is_main:
-            write_skipped_images(run_dir, screening)
-        if preflight is not None and processes.is_main:
-            preflight(splits, device)
-        seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
-        model = build_model(cfg, splits["train"])
-        resume_state, resumed_from = find_resume_state(cfg, run_dir)
-        record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
-                  "parameters": models.count_parameters(model)[0]}
-        figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
-                                   validation_metric, best_checkpoint, stop_early, processes)
-        best = evaluate() if evaluate is not None and processes.is_main else None
-        if processes.is_main:
-            write_hparams(cfg, run_dir, figures, best)
-            print_summary(run_dir, best, cfg.evaluate.metric)
-        distributed.barrier(processes)  # the others wait while rank 0 evaluates: every sample exactly once
-        return {"train": figures, "best": best}
+        with run_lock.holding(run_dir) if processes.is_main else contextlib.nullcontext():
+            # held before anything is written: a second trainer on this folder is refused here
+            remove_stale_temporaries(run_dir)  # run.json or git.diff of an attempt killed mid-write
+            git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if processes.is_main else None
+            device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))
+            log.info("%d CPU threads (trainer.num_threads)", use_threads(cfg.trainer.num_threads))
+            splits, screening = datasets.build_screened_splits(cfg.dataset)
+            log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+            if processes.is_main:
+                write_skipped_images(run_dir, screening)
+            if preflight is not None and processes.is_main:
+                preflight(splits, device)
+            seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
+            model = build_model(cfg, splits["train"])
+            resume_state, resumed_from = find_resume_state(cfg, run_dir)
+            record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
+                      "parameters": models.count_parameters(model)[0]}
+            figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
+                                       validation_metric, best_checkpoint, stop_early, processes)
+            best = evaluate() if evaluate is not None and processes.is_main else None
+            if processes.is_main:
+                write_hparams(cfg, run_dir, figures, best)
+                print_summary(run_dir, best, cfg.evaluate.metric)
+            distributed.barrier(processes)  # the others wait while rank 0 evaluates: every sample exactly once
+            return {"train": figures, "best": best}
     finally:
         distributed.teardown(processes)
 
