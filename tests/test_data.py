@@ -201,7 +201,7 @@ def test_skip_leaves_out_exactly_the_files_that_do_not_decode_the_same_way_every
     for dataset in splits.values():  # every sample left in decodes
         for i in range(len(dataset)):
             dataset[i]
-    assert screening.summary() == {"skipped": 4, "converted": {"CMYK": 1, "L": 1}, "upscaled": 1}
+    assert screening.summary() == {"skipped": 4, "converted": {"CMYK": 1, "L": 1}, "rotated": 0, "upscaled": 1}
 
 
 def test_converted_images_are_counted_and_reported_once(tmp_path, caplog):
@@ -209,7 +209,7 @@ def test_converted_images_are_counted_and_reported_once(tmp_path, caplog):
     cfg.image_size = [16, 16]
     with caplog.at_level("INFO"):
         _, screening = datasets.build_screened_splits(cfg)
-    assert screening.summary() == {"skipped": 0, "converted": {"CMYK": 1, "L": 1}, "upscaled": 31}
+    assert screening.summary() == {"skipped": 0, "converted": {"CMYK": 1, "L": 1}, "rotated": 0, "upscaled": 31}
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("images:")]
     assert lines == ["images: converted 1 CMYK (CMYK), 1 grayscale (L); 31 smaller than the image size (enlarged)"]
 

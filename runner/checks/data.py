@@ -106,6 +106,8 @@ def scan_files(files: list[Path], channels: int) -> tuple[list, list[str], list[
         try:
             with Image.open(path) as image:
                 mode, size = image.mode, image.size
+                if transforms.orientation(image) in transforms.SIDEWAYS:
+                    size = size[::-1]  # (width, height) as a viewer shows it, and as the model gets it
                 image.draft("RGB", (64, 64))  # decode at reduced scale: checks the stream, fast
                 image.load()
         except Exception as error:

@@ -19,7 +19,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from runner.checks import report_views  # noqa: E402
 from runner.checks.data import scan_files  # noqa: E402
@@ -90,10 +89,7 @@ def outliers_figure(records: list, broken: list[str], gray: list[str]) -> Figure
     by_aspect = sorted(records, key=lambda r: r[1][0] / r[1][1])
     chosen = [("smallest", by_area[0]), ("largest", by_area[-1]), ("tallest", by_aspect[0]),
               ("widest", by_aspect[-1])] + [("grayscale", next(r for r in records if r[0].name == g)) for g in gray[:4]]
-    images = []
-    for _, (path, _, _) in chosen:
-        with Image.open(path) as image:
-            images.append(image.convert("RGB").copy())
+    images = [transforms.load_image(path) for _, (path, _, _) in chosen]  # upright, as the model gets them
     named = "; ".join(f"{kind} {r[0].name} ({r[1][0]}x{r[1][1]})" for kind, r in chosen)
     return {"outliers": (grid(images, [f"{k}\n{r[0].name} {r[1][0]}x{r[1][1]}" for k, r in chosen], 4,
                               "outliers: extremes of size and shape, grayscale images"),

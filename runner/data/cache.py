@@ -8,8 +8,9 @@ reads that array into RAM; `device` copies each split's array to the GPU once, w
 gathered and finished without a loader worker (the way the fastest CIFAR-10 trainers feed a GPU).
 Either way the loader hands over uint8 pixels and `batch_augment.Finish` crops, flips and
 standardizes the micro-batch on the device. The file's name is a hash of everything the pixels
-depend on: each image file's path, size and modification time, the stored size and the channels. A changed
-file, size or setting is a new key, so a stale cache is never read; the array is written
+depend on: each image file's path, size and modification time, the stored size, the channels and the
+way files are read (transforms.READ_VERSION: EXIF orientation applied since 2). A changed file, size,
+setting or reading is a new key, so a stale cache is never read; the array is written
 under a temporary name and renamed (io.write_atomic), so a killed build leaves no half-written
 cache, and one process builds while others starting with it wait.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from runner.data.transforms import decoded
+from runner.data.transforms import READ_VERSION, decoded
 from runner.errors import UserError
 from runner.io import exclusive, write_atomic
 
@@ -43,7 +44,7 @@ def cache_folder() -> Path:
 def cache_key(files: list[Path], size: tuple[int, int], channels: int) -> str:
     """A hash of everything the cached pixels depend on."""
     described = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
-    return hashlib.sha256(json.dumps([described, size, channels, 1]).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps([described, size, channels, READ_VERSION]).encode()).hexdigest()[:24]
 
 
 def build_array(files: list[Path], size: tuple[int, int], channels: int, path: Path) -> None:

@@ -18,7 +18,7 @@ from hydra._internal.utils import _locate
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from runner.data.transforms import pil_transforms
+from runner.data.transforms import as_rgb, pil_transforms
 from runner.errors import UserError
 
 EXPECTED = ('a mapping {"train": Dataset, "val": Dataset, "test": Dataset (optional)} whose items are '
@@ -49,7 +49,7 @@ class UserSplit(Dataset):
     def __getitem__(self, index: int):
         image, label = self.raw(index)
         if isinstance(image, Image.Image):
-            return self.transform(image.convert("RGB")), int(label)
+            return self.transform(as_rgb(image)), int(label)
         if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == self.channels:
             return image.float(), int(label)
         shape = tuple(image.shape) if hasattr(image, "shape") else ""

@@ -6,8 +6,8 @@ run there, naming the file, instead of an hour in. With `bad_images=skip` every 
 decoded (at reduced scale, which still reads the whole compressed stream, so a truncated JPEG
 is found) and the files that fail are left out of their split: the same files in every run,
 process and resume, because the choice depends on the files alone. Images converted on the
-way (grayscale or CMYK to RGB, too small for the image size) are counted, so the run can
-report them once instead of converting them silently.
+way (grayscale or CMYK to RGB, turned upright by their EXIF orientation, too small for the image
+size) are counted, so the run can report them once instead of converting them silently.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from runner.data.transforms import image_hw
+from runner.data.transforms import SIDEWAYS, image_hw, orientation
 from runner.errors import UserError
 
 MODE_NAMES = {"L": "grayscale", "LA": "grayscale with alpha", "1": "black-and-white", "P": "palette",
@@ -35,18 +36,22 @@ class Screening:
     """(file, why it does not decode), with bad_images=skip."""
     converted: Counter = field(default_factory=Counter)
     """PIL mode -> how many images were converted from it to the dataset's channels."""
+    rotated: int = 0
+    """Images stored turned or mirrored, turned upright by their EXIF orientation (as a viewer shows them)."""
     upscaled: int = 0
     """Images smaller than dataset.image_size in a side (resizing enlarges them)."""
 
     def summary(self) -> dict:
         """For run.json."""
         return {"skipped": len(self.skipped), "converted": dict(sorted(self.converted.items())),
-                "upscaled": self.upscaled}
+                "rotated": self.rotated, "upscaled": self.upscaled}
 
     def describe(self) -> str | None:
         """One line for the log, or None when nothing was converted or skipped."""
         parts = [f"{n} {MODE_NAMES.get(mode, mode)} ({mode})" for mode, n in sorted(self.converted.items())]
         words = [f"converted {', '.join(parts)}"] if parts else []
+        if self.rotated:
+            words.append(f"{self.rotated} turned upright by their EXIF orientation")
         if self.upscaled:
             words.append(f"{self.upscaled} smaller than the image size (enlarged)")
         if self.skipped:
@@ -66,17 +71,29 @@ def image_files(dataset: Dataset) -> list[Path] | None:
     return None
 
 
-def read_file(path: Path, decode: bool) -> tuple[str | None, str, tuple[int, int]]:
-    """(why the file is unusable or None, its mode, its (width, height))."""
+class FileFacts(NamedTuple):
+    problem: str | None
+    """Why the file is unusable, or None."""
+    mode: str
+    """Its PIL mode."""
+    size: tuple[int, int]
+    """(width, height) upright, as a viewer shows it."""
+    turned: bool
+    """Its EXIF orientation turns or mirrors it."""
+
+
+def read_file(path: Path, decode: bool) -> FileFacts:
+    """What the file is, from its header (decode=True: also decoded, which finds a truncated file)."""
     try:
         with Image.open(path) as image:
-            mode, size = image.mode, image.size
+            mode, (width, height) = image.mode, image.size
+            turn = orientation(image, load=decode)
             if decode:
                 image.draft("RGB", (1, 1))  # JPEG: decode at 1/8 scale, still reading every byte
                 image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        return f"{type(error).__name__}: {error}", "", (0, 0)
-    return None, mode, size
+        return FileFacts(f"{type(error).__name__}: {error}", "", (0, 0), False)
+    return FileFacts(None, mode, (height, width) if turn in SIDEWAYS else (width, height), turn != 1)
 
 
 def screen(cfg, splits: dict[str, Dataset], refuse_bad: bool = True) -> tuple[dict[str, Dataset], Screening]:
@@ -92,7 +109,7 @@ def screen(cfg, splits: dict[str, Dataset], refuse_bad: bool = True) -> tuple[di
     with ThreadPoolExecutor() as pool:  # PIL decodes outside the GIL
         facts = dict(zip(unique, pool.map(lambda path: read_file(path, decode=skip), unique), strict=True))
     screening = count_conversions(cfg, facts)
-    bad = {path: problem for path, (problem, _, _) in facts.items() if problem is not None}
+    bad = {path: fact.problem for path, fact in facts.items() if fact.problem is not None}
     if not skip:
         if bad and refuse_bad:
             path, problem = next(iter(bad.items()))
@@ -110,14 +127,15 @@ def screen(cfg, splits: dict[str, Dataset], refuse_bad: bool = True) -> tuple[di
     return kept, screening
 
 
-def count_conversions(cfg, facts: dict) -> Screening:
-    """How many usable images change mode or get enlarged on their way to the model."""
+def count_conversions(cfg, facts: dict[Path, FileFacts]) -> Screening:
+    """How many usable images change mode, are turned upright or get enlarged on their way to the model."""
     expected = {"RGB"} if cfg.channels == 3 else {"L", "RGB"}  # color to gray is what channels=1 asks for
     height, width = image_hw(cfg.image_size)
     screening = Screening()
-    for problem, mode, (w, h) in facts.values():
+    for problem, mode, (w, h), turned in facts.values():
         if problem is None:
             screening.converted[mode] += mode not in expected
+            screening.rotated += turned
             screening.upscaled += w < width or h < height
     screening.converted = +screening.converted  # drop the zero counts
     return screening

@@ -3,7 +3,8 @@
     python -m runner dataset=cifar10 dataset.augment=basic
 
 `load_image` and `decoded` read an image file (the file-backed datasets' uint8 pixels,
-runner/data/pixels.py); `pil_transforms(cfg, train)` turns a PIL image of CIFAR-10 or a custom
+runner/data/pixels.py) as a viewer shows it: turned upright by its EXIF orientation (a phone's
+photo stored sideways); `pil_transforms(cfg, train)` turns a PIL image of CIFAR-10 or a custom
 dataset into a standardized tensor (training adds crop and flip with `augment=basic`);
 `denormalize` undoes the standardization for display.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from runner.errors import UserError
@@ -39,18 +40,53 @@ def channel_stats(cfg) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def load_image(path, draft: tuple[int, int] | None = None) -> Image.Image:
-    """torchvision's PIL loader, with a clear message naming a file that does not decode.
+READ_VERSION = 2
+"""How a file becomes pixels; part of the decoded-image cache's key (runner/data/cache.py), so a cache
+written by an older way of reading is never taken for one of this (2: EXIF orientation applied)."""
 
-    `draft` (width, height): a JPEG is decoded at the smallest of its 1/1, 1/2, 1/4, 1/8 scales that
+ORIENTATION = 0x0112  # the EXIF tag: 1 upright, 3 upside down, 6 and 8 sideways, 2/4/5/7 mirrored
+SIDEWAYS = (5, 6, 7, 8)  # orientations whose upright width is the stored height
+
+
+def orientation(image: Image.Image, load: bool = True) -> int:
+    """The image's EXIF orientation (1..8; 1 when it has none or an unreadable one).
+
+    load=False: without decoding the pixels (a PNG keeps its EXIF after them only when it is loaded;
+    such a PNG, rare, then counts as upright)."""
+    if not load and image.format == "PNG" and "exif" not in image.info:
+        return 1
+    try:
+        value = image.getexif().get(ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 (a damaged EXIF block says nothing about the pixels: treat as upright)
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def upright(image: Image.Image, turn: int | None = None) -> Image.Image:
+    """The image as a viewer shows it: ImageOps.exif_transpose where its EXIF orientation is not 1."""
+    turn = orientation(image) if turn is None else turn
+    return ImageOps.exif_transpose(image) if turn != 1 else image
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """A PIL image (a file's, or a custom dataset's) as the RGB pixels a viewer shows."""
+    return upright(image).convert("RGB")
+
+
+def load_image(path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """torchvision's PIL loader, turned upright by the EXIF orientation, with a clear message naming a file
+    that does not decode.
+
+    `draft` (width, height, upright): a JPEG is decoded at the smallest of its 1/1, 1/2, 1/4, 1/8 scales that
     still covers it (PIL's draft mode: the decoder skips the detail, 4x-16x fewer pixels for a photo
     far larger than the training size)."""
     try:
         with open(path, "rb") as file:
             image = Image.open(file)
+            turn = orientation(image)  # a JPEG's EXIF is in its header: read without decoding
             if draft is not None and image.format == "JPEG":
-                image.draft("RGB", draft)
-            return image.convert("RGB")
+                image.draft("RGB", draft[::-1] if turn in SIDEWAYS else draft)  # the stored image's sides
+            return upright(image, turn).convert("RGB")
     except (OSError, Image.DecompressionBombError) as error:  # a bomb: too many pixels to decode safely
         raise UserError(f"{path} cannot be decoded as an image ({error}). Fix: replace or remove it "
                         "(python -m runner.check checks=[outliers] lists every such file), "

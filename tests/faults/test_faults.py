@@ -163,7 +163,7 @@ def test_skip_trains_without_the_bad_images_lists_them_and_counts_the_conversion
     listed = (runs[0] / "skipped_images.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in listed) == sorted(str(files[k]) for k in BAD_IMAGES)
     record = json.loads((runs[0] / "run.json").read_text())
-    assert record["images"] == {"skipped": 4, "converted": {"CMYK": 1, "L": 1}, "upscaled": 1}
+    assert record["images"] == {"skipped": 4, "converted": {"CMYK": 1, "L": 1}, "rotated": 0, "upscaled": 1}
     log = (runs[0] / "train.log").read_text()
     assert "4 image files do not decode and are left out" in log
     assert log.count("images: converted 1 CMYK (CMYK), 1 grayscale (L)") == 1
