@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import random
+import signal
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -142,7 +143,13 @@ class DeviceBatches:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """numpy and random in a worker, seeded from the torch seed the loader gave it."""
+    """numpy and random in a worker, seeded from the torch seed the loader gave it.
+
+    A worker ignores Ctrl-C and the stop signals: a terminal's Ctrl-C (or SLURM's SIGTERM) reaches every
+    process of the job, and the trainer, which stops after its step and checkpoints, still needs its
+    workers until then; it shuts them down itself (and they exit if it dies)."""
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
