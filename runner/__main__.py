@@ -21,6 +21,7 @@ from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run the same command to go on
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT), also after the checkpoint Ctrl-C asks for
 
 
 @hydra.main(config_path=CONF, config_name="train", version_base="1.3")
@@ -52,7 +53,13 @@ def main(cfg: DictConfig) -> float | None:
     except Preempted as stopped:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
-        sys.exit(0 if stopped.requeued else EXIT_STOPPED)
+        sys.exit(0 if stopped.requeued else EXIT_INTERRUPTED if stopped.by_user else EXIT_STOPPED)
+    except KeyboardInterrupt:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        log.error("stopped at once by Ctrl-C: the checkpoints written so far are kept. To go on: continue with the "
+                  "same command and hydra.run.dir=%s", hydra_cfg.runtime.output_dir)
+        sys.exit(EXIT_INTERRUPTED)
     return None if result["best"] is None else result["best"][cfg.evaluate.metric]
 
 

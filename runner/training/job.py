@@ -135,10 +135,13 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
         record["status"] = "finished"
         return figures
     except Preempted as stopped:
-        record["status"] = f"preempted: {stopped}"
-        stopped.requeued = main and requeue_slurm_job()
+        record["status"] = f"{'interrupted' if stopped.by_user else 'preempted'}: {stopped}"
+        stopped.requeued = main and not stopped.by_user and requeue_slurm_job()
         if main and not stopped.requeued:
-            log.warning("%s. Resume with the same command and hydra.run.dir=%s", stopped, run_dir)
+            log.warning("%s. Resume: continue with the same command and hydra.run.dir=%s", stopped, run_dir)
+        raise
+    except KeyboardInterrupt:
+        record["status"] = "interrupted: stopped at once by a second Ctrl-C (the checkpoints before are kept)"
         raise
     except BaseException as error:
         pruned = type(error).__name__ == "TrialPruned"

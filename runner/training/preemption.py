@@ -1,4 +1,4 @@
-"""Stopping cleanly on a signal: SLURM's warning before a time limit or preemption, or SIGTERM.
+"""Stopping cleanly on a signal: SLURM's warning before a time limit or preemption, SIGTERM, or Ctrl-C.
 
     #SBATCH --signal=B:USR1@120        (scripts/slurm/train.sbatch)
 
@@ -21,25 +21,43 @@ class Preempted(Exception):
     """Training stopped on a signal after writing a checkpoint."""
 
     def __init__(self, signal_name: str, checkpoint: str, step: int):
-        super().__init__(f"stopped by {signal_name} at step {step}: checkpoint {checkpoint} written")
+        by = "Ctrl-C" if signal_name == "SIGINT" else signal_name
+        super().__init__(f"stopped by {by} at step {step}: checkpoint {checkpoint} written")
         self.signal_name, self.checkpoint, self.step = signal_name, checkpoint, step
         self.requeued = False
 
+    @property
+    def by_user(self) -> bool:
+        """Ctrl-C: the user stopped the run (not a scheduler): no requeue, status "interrupted"."""
+        return self.signal_name == "SIGINT"
+
 
 class StopRequest:
-    """Catches the given signals while training and remembers the first one (a flag the loop polls)."""
+    """Catches the given signals while training and remembers the first one (a flag the loop polls).
+
+    Ctrl-C (SIGINT) is always one of them: the first finishes the step and writes a checkpoint like
+    any stop signal; a second one stops at once (KeyboardInterrupt), for a user who cannot wait.
+    """
 
     def __init__(self, names: list[str]):
         self.received: str | None = None
         self._previous = {}
-        for name in names:
+        for name in {*names, "SIGINT"}:
             number = getattr(signal, name)
             self._previous[number] = signal.signal(number, self._handle)
 
     def _handle(self, number, frame) -> None:
+        name = signal.Signals(number).name
+        if name == "SIGINT" and self.received == "SIGINT":
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
         if self.received is None:
-            self.received = signal.Signals(number).name
-            log.warning("received %s: finishing this step, then writing a checkpoint and stopping", self.received)
+            self.received = name
+            if name == "SIGINT":
+                log.warning("Ctrl-C: finishing this step, then writing a checkpoint and stopping (Ctrl-C again "
+                            "stops at once)")
+            else:
+                log.warning("received %s: finishing this step, then writing a checkpoint and stopping", name)
 
     def restore(self) -> None:
         for number, handler in self._previous.items():
