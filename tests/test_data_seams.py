@@ -13,6 +13,7 @@ from PIL import Image
 
 from runner.data import datasets
 from runner.data.image_files import image_files
+from runner.errors import UserError
 from tests.conftest import compose_config
 
 INVERSE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
@@ -117,3 +118,69 @@ def test_the_report_sees_rotated_files_upright_not_as_duplicates(tmp_path):
     assert not across, across
     records, _, _ = scan_files([root / "train" / "a" / "x.png"], 3)
     assert records[0][1] == (24, 16)  # (width, height) as a viewer shows it
+
+
+# item 11: 16-bit images -------------------------------------------------------------------------------------
+
+RAMP = np.linspace(0, 65535, 256).round().astype(np.uint16)[None].repeat(8, axis=0)  # 8 x 256, 0..65535
+
+
+def ramp_folder(root):
+    """Each class: a 16-bit grayscale ramp (PNG, mode I;16) and the same ramp as an 8-bit PNG, for comparison."""
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(RAMP).save(root / split / c / "deep.png")
+            Image.fromarray((RAMP.astype(np.uint32) * 255 // 65535).astype(np.uint8)).save(root / split / c / "flat.png")
+    assert Image.open(root / "train" / "a" / "deep.png").mode == "I;16"
+    return root
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_16_bit_ramp_is_scaled_to_8_bits_not_clipped(tmp_path, monkeypatch, channels, caplog):
+    from runner.data.transforms import load_image
+
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    root = ramp_folder(tmp_path / "images")
+    mean = "[0.5]" if channels == 1 else "[0.5,0.5,0.5]"
+    for cache in ("none", "disk"):
+        cfg = folder_cfg(root, "dataset.image_size=[8,64]", f"dataset.channels={channels}", f"dataset.mean={mean}",
+                         f"dataset.std={mean}", f"dataset.cache={cache}")
+        with caplog.at_level("INFO"):
+            splits, screening = datasets.build_screened_splits(cfg)
+        files = image_files(splits["train"])
+        deep = splits["train"].pixels(files.index(root / "train" / "a" / "deep.png")).numpy().astype(int)
+        flat = splits["train"].pixels(files.index(root / "train" / "a" / "flat.png")).numpy().astype(int)
+        assert (deep == 255).mean() < 0.05, (cache, (deep == 255).mean())  # not 97% white
+        assert np.abs(deep - flat).max() <= 1, cache  # the same picture as its 8-bit copy
+    assert screening.converted["I;16"] == 4
+    assert "converted 4 16-bit grayscale, scaled to 8 bits (I;16)" in caplog.text
+    shown = np.asarray(load_image(root / "train" / "a" / "deep.png"))  # what the data report shows
+    assert np.abs(shown[..., 0].astype(int) - np.asarray(Image.open(root / "train" / "a" / "flat.png"))).max() <= 1
+
+
+def ramp_images(num_classes: int) -> dict:
+    """A custom dataset of 16-bit PIL images (mode I;16)."""
+    image = Image.fromarray(RAMP)
+    split = [(image, c % num_classes) for c in range(8)]
+    return {"train": split, "val": split}
+
+
+def test_a_custom_datasets_16_bit_pil_images_are_scaled_too():
+    cfg = compose_config(["dataset=custom", "dataset._target_=tests.test_data_seams.ramp_images",
+                          "dataset.num_classes=2", "dataset.image_size=[8,256]"]).dataset
+    x, _ = datasets.build_splits(cfg)["train"][0]
+    pixels = x * 0.5 + 0.5  # dataset.mean=[0.5], std=[0.5]
+    assert float((pixels > 0.999).float().mean()) < 0.05 and abs(float(pixels.mean()) - 0.5) < 0.02
+
+
+def test_a_float_image_file_is_refused_in_one_line(tmp_path):
+    root = ramp_folder(tmp_path / "images")
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)).save(root / "train" / "a" / "f.tif")
+    cfg = folder_cfg(root, "dataset.image_size=[8,8]")
+    with pytest.raises(UserError, match=r"f.tif has 32-bit float pixels \(PIL mode F\), of no known range; 1 such "
+                                        r"file\(s\) in the dataset\. Fix: save it as an 8-bit or 16-bit image"):
+        datasets.build_splits(cfg)
+    cfg.bad_images = "skip"
+    splits, screening = datasets.build_screened_splits(cfg)
+    assert [path.name for path, _ in screening.skipped] == ["f.tif"]

@@ -9,7 +9,7 @@ gathered and finished without a loader worker (the way the fastest CIFAR-10 trai
 Either way the loader hands over uint8 pixels and `batch_augment.Finish` crops, flips and
 standardizes the micro-batch on the device. The file's name is a hash of everything the pixels
 depend on: each image file's path, size and modification time, the stored size, the channels and the
-way files are read (transforms.READ_VERSION: EXIF orientation applied since 2). A changed file, size,
+way files are read (transforms.READ_VERSION: EXIF orientation applied and 16-bit pixels scaled since 2). A changed file, size,
 setting or reading is a new key, so a stale cache is never read; the array is written
 under a temporary name and renamed (io.write_atomic), so a killed build leaves no half-written
 cache, and one process builds while others starting with it wait.

@@ -25,6 +25,9 @@ EXPECTED = ('a mapping {"train": Dataset, "val": Dataset, "test": Dataset (optio
             "(image, label), the image a PIL image or a (channels, height, width) float tensor")
 
 
+PIL_FIX = "return it as an 8-bit or 16-bit PIL image, or as a (channels, height, width) float tensor (used as it is)"
+
+
 class UserSplit(Dataset):
     """One split of the user's: PIL images go through runner's transforms, tensors as they are."""
 
@@ -49,7 +52,8 @@ class UserSplit(Dataset):
     def __getitem__(self, index: int):
         image, label = self.raw(index)
         if isinstance(image, Image.Image):
-            return self.transform(as_rgb(image)), int(label)
+            where = f"{self.target}'s {self.split} image {index}"
+            return self.transform(as_rgb(image, where, PIL_FIX)), int(label)
         if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == self.channels:
             return image.float(), int(label)
         shape = tuple(image.shape) if hasattr(image, "shape") else ""

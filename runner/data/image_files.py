@@ -6,8 +6,9 @@ run there, naming the file, instead of an hour in. With `bad_images=skip` every 
 decoded (at reduced scale, which still reads the whole compressed stream, so a truncated JPEG
 is found) and the files that fail are left out of their split: the same files in every run,
 process and resume, because the choice depends on the files alone. Images converted on the
-way (grayscale or CMYK to RGB, turned upright by their EXIF orientation, too small for the image
-size) are counted, so the run can report them once instead of converting them silently.
+way (grayscale or CMYK to RGB, 16-bit scaled to 8 bits, turned upright by their EXIF orientation,
+too small for the image size) are counted (32-bit float images, whose range nothing says, are refused
+like files that do not decode), so the run can report them once instead of converting them silently.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from torch.utils.data import Dataset, Subset
 from runner.data.transforms import SIDEWAYS, image_hw, orientation
 from runner.errors import UserError
 
+SCALED = "16-bit grayscale, scaled to 8 bits"
 MODE_NAMES = {"L": "grayscale", "LA": "grayscale with alpha", "1": "black-and-white", "P": "palette",
-              "CMYK": "CMYK", "RGBA": "RGBA", "I": "32-bit integer", "I;16": "16-bit", "F": "float"}
+              "CMYK": "CMYK", "RGBA": "RGBA", "I": "32-bit integer, read as 16-bit and scaled to 8 bits",
+              "I;16": SCALED, "I;16L": SCALED, "I;16B": SCALED, "I;16N": SCALED, "F": "float"}
+FLOAT_PIXELS = "32-bit float pixels (PIL mode F), of no known range"  # refused: nothing says what is white
 
 
 @dataclass
@@ -93,7 +97,8 @@ def read_file(path: Path, decode: bool) -> FileFacts:
                 image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         return FileFacts(f"{type(error).__name__}: {error}", "", (0, 0), False)
-    return FileFacts(None, mode, (height, width) if turn in SIDEWAYS else (width, height), turn != 1)
+    size = (height, width) if turn in SIDEWAYS else (width, height)
+    return FileFacts(FLOAT_PIXELS if mode == "F" else None, mode, size, turn != 1)
 
 
 def screen(cfg, splits: dict[str, Dataset], refuse_bad: bool = True) -> tuple[dict[str, Dataset], Screening]:
@@ -113,6 +118,10 @@ def screen(cfg, splits: dict[str, Dataset], refuse_bad: bool = True) -> tuple[di
     if not skip:
         if bad and refuse_bad:
             path, problem = next(iter(bad.items()))
+            if problem == FLOAT_PIXELS:
+                raise UserError(f"{path} has {problem}; {sum(p == problem for p in bad.values())} such file(s) in the "
+                                "dataset. Fix: save it as an 8-bit or 16-bit image, or remove it, or set "
+                                "dataset.bad_images=skip to leave such files out")
             raise UserError(f"{path} cannot be decoded as an image ({problem}); {len(bad)} such file(s) in the "
                             "dataset. Fix: replace or remove it, or set dataset.bad_images=skip to leave such files out")
         return splits, screening

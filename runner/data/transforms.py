@@ -4,7 +4,7 @@
 
 `load_image` and `decoded` read an image file (the file-backed datasets' uint8 pixels,
 runner/data/pixels.py) as a viewer shows it: turned upright by its EXIF orientation (a phone's
-photo stored sideways); `pil_transforms(cfg, train)` turns a PIL image of CIFAR-10 or a custom
+photo stored sideways), 16-bit pixels scaled to 8 bits; `pil_transforms(cfg, train)` turns a PIL image of CIFAR-10 or a custom
 dataset into a standardized tensor (training adds crop and flip with `augment=basic`);
 `denormalize` undoes the standardization for display.
 """
@@ -42,7 +42,8 @@ def channel_stats(cfg) -> tuple[list[float], list[float]]:
 
 READ_VERSION = 2
 """How a file becomes pixels; part of the decoded-image cache's key (runner/data/cache.py), so a cache
-written by an older way of reading is never taken for one of this (2: EXIF orientation applied)."""
+written by an older way of reading is never taken for one of this (2: EXIF orientation applied, 16-bit
+pixels scaled to 8 bits instead of clipped)."""
 
 ORIENTATION = 0x0112  # the EXIF tag: 1 upright, 3 upside down, 6 and 8 sideways, 2/4/5/7 mirrored
 SIDEWAYS = (5, 6, 7, 8)  # orientations whose upright width is the stored height
@@ -68,9 +69,24 @@ def upright(image: Image.Image, turn: int | None = None) -> Image.Image:
     return ImageOps.exif_transpose(image) if turn != 1 else image
 
 
-def as_rgb(image: Image.Image) -> Image.Image:
-    """A PIL image (a file's, or a custom dataset's) as the RGB pixels a viewer shows."""
-    return upright(image).convert("RGB")
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" (32-bit integer): read as 16-bit, as Pillow once opened PNGs
+FILE_FIX = "save it as an 8-bit or 16-bit image, or remove it"
+
+
+def eight_bit(image: Image.Image, where: str, fix: str = FILE_FIX) -> Image.Image:
+    """16-bit pixels scaled to 8 bits (0..65535 -> 0..255; PIL's own conversion clips them at 255, white);
+    32-bit float pixels, whose range nothing says, refused in one line naming `where`; others as they are."""
+    if image.mode in SIXTEEN_BIT:
+        pixels = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+        return Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8))
+    if image.mode == "F":
+        raise UserError(f"{where} has 32-bit float pixels (PIL mode F), of no known range. Fix: {fix}")
+    return image
+
+
+def as_rgb(image: Image.Image, where: str, fix: str = FILE_FIX) -> Image.Image:
+    """A PIL image (a file's, or a custom dataset's) as the 8-bit RGB pixels a viewer shows."""
+    return eight_bit(upright(image), where, fix).convert("RGB")
 
 
 def load_image(path, draft: tuple[int, int] | None = None) -> Image.Image:
@@ -86,7 +102,7 @@ def load_image(path, draft: tuple[int, int] | None = None) -> Image.Image:
             turn = orientation(image)  # a JPEG's EXIF is in its header: read without decoding
             if draft is not None and image.format == "JPEG":
                 image.draft("RGB", draft[::-1] if turn in SIDEWAYS else draft)  # the stored image's sides
-            return upright(image, turn).convert("RGB")
+            return eight_bit(upright(image, turn), str(path)).convert("RGB")
     except (OSError, Image.DecompressionBombError) as error:  # a bomb: too many pixels to decode safely
         raise UserError(f"{path} cannot be decoded as an image ({error}). Fix: replace or remove it "
                         "(python -m runner.check checks=[outliers] lists every such file), "
