@@ -4,12 +4,17 @@ Checkpoints, `run.json`, `eval/best.json`, `eval/metrics.csv`, `trials.csv` and 
 file that is written again while someone may read it go through `write_atomic`: a temporary
 file in the same folder, flushed and fsynced, then `os.replace`d over the name and the folder
 fsynced, so a crash at any moment leaves the old file or the new one, never half of one.
+
+No writer here follows a symbolic link: not the file itself, and not a folder between it and the
+run folder that holds it (`refuse_links`). A link planted in a run folder (eval/.lock pointing at
+someone's file, tb/ at another disk) is refused in one line, and nothing outside the run changes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -20,6 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from runner.errors import UserError
+
 log = logging.getLogger(__name__)
 
 TEMPORARY = ".tmp-"  # .NAME.tmp-HOST-PID: a write in progress, or one that was killed
@@ -28,6 +35,7 @@ TEMPORARY = ".tmp-"  # .NAME.tmp-HOST-PID: a write in progress, or one that was 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call write(file) on a temporary file beside `path`, then put it in place in one step."""
     path = Path(path)
+    refuse_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent, of=path.name)
     temporary = path.with_name(f".{path.name}{TEMPORARY}{socket.gethostname()}-{os.getpid()}")
@@ -94,14 +102,14 @@ def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
 def append_line(path: Path, line: str) -> None:
     """Append one whole line in one write; after a torn last line (a writer killed mid-line) start a new one."""
     path = Path(path)
+    refuse_links(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = line.rstrip("\n").encode() + b"\n"
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as file:
-            file.seek(-1, os.SEEK_END)
-            if file.read(1) != b"\n":
-                data = b"\n" + data
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    descriptor = open_unlinked(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
     try:
+        size = os.fstat(descriptor).st_size
+        if size > 0 and os.pread(descriptor, 1, size - 1) != b"\n":
+            data = b"\n" + data
         os.write(descriptor, data)
         os.fsync(descriptor)
     finally:
@@ -131,10 +139,75 @@ def exclusive(path: Path) -> Iterator[None]:
     Between processes on one machine or one shared filesystem: one evaluator per run, one
     sweep worker at a time asking the study for trials.
     """
+    path = Path(path)
+    refuse_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    descriptor = open_unlinked(path, os.O_RDWR | os.O_CREAT)  # never truncated: the file may hold a note
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+# ---------------------------------------------------------------------------------------------
+# symbolic links
+
+
+RUN_FOLDER_MARKS = ("run.json", ".hydra")  # what `python -m runner` puts in a run folder first
+
+
+def open_unlinked(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that refuses a symbolic link at `path` itself (O_NOFOLLOW), even one made since the check."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UserError(link_message(Path(path), None)) from None
+        raise
+
+
+def refuse_links(path: Path, root: Path | None = None) -> None:
+    """Raise a UserError if writing `path` would go through a symbolic link: `path` itself, or a folder
+    between it and `root` (the run folder; by default the nearest enclosing one, see `enclosing_run_folder`).
+
+    A run folder that is itself a link (outputs/latest -> ...) is written as usual: the user made it.
+    """
+    path = Path(os.path.abspath(path))
+    root = enclosing_run_folder(path) if root is None else Path(os.path.abspath(root))
+    if os.path.islink(path):
+        raise UserError(link_message(path, root))
+    if root is None or root not in path.parents:
+        return
+    for folder in path.parents:
+        if folder == root:
+            return
+        if os.path.islink(folder):
+            raise UserError(link_message(folder, root))
+
+
+def enclosing_run_folder(path: Path) -> Path | None:
+    """The run folder `path` lies in: the nearest folder above it with a run.json or .hydra/ that is not itself
+    a link inside another run folder (eval -> OTHER_RUN is a link inside this run, not a run of its own)."""
+    nearest = None
+    for folder in Path(os.path.abspath(path)).parents:
+        if not any(os.path.lexists(folder / mark) for mark in RUN_FOLDER_MARKS):
+            continue
+        if not os.path.islink(folder):
+            return folder
+        nearest = nearest or folder  # a linked run folder: the run, unless a real one encloses it
+    return nearest
+
+
+def link_message(link: Path, root: Path | None) -> str:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    where = f" inside the run folder {root}" if root is not None else ""
+    kind = "folder" if os.path.isdir(link) else "file"
+    return (f"{link} is a symbolic link (to {target}){where}: runner writes nothing through a link, so nothing was "
+            f"written. Fix: replace the link with a real {kind} (rm {link}), or use another folder")

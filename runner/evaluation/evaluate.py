@@ -26,7 +26,7 @@ from runner.evaluation import metrics, reports, results
 from runner.evaluation.metric_names import METRICS
 from runner.io import remove_stale_temporaries
 from runner.provenance import now
-from runner.run_folders import relative
+from runner.run_folders import relative, tensorboard_folder
 from runner.runtime import autocast_dtype, pick_device
 from runner.trust import require_trusted
 
@@ -254,7 +254,7 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
     if not pending:
         return 0
     evaluated = 0
-    writer = SummaryWriter(str(run_dir / "tb"), filename_suffix=".eval")
+    writer = SummaryWriter(tensorboard_folder(run_dir), filename_suffix=".eval")
     try:
         for path in pending:
             row = evaluate_checkpoint(path, run_dir, settings, writer, strict)

@@ -23,7 +23,14 @@ import torch
 
 from runner import checkpoint_files
 from runner.evaluation.metric_names import METRICS, direction
-from runner.io import append_line, exclusive, read_jsonl, write_csv_atomic, write_json_atomic
+from runner.io import (
+    append_line,
+    exclusive,
+    read_jsonl,
+    refuse_links,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from runner.provenance import now
 
 log = logging.getLogger("runner.evaluate")
@@ -32,20 +39,32 @@ CSV_COLUMNS = ["checkpoint", "epoch", "global_step", "split", "tta", "n", *METRI
 
 
 def eval_dir_of(run_dir: Path) -> Path:
-    """The run's eval/ folder, made if missing."""
+    """The run's eval/ folder, made if missing; refused in one line when it is a symbolic link."""
     eval_dir = Path(run_dir) / "eval"
+    refuse_links(eval_dir, root=run_dir)
     eval_dir.mkdir(parents=True, exist_ok=True)
     return eval_dir
 
 
 def locked(eval_dir: Path):
-    """One evaluator at a time per run (a watcher and the training run's own evaluation)."""
+    """One evaluator at a time per run (a watcher and the training run's own evaluation).
+
+    First every file and folder of eval/ and eval/predictions/ is checked: a symbolic link there
+    (planted, or copied along) is refused in one line before anything is evaluated or written.
+    """
+    refuse_links(eval_dir, root=eval_dir.parent)
+    for folder in (eval_dir, eval_dir / "predictions"):
+        refuse_links(folder, root=eval_dir.parent)
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            if entry.is_symlink():
+                refuse_links(entry, root=eval_dir.parent)
     return exclusive(eval_dir / ".lock")
 
 
 @contextlib.contextmanager
 def log_file(eval_dir: Path):
-    """Also log into the run's eval/evaluate.log while evaluating."""
+    """Also log into the run's eval/evaluate.log while evaluating (never through a symbolic link)."""
+    refuse_links(eval_dir / "evaluate.log", root=eval_dir.parent)
     handler = logging.FileHandler(eval_dir / "evaluate.log")
     handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
                                            "%Y-%m-%d %H:%M:%S"))
