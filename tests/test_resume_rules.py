@@ -44,3 +44,34 @@ def test_a_longer_run_continues_when_the_schedule_does_not_depend_on_the_total(t
     train_job(compose_config([*TINY, f"schedule={schedule}"]), tmp_path / "run")
     result = train_job(compose_config([*TINY, f"schedule={schedule}", "trainer.epochs=4"]), tmp_path / "run")
     assert result["train"]["epoch"] == 4
+
+
+def test_the_cache_setting_may_change_on_resume_it_trains_the_same_pixels(tmp_path, monkeypatch):
+    from tests.conftest import assert_identical, make_imagefolder
+
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    images = make_imagefolder(tmp_path / "images", classes=3, per_class=8, size=(40, 52))
+    common = ["dataset=imagefolder", f"dataset.root={images}", "dataset.image_size=[16,16]", "trainer.batch_size=6",
+              "trainer.micro_batch_size=3", "trainer.deterministic=true", "dataset.augment=basic",
+              "checkpoint.every_epochs=1", "evaluate.after_training=false"]
+    train_job(compose_config([*common, "trainer.epochs=3"]), tmp_path / "straight")
+    train_job(compose_config([*common, "trainer.epochs=1"]), tmp_path / "changed")
+    train_job(compose_config([*common, "trainer.epochs=2", "dataset.cache=disk"]), tmp_path / "changed")
+    train_job(compose_config([*common, "trainer.epochs=3", "dataset.cache=memory"]), tmp_path / "changed")
+    assert_identical(weights(tmp_path / "straight", 3), weights(tmp_path / "changed", 3))
+
+
+def test_a_different_thread_count_on_resume_is_named_in_one_warning_and_not_refused(tmp_path, caplog):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        train_job(compose_config([*TINY, "trainer.epochs=1", "trainer.num_threads=1"]), tmp_path / "run")
+        with caplog.at_level("WARNING"):
+            result = train_job(compose_config([*TINY, "trainer.num_threads=2"]), tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert result["train"]["epoch"] == 2
+    warned = [r.getMessage() for r in caplog.records if "threads" in r.getMessage()]
+    assert len(warned) == 1 and "1 CPU thread" in warned[0] and "2" in warned[0]
+    assert "trainer.num_threads=1" in warned[0]

@@ -25,10 +25,11 @@ from runner.training.optim import depends_on_total_epochs
 
 log = logging.getLogger(__name__)
 
-# settings that may change between a run and its resume without changing what is computed
+# settings that may change between a run and its resume without changing what is computed (every
+# dataset.cache trains on the same pixels; the thread count can change the last bits: warned, not refused)
 RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
-                     "checkpoint.", "resume", "dataset.root", "dataset.download", "evaluate.", "sweep.", "checks.",
-                     "lr_find.")
+                     "trainer.num_threads", "checkpoint.", "resume", "dataset.root", "dataset.download",
+                     "dataset.cache", "evaluate.", "sweep.", "checks.", "lr_find.")
 
 
 def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict) -> dict:
@@ -86,6 +87,7 @@ def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str 
             "run's own settings, or start a new run directory (drop hydra.run.dir=...)"
         )
     refuse_a_schedule_stretched(cfg, state["config"]["trainer"]["epochs"], path)
+    warn_of_other_threads(state, path)
     added = added_settings(state["config"], current)
     if added:
         log.warning("settings added since the checkpoint was written, taken as now: %s", ", ".join(added))
@@ -105,6 +107,18 @@ def refuse_a_schedule_stretched(cfg: DictConfig, written_epochs: int, path: Path
         f"total epochs: resuming with trainer.epochs={cfg.trainer.epochs} would make the learning rate jump. "
         f"Fix: keep trainer.epochs={written_epochs}, or train trainer.epochs={cfg.trainer.epochs} in a new run "
         "folder (a schedule that does not depend on the total, schedule=constant or step, can be extended)")
+
+
+def warn_of_other_threads(state: dict, path: Path) -> None:
+    """Float sums depend on the CPU thread count: a resume with another one is exact only to rounding."""
+    environment = state.get("provenance", {}).get("environment", {})
+    written = environment.get("torch_threads") if isinstance(environment, dict) else None
+    now = torch.get_num_threads()
+    if isinstance(written, int) and written != now:
+        log.warning("%s was written with %d CPU thread%s, this process uses %d: sums are added in another order, "
+                    "so the resumed weights can differ from an uninterrupted run's in the last bits. Fix, for "
+                    "bit-identical weights: trainer.num_threads=%d", path.name, written, "s" * (written != 1), now,
+                    written)
 
 
 def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
