@@ -184,3 +184,64 @@ def test_a_float_image_file_is_refused_in_one_line(tmp_path):
     cfg.bad_images = "skip"
     splits, screening = datasets.build_screened_splits(cfg)
     assert [path.name for path, _ in screening.skipped] == ["f.tif"]
+
+
+# item 12: ImageFolder class names matched between splits ------------------------------------------------------
+
+def class_tree(root, layout: dict[str, list[str]], per_class: int = 3):
+    """root/SPLIT/CLASS/N.png for each split's classes (an empty list of images where the class ends in '!')."""
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for name in classes:
+            folder = root / split / name.rstrip("!")
+            folder.mkdir(parents=True)
+            for n in range(0 if name.endswith("!") else per_class):
+                Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(folder / f"{n}.png")
+    return root
+
+
+def imagefolder_splits(root):
+    """As a run builds them: the composed config (num_classes counted from the folders), validated."""
+    from runner.config import validate
+
+    cfg = compose_config(["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[8,8]"])
+    validate(cfg)
+    return datasets.build_splits(cfg.dataset)
+
+
+@pytest.mark.parametrize(("layout", "said"), [
+    ({"train": ["apple", "banana", "cherry"], "val": ["apple", "cherry", "durian"]},
+     r"val lacks class folder banana that .*train has, and has durian that .*train lacks \(classes are matched "
+     r"between splits by folder name\)\. Fix: add .*val/banana with images of that class \(or remove .*train/banana\); "
+     r"remove .*val/durian \(or add .*train/durian with training images\)"),
+    ({"train": ["apple", "banana", "cherry"], "val": ["apple", "cherry"]},
+     r"val lacks class folder banana that .*train has \(classes .*\)\. Fix: add .*val/banana with images of that class"),
+    ({"train": ["apple", "banana"], "val": ["apple", "banana"], "test": ["apple", "banana", "kiwi"]},
+     r"test has class folder kiwi that .*train lacks .* Fix: remove .*test/kiwi"),
+])
+def test_imagefolder_splits_whose_class_names_differ_are_refused_naming_the_folders(tmp_path, layout, said):
+    root = class_tree(tmp_path / "fruit", layout)
+    with pytest.raises(UserError, match=said) as caught:
+        imagefolder_splits(root)
+    assert "\n" not in str(caught.value) and "num_classes" not in str(caught.value)
+
+
+@pytest.mark.parametrize("layout", [{"train": ["apple", "banana!", "cherry"], "val": ["apple", "banana", "cherry"]},
+                                    {"": ["apple", "banana!", "cherry"]}])
+def test_an_empty_class_folder_is_named_as_the_cause(tmp_path, layout):
+    root = class_tree(tmp_path / "fruit", layout)
+    (root / next(iter(layout)) / "banana" / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match=r"class folder .*banana holds no image file \(1 file, none ending in .jpg, "
+                                        r".*\)\. Fix: put the images of class banana into it, or remove the folder") as caught:
+        imagefolder_splits(root)
+    assert "dataset.root=FOLDER" not in str(caught.value)
+
+
+def test_imagefolder_splits_with_the_same_class_names_load_with_the_same_labels(tmp_path):
+    from runner.data import introspect
+
+    root = class_tree(tmp_path / "fruit", {"train": ["apple", "banana"], "val": ["apple", "banana"]})
+    splits = imagefolder_splits(root)
+    for split in ("train", "val"):
+        files, labels = image_files(splits[split]), introspect.labels_of(splits[split]).tolist()
+        assert [["apple", "banana"][y] for y in labels] == [f.parent.name for f in files]
