@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from runner import study_storage
 from runner.errors import UserError, one_line
-from runner.sweep import objectives, results, space, study, warm_start
+from runner.sweep import objectives, queued, results, space, study, warm_start
 from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner.sweep")
@@ -182,7 +182,7 @@ class RunnerOptunaSweeper(Sweeper):
             with study.sweep_lock(sweep_dir):
                 study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir, self.objectives)
                 room = self.n_trials - study.budget_used(the_study)
-                trials = [the_study.ask(search) for _ in range(max(0, min(s.n_jobs, room)))]
+                trials = [queued.ask(the_study, search) for _ in range(max(0, min(s.n_jobs, room)))]
                 storage = the_study._storage
                 for trial in trials:  # a retried trial keeps its lost run's directory, to resume there
                     if storage.get_trial_system_attrs(trial._trial_id).get("runner:run_dir") is None:

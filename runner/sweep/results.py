@@ -29,7 +29,7 @@ def objective_names(study: optuna.Study) -> list[str]:
 
 def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
     trials = study.get_trials(deepcopy=False)
-    params = {t.number: t.params or t.system_attrs.get("fixed_params", {}) for t in trials}  # WAITING: enqueued ones
+    params = {t.number: t.params or queued_params(t) for t in trials}  # WAITING: enqueued ones
     names = sorted({key for p in params.values() for key in p})
     values = objective_names(study)
     rows = []
@@ -40,6 +40,12 @@ def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
                      t.system_attrs.get("runner:fail_reason", "")])
     write_csv_atomic(sweep_dir / "trials.csv", ["number", "state", *names, *values, "duration_s", "run_dir", "reason"],
                      rows)
+
+
+def queued_params(trial) -> dict:
+    """The parameters a queued trial was given, where they are a mapping (a crafted trial's may be anything)."""
+    given = trial.system_attrs.get("fixed_params")
+    return {k: v for k, v in given.items() if isinstance(k, str)} if isinstance(given, dict) else {}
 
 
 def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: dict[str, BaseDistribution],

@@ -47,6 +47,31 @@ def distribution(override: Override) -> BaseDistribution:
     raise UserError(f"{override.input_line} is not a sweep this sweeper knows. Fix: use interval, range or choice")
 
 
+def canonical(key: str, value, distribution: BaseDistribution):
+    """The value as the parameter holds it (a choice itself, an int for an integer range, a float), or a
+    ValueError saying why it is not one of the parameter's values: of another type, or outside its range."""
+    if isinstance(distribution, CategoricalDistribution):
+        for choice in distribution.choices:
+            if kind(value) == kind(choice) and value == choice:
+                return choice
+        raise ValueError(f"{key}={value!r} is outside its choices ({', '.join(map(repr, distribution.choices))})")
+    if kind(value) != "number" or not math.isfinite(value):
+        raise ValueError(f"{key}={value!r} is a {type(value).__name__}, not a number")
+    if isinstance(distribution, IntDistribution) and value != int(value):
+        raise ValueError(f"{key}={value!r} is not a whole number")
+    value = int(value) if isinstance(distribution, IntDistribution) else float(value)
+    if not distribution._contains(distribution.to_internal_repr(value)):
+        raise ValueError(f"{key}={value!r} is outside its range {distribution}")
+    return value
+
+
+def kind(value) -> str:
+    """What a value is for comparing it with a parameter's: True is not 1, nor "4" 4, but 4 is 4.0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
+    return type(value).__name__
+
+
 def parse(arguments: list[str], params_from_config: dict[str, str]) -> tuple[list[str], dict[str, BaseDistribution]]:
     """(fixed overrides, {key: distribution}); command-line sweeps win over the config file's."""
     parser = OverridesParser.create()

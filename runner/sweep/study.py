@@ -126,10 +126,15 @@ def this_worker() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+REFUSED = "runner:refused"  # trial system attr: a queued trial that did not fit the search, FAIL without a run
+
+
 def counted(trial: FrozenTrial) -> bool:
     """Does the trial use up one of n_trials? A failed trial that was retried does not (its retry
-    does), nor a WAITING one (enqueued): it counts once a worker starts it."""
-    return trial.state != TrialState.WAITING and not trial.system_attrs.get("runner:retried", False)
+    does), nor a WAITING one (enqueued): it counts once a worker starts it; nor a queued trial
+    refused before it ran (runner/sweep/queued.py)."""
+    attrs = trial.system_attrs
+    return trial.state != TrialState.WAITING and not attrs.get("runner:retried", False) and not attrs.get(REFUSED)
 
 
 def budget_used(study: optuna.Study) -> int:

@@ -13,6 +13,7 @@ from optuna.distributions import BaseDistribution
 from runner.errors import UserError
 from runner.study_storage import storage_for
 from runner.sweep.results import best_first
+from runner.sweep.space import canonical
 
 
 def top_points(source: str, top: int, storage_url: str | None) -> list[dict]:
@@ -36,11 +37,8 @@ def check_point(point: dict, space: dict[str, BaseDistribution]) -> str | None:
     for key, value in point.items():
         if key not in space:
             return f"{key} is not in the search space ({', '.join(space)})"
-        distribution = space[key]
         try:
-            inside = distribution._contains(distribution.to_internal_repr(value))
-        except (ValueError, TypeError):
-            inside = False
-        if not inside:
-            return f"{key}={value} is outside its range {distribution}"
+            canonical(key, value, space[key])
+        except ValueError as error:
+            return str(error)
     return None

@@ -1,0 +1,139 @@
+"""The sweeper's seams with the outside: trials it did not create (Optuna's own enqueue_trial, crafted
+WAITING trials), quoted choice values, and the data checked once before the first trial."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+import optuna
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.runner_sweeper.runner_sweeper import RunnerOptunaSweeper, RunnerOptunaSweeperConf
+from runner.study_storage import storage_for
+from runner.sweep import study as sweep_study
+from tests.conftest import run_cli
+from tests.test_sweep import LR, load, sweep_args
+
+SEARCH = {"optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True),
+          "model.channels": CategoricalDistribution([4, 8]),
+          "trainer.batch_size": IntDistribution(16, 64, step=16)}
+
+
+class RecordingLauncher:
+    """Hydra's launcher, in this process: every job completes with 0.5; the overrides are kept."""
+
+    def __init__(self):
+        self.jobs: list[list[str]] = []
+
+    def launch(self, batch, initial_job_idx):
+        self.jobs += batch
+        return [JobReturn(status=JobStatus.COMPLETED, _return_value=0.5) for _ in batch]
+
+
+def sweeper_on(tmp_path, n_trials: int):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = {**asdict(RunnerOptunaSweeperConf()), "n_trials": n_trials, "n_jobs": 1, "max_failure_rate": 1.0}
+    sweeper = RunnerOptunaSweeper(**settings)
+    sweeper.config = OmegaConf.create({"evaluate": {"metric": "top1", "direction": "auto"}})
+    sweeper.launcher, sweeper.n_trials, sweeper.objectives = RecordingLauncher(), n_trials, ["top1"]
+    storage = str(tmp_path / "study.journal")
+    the_study = optuna.create_study(study_name="test", storage=storage_for(storage), direction="maximize",
+                                    sampler=sweep_study.make_sampler("random", 0, "w", {}, SEARCH))
+    return sweeper, the_study, storage
+
+
+def run(sweeper, the_study, tmp_path, storage) -> list[dict]:
+    """The sweeper's loop; the parameters of each launched job, as its overrides say."""
+    sweeper.run_trials(the_study, SEARCH, [], tmp_path, storage)
+    return [dict(o.split("=", 1) for o in job if o.split("=", 1)[0] in SEARCH) for job in sweeper.launcher.jobs]
+
+
+def crafted(the_study, system_attrs: dict) -> None:
+    """A WAITING trial as a script could add it with Optuna's own API: any system attributes."""
+    the_study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, system_attrs=system_attrs))
+
+
+BAD_QUEUED = {
+    "a string for a number": lambda s: s.enqueue_trial({"optimizer.lr": "abc"}),
+    "a number string": lambda s: s.enqueue_trial({"optimizer.lr": "0.01"}),
+    "outside the range": lambda s: s.enqueue_trial({"optimizer.lr": 5.0}),
+    "not a choice": lambda s: s.enqueue_trial({"model.channels": 16}),
+    "a choice of the wrong type": lambda s: s.enqueue_trial({"model.channels": "4"}),
+    "off the step": lambda s: s.enqueue_trial({"trainer.batch_size": 20}),
+    "a fraction for an integer": lambda s: s.enqueue_trial({"trainer.batch_size": 32.5}),
+    "a bool for an integer": lambda s: s.enqueue_trial({"trainer.batch_size": True}),
+    "not in the search space": lambda s: s.enqueue_trial({"optimizer.momentum": 0.9}),
+    "a NaN": lambda s: s.enqueue_trial({"optimizer.lr": float("nan")}),
+    "fixed_params not a dict": lambda s: crafted(s, {"fixed_params": "optimizer.lr"}),
+    "fixed_params a list": lambda s: crafted(s, {"fixed_params": [1, 2]}),
+    "a run folder outside the sweep": lambda s: crafted(s, {"fixed_params": {}, "runner:run_dir": "../../elsewhere"}),
+    "a run folder that is not a name": lambda s: crafted(s, {"runner:run_dir": 7}),
+    "retries not a number": lambda s: crafted(s, {"runner:retries": "many"}),
+    "a finished trial's record": lambda s: crafted(s, {"runner:retried": True}),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_QUEUED))
+def test_a_bad_queued_trial_is_failed_with_one_warning_and_the_sweep_goes_on(tmp_path, caplog, kind):
+    sweeper, the_study, storage = sweeper_on(tmp_path, n_trials=2)
+    BAD_QUEUED[kind](the_study)
+    with caplog.at_level(logging.WARNING, logger="runner.sweep"):
+        launched = run(sweeper, the_study, tmp_path, storage)
+    trials = the_study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]  # the bad one used no budget
+    assert len(launched) == 2 and all(set(p) == set(SEARCH) for p in launched)
+    reason = trials[0].system_attrs["runner:fail_reason"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "trial 0" in r.getMessage()]
+    assert len(warnings) == 1 and reason in warnings[0] and "\n" not in warnings[0], warnings
+    assert not list(tmp_path.parent.glob("elsewhere"))
+    assert (tmp_path / "trials.csv").read_text().count("\n") == 4  # the file is still written
+
+
+def test_a_valid_enqueued_point_runs_as_given_and_its_missing_parameters_are_drawn(tmp_path):
+    sweeper, the_study, storage = sweeper_on(tmp_path, n_trials=3)
+    the_study.enqueue_trial({"optimizer.lr": 0.005, "model.channels": 8, "trainer.batch_size": 48})
+    the_study.enqueue_trial({"optimizer.lr": 1e-3})  # Optuna's documented partial point: the rest is sampled
+    the_study.enqueue_trial({"trainer.batch_size": 32.0, "model.channels": 8.0})  # numbers of another type, same value
+    launched = run(sweeper, the_study, tmp_path, storage)
+    trials = the_study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert launched[0] == {"optimizer.lr": "0.005", "model.channels": "8", "trainer.batch_size": "48"}
+    assert launched[1]["optimizer.lr"] == "0.001" and set(launched[1]) == set(SEARCH)
+    assert trials[2].params["trainer.batch_size"] == 32 and launched[2]["trainer.batch_size"] == "32"
+    assert launched[2]["model.channels"] == "8"  # the choice itself, an int, as the setting takes
+
+
+def test_a_retry_of_a_lost_trial_keeps_its_folder_but_a_crafted_one_cannot_take_another_trials(tmp_path, caplog):
+    sweeper, the_study, storage = sweeper_on(tmp_path, n_trials=1)
+    done = the_study.ask(SEARCH)
+    sweep_study.note(the_study, done._trial_id, "run_dir", "trial_0000")
+    the_study.tell(done, 0.9)
+    crafted(the_study, {"fixed_params": {"optimizer.lr": 0.01}, "runner:run_dir": "trial_0000"})
+    sweeper.n_trials = 2
+    with caplog.at_level(logging.WARNING, logger="runner.sweep"):
+        run(sweeper, the_study, tmp_path, storage)
+    trials = the_study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert "trial_0000" in trials[1].system_attrs["runner:fail_reason"]
+    assert trials[2].system_attrs["runner:run_dir"] == "trial_0002"
+
+
+@pytest.mark.slow
+def test_points_queued_with_optunas_own_api_through_the_real_command(workdir):
+    sweep_dir = workdir / "sweep"
+    outside = optuna.create_study(study_name="test", storage=storage_for(str(sweep_dir / "study.journal")),
+                                  direction="maximize")
+    outside.enqueue_trial({"optimizer.lr": "abc"})  # crashed the worker at ask(), the trial left RUNNING
+    outside.enqueue_trial({"optimizer.lr": 0.005})
+    result = run_cli(sweep_args(sweep_dir, LR, "hydra.sweeper.n_trials=1"), cwd=workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+    trials = load(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].params == {"optimizer.lr": 0.005}
+    assert "optimizer.lr='abc'" in trials[0].system_attrs["runner:fail_reason"]
+    assert len([line for line in output.splitlines() if "trial 0, queued from outside" in line]) == 1
