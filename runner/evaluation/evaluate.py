@@ -104,6 +104,10 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
 
     An unreadable file is skipped with a warning (None), or, when `strict` (the user named it), an error.
     """
+    name = relative(path, run_dir)
+    if not results.inside_run(run_dir, name):
+        raise UserError(f"{path} lies outside the run {run_dir}: its row would name another run's checkpoint. "
+                        "Fix: evaluate it in its own run folder")
     try:
         state = checkpoint_files.load(path)
     except UserError as error:
@@ -124,7 +128,7 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
         raise RuntimeError(f"evaluated {len(labels)} samples of a split of {len(dataset)}")
     summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes)
     row = {
-        "checkpoint": relative(path, run_dir), "epoch": state["epoch"], "global_step": state["global_step"],
+        "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"],
         "split": settings.split, "tta": settings.tta, **summary,
         "top1_ci_low": summary["top1_ci95"][0], "top1_ci_high": summary["top1_ci95"][1],
         "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
@@ -200,8 +204,15 @@ def run_directory(settings: DictConfig) -> Path:
         path = Path(settings.checkpoint)
         if not path.is_file():
             raise UserError(f"checkpoint={settings.checkpoint} does not exist. Fix: give a checkpoints/epoch-NNNN.pt file")
-        return Path(settings.run_dir) if settings.get("run_dir") else (
-            path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+        if not settings.get("run_dir"):
+            return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        run_dir = Path(settings.run_dir)
+        if not results.inside_run(run_dir, relative(path, run_dir)):
+            raise UserError(f"checkpoint={settings.checkpoint} lies outside run_dir={settings.run_dir}: a run's "
+                            "ranking, best.json and test ledger hold only its own checkpoints, so nothing was "
+                            f"evaluated. Fix: evaluate it in its own run (drop run_dir=), or copy it into "
+                            f"{run_dir / 'checkpoints'}/")
+        return run_dir
     if not settings.get("run_dir"):
         raise UserError("no run to evaluate. Fix: run_dir=outputs/<name>/<time> (or checkpoint=FILE)")
     run_dir = Path(settings.run_dir)
@@ -212,8 +223,17 @@ def run_directory(settings: DictConfig) -> Path:
 
 
 def run_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's epoch checkpoints, oldest first (one still being written is a temporary file, not listed)."""
-    return checkpoint_files.list_checkpoints(run_dir / "checkpoints")
+    """The run's epoch checkpoints, oldest first (one still being written is a temporary file, not listed).
+
+    A checkpoint that is a link to a file outside the run is left out with a warning: a run's records
+    name only its own checkpoints.
+    """
+    listed = checkpoint_files.list_checkpoints(run_dir / "checkpoints")
+    for path in listed:
+        if not results.inside_run(run_dir, relative(path, run_dir)):
+            results.warn_once(f"{path} is a link to {path.resolve()}, outside the run: not evaluated. Fix: copy the "
+                              "file into the run instead of linking it")
+    return [path for path in listed if results.inside_run(run_dir, relative(path, run_dir))]
 
 
 def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) -> dict | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from runner import checkpoint_files
+from runner.errors import UserError
 from runner.evaluation.metric_names import METRICS, direction
 from runner.io import (
     append_line,
@@ -78,7 +79,41 @@ def log_file(eval_dir: Path):
 
 
 def read_rows(eval_dir: Path) -> list[dict]:
-    return read_jsonl(eval_dir / "metrics.jsonl")
+    """The rows of metrics.jsonl that name a checkpoint of this run; any other is left out with a warning."""
+    path = Path(eval_dir) / "metrics.jsonl"
+    run_dir = Path(eval_dir).parent
+    rows = []
+    for number, row in enumerate(read_jsonl(path), start=1):
+        checkpoint = row.get("checkpoint") if isinstance(row, dict) else None
+        if not inside_run(run_dir, checkpoint):
+            warn_once(f"{path} row {number} names checkpoint {checkpoint!r}, outside the run {run_dir}: left out (a "
+                      "run's ranking, best.json and test ledger hold only its own checkpoints). Fix: evaluate that "
+                      "checkpoint in its own run folder")
+            continue
+        rows.append(row)
+    return rows
+
+
+def inside_run(run_dir: Path, name) -> bool:
+    """Whether `name`, a checkpoint as a run's records store it, is a file inside run_dir: a relative path
+    without `..` that does not lead out through a symbolic link either."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return False
+    try:
+        (Path(run_dir) / name).resolve().relative_to(Path(run_dir).resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A warning about a file, said once per process however often the file is read."""
+    if message not in WARNED:
+        WARNED.add(message)
+        log.warning("%s", message)
 
 
 def evaluated(eval_dir: Path) -> set[tuple[str, str, str]]:
@@ -107,7 +142,8 @@ def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str, run_
     whose file retention (or a person) deleted is left out: nothing could be done with it.
     """
     best_is_max = direction(metric, direction_setting) == "max"
-    candidates = [r for r in rows if r["split"] == "val" and r["tta"] == tta and (run_dir / r["checkpoint"]).exists()]
+    candidates = [r for r in rows if r["split"] == "val" and r["tta"] == tta and inside_run(run_dir, r["checkpoint"])
+                  and (run_dir / r["checkpoint"]).exists()]
     # sorted() is stable: rows equal in metric and epoch keep their order in metrics.jsonl
     return sorted(candidates, key=lambda r: (-r[metric] if best_is_max else r[metric], r["epoch"]))
 
@@ -153,6 +189,9 @@ def write_best(eval_dir: Path, best: dict, metric: str, direction_setting: str, 
 
 def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float) -> None:
     """Append this look at the test split to the run's ledger; warn if it is not the first."""
+    if not inside_run(Path(eval_dir).parent, checkpoint_name):
+        raise UserError(f"{checkpoint_name} lies outside the run {Path(eval_dir).parent}: the run's test ledger "
+                        "records only its own checkpoints. Fix: look at the test split in that checkpoint's own run")
     ledger = eval_dir / "test_ledger.jsonl"
     looks = read_jsonl(ledger)
     if looks:
