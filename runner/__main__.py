@@ -30,8 +30,9 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     if processes.from_environment().is_main:  # the first lines at once, before torch is imported
         describe.log_what_runs(cfg, Path(hydra_cfg.runtime.output_dir))
-    from runner.run import (
-        train_and_evaluate,  # after Hydra has parsed --help/--cfg: those stay fast
+    from runner.run import (  # after Hydra has parsed --help/--cfg: those stay fast
+        discard_refused_run_folder,
+        train_and_evaluate,
     )
 
     try:
@@ -49,6 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", one_line(error))
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial and goes on
+        discard_refused_run_folder(Path(hydra_cfg.runtime.output_dir))
         sys.exit(2)
     except Preempted as stopped:
         if hydra_cfg.mode == RunMode.MULTIRUN:

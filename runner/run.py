@@ -7,6 +7,7 @@ or the evaluator; it receives them as functions. What this returns is what a swe
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,20 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path, entry_checks: dict | None
     finally:
         if watcher is not None:
             stop_watcher(watcher)
+
+
+# what a start writes before the run's own record (run.json): Hydra's, the log, the lock, the provenance's diff
+WRITTEN_AT_START = {".hydra", "train.log", ".run.lock", "git.diff", "skipped_images.txt"}
+
+
+def discard_refused_run_folder(run_dir: Path) -> None:
+    """A run refused at start (a UserError before its run.json) leaves no folder behind, as a refused
+    command line does; a folder with anything else in it (a run of its own, the user's files) stays."""
+    if not run_dir.is_dir() or (run_dir / "run.json").exists():
+        return
+    if {path.name for path in run_dir.iterdir()} <= WRITTEN_AT_START:
+        shutil.rmtree(run_dir)
+        log.info("%s removed: the run was refused before it started", run_dir)
 
 
 def start_watcher(cfg: DictConfig, run_dir: Path) -> subprocess.Popen | None:

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from runner import models, provenance
 from runner.data import datasets, introspect
 from runner.data.image_files import Screening
+from runner.data.loaders import EpochSampler
+from runner.errors import UserError
 from runner.io import remove_stale_temporaries, write_text_atomic
 from runner.runtime import pick_device, seed_everything, use_threads
 from runner.training import distributed, run_lock
@@ -64,6 +66,7 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
                 preflight(splits, device)
             seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
             model = build_model(cfg, splits["train"])
+            refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
             resume_state, resumed_from = find_resume_state(cfg, run_dir)
             record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
                       "parameters": models.count_parameters(model)[0]}
@@ -94,6 +97,26 @@ def build_model(cfg: DictConfig, train_set) -> torch.nn.Module:
     log.info("model %s: %s parameters (%s trainable)", cfg.model._target_.rsplit(".", 1)[-1], f"{total:,}",
              f"{trainable:,}")
     return model
+
+
+def refuse_single_sample_micro_batches(trainer, model: torch.nn.Module, train_size: int,
+                                       processes: distributed.Processes) -> None:
+    """BatchNorm cannot normalize a micro-batch of one sample: refuse before anything is written, not at the crash."""
+    if not models.has_batch_norm(model):
+        return
+    if trainer.micro_batch_size == 1:
+        raise UserError("the model has BatchNorm and trainer.micro_batch_size=1: BatchNorm cannot normalize one "
+                        "sample. Fix: trainer.micro_batch_size=2 or more, or a model with GroupNorm (model=convnet)")
+    world = processes.world_size
+    n = EpochSampler(train_size, 0, trainer.batch_size, processes.rank, world).samples_per_epoch
+    last_window = n % trainer.batch_size or trainer.batch_size
+    share = len(range(processes.rank, last_window, world))
+    if share % trainer.micro_batch_size == 1:
+        raise UserError(
+            f"the model has BatchNorm and the last micro-batch of each epoch has 1 sample ({n} training samples in "
+            f"learning batches of {trainer.batch_size}, micro-batches of {trainer.micro_batch_size} in {world} "
+            "processes): BatchNorm cannot normalize one sample. Fix: another trainer.micro_batch_size or "
+            "trainer.batch_size, or dataset.subset so that no micro-batch holds a single sample")
 
 
 def run_record(cfg: DictConfig, git: dict | None, device: torch.device, resumed_from: str | None) -> dict:

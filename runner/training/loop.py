@@ -103,10 +103,7 @@ def start(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device,
 
 def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
     trainer, world = run.cfg.trainer, run.processes.world_size
-    batch_norm = has_batch_norm(run.model)
-    if batch_norm:
-        refuse_single_sample_micro_batches(run)
-    if batch_norm and trainer.micro_batch_size * world < trainer.batch_size:
+    if has_batch_norm(run.model) and trainer.micro_batch_size * world < trainer.batch_size:
         log.warning(
             "the model has BatchNorm and trainer.micro_batch_size=%d < trainer.batch_size=%d: "
             "normalization statistics see only the micro-batch", trainer.micro_batch_size, trainer.batch_size,
@@ -117,22 +114,6 @@ def log_plan(run: Training, start_epoch: int, dataset_size: int) -> None:
     log.info("training %d samples for epochs %d..%d: %s, precision %s on %s", run.samples_per_epoch,
              start_epoch + 1, trainer.epochs, update_plan(trainer, run.samples_per_epoch, world),
              run.amp_dtype or "fp32", run.device)
-
-
-def refuse_single_sample_micro_batches(run: Training) -> None:
-    """BatchNorm cannot normalize a micro-batch of one sample: refuse before the first step, not at the crash."""
-    trainer, n, world = run.cfg.trainer, run.samples_per_epoch, run.processes.world_size
-    if trainer.micro_batch_size == 1:
-        raise UserError("the model has BatchNorm and trainer.micro_batch_size=1: BatchNorm cannot normalize one "
-                        "sample. Fix: trainer.micro_batch_size=2 or more, or a model with GroupNorm (model=convnet)")
-    last_window = n % trainer.batch_size or trainer.batch_size
-    share = len(range(run.processes.rank, last_window, world))
-    if share % trainer.micro_batch_size == 1:
-        raise UserError(
-            f"the model has BatchNorm and the last micro-batch of each epoch has 1 sample ({n} training samples in "
-            f"learning batches of {trainer.batch_size}, micro-batches of {trainer.micro_batch_size} in {world} "
-            "processes): BatchNorm cannot normalize one sample. Fix: another trainer.micro_batch_size or "
-            "trainer.batch_size, or dataset.subset so that no micro-batch holds a single sample")
 
 
 def wrap_for_speed_and_processes(model: nn.Module, trainer, processes: Processes, device: torch.device) -> nn.Module:
