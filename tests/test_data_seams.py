@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from runner.data import datasets
@@ -245,3 +246,147 @@ def test_imagefolder_splits_with_the_same_class_names_load_with_the_same_labels(
     for split in ("train", "val"):
         files, labels = image_files(splits[split]), introspect.labels_of(splits[split]).tolist()
         assert [["apple", "banana"][y] for y in labels] == [f.parent.name for f in files]
+
+
+# item 13: labels that are not what the model needs --------------------------------------------------------------
+
+def tensor_split(labels, size: int = 8, side: int = 8, channels: int = 3, nan_at=()):
+    images = torch.randn(len(labels), channels, side, side, generator=torch.Generator().manual_seed(0))
+    for index in nan_at:
+        images[index, 0, 1, 2] = float("nan")
+    return torch.utils.data.TensorDataset(images, torch.as_tensor(labels))
+
+
+class WithTargets(torch.utils.data.Dataset):
+    """A user's dataset keeping its labels apart, torchvision's way (`targets`)."""
+
+    def __init__(self, labels):
+        self.targets = list(labels)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return torch.zeros(3, 8, 8), self.targets[index]
+
+
+def float_labels(num_classes: int) -> dict:
+    return {"train": tensor_split([0.7, 1.7, 0.2, 1.0]), "val": tensor_split([0, 1, 0, 1])}
+
+
+def float_targets(num_classes: int) -> dict:
+    return {"train": WithTargets([0, 1, 0, 1]), "val": WithTargets([0.0, 1.0, 0.5, 1.0])}
+
+
+def whole_float_labels(num_classes: int) -> dict:
+    return {"train": tensor_split([0.0, 1.0, 0.0, 1.0]), "val": WithTargets(np.array([0.0, 1.0, 1.0]))}
+
+
+def one_hot_labels(num_classes: int) -> dict:
+    return {"train": [(torch.zeros(3, 8, 8), torch.tensor([0.0, 1.0]))] * 4, "val": tensor_split([0, 1])}
+
+
+def string_labels(num_classes: int) -> dict:
+    return {"train": [(torch.zeros(3, 8, 8), "cat")] * 4, "val": tensor_split([0, 1])}
+
+
+def too_high_in_train(num_classes: int) -> dict:
+    return {"train": tensor_split([0, 1, 2, 1]), "val": tensor_split([0, 1])}
+
+
+def negative_in_train(num_classes: int) -> dict:
+    return {"train": tensor_split([0, -1, 1, 1]), "val": tensor_split([0, 1])}
+
+
+def numbered_from_one(num_classes: int) -> dict:
+    return {"train": tensor_split([1, 2, 1, 2]), "val": tensor_split([1, 2])}
+
+
+def too_high_in_val_only(num_classes: int) -> dict:
+    return {"train": tensor_split([0, 1, 0, 1]), "val": tensor_split([0, 1, 5, 1]), "test": tensor_split([0, 1])}
+
+
+def too_high_in_test_only(num_classes: int) -> dict:
+    return {"train": tensor_split([0, 1, 0, 1]), "val": WithTargets([0, 1]), "test": WithTargets([0, 1, 1, 2])}
+
+
+def custom_cfg(target: str, *overrides):
+    return compose_config(["dataset=custom", f"dataset._target_=tests.test_data_seams.{target}", "dataset.num_classes=2",
+                           "dataset.image_size=[8,8]", *overrides]).dataset
+
+
+@pytest.mark.parametrize(("target", "said"), [
+    ("float_labels", r"tests.test_data_seams.float_labels returned a train split whose label 0 is 0.7, not a whole "
+                     r"class number .*Fix: return integer class numbers 0..1 as labels"),
+    ("float_targets", r"returned a val split whose label 2 is 0.5, not a whole class number"),
+    ("one_hot_labels", r"returned a train split whose label 0 is a Tensor of shape \(2,\), not one class number "
+                       r"\(one-hot or soft labels\?\)\. Fix: return integer class numbers 0..1"),
+    ("string_labels", r"returned a train split whose label 0 is 'cat', not a whole class number"),
+    ("too_high_in_train", r"the train split of dataset custom has 1 label outside 0..1 \(dataset.num_classes=2\): "
+                          r"sample 2 is 2; its labels run 0..2\. Fix: dataset.num_classes=3 if there are 3 classes, "
+                          r"else number the classes 0..1"),
+    ("negative_in_train", r"the train split .* sample 1 is -1; its labels run -1..1\. Fix: leave the samples without "
+                          r"a class out of the split; labels are class numbers 0..1"),
+    ("numbered_from_one", r"the train split .*its labels run 1..2\. Fix: number the classes from 0 \(these look "
+                          r"numbered from 1: subtract 1\), or dataset.num_classes=3"),
+    ("too_high_in_val_only", r"the val split of dataset custom has 1 label outside 0..1 .* sample 2 is 5"),
+    ("too_high_in_test_only", r"the test split of dataset custom has 1 label outside 0..1 .* sample 3 is 2"),
+])
+def test_labels_are_checked_in_every_split_at_start_in_one_line(target, said):
+    with pytest.raises(UserError, match=said) as caught:
+        datasets.build_splits(custom_cfg(target))
+    assert "\n" not in str(caught.value)
+
+
+def test_whole_float_labels_are_class_numbers():
+    splits = datasets.build_splits(custom_cfg("whole_float_labels"))
+    assert [splits["train"][i][1] for i in range(4)] == [0, 1, 0, 1] and splits["val"].targets == [0, 1, 1]
+
+
+def test_a_bad_validation_label_stops_a_run_before_training(tmp_path):
+    from runner.run import train_and_evaluate as train_job
+
+    cfg = compose_config(["dataset=custom", "dataset._target_=tests.test_data_seams.too_high_in_val_only",
+                          "dataset.num_classes=2", "dataset.image_size=[8,8]", "trainer.epochs=1",
+                          "trainer.batch_size=4", "trainer.micro_batch_size=4"])
+    with pytest.raises(UserError, match=r"the val split .* sample 2 is 5"):
+        train_job(cfg, tmp_path / "run")
+    assert not list((tmp_path / "run").glob("checkpoints/*.pt"))
+
+
+def nan_in_val(num_classes: int) -> dict:
+    return {"train": tensor_split([0, 1, 0, 1]), "val": tensor_split([0, 1, 0, 1, 0, 1], nan_at=(1, 4))}
+
+
+class NanOnRead(WithTargets):
+    def __getitem__(self, index):
+        image = torch.zeros(3, 8, 8)
+        image[0, 0, 0] = float("nan") if index == 2 else 0.0
+        return image, self.targets[index]
+
+
+def nan_in_val_with_targets(num_classes: int) -> dict:
+    return {"train": tensor_split([0, 1, 0, 1]), "val": NanOnRead([0, 1, 0, 1])}
+
+
+def test_nan_in_a_validation_image_names_the_samples():
+    with pytest.raises(UserError, match=r"returned a val split with NaN or inf in 2 images \(samples 1, 4\)\. Fix: "
+                                        r"replace those values, or leave those samples out"):
+        datasets.build_splits(custom_cfg("nan_in_val"))
+    splits = datasets.build_splits(custom_cfg("nan_in_val_with_targets"))  # images not read at start: named when read
+    splits["val"][1]
+    with pytest.raises(UserError, match=r"returned a val split whose image 2 holds NaN or inf\. Fix: replace those"):
+        splits["val"][2]
+
+
+def missing_class_in_train(num_classes: int) -> dict:
+    return {"train": tensor_split([0, 1, 0, 1]), "val": tensor_split([0, 1, 2, 1])}
+
+
+def test_classes_without_a_training_sample_are_named(caplog):
+    with caplog.at_level("WARNING"):
+        datasets.build_splits(custom_cfg("missing_class_in_train", "dataset.num_classes=4"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("class 2 has no training sample but is in the val split: the model cannot learn it" in w
+               for w in warnings), warnings
+    assert any("dataset.num_classes=4 but no split has a sample of class 3" in w for w in warnings), warnings

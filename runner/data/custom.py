@@ -18,6 +18,7 @@ from hydra._internal.utils import _locate
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from runner.data.labels import class_number, listed
 from runner.data.transforms import as_rgb, pil_transforms
 from runner.errors import UserError
 
@@ -25,6 +26,7 @@ EXPECTED = ('a mapping {"train": Dataset, "val": Dataset, "test": Dataset (optio
             "(image, label), the image a PIL image or a (channels, height, width) float tensor")
 
 
+NOT_FINITE_FIX = "replace those values, or leave those samples out (a NaN input makes the loss NaN)"
 PIL_FIX = "return it as an 8-bit or 16-bit PIL image, or as a (channels, height, width) float tensor (used as it is)"
 
 
@@ -34,10 +36,26 @@ class UserSplit(Dataset):
     def __init__(self, dataset: Dataset, cfg, train: bool, split: str, target: str):
         self.dataset, self.split, self.target = dataset, split, target
         self.transform = pil_transforms(cfg, train)
-        self.channels = cfg.channels
-        # the labels without the images where the dataset keeps them apart (torchvision's habit)
+        self.channels, self.num_classes = cfg.channels, cfg.num_classes
+        # the labels without the images where the dataset keeps them apart (torchvision's habit); else every
+        # item is read once, and its image, where a tensor, checked for NaN and inf here rather than as "loss nan"
         labels = next((getattr(dataset, a) for a in ("targets", "labels") if getattr(dataset, a, None) is not None), None)
-        self.targets = [int(y) for y in labels] if labels is not None else [int(self.raw(i)[1]) for i in range(len(self))]
+        if labels is not None:
+            self.targets = [self.label(y, i) for i, y in enumerate(labels)]
+            return
+        self.targets, not_finite = [], []
+        for index in range(len(self)):
+            image, label = self.raw(index)
+            self.targets.append(self.label(label, index))
+            if isinstance(image, torch.Tensor) and image.is_floating_point() and not torch.isfinite(image).all():
+                not_finite.append(index)
+        if not_finite:
+            count = f"{len(not_finite)} image{'s' if len(not_finite) > 1 else ''}"
+            raise UserError(f"{target} returned a {split} split with NaN or inf in {count} (samples "
+                            f"{listed(not_finite, 10)}). Fix: {NOT_FINITE_FIX}")
+
+    def label(self, label, index: int) -> int:
+        return class_number(label, f"{self.target} returned a {self.split} split whose label {index}", self.num_classes)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -53,9 +71,12 @@ class UserSplit(Dataset):
         image, label = self.raw(index)
         if isinstance(image, Image.Image):
             where = f"{self.target}'s {self.split} image {index}"
-            return self.transform(as_rgb(image, where, PIL_FIX)), int(label)
+            return self.transform(as_rgb(image, where, PIL_FIX)), self.label(label, index)
         if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == self.channels:
-            return image.float(), int(label)
+            if image.is_floating_point() and not torch.isfinite(image).all():
+                raise UserError(f"{self.target} returned a {self.split} split whose image {index} holds NaN or inf. "
+                                f"Fix: {NOT_FINITE_FIX}")
+            return image.float(), self.label(label, index)
         shape = tuple(image.shape) if hasattr(image, "shape") else ""
         raise UserError(f"{self.target} returned a {self.split} split whose image {index} is a "
                         f"{type(image).__name__}{shape}, for dataset.channels={self.channels}. Fix: return {EXPECTED}")

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from runner.data import introspect
 from runner.data.custom import custom
 from runner.data.image_files import Screening, screen
+from runner.data.labels import check_labels
 from runner.data.pixels import pixel_splits
 from runner.data.transforms import (
     TransformedTensors,
@@ -270,6 +271,7 @@ def build_screened_splits(cfg, refuse_bad: bool = True) -> tuple[dict[str, Datas
     for split, ds in splits.items():
         if split != "test" and len(ds) == 0:
             raise UserError(f"the {split} split of dataset {cfg.name} is empty. Fix: check dataset.root and the split settings")
+    check_labels(cfg, splits)  # in 0..num_classes-1 in every split, before the first step (or the evaluator) meets one
     return splits, screening
 
 
