@@ -137,3 +137,72 @@ def test_points_queued_with_optunas_own_api_through_the_real_command(workdir):
     assert trials[1].params == {"optimizer.lr": 0.005}
     assert "optimizer.lr='abc'" in trials[0].system_attrs["runner:fail_reason"]
     assert len([line for line in output.splitlines() if "trial 0, queued from outside" in line]) == 1
+
+
+QUOTED = ['"a,b"', "'x,y'", '"10"', "'null'", '"true"', '" padded "', '"a=b"', "'it\\'s'", '"say \\"hi\\""',
+          '"tail\\\\"', '"1e-3"', '"[1, 2]"', '"(x)"']
+
+
+@pytest.mark.parametrize("quoted", QUOTED)
+def test_a_quoted_choice_value_reaches_the_trial_as_the_string_it_is(quoted):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from runner.sweep import space
+    from tests.conftest import compose_config
+
+    expected = OverridesParser.create().parse_override(f"k={quoted}").value()
+    _, parsed = space.parse([f"name=choice({quoted}, c)"], {})
+    assert parsed["name"].choices == (expected, "c")
+    for override in [*space.end_overrides("name", parsed["name"]), *space.as_overrides({"name": expected})]:
+        value = compose_config([override]).name
+        assert value in (expected, "c") and type(value) is str, override
+    assert compose_config(space.as_overrides({"name": expected})).name == expected
+    narrowed = space.narrowed(parsed, [{"name": expected}])["name"]  # coarse to fine's choice(...) keeps it
+    assert space.parse([f"name={narrowed}"], {})[1]["name"].choices == (expected,)
+
+
+def test_choices_of_other_kinds_keep_theirs():
+    from runner.sweep import space
+    from tests.conftest import compose_config
+
+    _, parsed = space.parse(["dataset.image_size=choice([8,8],[16,16])", "model=choice(convnet, mlp)",
+                             "trainer.epochs=choice(1, 2)", "optimizer.lr=choice(1e-3, 0.01)"], {})
+    overrides = [o for key, d in parsed.items() for o in space.end_overrides(key, d)[:1]]
+    config = compose_config(["dataset=synthetic", *overrides])
+    assert list(config.dataset.image_size) == [8, 8] and config.trainer.epochs == 1 and config.optimizer.lr == 1e-3
+    assert overrides[1] == "model=convnet"
+
+
+@pytest.mark.slow
+def test_quoted_choices_with_commas_through_the_real_command(workdir):
+    sweep_dir = workdir / "sweep"
+    result = run_cli(sweep_args(sweep_dir, "name=choice(\"a,b\", 'x,y')", "hydra.sweeper.sampler=grid",
+                                "hydra.sweeper.n_trials=2", "trainer.epochs=1"), cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = load(sweep_dir).trials
+    assert sorted(t.params["name"] for t in trials) == ["a,b", "x,y"]
+    for trial in trials:
+        config = OmegaConf.load(sweep_dir / trial.system_attrs["runner:run_dir"] / ".hydra" / "config.yaml")
+        assert config.name == trial.params["name"]
+
+
+def test_the_printed_commands_keep_the_quotes_through_the_shell(tmp_path):
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from runner.sweep import results
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = {"name": CategoricalDistribution(["a,b", "c d", "10"])}
+    the_study = optuna.create_study(direction="maximize")
+    for value, name in ((0.9, "a,b"), (0.5, "c d"), (0.1, "10")):
+        the_study.add_trial(optuna.trial.create_trial(params={"name": name}, distributions=search, value=value))
+    best = results.write_best(the_study, tmp_path, ["dataset.image_size=[16,16]"], search)
+    parser = OverridesParser.create()
+    words = shlex.split(best["reproduce"])  # as the shell hands them to python -m runner
+    assert words[:3] == ["python", "-m", "runner"] and "dataset.image_size=[16,16]" in words
+    assert parser.parse_override(words[-1]).value() == "a,b"
+    [suggestion] = best["coarse_to_fine"]["overrides"]
+    [word] = shlex.split(suggestion)
+    assert parser.parse_override(word).value().list == ["a,b", "c d", "10"]

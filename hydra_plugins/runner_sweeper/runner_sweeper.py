@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import shlex
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -273,7 +274,7 @@ class RunnerOptunaSweeper(Sweeper):
             print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {where})")
             print(f"reproduce:  {best['reproduce']}")
         print("coarse to fine, next sweep: " + " ".join([*best["coarse_to_fine"]["overrides"],
-                                                         f"hydra.sweeper.warm_start={sweep_dir}"]))
+                                                         shlex.quote(f"hydra.sweeper.warm_start={sweep_dir}")]))
         for line in best["coarse_to_fine"]["left_out"]:
             log.warning("coarse to fine left out %s", line)
         print(f"results:    {sweep_dir}")

@@ -6,6 +6,7 @@ Rewritten after every batch of trials, so an interrupted sweep still leaves its 
 from __future__ import annotations
 
 import logging
+import shlex
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -70,7 +71,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         "best_trial": best.number,
         "best_params": best.params,
         "best_run_dir": best.system_attrs.get("runner:run_dir"),
-        "reproduce": " ".join(["python -m runner", *fixed, *as_overrides(best.params)]),
+        "reproduce": command([*fixed, *as_overrides(best.params)]),
         "trials": trial_counts(study),
         "coarse_to_fine": coarse_to_fine(space, top, refused),
     }
@@ -89,12 +90,17 @@ def write_pareto_front(study: optuna.Study, sweep_dir: Path, fixed: list[str], s
         "objectives": {name: d.name.lower() for name, d in zip(names, study.directions, strict=True)},
         "pareto_front": [{"trial": t.number, "values": dict(zip(names, t.values, strict=True)), "params": t.params,
                           "run_dir": t.system_attrs.get("runner:run_dir"),
-                          "reproduce": " ".join(["python -m runner", *fixed, *as_overrides(t.params)])} for t in front],
+                          "reproduce": command([*fixed, *as_overrides(t.params)])} for t in front],
         "trials": trial_counts(study),
         "coarse_to_fine": coarse_to_fine(space, front, refused),
     }
     write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
     return results
+
+
+def command(overrides: list[str]) -> str:
+    """The command line that runs these overrides, quoted for the shell (Hydra's own quotes kept)."""
+    return " ".join(["python -m runner", *map(shlex.quote, overrides)])
 
 
 def best_first(study: optuna.Study) -> list:
@@ -120,7 +126,7 @@ def coarse_to_fine(space: dict[str, BaseDistribution], top: list, refused: Calla
         if problem:  # a bug in the narrowing, not the user's: say it rather than print a sweep that fails
             left_out.append(f"{key}={line}: {problem}")
         else:
-            suggestion.append(f"'{key}={line}'")
+            suggestion.append(shlex.quote(f"{key}={line}"))
     return {"from_top_trials": [t.number for t in top], "overrides": suggestion, "left_out": left_out}
 
 

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+from hydra.errors import HydraException
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -103,11 +106,55 @@ def as_overrides(params: dict) -> list[str]:
 
 
 def format_value(value) -> str:
+    """A parameter's value as Hydra's override grammar reads it back: a string quoted where it must be."""
     if isinstance(value, float):
         return repr(value)
     if value is None:
         return "null"
+    if isinstance(value, str):
+        return quoted(value)
     return str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def quoted(text: str) -> str:
+    """The string bare where Hydra reads it back as itself, else in quotes: a comma ("a,b" is a sweep
+    bare), spaces at its ends, a number's or null's look ("10", "null"), the grammar's characters.
+    A choice of lists or dicts holds them as Hydra writes them ("[1,2]"): those stay bare."""
+    if reads_back(text, text) or is_written_element(text):
+        return text
+    candidates = [quote + escaped(text, quote) + quote for quote in ('"', "'")]
+    return next((c for c in candidates if reads_back(c, text)), candidates[0])
+
+
+def escaped(text: str, quote: str) -> str:
+    """Hydra's escapes in a quoted value: a backslash before the quote, backslashes before it or at the end doubled."""
+    text = re.sub(rf"(\\*){quote}", lambda m: m.group(1) * 2 + "\\" + quote, text)
+    return re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
+
+
+def reads_back(written: str, text: str) -> bool:
+    """Does Hydra read `written` as the string `text`, alone and as an element of choice(...)?"""
+    try:
+        alone = parser().parse_override(f"k={written}").value()
+        element = parser().parse_override(f"k=choice({written}, z)").value().list[0]
+    except HydraException:
+        return False
+    return all(isinstance(v, str) and v == text for v in (alone, element))
+
+
+def is_written_element(text: str) -> bool:
+    """Is the string a list or dict as Hydra writes a choice's element ("[1,2]", "{a:1}")?"""
+    try:
+        value = parser().parse_override(f"k={text}").value()
+    except HydraException:
+        return False
+    return isinstance(value, (list, dict)) and Transformer.str(value) == text
+
+
+@functools.cache
+def parser() -> OverridesParser:
+    return OverridesParser.create()
 
 
 def narrowed(space: dict[str, BaseDistribution], top_params: list[dict]) -> dict[str, str]:
