@@ -38,7 +38,8 @@ def test_the_callable_gets_the_keys_its_signature_names_and_its_splits_are_prepa
 
 
 def test_ready_tensors_are_used_as_they_are():
-    cfg = compose_config(["dataset=custom", "dataset._target_=tests.byo_data.tensors", "dataset.num_classes=4"])
+    cfg = compose_config(["dataset=custom", "dataset._target_=tests.byo_data.tensors", "dataset.num_classes=4",
+                          "dataset.image_size=[8,8]"])  # the shape the model is built for: the tensors' own
     splits = datasets.build_splits(cfg.dataset)
     from tests.byo_data import tensors
 
@@ -59,7 +60,8 @@ def test_a_wrong_return_is_one_line_naming_what_came_back_and_what_is_expected(t
 def test_tensors_of_the_wrong_channels_are_named():
     cfg = compose_config(["dataset=custom", "dataset._target_=tests.byo_data.tensors", "dataset.num_classes=4",
                           "dataset.channels=1"])
-    with pytest.raises(UserError, match=r"image 0 is a Tensor\(3, 8, 8\), for dataset.channels=1"):
+    with pytest.raises(UserError, match=r"image 0 is a 3x8x8 tensor, but the model is built for 1x32x32 .* "
+                                        r"Fix: dataset.channels=3 dataset.image_size=\[8,8\]"):
         datasets.build_splits(cfg.dataset)
 
 

@@ -390,3 +390,87 @@ def test_classes_without_a_training_sample_are_named(caplog):
     assert any("class 2 has no training sample but is in the val split: the model cannot learn it" in w
                for w in warnings), warnings
     assert any("dataset.num_classes=4 but no split has a sample of class 3" in w for w in warnings), warnings
+
+
+# item 14: tensors whose shape is not what the config builds the model for ----------------------------------------
+
+def sized(train=(3, 12, 12), val=(3, 12, 12), odd_train_sample=None):
+    def split(shape, n=4):
+        return [(torch.zeros(shape) if i != odd_train_sample else torch.zeros(3, 9, 9), i % 2) for i in range(n)]
+    return {"train": split(train), "val": split(val)}
+
+
+def twelve(num_classes: int) -> dict:
+    return sized()
+
+
+def twelve_val_sixteen(num_classes: int) -> dict:
+    return sized(val=(3, 16, 16))
+
+
+def gray(num_classes: int) -> dict:
+    return sized(train=(1, 12, 12), val=(1, 12, 12))
+
+
+def channels_last(num_classes: int) -> dict:
+    return sized(train=(12, 12, 3), val=(12, 12, 3))
+
+
+def no_channel_dim(num_classes: int) -> dict:
+    return sized(train=(12, 12), val=(12, 12))
+
+
+def one_odd_train_sample(num_classes: int) -> dict:
+    return sized(odd_train_sample=2)
+
+
+def shaped_cfg(target: str, *overrides):
+    return compose_config(["dataset=custom", f"dataset._target_=tests.test_data_seams.{target}", "dataset.num_classes=2",
+                           *overrides]).dataset
+
+
+@pytest.mark.parametrize(("target", "overrides", "said"), [
+    ("twelve", [], r"returned a train split whose image 0 is a 3x12x12 tensor, but the model is built for 3x32x32 "
+                   r"\(dataset.channels=3, dataset.image_size=\[32,32\]; tensors are used as they are\)\. "
+                   r"Fix: dataset.image_size=\[12,12\]"),
+    ("twelve_val_sixteen", ["dataset.image_size=[12,12]"],
+     r"returned a val split whose image 0 is a 3x16x16 tensor, but the model is built for 3x12x12 .*\. Fix: return "
+     r"images of one shape in every split \(3x12x12, as the train split's\), or PIL images, which runner resizes"),
+    ("gray", ["dataset.image_size=[12,12]"], r"train split whose image 0 is a 1x12x12 tensor, but the model is built "
+                                             r"for 3x12x12 .*Fix: dataset.channels=1"),
+    ("gray", [], r"Fix: dataset.channels=1 dataset.image_size=\[12,12\]"),
+    ("channels_last", ["dataset.image_size=[12,12]"],
+     r"image 0 is a 12x12x3 tensor, .* Fix: return \(channels, height, width\) tensors: image.permute\(2, 0, 1\)"),
+    ("no_channel_dim", ["dataset.image_size=[12,12]", "dataset.channels=1"],
+     r"image 0 is a 12x12 tensor, .* Fix: return \(channels, height, width\) tensors: image.unsqueeze\(0\)"),
+])
+def test_tensors_of_another_shape_than_the_config_are_refused_at_start_naming_both(target, overrides, said):
+    with pytest.raises(UserError, match=said) as caught:
+        datasets.build_splits(shaped_cfg(target, *overrides))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_later_sample_of_another_shape_is_named_when_read():
+    splits = datasets.build_splits(shaped_cfg("one_odd_train_sample", "dataset.image_size=[12,12]"))
+    assert splits["train"][1][0].shape == (3, 12, 12)
+    with pytest.raises(UserError, match=r"train split whose image 2 is a 3x9x9 tensor, .* Fix: return images of one "
+                                        r"shape in every split \(3x12x12"):
+        splits["train"][2]
+
+
+def test_the_config_is_not_trusted_over_any_dataset():
+    """The same rule for runner's own datasets: digits' images are 1x8x8 whatever dataset.image_size says."""
+    cfg = compose_config(["dataset.image_size=[16,16]"]).dataset  # digits
+    with pytest.raises(UserError, match=r"the train split of dataset digits gives images of 1x8x8, but the model is "
+                                        r"built for 1x16x16 .*Fix: dataset.image_size=\[8,8\]"):
+        datasets.build_splits(cfg)
+
+
+def test_a_custom_run_with_tensors_of_the_configured_shape_trains(tmp_path):
+    from runner.run import train_and_evaluate as train_job
+
+    cfg = compose_config(["dataset=custom", "dataset._target_=tests.test_data_seams.twelve", "dataset.num_classes=2",
+                          "dataset.image_size=[12,12]", "trainer.epochs=1", "trainer.batch_size=4",
+                          "trainer.micro_batch_size=4", "evaluate.after_training=false"])
+    train_job(cfg, tmp_path / "run")
+    assert list((tmp_path / "run").glob("checkpoints/*.pt"))

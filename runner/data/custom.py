@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from runner.data.labels import class_number, listed
+from runner.data.shapes import built_for, expected_shape, shown, tensor_fix
 from runner.data.transforms import as_rgb, pil_transforms
 from runner.errors import UserError
 
@@ -37,6 +38,7 @@ class UserSplit(Dataset):
         self.dataset, self.split, self.target = dataset, split, target
         self.transform = pil_transforms(cfg, train)
         self.channels, self.num_classes = cfg.channels, cfg.num_classes
+        self.cfg, self.shape = cfg, expected_shape(cfg)
         # the labels without the images where the dataset keeps them apart (torchvision's habit); else every
         # item is read once, and its image, where a tensor, checked for NaN and inf here rather than as "loss nan"
         labels = next((getattr(dataset, a) for a in ("targets", "labels") if getattr(dataset, a, None) is not None), None)
@@ -72,7 +74,12 @@ class UserSplit(Dataset):
         if isinstance(image, Image.Image):
             where = f"{self.target}'s {self.split} image {index}"
             return self.transform(as_rgb(image, where, PIL_FIX)), self.label(label, index)
-        if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == self.channels:
+        if isinstance(image, torch.Tensor):
+            if tuple(image.shape) != self.shape:  # used as it is: the model is built for the config's shape
+                first = self.split == "train" and index == 0
+                raise UserError(f"{self.target} returned a {self.split} split whose image {index} is a "
+                                f"{shown(image.shape)} tensor, but {built_for(self.cfg)}; tensors are used as they "
+                                f"are). Fix: {tensor_fix(tuple(image.shape), self.cfg, first)}")
             if image.is_floating_point() and not torch.isfinite(image).all():
                 raise UserError(f"{self.target} returned a {self.split} split whose image {index} holds NaN or inf. "
                                 f"Fix: {NOT_FINITE_FIX}")
@@ -106,5 +113,7 @@ def custom(cfg) -> dict[str, Dataset]:
                             f"Fix: return {EXPECTED}")
     splits = {split: UserSplit(dataset, cfg, split == "train", split, cfg._target_) for split, dataset in result.items()}
     splits.setdefault("test", Subset(splits["val"], []))
-    splits["train"][0]  # a wrong item says so now, not in a DataLoader worker an hour in
+    for dataset in splits.values():  # a wrong item says so now, not in a DataLoader worker an hour in
+        if len(dataset):
+            dataset[0]
     return splits

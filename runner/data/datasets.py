@@ -23,6 +23,7 @@ from runner.data.custom import custom
 from runner.data.image_files import Screening, screen
 from runner.data.labels import check_labels
 from runner.data.pixels import pixel_splits
+from runner.data.shapes import check_shapes
 from runner.data.transforms import (
     TransformedTensors,
     channel_stats,
@@ -272,6 +273,7 @@ def build_screened_splits(cfg, refuse_bad: bool = True) -> tuple[dict[str, Datas
         if split != "test" and len(ds) == 0:
             raise UserError(f"the {split} split of dataset {cfg.name} is empty. Fix: check dataset.root and the split settings")
     check_labels(cfg, splits)  # in 0..num_classes-1 in every split, before the first step (or the evaluator) meets one
+    check_shapes(cfg, splits)  # the images the model is built for (the config) are the images the data gives
     return splits, screening
 
 
