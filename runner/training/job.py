@@ -150,7 +150,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
     writer = open_tensorboard(cfg, run_dir, fresh=resume_state is None) if main else None
     try:
         with trial or contextlib.nullcontext():
-            on_checkpoint = trial and validation_metric and trial.pruning_callback(validation_metric)
+            on_checkpoint = trial and validation_metric and trial.pruning_callback(validation_metric, cfg.trainer.epochs)
             figures = fit(cfg, run_dir, train_set, model, device, writer,
                           {"git": record["git"], "environment": record["environment"]}, resume_state, on_checkpoint,
                           processes, best_checkpoint, stop_early)

@@ -52,15 +52,19 @@ class TrialLink:
             if self._stop.wait(seconds):
                 return
 
-    def pruning_callback(self, evaluate_checkpoint: Callable[[Path], float]) -> Callable[[Path, int], None] | None:
-        """For the training loop: after each checkpoint, report its validation metric; stop if pruned."""
+    def pruning_callback(self, evaluate_checkpoint: Callable[[Path], float],
+                         final_epoch: int) -> Callable[[Path, int], None] | None:
+        """For the training loop: after each checkpoint, report its validation metric; stop if pruned.
+
+        The checkpoint of the final epoch is reported but never pruned: the work is done, and a pruned
+        trial's result would be left out of the best."""
         if not self.pruning:
             return None
 
         def on_checkpoint(path: Path, epoch: int) -> None:
             value = evaluate_checkpoint(path)
             self.trial.report(value, step=epoch)
-            if self.trial.should_prune():
+            if epoch < final_epoch and self.trial.should_prune():
                 raise optuna.TrialPruned(f"trial {self.number} pruned after epoch {epoch} (validation metric {value:.4f})")
 
         return on_checkpoint
