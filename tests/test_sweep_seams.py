@@ -206,3 +206,77 @@ def test_the_printed_commands_keep_the_quotes_through_the_shell(tmp_path):
     [suggestion] = best["coarse_to_fine"]["overrides"]
     [word] = shlex.split(suggestion)
     assert parser.parse_override(word).value().list == ["a,b", "c d", "10"]
+
+
+MISSING_CIFAR = ["dataset=cifar10", "dataset.download=false", "model=linear", "trainer.epochs=1",
+                 "evaluate.galleries=false", "hydra/sweeper=runner_optuna", "hydra.sweeper.study_name=test"]
+
+
+def test_a_sweep_on_a_missing_dataset_stops_before_its_first_trial(workdir):
+    sweep_dir = workdir / "sweep"
+    result = run_cli(["-m", *MISSING_CIFAR, LR, f"dataset.root={workdir / 'nowhere'}",
+                      f"hydra.sweeper.sweep_dir={sweep_dir}"], cwd=workdir)  # n_trials=20: 11 burnt before
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if "CIFAR-10 not found" in line]
+    assert len(lines) == 1 and "Fix:" in lines[0] and str(workdir / "nowhere") in lines[0], output[-3000:]
+    assert "trial 0" not in output and not list(sweep_dir.glob("trial_*"))
+    journal = sweep_dir / "study.journal"
+    assert not journal.exists() or load(sweep_dir).trials == []
+
+
+@pytest.mark.slow
+def test_check_data_false_leaves_the_data_to_the_trials(workdir):
+    skipped = run_cli(["-m", *MISSING_CIFAR, LR, f"dataset.root={workdir / 'nowhere'}", "hydra.sweeper.check_data=false",
+                       "hydra.sweeper.n_trials=1", f"hydra.sweeper.sweep_dir={workdir / 'unchecked'}"], cwd=workdir)
+    assert [t.state.name for t in load(workdir / "unchecked").trials] == ["FAIL"], skipped.stdout[-3000:]
+
+
+def fake_builds(works: dict[str, str | None]):
+    """A data check that reports works[root] for dataset.root (None: the data is there), and counts its calls."""
+    calls = []
+
+    def build(dataset) -> str | None:
+        calls.append(dataset.root)
+        return works[dataset.root]
+    return build, calls
+
+
+def job_config(root: str, **others):
+    return OmegaConf.create({"dataset": {"name": "cifar10", "root": root}, **others})
+
+
+def test_the_data_is_judged_on_the_base_config_only_where_no_swept_setting_changes_it():
+    from runner.errors import UserError
+    from runner.sweep import data_check
+
+    build, calls = fake_builds({"/missing": "CIFAR-10 not found in /missing. Fix: dataset.root=FOLDER", "/data": None})
+    ends = {"optimizer.lr=0.0001": job_config("/missing"), "optimizer.lr=0.1": job_config("/missing")}
+    with pytest.raises(UserError, match=r"^before the first trial: CIFAR-10 not found in /missing\. Fix: "):
+        data_check.check(job_config("/missing"), ends, build)
+    assert calls == ["/missing"]  # once, on the base config
+    data_check.check(job_config("/data"), {"optimizer.lr=0.1": job_config("/data")}, build)
+
+    # swept through the dataset: judged at its values, and not stopped while one of them works
+    build, calls = fake_builds({"/missing": "CIFAR-10 not found. Fix: x", "/data": None, "/other": "gone. Fix: y"})
+    swept = {"dataset.root=/missing": job_config("/missing"), "dataset.root=/data": job_config("/data"),
+             "optimizer.lr=0.1": job_config("/missing")}
+    data_check.check(job_config("/data"), swept, build)  # the base's root is one of the values: tried as one
+    assert calls == ["/missing", "/data"]
+    data_check.check(job_config("/missing"), {"dataset.root=/missing": job_config("/missing"),
+                                              "dataset.root=/other": job_config("/other")}, build)  # differ: trials judge
+    same = {"dataset.subset=10": job_config("/missing", s=1), "dataset.subset=20": job_config("/missing", s=2)}
+    same = {k: OmegaConf.merge(v, {"dataset": {"subset": int(k[-2:])}}) for k, v in same.items()}
+    with pytest.raises(UserError, match="dataset.subset"):  # every value fails alike: not the swept value's doing
+        data_check.check(job_config("/missing"), same, build)
+
+
+@pytest.mark.slow
+def test_a_swept_dataset_is_not_judged_by_one_of_its_values(workdir):
+    sweep_dir = workdir / "sweep"
+    result = run_cli(["-m", *MISSING_CIFAR, "dataset=choice(cifar10, synthetic)", f"dataset.root={workdir / 'nowhere'}",
+                      "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2", f"hydra.sweeper.sweep_dir={sweep_dir}"],
+                     cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    states = {t.params["dataset"]: t.state.name for t in load(sweep_dir).trials}
+    assert states == {"cifar10": "FAIL", "synthetic": "COMPLETE"}

@@ -4,7 +4,8 @@ A random-search (or TPE) sweeper on Optuna: each trial is a normal run launched 
 launcher, its objective the offline evaluator's best validation metric. The study lives in
 storage (a journal file in the sweep directory by default), so the same command resumes it,
 several copies of the command work on it together, and a trial's job can report to it for
-pruning. Failed, NaN and pruned trials are recorded and the sweep goes on.
+pruning. Failed, NaN and pruned trials are recorded and the sweep goes on. Before the first trial
+the search space's ends are validated and the data is built once (runner/sweep/data_check.py).
 """
 
 import contextlib
@@ -31,7 +32,7 @@ from optuna.trial import TrialState
 
 from runner import study_storage
 from runner.errors import UserError, one_line
-from runner.sweep import objectives, queued, results, space, study, warm_start
+from runner.sweep import data_check, objectives, queued, results, space, study, warm_start
 from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner.sweep")
@@ -60,6 +61,7 @@ class RunnerOptunaSweeperConf:
     warm_start: Optional[str] = None  # noqa: UP045  # an earlier sweep's folder (or study name): its best run first
     warm_start_top: int = 3
     params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006  # the search space, as in conf/search/*.yaml
+    check_data: bool = True  # build the data once before the first trial (false: trials see other files than here)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="runner_optuna", node=RunnerOptunaSweeperConf,
@@ -95,7 +97,9 @@ class RunnerOptunaSweeper(Sweeper):
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
                             "or +search=NAME")
-        self.refuse_settings_out_of_reach(fixed, search)  # before any trial: not a sweep of failures
+        ends = self.refuse_settings_out_of_reach(fixed, search)  # before any trial: not a sweep of failures
+        if s.check_data:  # the same: a missing dataset stops the sweep here, not after max_failure_rate of trials
+            data_check.check(self.composed(fixed)[0], ends)
         name = s.study_name or default_study_name(self.config.name, fixed, search)
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = s.storage or str(sweep_dir / "study.journal")
@@ -128,15 +132,18 @@ class RunnerOptunaSweeper(Sweeper):
                 with contextlib.suppress(OSError):  # Hydra's own multirun folder, unused by this sweeper
                     folder.rmdir()
 
-    def refuse_settings_out_of_reach(self, fixed: list[str], search: dict) -> None:
-        """The runner's validation at both ends of every range and at every choice; one line on the first refusal."""
+    def refuse_settings_out_of_reach(self, fixed: list[str], search: dict) -> dict[str, DictConfig]:
+        """The runner's validation at both ends of every range and at every choice; one line on the first refusal.
+        Returns the job's config at each of them, by its override."""
+        configs = {}
         for key, distribution in search.items():
             for override in space.end_overrides(key, distribution):
-                problem = self.refusal([*fixed, override])
+                configs[override], problem = self.composed([*fixed, override])
                 if problem:
                     cause, _, fix = problem.partition(" Fix: ")
                     raise UserError(f"the search space reaches {override}, which the runner refuses: {cause} "
                                     f"Fix: narrow {key} to values it takes ({fix or 'see above'})")
+        return configs
 
     def enqueue_known_points(self, the_study: optuna.Study, fixed: list[str], search: dict, storage_url: str) -> None:
         """hydra.sweeper.enqueue's points (a bad one stops the sweep), then warm_start's best trials that fit
@@ -161,6 +168,10 @@ class RunnerOptunaSweeper(Sweeper):
 
     def refusal(self, overrides: list[str]) -> str | None:
         """What the runner's own validation says of a trial's config with these overrides (one line), or None."""
+        return self.composed(overrides)[1]
+
+    def composed(self, overrides: list[str]) -> tuple[DictConfig | None, str | None]:
+        """(the job's config with these overrides, None), or (None, what the runner's validation says of it)."""
         from runner.config import validate  # here: Hydra imports this plugin at every start
         from runner.precheck import translate
 
@@ -170,10 +181,10 @@ class RunnerOptunaSweeper(Sweeper):
                 del config["hydra"]  # the job's config, as the trial will see it
             validate(config)
         except UserError as error:
-            return one_line(error)
+            return None, one_line(error)
         except (HydraException, OmegaConfBaseException) as error:
-            return translate(error, "train", overrides)
-        return None
+            return None, translate(error, "train", overrides)
+        return config, None
 
     def run_trials(self, the_study: optuna.Study, search: dict, fixed: list[str], sweep_dir: Path,
                    storage_url: str) -> None:
