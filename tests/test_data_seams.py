@@ -474,3 +474,92 @@ def test_a_custom_run_with_tensors_of_the_configured_shape_trains(tmp_path):
                           "trainer.micro_batch_size=4", "evaluate.after_training=false"])
     train_job(cfg, tmp_path / "run")
     assert list((tmp_path / "run").glob("checkpoints/*.pt"))
+
+
+# item 18 (data): messages that send the user the right way --------------------------------------------------------
+
+@pytest.fixture
+def offline(monkeypatch):
+    """torchvision's download as it fails without internet: after it has made its folder."""
+    from urllib.error import URLError
+
+    import torchvision.datasets.utils as utils
+
+    def no_internet(*args, **kwargs):
+        raise URLError("no internet")
+
+    monkeypatch.setattr(utils, "_is_remote_location_available", lambda: False)
+    monkeypatch.setattr(utils, "_get_redirect_url", no_internet)
+
+
+def test_a_failed_flowers_download_names_the_folder_above_flowers_102_and_leaves_no_empty_folder(tmp_path, offline):
+    cfg = compose_config(["dataset=flowers102", f"dataset.root={tmp_path / 'data'}", "dataset.download=true"]).dataset
+    with pytest.raises(UserError, match=r"could not download Flowers-102 into .*data/flowers-102 \(.*no internet.*\)\. "
+                                        r"Fix: .*or set dataset.root=FOLDER whose flowers-102/ holds them") as caught:
+        datasets.build_splits(cfg)
+    assert "FOLDER that already holds them" not in str(caught.value)
+    assert not (tmp_path / "data" / "flowers-102").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_failed_cifar_download_says_to_unpack_the_archive_in_the_root_not_inside_its_folder(tmp_path, offline):
+    (tmp_path / "data").mkdir()
+    cfg = compose_config(["dataset=cifar10", f"dataset.root={tmp_path / 'data'}", "dataset.download=true"]).dataset
+    with pytest.raises(UserError, match=r"could not download CIFAR-10 into .*/data \(.*no internet.*\)\. Fix: .*put "
+                                        r"cifar-10-python.tar.gz from .* into .*/data yourself and unpack it there \(it holds "
+                                        r"cifar-10-batches-py/\), or set dataset.root=FOLDER whose cifar-10-batches-py/ "
+                                        r"holds them") as caught:
+        datasets.build_splits(cfg)
+    assert "into " + str(tmp_path / "data" / "cifar-10-batches-py") not in str(caught.value)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_data_one_folder_too_deep_or_too_shallow_names_the_root_to_set(tmp_path):
+    from tests.conftest import make_cifar10
+
+    make_cifar10(tmp_path / "twice" / "cifar-10-batches-py")  # unpacked inside the folder the archive makes
+    cfg = compose_config(["dataset=cifar10", f"dataset.root={tmp_path / 'twice'}", "dataset.download=false"]).dataset
+    with pytest.raises(UserError, match=r"CIFAR-10 not found in .*twice/cifar-10-batches-py: its files are one folder "
+                                        r"deeper, in .*twice/cifar-10-batches-py/cifar-10-batches-py\. "
+                                        r"Fix: dataset.root=.*twice/cifar-10-batches-py$"):
+        datasets.build_splits(cfg)
+    inside = tmp_path / "flowers" / "flowers-102"
+    inside.mkdir(parents=True)
+    (inside / "imagelabels.mat").write_bytes(b"")
+    cfg = compose_config(["dataset=flowers102", f"dataset.root={inside}", "dataset.download=false"]).dataset
+    with pytest.raises(UserError, match=r"Flowers-102 not found in .*flowers-102/flowers-102: dataset.root is the "
+                                        r"flowers-102 folder itself\. Fix: dataset.root=.*/flowers$"):
+        datasets.build_splits(cfg)
+
+
+def flat_images(folder, n=4):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8, 3), i * 40, dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize(("layout", "said"), [
+    ("one class's folder", r"dataset.root='.*/fruit/apple' holds 4 image files but no class folder: it looks like the "
+                           r"folder of one class\. Fix: dataset.root=.*/fruit \(the folder whose subfolders are the "
+                           r"classes\)"),
+    ("one class folder", r"dataset.root='.*/fruit' holds one class folder \(apple\): a classifier needs two or more\. "
+                         r"Fix: add a folder of images for each other class to .*/fruit"),
+    ("one level too high", r"dataset.root='.*/outer' holds one class folder \(fruit\), which holds folders itself: "
+                           r"the classes\? Fix: dataset.root=.*/outer/fruit"),
+    ("train without val", r"dataset.root='.*/fruit' has train but no val: with split folders root/train and root/val "
+                          r"are the splits .* Fix: add .*/fruit/val with the class folders of train"),
+])
+def test_an_imagefolder_root_of_the_wrong_level_says_where_the_class_folders_are(tmp_path, layout, said):
+    from runner.config import validate
+
+    fruit = tmp_path / "outer" / "fruit" if layout == "one level too high" else tmp_path / "fruit"
+    flat_images(fruit / "apple")
+    if layout == "one level too high":
+        flat_images(fruit / "banana")
+    if layout == "train without val":
+        for name in ("apple", "banana"):
+            flat_images(fruit / "train" / name)
+    root = {"one class's folder": fruit / "apple", "one level too high": tmp_path / "outer"}.get(layout, fruit)
+    with pytest.raises(UserError, match=said) as caught:
+        validate(compose_config(["dataset=imagefolder", f"dataset.root={root}"]))
+    assert "num_classes" not in str(caught.value)

@@ -12,6 +12,7 @@ import logging
 import os
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
 
@@ -23,6 +24,7 @@ from runner.data.custom import custom
 from runner.data.image_files import Screening, screen
 from runner.data.labels import check_labels
 from runner.data.pixels import pixel_splits
+from runner.data.settings import refuse_wrong_level
 from runner.data.shapes import check_shapes
 from runner.data.transforms import (
     TransformedTensors,
@@ -101,36 +103,47 @@ def synthetic(cfg) -> dict[str, Dataset]:
 
 
 FLOWERS_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where a torchvision dataset lives under dataset.root, for the messages when it is not there."""
+
+    name: str  # "Flowers-102"
+    folder: str  # the folder torchvision reads under dataset.root: flowers-102
+    marker: str  # a file of that folder: found elsewhere, it says where the data is
+    expected: str  # what the folder holds
+    fetch: str  # how to put it there by hand, where {root} and {folder} are the paths
+    into: str  # where torchvision downloads to: "{folder}" or "{root}"
+
+
+FLOWERS = Download("Flowers-102", "flowers-102", "imagelabels.mat",
+                   "imagelabels.mat, setid.mat and jpg/image_00001.jpg .. jpg/image_08189.jpg",
+                   f"put 102flowers.tgz (unpacked there into jpg/), imagelabels.mat and setid.mat from {FLOWERS_URL} "
+                   "into {folder} yourself", "{folder}")
+CIFAR10 = Download("CIFAR-10", "cifar-10-batches-py", "batches.meta",
+                   "data_batch_1 .. data_batch_5, test_batch, batches.meta",
+                   f"put cifar-10-python.tar.gz from {CIFAR_URL} into {{root}} yourself and unpack it there "
+                   "(it holds cifar-10-batches-py/)", "{root}")
 
 
 def flowers102(cfg) -> dict[str, Dataset]:
     """torchvision's Flowers102 with its official splits, in {root}/flowers-102."""
     from torchvision.datasets import Flowers102
 
-    folder = Path(cfg.root) / "flowers-102"
-    expected = "imagelabels.mat, setid.mat and jpg/image_00001.jpg .. jpg/image_08189.jpg"
-
     def make(split):
         return Flowers102(cfg.root, split=split, download=cfg.download)  # files and labels: pixels.ImagePixels reads
 
-    fetch = f"102flowers.tgz (unpacked there into jpg/), imagelabels.mat and setid.mat from {FLOWERS_URL}"
-    return {
-        split: _open_torchvision(lambda s=split: make(s), "Flowers-102", folder, expected, fetch, cfg)
-        for split in SPLITS
-    }
+    return {split: _open_torchvision(lambda s=split: make(s), FLOWERS, cfg) for split in SPLITS}
 
 
 def cifar10(cfg) -> dict[str, Dataset]:
     """torchvision's CIFAR-10; validation is a seeded part of the official training set."""
-    from torchvision.datasets import CIFAR10
-
-    folder = Path(cfg.root) / "cifar-10-batches-py"
-    expected = "data_batch_1 .. data_batch_5, test_batch, batches.meta"
-    fetch = "cifar-10-python.tar.gz (unpacked there) from https://www.cs.toronto.edu/~kriz/cifar.html"
+    from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 
     def make(train: bool):  # its uint8 array and labels: pixels.ImagePixels reads them
-        return _open_torchvision(lambda: CIFAR10(cfg.root, train=train, download=cfg.download),
-                                 "CIFAR-10", folder, expected, fetch, cfg)
+        return _open_torchvision(lambda: TorchvisionCIFAR10(cfg.root, train=train, download=cfg.download), CIFAR10, cfg)
 
     train_full = make(True)
     order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(cfg.split_seed)).tolist()
@@ -151,6 +164,7 @@ def imagefolder(cfg) -> dict[str, Dataset]:
             f"dataset.root={cfg.root!r} is not a folder. Fix: point dataset.root at a folder of class "
             "subfolders (root/CLASS/image.jpg), or at one with train/ and val/ inside."
         )
+    refuse_wrong_level(root)  # as validation does: the evaluator builds from a saved config
 
     def make(folder: Path):
         refuse_empty_class_folders(folder)
@@ -225,21 +239,45 @@ def refuse_empty_class_folders(folder: Path) -> None:
                             f"the folder (each subfolder of {folder} is a class)")
 
 
-def _open_torchvision(make: Callable, name: str, folder: Path, expected: str, fetch: str, cfg):
-    """Build a torchvision dataset; a missing download or folder becomes one clear message."""
+def _open_torchvision(make: Callable, data: Download, cfg):
+    """Build a torchvision dataset; a missing download or folder becomes one clear message, and folders the failed
+    download made and left empty are removed (they would pass for the data's folder)."""
+    root = Path(cfg.root)
+    folder = root / data.folder
+    missing = [path for path in (root, folder) if not path.exists()]
     try:
         return make()
     except (RuntimeError, URLError, OSError) as error:
+        for path in reversed(missing):  # the folder, then the root, where this attempt made them and left them empty
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        misplaced = _misplaced(root, data)
+        if misplaced:
+            raise UserError(f"{data.name} not found in {folder}: {misplaced}") from None
         if cfg.download:
             raise UserError(
-                f"could not download {name} into {folder} ({error}). Fix: check the internet "
-                f"connection, or put {fetch} into {folder} yourself, "
-                "or set dataset.root=FOLDER that already holds them"
+                f"could not download {data.name} into {data.into.format(root=root, folder=folder)} ({error}). Fix: check the "
+                f"internet connection, or {data.fetch.format(root=root, folder=folder)}, "
+                f"or set dataset.root=FOLDER whose {data.folder}/ holds them"
             ) from None
         raise UserError(
-            f"{name} not found in {folder}: expected {expected}. Fix: set dataset.download=true "
-            f"(needs internet), or dataset.root=FOLDER whose {folder.name}/ holds those files"
+            f"{data.name} not found in {folder}: expected {data.expected}. Fix: set dataset.download=true "
+            f"(needs internet), or dataset.root=FOLDER whose {data.folder}/ holds those files"
         ) from None
+
+
+def _misplaced(root: Path, data: Download) -> str | None:
+    """Where the data is when it is one folder off (unpacked inside its own folder, or root set to that folder):
+    what is wrong and the dataset.root that fits, or None."""
+    folder = root / data.folder
+    if (folder / data.folder / data.marker).exists():
+        return (f"its files are one folder deeper, in {folder / data.folder}. Fix: dataset.root={folder}")
+    if (root / data.marker).exists():
+        if root.name == data.folder:
+            return f"dataset.root is the {data.folder} folder itself. Fix: dataset.root={root.parent}"
+        return (f"dataset.root={str(root)!r} holds the files themselves, but they are read from its {data.folder}/ "
+                f"subfolder. Fix: move them into {folder}")
+    return None
 
 
 DATASETS: dict[str, Callable[..., dict[str, Dataset]]] = {
