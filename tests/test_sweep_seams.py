@@ -280,3 +280,19 @@ def test_a_swept_dataset_is_not_judged_by_one_of_its_values(workdir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     states = {t.params["dataset"]: t.state.name for t in load(sweep_dir).trials}
     assert states == {"cifar10": "FAIL", "synthetic": "COMPLETE"}
+
+
+def test_a_running_trial_with_crafted_attributes_is_lost_like_any_other_not_a_crash(tmp_path, caplog):
+    sweeper, the_study, storage = sweeper_on(tmp_path, n_trials=3)  # the first lost trial, out of retries, counts
+    sweeper.settings.grace_seconds = 0.0  # every RUNNING trial not this worker's is lost at once
+    running = optuna.trial.TrialState.RUNNING
+    for attrs in ({"runner:heartbeat": "soon", "runner:retries": "many", "runner:run_dir": "/etc"},
+                  {"runner:heartbeat": [1], "runner:run_dir": "../up", "fixed_params": {"optimizer.lr": 0.01}}):
+        the_study.add_trial(optuna.trial.create_trial(state=running, system_attrs=attrs))
+    with caplog.at_level(logging.WARNING, logger="runner.sweep"):
+        launched = run(sweeper, the_study, tmp_path, storage)
+    trials = the_study.get_trials()
+    assert [t.state.name for t in trials[:2]] == ["FAIL", "FAIL"] and len(launched) == 2
+    assert all(t.system_attrs["runner:fail_reason"].startswith("worker lost") for t in trials[:2])
+    assert {t.system_attrs["runner:run_dir"] for t in trials[2:]} <= {"trial_0002", "trial_0003", "trial_0004"}
+    assert [t.state.name for t in trials[2:]].count("COMPLETE") == 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -21,12 +20,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runner.errors import UserError
 from runner.sweep.space import canonical
-from runner.sweep.study import REFUSED, note
+from runner.sweep.study import REFUSED, note, run_folder
 
 log = logging.getLogger("runner.sweep")
 
 RETRY_ATTRS = ("runner:retries", "runner:run_dir")  # what study.retry_later gives the trial it queues
-FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def ask(study: optuna.Study, search: dict[str, BaseDistribution]) -> optuna.Trial:
@@ -88,7 +86,7 @@ def folder_problem(study: optuna.Study, trial: FrozenTrial, run_dir) -> str | No
     """A queued trial may name a run folder only as a retry: the folder of a lost trial, which it continues."""
     if run_dir is None:
         return None
-    if not isinstance(run_dir, str) or not FOLDER_NAME.fullmatch(run_dir):
+    if run_folder(trial.system_attrs) is None:
         return f"its runner:run_dir={shorten(run_dir)} is not the name of a folder in the sweep directory"
     holders = [t for t in study.get_trials(deepcopy=False)
                if t.number != trial.number and t.system_attrs.get("runner:run_dir") == run_dir]

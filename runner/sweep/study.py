@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -126,6 +127,7 @@ def this_worker() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a run folder: a plain name inside the sweep directory
 REFUSED = "runner:refused"  # trial system attr: a queued trial that did not fit the search, FAIL without a run
 
 
@@ -152,10 +154,13 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
     now = time.time()
     lost = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        last = trial.system_attrs.get(HEARTBEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        last = trial.system_attrs.get(HEARTBEAT, started)
+        last = last if type(last) in (int, float) else started  # a trial from outside may carry anything
         if now - last < grace_seconds:
             continue
-        run_dir = None if sweep_dir is None else sweep_dir / str(trial.system_attrs.get("runner:run_dir", ""))
+        folder = run_folder(trial.system_attrs)
+        run_dir = None if sweep_dir is None or folder is None else sweep_dir / folder
         values = None if run_dir is None else values_of(run_dir, objectives)
         if values is not None:
             with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # told meanwhile
@@ -164,10 +169,18 @@ def fail_lost_trials(study: optuna.Study, grace_seconds: float, max_retries: int
                             trial.number, values)
             continue
         retries = trial.system_attrs.get("runner:retries", 0)
+        retries = retries if type(retries) is int and retries >= 0 else max_retries  # not a count: no more
         if retry_later(study, trial, f"worker lost: no heartbeat for {now - last:.0f} s",
                        retries < max_retries, retries):
             lost.append(trial.number)
     return lost
+
+
+def run_folder(attrs: dict) -> str | None:
+    """The trial's run folder in the sweep directory (runner:run_dir), or None where it names none (a
+    trial from outside the sweeper may carry a path elsewhere, or anything)."""
+    name = attrs.get("runner:run_dir")
+    return name if isinstance(name, str) and FOLDER_NAME.fullmatch(name) else None
 
 
 @contextlib.contextmanager
@@ -231,7 +244,7 @@ def retry_later(study: optuna.Study, trial, reason: str, retry: bool = True, ret
                             skip_if_exists=False)
         pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
         storage.set_trial_system_attr(pending._trial_id, "runner:retries", retries + 1)
-        note(study, pending._trial_id, "run_dir", attrs.get("runner:run_dir"))
+        note(study, pending._trial_id, "run_dir", run_folder(attrs))
         log.warning("trial %d (%s): queued again with the same parameters", trial.number, reason)
     else:
         log.warning("trial %d (%s) has used its retries: left as FAIL", trial.number, reason)
