@@ -80,7 +80,7 @@ def test_rotated_files_are_counted_like_the_other_conversions_and_sized_upright(
         _, screening = datasets.build_screened_splits(tall)
     assert screening.summary() == {"skipped": 0, "converted": {}, "rotated": 8, "upscaled": 0}
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("images:")]
-    assert lines == ["images: 8 turned upright by their EXIF orientation"]
+    assert lines == ["images: 8 rotated upright by their EXIF orientation"]
 
 
 def test_the_cache_key_changes_with_the_way_files_are_read(tmp_path):
@@ -257,6 +257,22 @@ def tensor_split(labels, size: int = 8, side: int = 8, channels: int = 3, nan_at
     return torch.utils.data.TensorDataset(images, torch.as_tensor(labels))
 
 
+class NamesAsLabels(torch.utils.data.Dataset):
+    """`labels` holding the class names, not one label per sample: the items' labels are the ones."""
+
+    labels = ["cat", "dog"]
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return torch.zeros(3, 8, 8), index % 2
+
+
+def names_as_labels(num_classes: int) -> dict:
+    return {"train": NamesAsLabels(), "val": NamesAsLabels()}
+
+
 class WithTargets(torch.utils.data.Dataset):
     """A user's dataset keeping its labels apart, torchvision's way (`targets`)."""
 
@@ -341,6 +357,7 @@ def test_labels_are_checked_in_every_split_at_start_in_one_line(target, said):
 def test_whole_float_labels_are_class_numbers():
     splits = datasets.build_splits(custom_cfg("whole_float_labels"))
     assert [splits["train"][i][1] for i in range(4)] == [0, 1, 0, 1] and splits["val"].targets == [0, 1, 1]
+    assert datasets.build_splits(custom_cfg("names_as_labels"))["train"].targets == [0, 1, 0, 1]
 
 
 def test_a_bad_validation_label_stops_a_run_before_training(tmp_path):

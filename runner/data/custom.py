@@ -42,7 +42,8 @@ class UserSplit(Dataset):
         # the labels without the images where the dataset keeps them apart (torchvision's habit); else every
         # item is read once, and its image, where a tensor, checked for NaN and inf here rather than as "loss nan"
         labels = next((getattr(dataset, a) for a in ("targets", "labels") if getattr(dataset, a, None) is not None), None)
-        if labels is not None:
+        if labels is not None and not isinstance(labels, str) and hasattr(labels, "__len__") \
+                and len(labels) == len(dataset):  # not, say, a list of class names
             self.targets = [self.label(y, i) for i, y in enumerate(labels)]
             return
         self.targets, not_finite = [], []

@@ -55,7 +55,7 @@ class Screening:
         parts = [f"{n} {MODE_NAMES.get(mode, mode)} ({mode})" for mode, n in sorted(self.converted.items())]
         words = [f"converted {', '.join(parts)}"] if parts else []
         if self.rotated:
-            words.append(f"{self.rotated} turned upright by their EXIF orientation")
+            words.append(f"{self.rotated} rotated upright by their EXIF orientation")
         if self.upscaled:
             words.append(f"{self.upscaled} smaller than the image size (enlarged)")
         if self.skipped:
