@@ -75,3 +75,25 @@ def test_a_different_thread_count_on_resume_is_named_in_one_warning_and_not_refu
     warned = [r.getMessage() for r in caplog.records if "threads" in r.getMessage()]
     assert len(warned) == 1 and "1 CPU thread" in warned[0] and "2" in warned[0]
     assert "trainer.num_threads=1" in warned[0]
+
+
+@pytest.mark.parametrize(("saved_gpus", "current", "restored"), [
+    (1, 0, 0),  # this runner: the process's own GPU, whatever its index
+    (1, 3, 0),
+    (8, 3, 3),  # an older checkpoint with every visible GPU's state: this process's by its device index
+    (2, 3, None),  # written on a machine with fewer GPUs: nothing to restore, no IndexError
+])
+def test_each_process_restores_its_own_gpu_random_stream(monkeypatch, saved_gpus, current, restored):
+    import torch
+
+    from runner.training import checkpoint
+
+    state = checkpoint.rng_state()
+    state["cuda"] = [torch.full((16,), index, dtype=torch.uint8) for index in range(saved_gpus)]
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value, device="cuda": calls.append(int(value[0])))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda values: calls.append("all"))
+    checkpoint.set_rng_state(state)
+    assert calls == ([] if restored is None else [restored])

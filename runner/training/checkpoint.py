@@ -32,7 +32,9 @@ RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every
                      "dataset.cache", "evaluate.", "sweep.", "checks.", "lr_find.")
 
 
-def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict) -> dict:
+def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict,
+                   rng_by_rank: list[dict] | None = None) -> dict:
+    """`rng_by_rank`: every process's random streams (torchrun), which part ways where their shares differ."""
     return {
         "format_version": checkpoint_files.FORMAT_VERSION,
         "epoch": epoch,
@@ -42,14 +44,15 @@ def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_s
         "schedule": schedule.state_dict(),
         "scaler": scaler.state_dict(),
         "rng": rng_state(),
+        "rng_by_rank": rng_by_rank or [],
         "config": OmegaConf.to_container(cfg, resolve=True),
         # plain JSON types only, so the file loads with weights_only=True
         "provenance": json.loads(json.dumps(provenance, default=str)),
     }
 
 
-def restore(state: dict, model, optimizer, schedule, scaler) -> tuple[int, int]:
-    """Load a checkpoint's full state (RNG last); returns (completed epochs, global step)."""
+def restore(state: dict, model, optimizer, schedule, scaler, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """Load a checkpoint's full state (RNG last: this process's own); returns (completed epochs, global step)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
@@ -57,7 +60,11 @@ def restore(state: dict, model, optimizer, schedule, scaler) -> tuple[int, int]:
         scaler.load_state_dict(state["scaler"])
     else:  # written without fp16 (CPU, bf16, fp32), resumed where the precision is fp16
         log.info("the checkpoint has no gradient scaler state (it trained without fp16): a fresh gradient scaler")
-    set_rng_state(state["rng"])
+    by_rank = state.get("rng_by_rank") or []
+    if by_rank and len(by_rank) != world_size:
+        log.warning("the checkpoint was written by %d processes, this run has %d: every process resumes rank 0's "
+                    "random streams, so the run is not the uninterrupted one", len(by_rank), world_size)
+    set_rng_state(by_rank[rank] if len(by_rank) == world_size else state["rng"])
     return state["epoch"], state["global_step"]
 
 
@@ -173,7 +180,8 @@ def rng_state() -> dict:
             "gauss": float(numpy_state["gauss"]),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # this process's own GPU only: under torchrun each process has one, and another machine may have fewer
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
     }
 
 
@@ -189,4 +197,8 @@ def set_rng_state(state: dict) -> None:
     })
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state: this process's GPU; older checkpoints held every visible GPU's, indexed by device
+        saved = state["cuda"]
+        index = 0 if len(saved) == 1 else torch.cuda.current_device()
+        if index < len(saved):
+            torch.cuda.set_rng_state(saved[index])

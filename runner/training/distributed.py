@@ -53,3 +53,12 @@ def any_process(flag: bool, processes: Processes, device: torch.device) -> bool:
 def barrier(processes: Processes) -> None:
     if processes.active:
         torch_dist.barrier()
+
+
+def gather(value, processes: Processes) -> list:
+    """Every process's value, in rank order (collective: every process calls it); [value] in one process."""
+    if not processes.active:
+        return [value]
+    gathered = [None] * processes.world_size
+    torch_dist.all_gather_object(gathered, value)
+    return gathered

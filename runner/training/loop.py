@@ -28,7 +28,7 @@ from runner.errors import UserError
 from runner.models import has_batch_norm
 from runner.runtime import autocast_dtype, random_state_kept
 from runner.training import checkpoint
-from runner.training.distributed import SINGLE, Processes, all_sum, any_process
+from runner.training.distributed import SINGLE, Processes, all_sum, any_process, gather
 from runner.training.learning_batches import learning_batches
 from runner.training.losses import build_loss
 from runner.training.meter import IntervalMeter, progress_bar, report_interval, update_plan
@@ -54,7 +54,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     start_epoch, first_sample = 0, 0
     if resume_state is not None:
         start_epoch, run.global_step = checkpoint.restore(resume_state, model, run.optimizer, run.schedule,
-                                                          run.scaler)
+                                                          run.scaler, processes.rank, processes.world_size)
         first_sample = resume_state.get("epoch_samples", 0)  # a checkpoint from mid-epoch (a stop signal)
     if start_epoch >= cfg.trainer.epochs:
         log.info("the run has already finished (%d of %d epochs): nothing to do", start_epoch, cfg.trainer.epochs)
@@ -214,8 +214,9 @@ def stop_here(run: Training, meter: IntervalMeter, epoch: int, epoch_samples: in
     """A stop signal: write a mid-epoch checkpoint after this update, then raise Preempted."""
     meter.read(run, epoch)  # raises on non-finite figures: never save non-finite weights
     path = run.run_dir / "checkpoints" / f"preempt-step-{run.global_step:08d}.pt"
+    rng_by_rank = all_rng_states(run.processes)
     if run.processes.is_main:
-        save_atomic({**run.state(epoch), "epoch_samples": epoch_samples}, path)
+        save_atomic({**run.state(epoch, rng_by_rank), "epoch_samples": epoch_samples}, path)
     raise Preempted(signal_name or "a stop signal in another process", str(path.relative_to(run.run_dir)),
                     run.global_step)
 
@@ -257,16 +258,22 @@ def early_stop(run: Training, epochs_done: int) -> bool:
     return any_process(why is not None, run.processes, run.device)
 
 
+def all_rng_states(processes: Processes) -> list[dict] | None:
+    """Under torchrun, every process's random streams for rank 0 to save (collective); None in one process."""
+    return gather(checkpoint.rng_state(), processes) if processes.active else None
+
+
 def write_checkpoint(run: Training, epochs_done: int, on_checkpoint: OnCheckpoint | None) -> None:
     """The epoch checkpoint (rank 0), then retention and the sweep's hook; never non-finite weights."""
     if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
         raise UserError(f"the weights are not finite after epoch {epochs_done}: no checkpoint written. "
                         "Fix: lower optimizer.lr or set trainer.grad_clip_norm")
+    rng_by_rank = all_rng_states(run.processes)
     if not run.processes.is_main:
         return
     folder = run.run_dir / "checkpoints"
     path = folder / checkpoint_name(epochs_done)
-    save_atomic(run.state(epochs_done), path)
+    save_atomic(run.state(epochs_done, rng_by_rank), path)
     log.info("checkpoint %s", path.relative_to(run.run_dir))
     checkpoint.remove_preempted(folder)
     keep_last = run.cfg.checkpoint.keep_last

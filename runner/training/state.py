@@ -50,6 +50,6 @@ class Training:
     def fp16(self) -> bool:
         return self.amp_dtype == torch.float16
 
-    def state(self, epoch: int) -> dict:
+    def state(self, epoch: int, rng_by_rank: list[dict] | None = None) -> dict:
         return checkpoint.training_state(self.cfg, self.model, self.optimizer, self.schedule, self.scaler, epoch,
-                                         self.global_step, self.provenance)
+                                         self.global_step, self.provenance, rng_by_rank)
