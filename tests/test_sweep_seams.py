@@ -296,3 +296,14 @@ def test_a_running_trial_with_crafted_attributes_is_lost_like_any_other_not_a_cr
     assert all(t.system_attrs["runner:fail_reason"].startswith("worker lost") for t in trials[:2])
     assert {t.system_attrs["runner:run_dir"] for t in trials[2:]} <= {"trial_0002", "trial_0003", "trial_0004"}
     assert [t.state.name for t in trials[2:]].count("COMPLETE") == 2
+
+
+@pytest.mark.slow
+def test_an_enqueued_point_whose_number_has_another_type_runs_as_its_parameter_takes_it(workdir):
+    sweep_dir = workdir / "sweep"
+    result = run_cli(sweep_args(sweep_dir, "trainer.batch_size=range(16, 65, 16)", "trainer.micro_batch_size=16",
+                                "hydra.sweeper.enqueue=[{trainer.batch_size:32.0}]", "hydra.sweeper.n_trials=1"),
+                     cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [trial] = load(sweep_dir).trials
+    assert trial.params == {"trainer.batch_size": 32} and trial.state.name == "COMPLETE"

@@ -155,10 +155,15 @@ class RunnerOptunaSweeper(Sweeper):
                        for point in warm_start.top_points(s.warm_start, s.warm_start_top, storage_url)]
         for point, origin in points:
             overrides = space.as_overrides(point)
-            problem = warm_start.check_point(point, search) or self.refusal([*fixed, *overrides])
+            problem = warm_start.check_point(point, search)
+            if problem is None:  # each number as its parameter takes it: {trainer.batch_size: 32.0} is 32
+                point = {key: space.canonical(key, value, search[key]) for key, value in point.items()}
+                overrides = space.as_overrides(point)
+                problem = self.refusal([*fixed, *overrides])
             if problem and origin == "hydra.sweeper.enqueue":
-                raise UserError(f"hydra.sweeper.enqueue has {' '.join(overrides)}: {problem}. "
-                                "Fix: a point inside the search space that the runner takes")
+                cause, _, fix = problem.partition(" Fix: ")
+                raise UserError(f"hydra.sweeper.enqueue has {' '.join(overrides)}: {cause.rstrip('.')}. "
+                                f"Fix: a point inside the search space that the runner takes{f' ({fix})' if fix else ''}")
             if problem:
                 log.warning("%s: %s is left out (%s)", origin, " ".join(overrides), problem)
                 continue
