@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from runner.data.pixels import ImagePixels
 from runner.data.transforms import image_hw
 from runner.errors import UserError
 
@@ -59,6 +60,9 @@ def check_shapes(cfg, splits: dict[str, Dataset]) -> None:
         dataset = splits.get(split)
         if dataset is None or not len(dataset):
             continue
+        if isinstance(dataset, ImagePixels) and dataset.files is not None:
+            continue  # decoded to dataset.channels, finished at dataset.image_size: the shape by construction (and a
+            # file that does not decode is the screening's to name, or, with refuse_bad=False, the checks')
         with torch.random.fork_rng(devices=[]):  # an augmented sample draws random numbers: leave no trace
             image = dataset[0][0]
         shape = tuple(image.shape) if hasattr(image, "shape") else None
