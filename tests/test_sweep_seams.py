@@ -16,7 +16,7 @@ from hydra_plugins.runner_sweeper.runner_sweeper import RunnerOptunaSweeper, Run
 from runner.study_storage import storage_for
 from runner.sweep import study as sweep_study
 from tests.conftest import run_cli
-from tests.test_sweep import LR, load, sweep_args
+from tests.test_sweep import LR, TINY_SWEEP, load, sweep_args
 
 SEARCH = {"optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True),
           "model.channels": CategoricalDistribution([4, 8]),
@@ -307,3 +307,14 @@ def test_an_enqueued_point_whose_number_has_another_type_runs_as_its_parameter_t
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [trial] = load(sweep_dir).trials
     assert trial.params == {"trainer.batch_size": 32} and trial.state.name == "COMPLETE"
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_and_study_name_with_commas_reach_the_trial(workdir):
+    sweep_dir = workdir / "odd, (dir)"
+    result = run_cli([*TINY_SWEEP, LR, f"hydra.sweeper.sweep_dir='{sweep_dir}'", "hydra.sweeper.study_name='st,udy'",
+                      "hydra.sweeper.n_trials=1"], cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    study = optuna.load_study(study_name="st,udy", storage=storage_for(str(sweep_dir / "study.journal")))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert (sweep_dir / "trial_0000" / "run.json").is_file()

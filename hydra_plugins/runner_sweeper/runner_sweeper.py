@@ -223,8 +223,8 @@ class RunnerOptunaSweeper(Sweeper):
             run_dir = the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
             batch.append([
                 *fixed, *space.as_overrides(trial.params),
-                f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir={run_dir}",
-                f"sweep.study={the_study.study_name}", f"sweep.storage={storage_url}",
+                *space.as_overrides({"hydra.sweep.dir": str(sweep_dir), "hydra.sweep.subdir": run_dir,
+                                     "sweep.study": the_study.study_name, "sweep.storage": storage_url}),
                 f"sweep.trial={trial.number}", f"sweep.trial_id={trial._trial_id}",
                 f"sweep.pruner={s.pruner}", f"sweep.heartbeat_seconds={s.heartbeat_seconds}",
             ])
