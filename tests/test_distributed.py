@@ -113,3 +113,33 @@ def test_each_process_resumes_its_own_random_streams(workdir):
     torchrun(workdir, [*settings, "trainer.epochs=1"], workdir / "resumed")
     torchrun(workdir, [*settings, "trainer.epochs=2"], workdir / "resumed")
     assert_identical(weights(workdir / "straight", 2), weights(workdir / "resumed", 2))
+
+
+@pytest.mark.slow
+def test_the_other_processes_wait_for_a_slow_rank_0_evaluation_beyond_the_collective_timeout(workdir):
+    """Rank 0 evaluates after training while the others wait: longer than the training's collective timeout
+    (5 s here, NCCL's 10 minutes on a cluster) must not kill the job."""
+    settings = [*TINY, "trainer.micro_batch_size=2", "trainer.epochs=1", "evaluate.after_training=true",
+                "evaluate.batch_size=4", "model=linear", "model._target_=tests.byo_models.SlowToEvaluate",
+                "+model.seconds_per_batch=2.5"]  # 14 validation samples in 4 batches: 10 s
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *settings,
+               f"hydra.run.dir={workdir / 'run'}"]
+    result = subprocess.run(command, cwd=workdir, env={**cli_env(), "RUNNER_DIST_TIMEOUT_S": "5"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (workdir / "run" / "eval" / "best.json").is_file()
+
+
+def test_the_per_update_stop_flag_is_agreed_on_the_cpu_in_the_control_group(monkeypatch):
+    """Under torchrun the loop asks every update whether a process got a stop signal: a device tensor there
+    would sync the GPU with the host every update."""
+    from runner.training import distributed
+    from runner.training.processes import Processes
+
+    seen = []
+    monkeypatch.setattr(distributed, "_control", "the control group")
+    monkeypatch.setattr(distributed.torch_dist, "all_reduce",
+                        lambda tensor, op=None, group=None: seen.append((tensor.device.type, group)))
+    two = Processes(rank=0, world_size=2, local_rank=0)
+    assert distributed.any_process(False, two) is False
+    assert seen == [("cpu", "the control group")]

@@ -7,6 +7,8 @@ Rank 0 alone writes logs, TensorBoard, checkpoints and the evaluation; the other
 from __future__ import annotations
 
 import logging
+import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as torch_dist
@@ -25,9 +27,24 @@ def setup(processes: Processes, device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend=backend)
+        torch_dist.init_process_group(backend=backend, timeout=collective_timeout())
+    global _control
+    _control = torch_dist.new_group(backend="gloo", timeout=WAIT_FOR_RANK_0)
     log.info("process %d of %d (%s, %s)", processes.rank, processes.world_size, backend, device)
     return device
+
+
+# The control group: flags and waits on the CPU (gloo), apart from the training's collectives on the device.
+# Its waits cover rank 0's evaluations, which take as long as the validation set needs, so its timeout is long.
+WAIT_FOR_RANK_0 = timedelta(days=7)
+_control = None
+
+
+def collective_timeout() -> timedelta | None:
+    """RUNNER_DIST_TIMEOUT_S: how long a training collective may wait for a process that hangs (torch's
+    default, None: 10 minutes under NCCL, 30 under gloo)."""
+    seconds = os.environ.get("RUNNER_DIST_TIMEOUT_S")
+    return timedelta(seconds=float(seconds)) if seconds else None
 
 
 def teardown(processes: Processes) -> None:
@@ -43,16 +60,20 @@ def all_sum(tensor: torch.Tensor, processes: Processes) -> torch.Tensor:
     return tensor
 
 
-def any_process(flag: bool, processes: Processes, device: torch.device) -> bool:
-    """True if the flag is set in any process (e.g. one of them received the stop signal)."""
+def any_process(flag: bool, processes: Processes) -> bool:
+    """True if the flag is set in any process (one of them received the stop signal, rank 0's evaluator says
+    stop early). A CPU tensor in the control group: no host-device sync, no timeout while rank 0 evaluates."""
     if not processes.active:
         return flag
-    return bool(all_sum(torch.tensor(float(flag), device=device), processes) > 0)
+    tensor = torch.tensor(float(flag))
+    torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM, group=_control)
+    return bool(tensor > 0)
 
 
 def barrier(processes: Processes) -> None:
+    """Wait for every process (the others wait while rank 0 evaluates, for as long as that takes)."""
     if processes.active:
-        torch_dist.barrier()
+        torch_dist.barrier(group=_control)
 
 
 def gather(value, processes: Processes) -> list:

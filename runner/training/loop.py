@@ -148,7 +148,7 @@ def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest) -> 
         if run.global_step % trainer.log_every_steps == 0 or epoch_done:
             report_interval(run, meter.read(run, epoch), epoch, None if run.bar.disable else run.bar)
             meter.reset()
-        if not epoch_done and any_process(stop.received is not None, run.processes, run.device):
+        if not epoch_done and any_process(stop.received is not None, run.processes):
             stop_here(run, meter, epoch, window.end, stop.received)
     return epoch_loss, epoch_correct
 
@@ -255,7 +255,7 @@ def early_stop(run: Training, epochs_done: int) -> bool:
             why = run.stop_early(run.run_dir / "checkpoints" / checkpoint_name(epochs_done))
     if why:
         log.info("early stopping after epoch %d of %d: %s", epochs_done, run.cfg.trainer.epochs, why)
-    return any_process(why is not None, run.processes, run.device)
+    return any_process(why is not None, run.processes)
 
 
 def all_rng_states(processes: Processes) -> list[dict] | None:
