@@ -76,20 +76,137 @@ def state_bytes(state) -> int:
     return 0
 
 
-def load(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint with weights_only=True; a truncated or foreign file is a UserError."""
+def load(path: Path, map_location="cpu", parts: tuple[str, ...] | None = None) -> dict:
+    """Load a checkpoint with weights_only=True and check its shape; anything else is a one-line UserError.
+
+    Refused: a truncated or foreign file, a pickle, and a checkpoint whose parts are not what runner
+    writes (see `check_state`): weights without data (on the meta device), an epoch that is not a
+    whole number, a saved model config with a key its model builder does not take. The evaluator
+    skips such a file with the reason and goes on; `resume=` stops with it. `parts`: those the caller
+    needs (EVALUATED_PARTS, ...); a checkpoint that lacks one is refused too. By default a training
+    checkpoint (one with any of TRAINING_PARTS) must have them all: a resume restores every one.
+    """
+    fix = "delete it, or pick another file from the run's checkpoints/"
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist. Fix: give the path of an epoch-NNNN.pt file") from None
+    except IsADirectoryError:
+        raise UserError(f"checkpoint {path} is a folder. Fix: give the path of an epoch-NNNN.pt file") from None
     except Exception as error:
-        raise UserError(
-            f"checkpoint {path} is truncated or not a checkpoint ({type(error).__name__}: {error}). "
-            "Fix: delete it or pick another file from the run's checkpoints/"
-        ) from None
+        first = first_sentence(error)
+        raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({type(error).__name__}: {first}). "
+                        f"Fix: {fix}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} is not a runner checkpoint (no format_version {FORMAT_VERSION}). Fix: pick a file written by runner")
+    if parts is None:
+        parts = TRAINING_PARTS if any(part in state for part in TRAINING_PARTS) else ()
+    missing = [part for part in parts if part not in state]
+    problem = check_state(state) or (f"lacks {', '.join(missing)}" if missing else None)
+    if problem is not None:
+        raise UserError(f"checkpoint {path} {problem}. Fix: {fix}")
     return state
+
+
+# the parts of a training checkpoint (runner/training/checkpoint.py: training_state), each checked when present
+PART_TYPES = {"epoch": int, "global_step": int, "model": dict, "optimizer": dict, "schedule": dict, "scaler": dict,
+              "rng": dict, "config": dict, "provenance": dict}
+EVALUATED_PARTS = ("epoch", "global_step", "model", "config")  # what the evaluator reads
+TRAINING_PARTS = (*EVALUATED_PARTS, "optimizer", "schedule", "scaler", "rng")  # what a resume restores
+CONFIG_BLOCKS = ("model", "dataset", "trainer")  # what the evaluator and a resume build from the saved config
+
+
+def check_state(state: dict) -> str | None:
+    """What is wrong with a loaded checkpoint's parts, in words; None when nothing is."""
+    for part, kind in PART_TYPES.items():
+        if part not in state:
+            continue
+        value = state[part]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"has {part}={short(value)} (a {type(value).__name__}; a {kind.__name__} expected)"
+        if kind is int and value < 0:
+            return f"has {part}={value} (negative)"
+    for key, value in state.get("model", {}).items():
+        if not isinstance(value, torch.Tensor):
+            return f"has model weight {key!r} = {short(value)}, not a tensor"
+    meta = next(iter(meta_tensors(state)), None)
+    if meta is not None:
+        return (f"holds {meta} on the meta device: a tensor with a shape and no values (written from a model that "
+                "was never materialized)")
+    if "config" in state:
+        return check_config(state["config"])
+    return None
+
+
+def check_config(config: dict) -> str | None:
+    for block in CONFIG_BLOCKS:
+        if not isinstance(config.get(block), dict):
+            return f"has config.{block}={short(config.get(block))} in its saved config (a mapping expected)"
+    trainer, dataset = config["trainer"], config["dataset"]
+    for key, least in (("micro_batch_size", 1), ("num_workers", 0)):
+        value = trainer.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            return f"has config.trainer.{key}={short(value)} in its saved config (a whole number >= {least} expected)"
+    if not isinstance(dataset.get("num_classes"), int) or isinstance(dataset.get("num_classes"), bool):
+        return f"has config.dataset.num_classes={short(dataset.get('num_classes'))} in its saved config"
+    model = config["model"]
+    target = model.get("_target_")
+    if not isinstance(target, str):
+        return f"has config.model._target_={short(target)} in its saved config (a module.function expected)"
+    arguments = builder_arguments(target)
+    if arguments is not None:
+        from runner.config import NOT_ARGUMENTS
+
+        for key in model:
+            if key not in arguments and key not in NOT_ARGUMENTS:
+                return (f"has a saved config whose model.{key}={short(model[key])} is not an argument of {target} "
+                        f"(it takes {', '.join(arguments)})")
+    return None
+
+
+def builder_arguments(target: str) -> list[str] | None:
+    """The keyword arguments of runner's or torchvision's model builder `target`; None for any other callable
+    (it is not imported before the user trusts it: runner/trust.py) or one that takes **kwargs."""
+    import importlib
+    import inspect
+
+    module, _, name = target.rpartition(".")
+    if module not in ("runner.models", "torchvision.models"):
+        return None
+    function = getattr(importlib.import_module(module), name, None)
+    if not callable(function):
+        return None
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return [n for n, p in parameters.items() if p.kind != inspect.Parameter.VAR_POSITIONAL]
+
+
+def meta_tensors(node, key: str = ""):
+    """The dotted keys of the tensors on the meta device, at any depth."""
+    if isinstance(node, torch.Tensor):
+        if node.is_meta:
+            yield key or "a tensor"
+    elif isinstance(node, dict):
+        for child, value in node.items():
+            yield from meta_tensors(value, f"{key}.{child}" if key else str(child))
+    elif isinstance(node, list | tuple):
+        for index, value in enumerate(node):
+            yield from meta_tensors(value, f"{key}[{index}]")
+
+
+def first_sentence(error: Exception) -> str:
+    """The gist of a library's error: its first sentence, on one line (torch's can run to twenty)."""
+    text = " ".join(str(error).split())
+    return text.split(". ", 1)[0][:160]
+
+
+def short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -105,11 +222,11 @@ def list_preempted(directory: Path) -> list[Path]:
     return sorted(directory.glob("preempt-step-*.pt")) if directory.is_dir() else []
 
 
-def load_newest(directory: Path) -> tuple[Path, dict] | None:
+def load_newest(directory: Path, parts: tuple[str, ...] | None = None) -> tuple[Path, dict] | None:
     """The newest checkpoint that loads (a mid-epoch one first); unreadable ones are skipped with a warning."""
     for path in [*reversed(list_preempted(directory)), *reversed(list_checkpoints(directory))]:
         try:
-            return path, load(path)
+            return path, load(path, parts=parts)
         except UserError as error:
             log.warning("skipping %s", error)
     return None

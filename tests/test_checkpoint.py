@@ -122,3 +122,46 @@ def test_a_failed_save_is_one_line_and_leaves_the_previous_checkpoint(failure, t
     assert expected in message.lower() and "MB" in message
     assert sorted(p.name for p in folder.iterdir()) == ["epoch-0001.pt"]
     assert checkpoint_files.load(folder / "epoch-0001.pt")["weights"].shape == (1000,)
+
+
+def a_checkpoint_state() -> dict:
+    """A checkpoint's state as training writes it (the parts load checks), without training."""
+    from omegaconf import OmegaConf
+
+    from runner import models
+
+    cfg = compose_config([*TINY, "model=linear"])
+    return {"format_version": checkpoint_files.FORMAT_VERSION, "epoch": 2, "global_step": 6,
+            "model": models.build(cfg.model).state_dict(), "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def meta(state: dict) -> dict:
+    state["model"] = {key: torch.empty_like(value, device="meta") for key, value in state["model"].items()}
+    return state
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (meta, "on the meta device"),
+    (lambda state: {**state, "epoch": "2"}, "epoch='2'"),
+    (lambda state: {**state, "global_step": 6.5}, "global_step=6.5"),
+    (lambda state: {**state, "model": [1]}, "model"),
+    (lambda state: {**state, "config": {**state["config"], "model": {**state["config"]["model"], "colour": "red"}}},
+     "model.colour='red' is not an argument of runner.models.linear"),
+    (lambda state: {**state, "config": {**state["config"], "trainer": None}}, "config.trainer"),
+])
+def test_a_checkpoint_malformed_inside_is_refused_in_one_line_on_load(tmp_path, change, said):
+    path = tmp_path / "checkpoints" / "epoch-0002.pt"
+    checkpoint_files.save_atomic(change(a_checkpoint_state()), path)
+    with pytest.raises(UserError) as refused:
+        checkpoint_files.load(path)
+    message = str(refused.value)
+    assert str(path) in message and said in message and "Fix:" in message and "\n" not in message
+
+
+def test_a_checkpoint_that_is_a_pickle_is_refused_in_one_line(tmp_path):
+    import collections
+
+    torch.save({"format_version": 1, "epoch": collections.Counter("abc")}, tmp_path / "pickle.pt")
+    with pytest.raises(UserError) as refused:
+        checkpoint_files.load(tmp_path / "pickle.pt")
+    assert "pickle.pt" in str(refused.value) and "Fix:" in str(refused.value) and "\n" not in str(refused.value)

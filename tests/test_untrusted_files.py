@@ -85,3 +85,33 @@ def test_a_crafted_row_naming_an_outside_checkpoint_is_never_ranked(two_runs, tm
     assert "outside the run" in caplog.text
     ranked = results.ranked(results.read_rows(a / "eval"), "top1", "auto", "none", a)
     assert all(not r["checkpoint"].startswith("/") and ".." not in r["checkpoint"] and r["epoch"] != 3 for r in ranked)
+
+
+def test_a_checkpoint_with_weights_on_meta_is_skipped_with_its_reason_and_the_others_evaluated(two_runs, tmp_path,
+                                                                                              caplog):
+    import torch
+
+    a, _ = copies(two_runs, tmp_path)
+    shutil.rmtree(a / "eval")
+    path = a / "checkpoints" / "epoch-0001.pt"
+    state = torch.load(path, weights_only=True)
+    state["model"] = {key: torch.empty_like(value, device="meta") for key, value in state["model"].items()}
+    torch.save(state, path)
+    best = evaluate(evaluator(f"run_dir={a}"))
+    assert best["checkpoint"] == "checkpoints/epoch-0002.pt"
+    assert [r["epoch"] for r in results.read_rows(a / "eval")] == [2]
+    assert "epoch-0001.pt" in caplog.text and "meta" in caplog.text
+    with pytest.raises(UserError, match="epoch-0001.pt .*meta.*Fix:"):
+        train_and_evaluate(compose_config([*TINY, "model=linear", "trainer.seed=1", "evaluate.galleries=false",
+                                           f"resume={path}"]), tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("file", ["run.json", "eval/best.json"])
+@pytest.mark.parametrize("content", [[1, 2], "finished", 3])
+def test_the_runs_table_skips_a_run_whose_file_is_of_the_wrong_type_with_a_warning(two_runs, tmp_path, caplog, file,
+                                                                                    content):
+    a, b = copies(two_runs, tmp_path)
+    (a / file).write_text(json.dumps(content))
+    rows = table(tmp_path)
+    assert [r["run"] for r in rows] == ["B"]
+    assert f"{a / file}" in caplog.text and "skipped" in caplog.text

@@ -10,6 +10,7 @@ goes into compare.md beside the figure.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -20,11 +21,12 @@ import numpy as np  # noqa: E402
 
 from runner import checkpoint_files  # noqa: E402
 from runner.errors import UserError  # noqa: E402
-from runner.evaluation import results  # noqa: E402
+from runner.evaluation import records, results  # noqa: E402
 from runner.evaluation.metric_names import direction  # noqa: E402
 from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas  # noqa: E402
 from runner.evaluation.reports import save_png  # noqa: E402
-from runner.evaluation.run_table import read_json, read_yaml  # noqa: E402
+
+log = logging.getLogger("runner.compare")
 
 NOT_SETTINGS = ("name", "sweep.", "resume")  # labels and bookkeeping, not what was trained
 
@@ -36,14 +38,24 @@ def flat(node, prefix: str = "") -> dict:
 
 
 def saved_config(run: Path) -> dict:
-    """The resolved config saved in the run's best checkpoint."""
-    best = results.read_best(run / "eval")
-    return checkpoint_files.load(run / best["checkpoint"])["config"] if best else {}
+    """The resolved config saved in the run's best checkpoint; {} with a warning when it cannot be read."""
+    try:
+        best = results.read_best(run / "eval")
+        return checkpoint_files.load(run / best["checkpoint"], parts=("config",))["config"] if best else {}
+    except UserError as error:
+        log.warning("%s: its saved config is left out", error)
+        return {}
 
 
 def run_config(run: Path) -> dict:
     """The run's config as composed (.hydra/config.yaml), else the one saved in its best checkpoint."""
-    return read_yaml(run / ".hydra" / "config.yaml") or saved_config(run)
+    try:
+        composed = records.read_yaml_mapping(run / ".hydra" / "config.yaml", records.HYDRA_CONFIG,
+                                             "repair or remove it (compare then reads the best checkpoint's config)")
+    except UserError as error:
+        log.warning("%s: the config saved in the best checkpoint is compared instead", error)
+        composed = None
+    return composed or saved_config(run)
 
 
 def config_difference(a: Path, b: Path) -> list[tuple[str, object, object]]:
@@ -56,7 +68,7 @@ def config_difference(a: Path, b: Path) -> list[tuple[str, object, object]]:
 
 def other_differences(a: Path, b: Path) -> list[tuple[str, object, object]]:
     """What else can make two runs differ: the code version, torch, the device, the seed."""
-    ra, rb = read_json(a / "run.json"), read_json(b / "run.json")
+    ra, rb = run_record(a), run_record(b)
 
     def facts(record: dict) -> dict:
         git, environment = record.get("git") or {}, record.get("environment") or {}
@@ -65,6 +77,15 @@ def other_differences(a: Path, b: Path) -> list[tuple[str, object, object]]:
                 environment.get("device", "-"), "seed": record.get("seed", "-")}
     fa, fb = facts(ra), facts(rb)
     return [(k, fa[k], fb[k]) for k in fa if fa[k] != fb[k]]
+
+
+def run_record(run: Path) -> dict:
+    """The run's run.json; {} with a warning when it is missing or of the wrong shape."""
+    try:
+        return records.read_json_object(run / "run.json", records.RUN_RECORD, "restore the run's run.json") or {}
+    except UserError as error:
+        log.warning("%s: the code version, torch, device and seed of this run are not compared", error)
+        return {}
 
 
 def run_of(path: Path) -> Path:
@@ -81,6 +102,9 @@ def chosen_checkpoint(path: Path) -> dict:
         return best
     name = f"{path.parent.name}/{path.name}"
     row = results.find_row(run_of(path) / "eval", name, "val", "none")
+    if row is not None and not records.is_kind(row.get("top1"), "number"):
+        raise UserError(f"{run_of(path) / 'eval' / 'metrics.jsonl'} has no top-1 for {name}. Fix: python -m "
+                        f"runner.evaluate checkpoint={path}")
     if row is None:
         raise UserError(f"{path} has not been evaluated on val. Fix: python -m runner.evaluate checkpoint={path}")
     return {"checkpoint": name, "epoch": row["epoch"], "metric": "top1", "direction": "max", "value": row["top1"],
@@ -96,8 +120,12 @@ def best_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
 
 def trials_of(sweep: Path) -> tuple[Path, Path]:
     """The best trial of a sweep (or multirun folder) and the runner-up, by their best.json."""
-    scored = [(read_json(p), p.parent.parent) for p in sweep.rglob("eval/best.json")]
-    scored = [(best, run) for best, run in scored if best.get("value") is not None]
+    scored = []
+    for path in sorted(sweep.rglob("eval/best.json")):
+        try:
+            scored.append((results.read_best(path.parent), path.parent.parent))
+        except UserError as error:
+            log.warning("%s: that trial is left out", error)
     if len(scored) < 2:
         raise UserError(f"{sweep} holds {len(scored)} evaluated run(s); comparing needs two. "
                         "Fix: give two run folders, or a sweep folder with finished trials")
@@ -129,8 +157,15 @@ def training_losses(run: Path) -> tuple[list[int], list[float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
-    events.Reload()
+    try:
+        events.Reload()
+    except Exception as error:  # a damaged event file: the curve is left out, the comparison goes on
+        log.warning("%s cannot be read (%s: %s): its training curve is left out", run / "tb", type(error).__name__,
+                    error)
+        return [], []
     if "train/epoch_loss" not in events.Tags().get("scalars", []):
+        log.warning("%s holds no training loss (train/epoch_loss; missing or unreadable event files): its training "
+                    "curve is left out", run / "tb")
         return [], []
     scalars = events.Scalars("train/epoch_loss")
     return [s.step for s in scalars], [s.value for s in scalars]
@@ -142,9 +177,12 @@ def curves_png(a: Path, b: Path, path: Path) -> None:
     for run, label in ((run_of(a), "A"), (run_of(b), "B")):
         steps, losses = training_losses(run)
         train.plot(steps, losses, label=f"{label}: {run.name}")
-        metric = results.read_best(run / "eval").get("metric", "top1")
-        rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and r["tta"] == "none"),
-                      key=lambda r: r["epoch"])
+        try:
+            metric = results.read_best(run / "eval").get("metric", "top1")
+        except UserError:
+            metric = "top1"
+        rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and r["tta"] == "none"
+                       and records.is_kind(r.get(metric), "number")), key=lambda r: r["epoch"])
         val.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", label=f"{label}: {run.name}")
         val.set_ylabel(f"validation {metric}")
     train.set(xlabel="optimizer update", ylabel="training loss (epoch mean)", title="training")
@@ -201,7 +239,8 @@ def report(result: dict) -> str:
     mc, boot = result["mcnemar"], result["bootstrap"]
 
     def interval(best):
-        ci = best["metrics"].get("top1_ci95") or [float("nan")] * 2
+        ci = best["metrics"].get("top1_ci95") or []
+        ci = ci if len(ci) == 2 else [float("nan")] * 2
         return f"{best['value']:.4f} (top-1 95% interval [{ci[0]:.4f}, {ci[1]:.4f}])"
     verdict = "B is better" if boot["ci95"][0] > 0 else "A is better" if boot["ci95"][1] < 0 else \
         "no difference shown"

@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from runner import checkpoint_files, models
 from runner.data import datasets, loaders
-from runner.errors import UserError
+from runner.errors import UserError, one_line
 from runner.evaluation import metrics, reports, results
 from runner.evaluation.metric_names import METRICS
 from runner.io import remove_stale_temporaries
@@ -44,7 +45,13 @@ def build_model(config: dict, state: dict, path: Path, device: torch.device, tru
     if "pretrained" in model_cfg:  # the checkpoint holds every weight: download nothing
         model_cfg.pretrained, model_cfg.weights_path = False, None
     model_cfg.init_output_bias = "none"  # and the bias too
-    model = models.build(model_cfg)
+    try:
+        model = models.build(model_cfg)
+    except InstantiationException as error:  # its arguments do not fit its callable (checked on load for runner's)
+        cause = error.__cause__ or error
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{path}: its saved model config does not build ({model_cfg._target_}: {first}). "
+                        "Fix: evaluate it with the code and trust=[...] of the run that wrote it") from None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -108,15 +115,17 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     if not results.inside_run(run_dir, name):
         raise UserError(f"{path} lies outside the run {run_dir}: its row would name another run's checkpoint. "
                         "Fix: evaluate it in its own run folder")
-    try:
-        state = checkpoint_files.load(path)
-    except UserError as error:
-        if strict:
-            raise
-        log.warning("skipped, not counted as evaluated: %s", error)
-        return None
     device = pick_device(str(settings.device))
-    model = build_model(state["config"], state, path, device, list(settings.get("trust") or []))
+    trusted = list(settings.get("trust") or [])
+    try:
+        state = checkpoint_files.load(path, parts=checkpoint_files.EVALUATED_PARTS)
+    except UserError as error:
+        return skipped(error, strict)
+    require_trusted(state["config"], trusted, source=str(path))  # untrusted code: a refusal, not a skip
+    try:
+        model = build_model(state["config"], state, path, device, trusted)
+    except UserError as error:
+        return skipped(error, strict)
     dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
     trainer = state["config"]["trainer"]  # the run's own settings where the evaluator's are null
     workers = settings.num_workers if settings.num_workers is not None else trainer["num_workers"]
@@ -144,6 +153,14 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     return row
 
 
+def skipped(error: UserError, strict: bool) -> None:
+    """A checkpoint that cannot be evaluated: an error when the user named it, else a warning with the reason;
+    the run's other checkpoints are evaluated all the same."""
+    if strict:
+        raise error
+    log.warning("skipped, not counted as evaluated (the other checkpoints are): %s", one_line(error))
+
+
 # ---------------------------------------------------------------------------------------------
 # the best checkpoint
 
@@ -151,7 +168,11 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
 def update_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
     """best.json, with the confusion matrix, confused pairs and galleries redrawn when the best changed."""
     eval_dir = results.eval_dir_of(run_dir)
-    previous = results.read_best(eval_dir)
+    try:
+        previous = results.read_best(eval_dir)
+    except UserError as error:
+        log.warning("%s: written again", one_line(error).split(". Fix:")[0])
+        previous = {}
     same = all(previous.get(key) == best[key] for key in ("checkpoint", "split", "tta"))
     pairs = previous.get("confused_pairs")
     if settings.galleries and not (same and reports.figures_exist(eval_dir)):

@@ -23,11 +23,12 @@ import torch
 
 from runner import checkpoint_files
 from runner.errors import UserError
+from runner.evaluation import records
 from runner.evaluation.metric_names import METRICS, direction
+from runner.evaluation.records import inside_run
 from runner.io import (
     append_line,
     exclusive,
-    read_jsonl,
     refuse_links,
     write_csv_atomic,
     write_json_atomic,
@@ -79,31 +80,55 @@ def log_file(eval_dir: Path):
 
 
 def read_rows(eval_dir: Path) -> list[dict]:
-    """The rows of metrics.jsonl that name a checkpoint of this run; any other is left out with a warning."""
+    """The rows of metrics.jsonl, the last one of each checkpoint, split and tta where there are several.
+
+    A row that is not whole (a writer killed mid-line), not of the row's shape (records.ROW) or that
+    names a checkpoint outside the run is left out with a warning: its checkpoint counts as not
+    evaluated, so the evaluator measures it again.
+    """
     path = Path(eval_dir) / "metrics.jsonl"
     run_dir = Path(eval_dir).parent
-    rows = []
-    for number, row in enumerate(read_jsonl(path), start=1):
-        checkpoint = row.get("checkpoint") if isinstance(row, dict) else None
-        if not inside_run(run_dir, checkpoint):
-            warn_once(f"{path} row {number} names checkpoint {checkpoint!r}, outside the run {run_dir}: left out (a "
-                      "run's ranking, best.json and test ledger hold only its own checkpoints). Fix: evaluate that "
-                      "checkpoint in its own run folder")
+    rows: dict[tuple, dict] = {}
+    for number, row in read_records(path, records.ROW, "its checkpoint is evaluated again"):
+        if not inside_run(run_dir, row["checkpoint"]):
+            warn_once(f"{path} line {number} names checkpoint {row['checkpoint']!r}, outside the run {run_dir}: left "
+                      "out (a run's ranking, best.json and test ledger hold only its own checkpoints). Fix: evaluate "
+                      "that checkpoint in its own run folder")
             continue
-        rows.append(row)
-    return rows
+        rows.pop(row_key(row), None)
+        rows[row_key(row)] = row  # a checkpoint evaluated again (its predictions were lost): the newer row
+    return list(rows.values())
 
 
-def inside_run(run_dir: Path, name) -> bool:
-    """Whether `name`, a checkpoint as a run's records store it, is a file inside run_dir: a relative path
-    without `..` that does not lead out through a symbolic link either."""
-    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        return False
+def row_key(row: dict) -> tuple:
+    """What makes two rows the same evaluation: the checkpoint, the split and the settings."""
+    return row["checkpoint"], row["split"], row["tta"]
+
+
+def read_records(path: Path, schema: records.Schema, consequence: str) -> list[tuple[int, dict]]:
+    """(line number, record) of each line of a JSON-lines file that is a record of `schema`; each other
+    line (torn by a kill, or of another shape) is left out with a warning naming the file and line."""
+    path = Path(path)
     try:
-        (Path(run_dir) / name).resolve().relative_to(Path(run_dir).resolve())
-    except (ValueError, OSError, RuntimeError):
-        return False
-    return True
+        lines = path.read_bytes().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    found = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            warn_once(f"{path} line {number} is not a whole record (a writer stopped mid-line?): skipped; "
+                      f"{consequence}")
+            continue
+        said = records.problem(record, schema)
+        if said is not None:
+            warn_once(f"{path} line {number} {said}: skipped; {consequence}")
+            continue
+        found.append((number, record))
+    return found
 
 
 WARNED: set[str] = set()
@@ -117,8 +142,20 @@ def warn_once(message: str) -> None:
 
 
 def evaluated(eval_dir: Path) -> set[tuple[str, str, str]]:
-    """(checkpoint, split, tta) of every row: what need not be evaluated again."""
-    return {(row["checkpoint"], row["split"], row["tta"]) for row in read_rows(eval_dir)}
+    """The row_key of every row whose predictions are saved: what need not be evaluated again.
+
+    A row whose predictions file is missing (a run copied without eval/predictions/) is evaluated
+    again, with a warning: ensembles, compare and the figures need that file.
+    """
+    done = set()
+    for row in read_rows(eval_dir):
+        saved = predictions_of(eval_dir, row)
+        if saved.is_file():
+            done.add(row_key(row))
+        else:
+            warn_once(f"{saved} is missing (a run copied without eval/predictions/?): {row['checkpoint']} is "
+                      f"evaluated again on {row['split']}")
+    return done
 
 
 def find_row(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> dict | None:
@@ -143,7 +180,7 @@ def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str, run_
     """
     best_is_max = direction(metric, direction_setting) == "max"
     candidates = [r for r in rows if r["split"] == "val" and r["tta"] == tta and inside_run(run_dir, r["checkpoint"])
-                  and (run_dir / r["checkpoint"]).exists()]
+                  and records.is_kind(r.get(metric), "number") and (run_dir / r["checkpoint"]).exists()]
     # sorted() is stable: rows equal in metric and epoch keep their order in metrics.jsonl
     return sorted(candidates, key=lambda r: (-r[metric] if best_is_max else r[metric], r["epoch"]))
 
@@ -159,22 +196,65 @@ def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str)
     return eval_dir / "predictions" / f"{stem}.{split}{'' if tta == 'none' else '.' + tta}.pt"
 
 
+def predictions_of(eval_dir: Path, row: dict) -> Path:
+    """Where the predictions behind a row are saved."""
+    return predictions_path(eval_dir, row["checkpoint"], row["split"], row["tta"])
+
+
 def save_predictions(eval_dir: Path, row: dict, log_probabilities: torch.Tensor, labels: torch.Tensor) -> None:
     """The log-probabilities and labels behind a row, for ensembles and figures."""
-    checkpoint_files.save_atomic({"log_probabilities": log_probabilities, "labels": labels},
-                                 predictions_path(eval_dir, row["checkpoint"], row["split"], row["tta"]))
+    checkpoint_files.save_atomic({"log_probabilities": log_probabilities, "labels": labels}, predictions_of(eval_dir, row))
 
 
 def load_predictions(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities, labels) of an evaluated checkpoint."""
-    saved = torch.load(predictions_path(eval_dir, checkpoint_name, split, tta), weights_only=True)
-    return saved["log_probabilities"], saved["labels"]
+    """(log-probabilities, labels) of an evaluated checkpoint; a missing or malformed file is a one-line UserError."""
+    return load_predictions_file(predictions_path(eval_dir, checkpoint_name, split, tta), Path(eval_dir).parent)
+
+
+def load_predictions_file(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    fix = (f"delete it and evaluate again (python -m runner.evaluate run_dir={run_dir} evaluates each checkpoint "
+           "whose predictions are missing)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing (a run copied without eval/predictions/?). Fix: python -m runner.evaluate "
+                        f"run_dir={run_dir} (it evaluates each checkpoint whose predictions are missing)") from None
+    except Exception as error:
+        raise UserError(f"{path} is truncated or not a predictions file ({type(error).__name__}: "
+                        f"{checkpoint_files.first_sentence(error)}). "
+                        f"Fix: {fix}") from None
+    log_probabilities = saved.get("log_probabilities") if isinstance(saved, dict) else None
+    labels = saved.get("labels") if isinstance(saved, dict) else None
+    if not (isinstance(log_probabilities, torch.Tensor) and log_probabilities.dim() == 2
+            and log_probabilities.is_floating_point() and not log_probabilities.is_meta):
+        problem = "has no log_probabilities of shape (samples, classes)"
+    elif not (isinstance(labels, torch.Tensor) and labels.dim() == 1 and not labels.is_floating_point()
+              and not labels.is_complex() and not labels.is_meta):
+        problem = "has no integer labels of shape (samples,)"
+    elif len(labels) != len(log_probabilities):
+        problem = f"has {len(log_probabilities)} rows of log-probabilities for {len(labels)} labels"
+    elif len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= log_probabilities.shape[1]):
+        problem = f"has labels outside 0..{log_probabilities.shape[1] - 1}"
+    else:
+        return log_probabilities, labels.long()
+    raise UserError(f"{path} {problem}. Fix: {fix}")
 
 
 def read_best(eval_dir: Path) -> dict:
-    """The best.json written last time; {} before the first."""
-    path = eval_dir / "best.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The best.json written last time; {} before the first. One of another shape, or naming a checkpoint
+    outside the run, is a one-line UserError."""
+    path = Path(eval_dir) / "best.json"
+    run_dir = Path(eval_dir).parent
+    fix = f"python -m runner.evaluate run_dir={run_dir} writes it again from the run's rows"
+    best = records.read_json_object(path, records.BEST, fix)
+    if best is None:
+        return {}
+    if not inside_run(run_dir, best["checkpoint"]):
+        raise UserError(f"{path} names checkpoint {best['checkpoint']!r}, outside the run {run_dir}: a run's best is one "
+                        f"of its own checkpoints. Fix: {fix}")
+    if best["metric"] not in METRICS:
+        raise UserError(f"{path} has metric={best['metric']!r}, not one of {', '.join(METRICS)}. Fix: {fix}")
+    return {"split": "val", "tta": "none", "metrics": {}, **best}
 
 
 def write_best(eval_dir: Path, best: dict, metric: str, direction_setting: str, pairs: list | None) -> None:
@@ -193,7 +273,7 @@ def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float
         raise UserError(f"{checkpoint_name} lies outside the run {Path(eval_dir).parent}: the run's test ledger "
                         "records only its own checkpoints. Fix: look at the test split in that checkpoint's own run")
     ledger = eval_dir / "test_ledger.jsonl"
-    looks = read_jsonl(ledger)
+    looks = [look for _, look in read_records(ledger, records.LOOK, "not counted as a look")]
     if looks:
         log.warning("the test split of this run has been looked at %d time(s) before (first %s, %s): results chosen "
                     "after looking are no longer an unbiased estimate. Tune on val; test once.",

@@ -10,28 +10,37 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import yaml
 
 from runner.errors import UserError
+from runner.evaluation import records
+from runner.evaluation.records import inside_run
+
+log = logging.getLogger("runner.runs")
 
 COLUMNS = ["start", "name", "run", "status", "git", "overrides", "epochs", "metric", "best", "ci95", "checkpoint"]
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where installed: 10x faster
+LOADER = records.LOADER
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object, or {} when the file is missing or is not one (callers that must know use records)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def read_yaml(path: Path):
+    """A YAML mapping, or {} when the file is missing or is not one."""
     try:
-        return yaml.load(path.read_text(), Loader=LOADER) or {}
-    except (OSError, yaml.YAMLError):
+        record = yaml.load(path.read_text(), Loader=LOADER) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def status_word(status: str) -> str:
@@ -46,11 +55,16 @@ def git_cell(git: dict | None) -> str:
 
 
 def run_row(run_dir: Path, root: Path) -> dict:
-    """One run's row, with its config's choices kept aside for `where=`."""
-    record = read_json(run_dir / "run.json")
-    config = read_yaml(run_dir / ".hydra" / "config.yaml")
-    choices = (read_yaml(run_dir / ".hydra" / "hydra.yaml").get("hydra") or {}).get("runtime", {}).get("choices", {})
-    best = read_json(run_dir / "eval" / "best.json")
+    """One run's row, with its config's choices kept aside for `where=`; a file of the wrong shape is a UserError."""
+    fix = "repair or remove that file; the table skips this run meanwhile"
+    record = records.read_json_object(run_dir / "run.json", records.RUN_RECORD, fix) or {}
+    config = records.read_yaml_mapping(run_dir / ".hydra" / "config.yaml", records.HYDRA_CONFIG, fix) or {}
+    settings = records.read_yaml_mapping(run_dir / ".hydra" / "hydra.yaml", records.HYDRA_SETTINGS, fix) or {}
+    choices = ((settings.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    best = records.read_json_object(run_dir / "eval" / "best.json", records.BEST, fix) or {}
+    if best and not inside_run(run_dir, best["checkpoint"]):
+        raise UserError(f"{run_dir / 'eval' / 'best.json'} names checkpoint {best['checkpoint']!r}, outside the run. "
+                        f"Fix: {fix}")
     interval = (best.get("metrics") or {}).get("top1_ci95") if best.get("metric") == "top1" else None
     total = (config.get("trainer") or {}).get("epochs", "?")
     return {
@@ -63,7 +77,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "epochs": f"{record.get('epochs_done', '-')}/{total}",
         "metric": best.get("metric", "-"),
         "best": best.get("value"),
-        "ci95": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "-",
+        "ci95": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval and len(interval) == 2 else "-",
         "checkpoint": best.get("checkpoint", "-"),
         "_where": {**{f"{group}": option for group, option in choices.items()},
                    **dict(o.split("=", 1) for o in (record.get("overrides") or []) if "=" in o)},
@@ -78,7 +92,12 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def table(root: Path, sort: str | None = None, where: list[str] = ()) -> list[dict]:
-    rows = [run_row(run_dir, root) for run_dir in find_runs(root)]
+    rows = []
+    for run_dir in find_runs(root):
+        try:
+            rows.append(run_row(run_dir, root))
+        except UserError as error:
+            log.warning("skipped %s: %s", run_dir, error)
     for condition in where:
         if "=" not in condition:
             raise UserError(f"where={condition!r} is not KEY=VALUE. Fix: where=model=convnet")

@@ -6,7 +6,6 @@ before the run has made its folder, and stops once the run's run.json says it ha
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from runner.errors import UserError
-from runner.evaluation import results
+from runner.evaluation import records, results
 from runner.evaluation.evaluate import (
     evaluate_pending,
     evaluate_run,
@@ -26,12 +25,14 @@ log = logging.getLogger("runner.evaluate")
 
 
 def run_finished(run_dir: Path) -> bool:
-    """True once the training run has ended (finished or failed), by its run.json."""
-    try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status", "")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return status != "running"
+    """True once the training run has ended (finished or failed), by its run.json (none yet: not finished).
+
+    A run.json of another shape is a one-line UserError: the watcher could not tell when to stop.
+    """
+    record = records.read_json_object(
+        run_dir / "run.json", records.RUN_RECORD,
+        "restore the run's run.json (python -m runner writes it), or evaluate without watch=true")
+    return record is not None and record.get("status", "") != "running"
 
 
 def wait_for_run(settings: DictConfig) -> Path:
