@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
     if processes.from_environment().is_main:  # the first lines at once, before torch is imported
         describe.log_what_runs(cfg, Path(hydra_cfg.runtime.output_dir))
     from runner.run import (  # after Hydra has parsed --help/--cfg: those stay fast
-        discard_refused_run_folder,
+        discard_folder_without_a_run,
         train_and_evaluate,
     )
 
@@ -40,6 +40,7 @@ def main(cfg: DictConfig) -> float | None:
             from runner.dry_run import dry_run
 
             result = dry_run(cfg)
+            discard_folder_without_a_run(Path(hydra_cfg.runtime.output_dir), "the dry run trained elsewhere")
         else:
             from runner.dry_run import (
                 dry_run_check,  # the preflight's dry run (checks.preflight=true)
@@ -50,7 +51,7 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", one_line(error))
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial and goes on
-        discard_refused_run_folder(Path(hydra_cfg.runtime.output_dir))
+        discard_folder_without_a_run(Path(hydra_cfg.runtime.output_dir), "the run was refused before it started")
         sys.exit(2)
     except Preempted as stopped:
         if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -4,7 +4,8 @@ Lightning's fast_dev_run for runner: the real job (the same model, data pipeline
 precision, loss and optimizer) on two learning batches of each split, in a temporary folder:
 one epoch, a checkpoint written, the job run again so that it reloads and resumes from that
 checkpoint for a second epoch, then the evaluator on both checkpoints. Whatever would crash an
-hour into the real run crashes here in seconds, with the same message; nothing is left behind.
+hour into the real run crashes here in seconds, with the same message; nothing is left behind
+(the run folder Hydra made is removed too). One process: under torchrun it is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from runner.checks.setup import Result, Setup
-from runner.errors import one_line
+from runner.errors import UserError, one_line
 from runner.run import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 def dry_run(cfg: DictConfig) -> dict:
     """Two epochs of two learning batches, a resume between them, the evaluation; returns train_and_evaluate's."""
+    from runner.training import processes
+
+    if processes.from_environment().active:  # each process would make its own folder and resume another epoch
+        raise UserError("trainer.dry_run=true runs in one process, not under torchrun. Fix: python -m runner "
+                        "trainer.dry_run=true with the same settings (one process), then launch torchrun without it")
     started = time.perf_counter()
     subset = 2 * cfg.trainer.batch_size
     small = OmegaConf.merge(cfg, {
@@ -39,8 +45,9 @@ def dry_run(cfg: DictConfig) -> dict:
     })
     with tempfile.TemporaryDirectory(prefix="runner-dry-run-") as folder:
         log.info("dry run in %s: the real job on %d samples a split, 2 epochs with a resume between", folder, subset)
-        train_and_evaluate(OmegaConf.merge(small, {"trainer": {"epochs": 1}}), Path(folder))
-        result = train_and_evaluate(small, Path(folder))  # reloads epoch 1's checkpoint and resumes
+        with contextlib.redirect_stdout(io.StringIO()):  # each job's summary names the temporary folder
+            train_and_evaluate(OmegaConf.merge(small, {"trainer": {"epochs": 1}}), Path(folder))
+            result = train_and_evaluate(small, Path(folder))  # reloads epoch 1's checkpoint and resumes
         if not (Path(folder) / "checkpoints" / "epoch-0002.pt").is_file() or result["best"] is None:
             raise RuntimeError("the dry run ended without a second checkpoint or an evaluation")
     log.info("dry run passed in %.1f s: trained, checkpointed, resumed, evaluated. Drop trainer.dry_run to train",

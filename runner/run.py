@@ -49,14 +49,15 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path, entry_checks: dict | None
 WRITTEN_AT_START = {".hydra", "train.log", ".run.lock", "git.diff", "skipped_images.txt"}
 
 
-def discard_refused_run_folder(run_dir: Path) -> None:
-    """A run refused at start (a UserError before its run.json) leaves no folder behind, as a refused
-    command line does; a folder with anything else in it (a run of its own, the user's files) stays."""
+def discard_folder_without_a_run(run_dir: Path, why: str) -> None:
+    """A run refused at start (a UserError before its run.json), or a dry run (it trains in a temporary
+    folder), leaves no folder behind, as a refused command line does; a folder with anything else in it
+    (a run of its own, the user's files) stays."""
     if not run_dir.is_dir() or (run_dir / "run.json").exists():
         return
     if {path.name for path in run_dir.iterdir()} <= WRITTEN_AT_START:
         shutil.rmtree(run_dir)
-        log.info("%s removed: the run was refused before it started", run_dir)
+        log.info("%s removed: %s", run_dir, why)
 
 
 def start_watcher(cfg: DictConfig, run_dir: Path) -> subprocess.Popen | None:

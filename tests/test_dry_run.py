@@ -16,7 +16,24 @@ def test_a_dry_run_trains_checkpoints_resumes_and_evaluates_and_leaves_nothing(t
     out = result.stdout
     assert "dry run in " in out and "resuming from" in out and "on val: loss" in out
     assert "dry run passed in" in out and "epoch 30/30" not in out  # two epochs, not the configured thirty
-    assert not (tmp_path / "run" / "checkpoints").exists()  # the real run folder holds only the log
+    assert not (tmp_path / "run").exists()  # nothing left behind, not even Hydra's folder
+    assert "run directory:" not in out and "TensorBoard:" not in out  # no paths of the deleted temporary folder
+
+
+def test_a_dry_run_under_torchrun_is_refused_in_one_line(tmp_path):
+    """Each process would make its own temporary folder and resume from another epoch: a hang."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "runner", *TINY,
+               "trainer.micro_batch_size=2", "trainer.dry_run=true", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert "trainer.dry_run=true runs in one process" in said and "Fix:" in said, said[-3000:]  # (torchrun's
+    # agent adds its own ChildFailedError traceback for any worker that exits non-zero)
 
 
 def test_a_dry_run_fails_with_the_message_the_real_run_would_give(tmp_path):
