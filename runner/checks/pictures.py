@@ -24,9 +24,8 @@ def as_model_sees(x: torch.Tensor):
 def as_stored(dataset, index: int, mean, std):
     """The sample before preprocessing: the file itself, or the de-normalized tensor."""
     files = introspect.image_files(dataset)
-    if files is not None:
-        with Image.open(files[index]) as image:
-            return image.convert("RGB").copy()
+    if files is not None:  # read as the loader reads it: upright, 16-bit scaled
+        return transforms.load_image(files[index])
     x = dataset[index][0]
     image = transforms.denormalize(x, mean, std).permute(1, 2, 0).numpy()
     return image[..., 0] if image.shape[2] == 1 else image
