@@ -9,7 +9,6 @@ order they come, `loaders.py`) and the per-sample transform (`transforms.py`).
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from runner.data import introspect
 from runner.data.custom import custom
+from runner.data.folders import refuse_empty_class_folders, refuse_other_classes, refuse_wrong_level
 from runner.data.image_files import Screening, screen
 from runner.data.labels import check_labels
 from runner.data.pixels import pixel_splits
-from runner.data.settings import refuse_wrong_level
 from runner.data.shapes import check_shapes
 from runner.data.transforms import (
     TransformedTensors,
@@ -190,53 +189,6 @@ def imagefolder(cfg) -> dict[str, Dataset]:
     every = make(root)
     index = seeded_split(len(every), (cfg.val_fraction, cfg.test_fraction), cfg.split_seed)
     return {split: Subset(every, index[split]) for split in SPLITS}
-
-
-def class_folders(folder: Path) -> list[str]:
-    """The class folders of an ImageFolder, in label order: its subfolders, sorted (torchvision's find_classes)."""
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-
-
-def listed(names: list[str]) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
-def refuse_other_classes(train: Path, other: Path) -> None:
-    """Classes are matched between splits by folder name: val/ (test/) must have exactly train/'s class folders.
-
-    (ImageFolder numbers each split's folders on its own: val apple/cherry/durian would be labelled 0/1/2
-    like train's apple/banana/cherry, and cherry would be scored as banana without a word.)"""
-    ours, theirs = class_folders(train), class_folders(other)
-    missing, extra = [c for c in ours if c not in theirs], [c for c in theirs if c not in ours]
-    if not missing and not extra:
-        return
-    said, fixes = [], []
-    if missing:
-        said.append(f"lacks class folder {listed(missing)} that {train} has")
-        fixes.append(f"add {other / missing[0]} with images of that class (or remove {train / missing[0]})"
-                     + (", and likewise the others" if len(missing) > 1 else ""))
-    if extra:
-        said.append(f"has {listed(extra)} that {train} lacks" if missing
-                    else f"has class folder {listed(extra)} that {train} lacks")
-        fixes.append(f"remove {other / extra[0]} (or add {train / extra[0]} with training images)"
-                     + (", and likewise the others" if len(extra) > 1 else ""))
-    raise UserError(f"{other} {', and '.join(said)} (classes are matched between splits by folder name). "
-                    f"Fix: {'; '.join(fixes)}")
-
-
-def refuse_empty_class_folders(folder: Path) -> None:
-    """A class folder without an image file, named with what it holds (torchvision's own error blames the root)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    if not folder.is_dir():
-        return
-    for name in class_folders(folder):
-        found = [f for _, _, files in os.walk(folder / name, followlinks=True) for f in files]
-        if not any(f.lower().endswith(IMG_EXTENSIONS) for f in found):
-            holds = f"{len(found)} file{'s' if len(found) != 1 else ''}, none" if found else "it is empty, files"
-            raise UserError(f"class folder {folder / name} holds no image file ({holds} ending in "
-                            f"{', '.join(IMG_EXTENSIONS)}). Fix: put the images of class {name} into it, or remove "
-                            f"the folder (each subfolder of {folder} is a class)")
 
 
 def _open_torchvision(make: Callable, data: Download, cfg):

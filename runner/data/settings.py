@@ -7,14 +7,13 @@ dataset has, or a typo, is refused when Hydra composes.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
 from omegaconf import MISSING, DictConfig
 
-from runner.errors import UserError
+from runner.data import folders
 from runner.rules import fail, int_at_least, one_of
 
 
@@ -101,52 +100,6 @@ def class_folders(root) -> int:
     return sum(1 for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else 0
 
 
-SPLIT_FOLDERS = ("train", "val", "test")
-IMAGE_ENDINGS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
-
-
-def subfolders(folder: Path) -> list[str]:
-    """As torchvision's ImageFolder finds classes: every subfolder, sorted."""
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-
-
-def refuse_half_split(root: Path) -> list[str]:
-    """The split folders of an imagefolder root (train, val, test), refused when train or val is missing: the
-    others would be taken for classes ("train" vs "test")."""
-    splits = [name for name in SPLIT_FOLDERS if name in subfolders(root)]
-    if splits and not {"train", "val"} <= set(splits):
-        missing = [name for name in ("train", "val") if name not in splits]
-        raise UserError(f"dataset.root={str(root)!r} has {' and '.join(splits)} but no {' and '.join(missing)}: with "
-                        "split folders root/train and root/val are the splits (root/test too, if there), without them "
-                        f"every subfolder is a class. Fix: add {root / missing[0]} with the class folders of "
-                        f"{splits[0]}, or put the class folders directly into dataset.root for a seeded split")
-    return splits
-
-
-def refuse_wrong_level(root: Path) -> None:
-    """dataset=imagefolder: a root whose subfolders cannot be the classes (one class's folder, a folder holding one
-    folder, train/ without val/) is refused naming the folder that fits, before num_classes is counted from it."""
-    splits = refuse_half_split(root)
-    classes_root = root / "train" if splits else root
-    where = str(classes_root) if splits else f"dataset.root={str(root)!r}"
-    folders = subfolders(classes_root)
-    if not folders:
-        images = sum(1 for f in classes_root.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_ENDINGS))
-        if images and classes_root == root:
-            raise UserError(f"{where} holds {images} image files but no class folder: it looks like the folder of one "
-                            f"class. Fix: dataset.root={root.parent} (the folder whose subfolders are the classes)")
-        holds = f"{images} image files but no class folder" if images else "no class folder and no image"
-        raise UserError(f"{where} holds {holds}. Fix: put the images of each class into a subfolder of "
-                        f"{classes_root} named after the class (CLASS/image.jpg)")
-    if len(folders) == 1:
-        inner = classes_root / folders[0]
-        if len(subfolders(inner)) >= 2 and classes_root == root:
-            raise UserError(f"{where} holds one class folder ({folders[0]}), which holds folders itself: the classes? "
-                            f"Fix: dataset.root={inner}")
-        raise UserError(f"{where} holds one class folder ({folders[0]}): a classifier needs two or more. Fix: add a "
-                        f"folder of images for each other class to {classes_root}")
-
-
 SCHEMAS = {"digits": DigitsSettings, "synthetic": SyntheticSettings, "flowers102": ImageFileSettings,
            "cifar10": Cifar10Settings, "imagefolder": ImageFolderSettings}
 
@@ -160,9 +113,9 @@ def validate(dataset: DictConfig) -> None:
         fail("dataset.root", dataset.root, "has no value" if dataset.root is None else "is not a folder",
              "dataset.root=/path/to/images (class subfolders, or train/ and val/ with class subfolders)")
     if dataset.name == "imagefolder":
-        refuse_half_split(Path(str(dataset.root)))
+        folders.refuse_half_split(Path(str(dataset.root)))
         if not (isinstance(dataset.num_classes, int) and dataset.num_classes >= 2):
-            refuse_wrong_level(Path(str(dataset.root)))  # the classes counted from the folders are too few: why
+            folders.refuse_wrong_level(Path(str(dataset.root)))  # the classes counted from the folders are too few: why
     int_at_least("dataset.num_classes", dataset.num_classes, 2, "dataset.num_classes=10")
     int_at_least("dataset.channels", dataset.channels, 1, "dataset.channels=3")
     size = dataset.image_size
