@@ -39,7 +39,7 @@ def members_of(settings: DictConfig) -> list[tuple[Path, Path]]:
     run_dir = run_directory(val)
     evaluate_run(run_dir, val)
     order = results.ranked(results.read_rows(results.eval_dir_of(run_dir)), settings.metric, settings.direction,
-                           settings.tta, run_dir)
+                           None, run_dir, key=results.settings_key(val))
     if len(order) < 2:
         raise UserError(f"{run_dir} has {len(order)} evaluated checkpoint(s); an ensemble needs 2. Fix: ensemble_top_k "
                         "needs a run with several checkpoints (checkpoint.every_epochs)")
@@ -56,7 +56,7 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
         if row is None:
             raise UserError(f"{path} could not be evaluated. Fix: drop it from the ensemble")
         eval_dir = results.eval_dir_of(run_dir)
-        member_log_probs, member_labels = results.load_predictions(eval_dir, name, settings.split, settings.tta)
+        member_log_probs, member_labels = results.load_row_predictions(eval_dir, row)
         if labels is not None and not torch.equal(labels, member_labels):
             raise UserError(f"{run_dir} was evaluated on different {settings.split} data than the first member. "
                             "Fix: ensemble runs of the same dataset and split")
@@ -64,10 +64,11 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
         log_probs.append(member_log_probs)
         rows.append({"member": f"{run_dir.name}/{name}", **{k: row[k] for k in ("loss", "top1", "top5", "balanced_accuracy")}})
         if settings.split == "test":
-            results.record_test_look(eval_dir, name, settings.tta, row["top1"])
+            results.record_test_look(eval_dir, name, settings.tta, row["top1"], results.variant_of(row))
     averaged = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
     summary = metrics.summarize(averaged, labels, averaged.shape[1])
-    result = {"split": settings.split, "tta": settings.tta, "members": rows,
+    result = {"split": settings.split, "tta": settings.tta, "precision": str(settings.precision),
+              "batch_size": settings.batch_size, "members": rows,
               "ensemble": {k: summary[k] for k in ("n", "loss", "top1", "top5", "balanced_accuracy", "top1_ci95", "ece")}}
     out = ensemble_path(settings, members)
     write_json_atomic(out, result)

@@ -136,14 +136,19 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     if len(labels) != len(dataset):
         raise RuntimeError(f"evaluated {len(labels)} samples of a split of {len(dataset)}")
     summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes)
+    used = {"tta": str(settings.tta), "precision": str(settings.precision), "batch_size": batch_size}
     row = {
         "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"],
         "split": settings.split, "tta": settings.tta, **summary,
         "top1_ci_low": summary["top1_ci95"][0], "top1_ci_high": summary["top1_ci95"][1],
         "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
+        # the settings as asked (the key of the row) and how they differ from the run's own ("": not at all)
+        "precision": str(settings.precision), "batch_size": settings.batch_size,
+        "variant": results.variant_label(used, results.own_settings(state["config"])),
     }
     results.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
-    tag = settings.split if settings.tta == "none" else f"{settings.split}_{settings.tta}"
+    # the run's own settings: eval/val/...; others: eval/val_flip/..., eval/val_bf16_256/...
+    tag = "_".join([settings.split, *(part.split("=", 1)[1] for part in row["variant"].split(", ") if part)])
     for key in (k for k in METRICS if row[k] is not None):
         writer.add_scalar(f"eval/{tag}/{key}", row[key], row["global_step"])
     writer.flush()
@@ -166,14 +171,16 @@ def skipped(error: UserError, strict: bool) -> None:
 
 
 def update_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
-    """best.json, with the confusion matrix, confused pairs and galleries redrawn when the best changed."""
+    """best.json (the best of the run's own settings), with the confusion matrix, confused pairs and galleries
+    redrawn when the best changed."""
     eval_dir = results.eval_dir_of(run_dir)
     try:
         previous = results.read_best(eval_dir)
     except UserError as error:
         log.warning("%s: written again", one_line(error).split(". Fix:")[0])
         previous = {}
-    same = all(previous.get(key) == best[key] for key in ("checkpoint", "split", "tta"))
+    same = all(previous.get(key) == best[key] for key in ("checkpoint", "split", "tta")) and \
+        previous.get("variant", "") == ""
     pairs = previous.get("confused_pairs")
     if settings.galleries and not (same and reports.figures_exist(eval_dir)):
         pairs = draw_figures(run_dir, best, settings.get("data_root"))
@@ -184,8 +191,8 @@ def update_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
 def draw_figures(run_dir: Path, best: dict, data_root: str | None) -> list[dict]:
     """The figures of a row's checkpoint, from its saved predictions and its own data split."""
     eval_dir = results.eval_dir_of(run_dir)
-    log_probs, labels = results.load_predictions(eval_dir, best["checkpoint"], best["split"], best["tta"])
-    config = checkpoint_files.load(run_dir / best["checkpoint"])["config"]
+    log_probs, labels = results.load_row_predictions(eval_dir, best)
+    config = checkpoint_files.load(run_dir / best["checkpoint"], parts=("config",))["config"]
     dataset, dataset_cfg = split_dataset(config, best["split"], data_root)
     return reports.best_checkpoint_figures(log_probs, labels, dataset, dataset_cfg, eval_dir)
 
@@ -204,10 +211,16 @@ def warn_if_flipping_hurts(rows: list[dict], split: str) -> None:
         log.info("tta=flip assumes a mirrored image means the same (not so for digits or text): compare with tta=none")
 
 
-def print_table(rows: list[dict], best: dict | None, split: str, tta: str, metric: str) -> None:
-    shown = sorted((r for r in rows if r["split"] == split and r["tta"] == tta), key=lambda r: r["epoch"])
+def print_table(rows: list[dict], best: dict | None, split: str, variant: str, metric: str) -> None:
+    """The rows of one split and one evaluation setting; another setting than the run's own is labelled."""
+    shown = sorted((r for r in rows if r["split"] == split), key=lambda r: r["epoch"])
     header = f"  {'checkpoint':<28} {'epoch':>5} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
-    lines = [f"{split} split{'' if tta == 'none' else ', tta=' + tta} (best by {metric} marked *):", header]
+    title = f"{split} split (best by {metric} marked *):"
+    if variant:
+        title = (f"{split} split, {variant}: other settings than the run's own, an exploratory evaluation (its best "
+                 f"in eval/{results.best_path(Path('.'), variant).name}; the run's best stays in eval/best.json) "
+                 f"(best by {metric} marked *):")
+    lines = [title, header]
     for r in shown:
         mark = "*" if best is not None and r["checkpoint"] == best["checkpoint"] else " "
         lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {metrics.percent(r['top1']):>7} "
@@ -267,11 +280,21 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
             return look_at_test(run_dir, settings, only)
         evaluate_pending(run_dir, settings, [only] if only else run_checkpoints(run_dir), strict=only is not None)
         rows = results.read_rows(eval_dir)
-        best = results.best_row(rows, settings.metric, settings.direction, settings.tta, run_dir)
-        if best is not None:
-            update_best(run_dir, best, settings)
-        asked = rows if only is None else [r for r in rows if r["checkpoint"] == relative(only, run_dir)]
-        print_table(asked, best, "val", settings.tta, settings.metric)  # checkpoint=FILE: that one's row
+        own = results.best_row(rows, settings.metric, settings.direction, None, run_dir, variant="")
+        if own is not None:  # the run's result: chosen among the rows of its own evaluation settings only
+            update_best(run_dir, own, settings)
+        key = results.settings_key(settings)
+        mine = [r for r in rows if results.row_settings(r) == key and r["split"] == "val"]
+        variant = results.variant_of(mine[-1]) if mine else ""
+        best = own
+        if variant:  # other settings than the run's own: their best beside the run's, labelled
+            best = results.best_row(rows, settings.metric, settings.direction, None, run_dir, key=key)
+            if best is not None:
+                written = results.write_best(eval_dir, best, settings.metric, settings.direction, None)
+                log.info("%s differs from the run's own evaluation settings: an exploratory evaluation, its best in "
+                         "%s; the run's best and figures stay in %s", variant, written, eval_dir / "best.json")
+        asked = mine if only is None else [r for r in mine if r["checkpoint"] == relative(only, run_dir)]
+        print_table(asked, best, "val", variant, settings.metric)  # checkpoint=FILE: that one's row
         if settings.tta == "flip":
             warn_if_flipping_hurts(rows, "val")
         return best
@@ -282,16 +305,18 @@ def evaluate_one(run_dir: Path, settings: DictConfig, path: Path) -> dict | None
     eval_dir = results.eval_dir_of(run_dir)
     with results.locked(eval_dir):
         evaluate_pending(run_dir, settings, [path])
-    return results.find_row(eval_dir, relative(path, run_dir), settings.split, settings.tta)
+    return results.find_row(eval_dir, relative(path, run_dir), settings.split, results.settings_key(settings))
 
 
 def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], strict: bool = False) -> int:
-    """Evaluate the checkpoints in paths that have no row yet for this split and tta (strict: see evaluate_checkpoint)."""
+    """Evaluate the checkpoints in paths that have no row yet for this split and these settings (tta, precision,
+    batch size; strict: see evaluate_checkpoint)."""
     from torch.utils.tensorboard import SummaryWriter
 
     eval_dir = results.eval_dir_of(run_dir)
     done = results.evaluated(eval_dir)
-    pending = [p for p in paths if (relative(p, run_dir), settings.split, settings.tta) not in done]
+    key = results.settings_key(settings)
+    pending = [p for p in paths if (relative(p, run_dir), settings.split, *key) not in done]
     if not pending:
         return 0
     evaluated = 0
@@ -310,20 +335,25 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
 def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict | None:
     """The final look: the best checkpoint by validation on the test split, recorded in the ledger."""
     eval_dir = results.eval_dir_of(run_dir)
-    if only is None:
+    key = results.settings_key(settings)
+    if only is None:  # the run's best by validation (of its own settings, where it has rows of them)
         val_settings = OmegaConf.merge(settings, {"split": "val"})
         evaluate_pending(run_dir, val_settings, run_checkpoints(run_dir))
-        best = results.best_row(results.read_rows(eval_dir), settings.metric, settings.direction, settings.tta, run_dir)
+        rows = results.read_rows(eval_dir)
+        best = results.best_row(rows, settings.metric, settings.direction, None, run_dir, variant="") or \
+            results.best_row(rows, settings.metric, settings.direction, None, run_dir, key=key)
         if best is None:
             raise UserError(f"{run_dir} has no evaluated checkpoint to look at. Fix: train it first")
         only = run_dir / best["checkpoint"]
     name = relative(only, run_dir)
     evaluate_pending(run_dir, settings, [only], strict=True)
-    row = results.find_row(eval_dir, name, "test", settings.tta)
+    row = results.find_row(eval_dir, name, "test", key)
     if row is None:
         raise UserError(f"{only} could not be read. Fix: pick another checkpoint=FILE")
-    results.record_test_look(eval_dir, name, settings.tta, row["top1"])
-    print_table(results.read_rows(eval_dir), row, "test", settings.tta, settings.metric)
+    variant = results.variant_of(row)
+    results.record_test_look(eval_dir, name, settings.tta, row["top1"], variant)
+    shown = [r for r in results.read_rows(eval_dir) if results.row_settings(r) == key]
+    print_table(shown, row, "test", variant, settings.metric)
     return row
 
 

@@ -84,6 +84,7 @@ LOOK: Schema = {
     "checkpoint": (("str",), True),
     "tta": (("str",), False),
     "top1": (("number", "null"), False),
+    "variant": (("str",), False),
 }
 
 # .hydra/config.yaml and .hydra/hydra.yaml: what the runs table and compare read of them

@@ -1,8 +1,12 @@
 """python -m runner.evaluate run_dir=RUN   keeps its record of the run in RUN/eval/, through here:
 
-    metrics.jsonl       one row per checkpoint, split and tta, every field; appended, one write a row
+    metrics.jsonl       one row per checkpoint, split and settings (tta, precision, batch size), every
+                        field; appended, one write a row
     metrics.csv         the same rows' scalars, rewritten whole after each row (never half a row)
-    best.json           the best checkpoint by `metric`, its row, its most confused class pairs
+    best.json           the run's best checkpoint by `metric`, its row, its most confused class pairs:
+                        chosen among the rows of the run's own evaluation settings only
+    best.VARIANT.json   the best under other settings (best.tta-flip.json, best.batch_size-256.json):
+                        an exploratory evaluation, labelled, beside the run's result, never over it
     predictions/        each evaluated checkpoint's log-probabilities and labels
     test_ledger.jsonl   every look at the test split
     evaluate.log        the evaluator's log
@@ -10,6 +14,10 @@
 
 and the one ranking of a run's checkpoints (`ranked`): it picks best.json, the checkpoint the
 test split is looked at with, and the members of a top-K ensemble.
+
+Each row says how it differs from the run's own evaluation settings (those in the checkpoint's
+saved config, `evaluate.*`): its `variant`, "" for the run's own, else e.g. "tta=flip" or
+"precision=bf16, batch_size=256".
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -38,6 +47,51 @@ from runner.provenance import now
 log = logging.getLogger("runner.evaluate")
 
 CSV_COLUMNS = ["checkpoint", "epoch", "global_step", "split", "tta", "n", *METRICS, "top1_ci_low", "top1_ci_high"]
+SETTINGS = ("tta", "precision", "batch_size")  # what makes an evaluation another one (the variant's parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run's own evaluation settings, and the others
+
+
+def own_settings(config: dict) -> dict:
+    """The evaluation settings of the run itself, from a checkpoint's saved config: its `evaluate.` block, with
+    batch_size null meaning the trainer's micro-batch (as the evaluator reads it)."""
+    chosen = config.get("evaluate") if isinstance(config.get("evaluate"), dict) else {}
+    return {"tta": str(chosen.get("tta") or "none"), "precision": str(chosen.get("precision") or "32"),
+            "batch_size": chosen.get("batch_size") or config["trainer"]["micro_batch_size"]}
+
+
+def variant_label(used: dict, own: dict) -> str:
+    """How `used` differs from the run's own settings: "" when it does not, else "tta=flip, batch_size=256"."""
+    return ", ".join(f"{key}={used[key]}" for key in SETTINGS if used[key] != own[key])
+
+
+def variant_slug(variant: str) -> str:
+    """A variant as part of a file name: "tta=flip, batch_size=256" -> "tta-flip_batch_size-256"."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "", variant.replace("=", "-").replace(", ", "_"))
+
+
+def variant_of(row: dict) -> str:
+    """A row's variant; a row an older evaluator wrote has none: the run's own, but for a tta other than none."""
+    if isinstance(row.get("variant"), str):
+        return row["variant"]
+    return "" if row["tta"] == "none" else f"tta={row['tta']}"
+
+
+def settings_key(settings) -> tuple:
+    """(tta, precision, batch_size as asked) of the evaluator's settings: rows of these need not be made again."""
+    return str(settings.tta), str(settings.precision), settings.batch_size
+
+
+def row_settings(row: dict) -> tuple:
+    """The settings_key a row was evaluated with (an older row: tta only, the defaults for the others)."""
+    return str(row["tta"]), str(row.get("precision") or "32"), row.get("batch_size")
+
+
+def other_than_tta(row: dict) -> bool:
+    """Whether a row's variant lies in more than its tta (another precision or batch size)."""
+    return any(part and not part.startswith("tta=") for part in variant_of(row).split(", "))
 
 
 def eval_dir_of(run_dir: Path) -> Path:
@@ -80,7 +134,7 @@ def log_file(eval_dir: Path):
 
 
 def read_rows(eval_dir: Path) -> list[dict]:
-    """The rows of metrics.jsonl, the last one of each checkpoint, split and tta where there are several.
+    """The rows of metrics.jsonl, the last one of each checkpoint, split and settings where there are several.
 
     A row that is not whole (a writer killed mid-line), not of the row's shape (records.ROW) or that
     names a checkpoint outside the run is left out with a warning: its checkpoint counts as not
@@ -102,7 +156,7 @@ def read_rows(eval_dir: Path) -> list[dict]:
 
 def row_key(row: dict) -> tuple:
     """What makes two rows the same evaluation: the checkpoint, the split and the settings."""
-    return row["checkpoint"], row["split"], row["tta"]
+    return row["checkpoint"], row["split"], *row_settings(row)
 
 
 def read_records(path: Path, schema: records.Schema, consequence: str) -> list[tuple[int, dict]]:
@@ -158,9 +212,13 @@ def evaluated(eval_dir: Path) -> set[tuple[str, str, str]]:
     return done
 
 
-def find_row(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> dict | None:
+def find_row(eval_dir: Path, checkpoint_name: str, split: str, key: tuple | str) -> dict | None:
+    """The row of a checkpoint on a split, evaluated with the settings_key `key` (or, given a tta alone, the
+    run's own row of that tta)."""
     for row in read_rows(eval_dir):
-        if (row["checkpoint"], row["split"], row["tta"]) == (checkpoint_name, split, tta):
+        if (row["checkpoint"], row["split"]) != (checkpoint_name, split):
+            continue
+        if row_settings(row) == key if isinstance(key, tuple) else (row["tta"] == key and not other_than_tta(row)):
             return row
     return None
 
@@ -172,33 +230,49 @@ def append_row(eval_dir: Path, row: dict) -> None:
     write_csv_atomic(eval_dir / "metrics.csv", CSV_COLUMNS, table)
 
 
-def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str, run_dir: Path) -> list[dict]:
-    """The validation rows of `tta` whose checkpoint file still exists, best first by `metric`.
+def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str | None, run_dir: Path, *,
+           key: tuple | None = None, variant: str | None = None) -> list[dict]:
+    """The validation rows of one evaluation setting whose checkpoint file still exists, best first by `metric`.
 
-    A tie goes to the earlier checkpoint: it reached the same figure with less training. A row
-    whose file retention (or a person) deleted is left out: nothing could be done with it.
+    Which setting: `key` (a settings_key: the rows of those settings), or `variant` ("": the run's
+    own), or by default the rows of `tta` in the run's own precision and batch size. A tie goes to
+    the earlier checkpoint: it reached the same figure with less training. A row whose file
+    retention (or a person) deleted is left out: nothing could be done with it.
     """
+    def chosen(r: dict) -> bool:
+        if key is not None:
+            return row_settings(r) == key
+        if variant is not None:
+            return variant_of(r) == variant
+        return r["tta"] == tta and not other_than_tta(r)
+
     best_is_max = direction(metric, direction_setting) == "max"
-    candidates = [r for r in rows if r["split"] == "val" and r["tta"] == tta and inside_run(run_dir, r["checkpoint"])
+    candidates = [r for r in rows if r["split"] == "val" and chosen(r) and inside_run(run_dir, r["checkpoint"])
                   and records.is_kind(r.get(metric), "number") and (run_dir / r["checkpoint"]).exists()]
     # sorted() is stable: rows equal in metric and epoch keep their order in metrics.jsonl
     return sorted(candidates, key=lambda r: (-r[metric] if best_is_max else r[metric], r["epoch"]))
 
 
-def best_row(rows: list[dict], metric: str, direction_setting: str, tta: str, run_dir: Path) -> dict | None:
+def best_row(rows: list[dict], metric: str, direction_setting: str, tta: str | None, run_dir: Path, *,
+             key: tuple | None = None, variant: str | None = None) -> dict | None:
     """The best evaluated checkpoint's validation row (see `ranked`); None before any."""
-    order = ranked(rows, metric, direction_setting, tta, run_dir)
+    order = ranked(rows, metric, direction_setting, tta, run_dir, key=key, variant=variant)
     return order[0] if order else None
 
 
-def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> Path:
+def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str, precision: str = "32",
+                     batch_size: int | None = None) -> Path:
+    """eval/predictions/epoch-0003.val.pt, .val.flip.pt, .val.bf16.b256.pt: one file per row's settings."""
     stem = Path(checkpoint_name).stem
-    return eval_dir / "predictions" / f"{stem}.{split}{'' if tta == 'none' else '.' + tta}.pt"
+    parts = [tta] if tta != "none" else []
+    parts += [precision] if str(precision) != "32" else []
+    parts += [f"b{batch_size}"] if batch_size is not None else []
+    return eval_dir / "predictions" / ".".join([stem, split, *parts, "pt"])
 
 
 def predictions_of(eval_dir: Path, row: dict) -> Path:
     """Where the predictions behind a row are saved."""
-    return predictions_path(eval_dir, row["checkpoint"], row["split"], row["tta"])
+    return predictions_path(eval_dir, row["checkpoint"], row["split"], *row_settings(row))
 
 
 def save_predictions(eval_dir: Path, row: dict, log_probabilities: torch.Tensor, labels: torch.Tensor) -> None:
@@ -209,6 +283,12 @@ def save_predictions(eval_dir: Path, row: dict, log_probabilities: torch.Tensor,
 def load_predictions(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probabilities, labels) of an evaluated checkpoint; a missing or malformed file is a one-line UserError."""
     return load_predictions_file(predictions_path(eval_dir, checkpoint_name, split, tta), Path(eval_dir).parent)
+
+
+def load_row_predictions(eval_dir: Path, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, labels) behind a row (or a best.json, whose `metrics` is its row)."""
+    row = row.get("metrics") if isinstance(row.get("metrics"), dict) and "checkpoint" in row["metrics"] else row
+    return load_predictions_file(predictions_of(eval_dir, row), Path(eval_dir).parent)
 
 
 def load_predictions_file(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,10 +320,15 @@ def load_predictions_file(path: Path, run_dir: Path) -> tuple[torch.Tensor, torc
     raise UserError(f"{path} {problem}. Fix: {fix}")
 
 
-def read_best(eval_dir: Path) -> dict:
-    """The best.json written last time; {} before the first. One of another shape, or naming a checkpoint
-    outside the run, is a one-line UserError."""
-    path = Path(eval_dir) / "best.json"
+def best_path(eval_dir: Path, variant: str = "") -> Path:
+    """best.json for the run's own settings; best.VARIANT.json for others."""
+    return Path(eval_dir) / ("best.json" if not variant else f"best.{variant_slug(variant)}.json")
+
+
+def read_best(eval_dir: Path, variant: str = "") -> dict:
+    """The best.json (or best.VARIANT.json) written last time; {} before the first. One of another shape, or
+    naming a checkpoint outside the run, is a one-line UserError."""
+    path = best_path(eval_dir, variant)
     run_dir = Path(eval_dir).parent
     fix = f"python -m runner.evaluate run_dir={run_dir} writes it again from the run's rows"
     best = records.read_json_object(path, records.BEST, fix)
@@ -257,17 +342,21 @@ def read_best(eval_dir: Path) -> dict:
     return {"split": "val", "tta": "none", "metrics": {}, **best}
 
 
-def write_best(eval_dir: Path, best: dict, metric: str, direction_setting: str, pairs: list | None) -> None:
-    """best.json: the best row, the metric and direction that chose it, the most confused pairs if known."""
-    record = {"checkpoint": best["checkpoint"], "epoch": best["epoch"], "global_step": best["global_step"],
-              "metric": metric, "direction": direction(metric, direction_setting), "value": best[metric],
-              "split": best["split"], "tta": best["tta"], "metrics": best}
+def write_best(eval_dir: Path, best: dict, metric: str, direction_setting: str, pairs: list | None) -> Path:
+    """best.json (the run's own settings) or best.VARIANT.json (others): the best row, the metric and direction
+    that chose it, its variant, the most confused pairs if known."""
+    variant = variant_of(best)
+    record = {"checkpoint": best["checkpoint"], "epoch": best["epoch"],
+              **({"global_step": best["global_step"]} if "global_step" in best else {}), "metric": metric, "direction": direction(metric, direction_setting), "value": best[metric],
+              "split": best["split"], "tta": best["tta"], "variant": variant, "metrics": best}
     if pairs is not None:
         record["confused_pairs"] = pairs
-    write_json_atomic(eval_dir / "best.json", record)
+    path = best_path(eval_dir, variant)
+    write_json_atomic(path, record)
+    return path
 
 
-def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float) -> None:
+def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float, variant: str = "") -> None:
     """Append this look at the test split to the run's ledger; warn if it is not the first."""
     if not inside_run(Path(eval_dir).parent, checkpoint_name):
         raise UserError(f"{checkpoint_name} lies outside the run {Path(eval_dir).parent}: the run's test ledger "
@@ -278,4 +367,5 @@ def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float
         log.warning("the test split of this run has been looked at %d time(s) before (first %s, %s): results chosen "
                     "after looking are no longer an unbiased estimate. Tune on val; test once.",
                     len(looks), looks[0]["time"], looks[0]["checkpoint"])
-    append_line(ledger, json.dumps({"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}))
+    look = {"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}
+    append_line(ledger, json.dumps({**look, "variant": variant} if variant else look))

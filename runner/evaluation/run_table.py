@@ -21,7 +21,8 @@ from runner.evaluation.records import inside_run
 
 log = logging.getLogger("runner.runs")
 
-COLUMNS = ["start", "name", "run", "status", "git", "overrides", "epochs", "metric", "best", "ci95", "checkpoint"]
+COLUMNS = ["start", "name", "run", "status", "git", "overrides", "epochs", "metric", "best", "ci95", "checkpoint",
+           "other"]
 LOADER = records.LOADER
 
 
@@ -66,6 +67,9 @@ def run_row(run_dir: Path, root: Path) -> dict:
         raise UserError(f"{run_dir / 'eval' / 'best.json'} names checkpoint {best['checkpoint']!r}, outside the run. "
                         f"Fix: {fix}")
     interval = (best.get("metrics") or {}).get("top1_ci95") if best.get("metric") == "top1" else None
+    # best.json holds the run's own result; one an older evaluator chose among other settings' rows says so
+    variant = best.get("variant") if "variant" in best else ("" if best.get("tta", "none") == "none"
+                                                             else f"tta={best['tta']}")
     total = (config.get("trainer") or {}).get("epochs", "?")
     return {
         "start": str(record.get("start_time", ""))[:19].replace("T", " "),
@@ -75,13 +79,30 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "git": git_cell(record.get("git")),
         "overrides": " ".join(record.get("overrides") or []),
         "epochs": f"{record.get('epochs_done', '-')}/{total}",
-        "metric": best.get("metric", "-"),
+        "metric": f"{best['metric']} ({variant})" if best and variant else best.get("metric", "-"),
         "best": best.get("value"),
         "ci95": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval and len(interval) == 2 else "-",
         "checkpoint": best.get("checkpoint", "-"),
+        "other": other_settings(run_dir),
         "_where": {**{f"{group}": option for group, option in choices.items()},
                    **dict(o.split("=", 1) for o in (record.get("overrides") or []) if "=" in o)},
     }
+
+
+def other_settings(run_dir: Path) -> str:
+    """The bests of exploratory evaluations (eval/best.VARIANT.json: tta, another batch size or precision), labelled:
+    "tta=flip: 0.9387 (epoch 10)"; "-" when there are none. A malformed one is left out with a warning."""
+    shown = []
+    for path in sorted((run_dir / "eval").glob("best.*.json")):
+        try:
+            best = records.read_json_object(path, records.BEST, "delete it, or evaluate again with those settings")
+        except UserError as error:
+            log.warning("%s: left out", error)
+            continue
+        if best and best.get("variant") and inside_run(run_dir, best["checkpoint"]):
+            epoch = f" (epoch {best['epoch']})" if "epoch" in best else ""
+            shown.append(f"{best['variant']}: {best['metric']} {best['value']:.4f}{epoch}")
+    return "; ".join(shown) or "-"
 
 
 def find_runs(root: Path) -> list[Path]:

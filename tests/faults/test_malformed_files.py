@@ -33,7 +33,8 @@ RUN_SETTINGS = [*TINY, "model=linear", "evaluate.after_training=true", "evaluate
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Path:
-    """One run as `python -m runner` leaves it (.hydra/, run.json, tb/, two checkpoints, eval/ with a test look)."""
+    """One run as `python -m runner` leaves it (.hydra/, run.json, tb/, two checkpoints), evaluated, looked at on
+    test, and evaluated with tta=flip too (eval/best.tta-flip.json beside best.json)."""
     root = tmp_path_factory.mktemp("malformed")
     run_dir = root / "run"
     finished = run_cli([*RUN_SETTINGS, f"hydra.run.dir={run_dir}"], cwd=root)
@@ -41,6 +42,8 @@ def real_run(tmp_path_factory) -> Path:
     from runner.evaluate import evaluate
 
     evaluate(compose_config([f"run_dir={run_dir}", "split=test", "galleries=false"], config_name="evaluate"))
+    evaluate(compose_config([f"run_dir={run_dir}", "tta=flip", "galleries=false"], config_name="evaluate"))
+    assert (run_dir / "eval" / "best.tta-flip.json").is_file()
     return run_dir
 
 
@@ -215,6 +218,7 @@ BEST_PREDICTIONS = "the best checkpoint's predictions"
 CASES = [
     *json_object_cases("run.json", records.RUN_RECORD),
     *json_object_cases("eval/best.json", records.BEST),
+    *json_object_cases("eval/best.tta-flip.json", records.BEST),
     ("eval/best.json", "naming a checkpoint outside the run",
      lambda path: path.write_text(json.dumps({**json.loads(path.read_text()), "checkpoint": "/elsewhere/epoch-0001.pt"}))),
     ("eval/best.json", "naming a checkpoint through ..",
@@ -234,6 +238,7 @@ CASES = [
 READERS = {
     "run.json": ["runs", "compare", "watch"],
     "eval/best.json": ["runs", "compare", "evaluate"],
+    "eval/best.tta-flip.json": ["runs"],
     "eval/metrics.jsonl": ["evaluate", "compare"],
     "eval/test_ledger.jsonl": ["test"],
     ".hydra/config.yaml": ["runs", "compare"],
