@@ -113,7 +113,9 @@ PART_TYPES = {"epoch": int, "global_step": int, "model": dict, "optimizer": dict
               "rng": dict, "config": dict, "provenance": dict}
 EVALUATED_PARTS = ("epoch", "global_step", "model", "config")  # what the evaluator reads
 TRAINING_PARTS = (*EVALUATED_PARTS, "optimizer", "schedule", "scaler", "rng")  # what a resume restores
-CONFIG_BLOCKS = ("model", "dataset", "trainer")  # what the evaluator and a resume build from the saved config
+CONFIG_BLOCKS = ("model", "dataset", "trainer")
+# keys of a model config that Hydra or runner.models.build consume, not the builder (runner/config.py's NOT_ARGUMENTS)
+NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", "init_output_bias"}  # what the evaluator and a resume build from the saved config
 
 
 def check_state(state: dict) -> str | None:
@@ -155,8 +157,6 @@ def check_config(config: dict) -> str | None:
         return f"has config.model._target_={short(target)} in its saved config (a module.function expected)"
     arguments = builder_arguments(target)
     if arguments is not None:
-        from runner.config import NOT_ARGUMENTS
-
         for key in model:
             if key not in arguments and key not in NOT_ARGUMENTS:
                 return (f"has a saved config whose model.{key}={short(model[key])} is not an argument of {target} "

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from runner import checkpoint_files  # noqa: E402
 from runner.errors import UserError  # noqa: E402
-from runner.evaluation import records, results  # noqa: E402
+from runner.evaluation import predictions, records, results, variants  # noqa: E402
 from runner.evaluation.metric_names import direction  # noqa: E402
 from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas  # noqa: E402
 from runner.evaluation.reports import save_png  # noqa: E402
@@ -114,7 +114,7 @@ def chosen_checkpoint(path: Path) -> dict:
 def best_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     """(best.json or the checkpoint's row, predicted classes, labels) of a run's best checkpoint or of one checkpoint."""
     best, run = chosen_checkpoint(path), run_of(path)
-    log_probs, labels = results.load_row_predictions(run / "eval", best)
+    log_probs, labels = predictions.load_row_predictions(run / "eval", best)
     return best, log_probs.argmax(dim=1).numpy(), labels.numpy()
 
 
@@ -181,7 +181,7 @@ def curves_png(a: Path, b: Path, path: Path) -> None:
             metric = results.read_best(run / "eval").get("metric", "top1")
         except UserError:
             metric = "top1"
-        rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and results.variant_of(r) == ""
+        rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and variants.variant_of(r) == ""
                        and records.is_kind(r.get(metric), "number")), key=lambda r: r["epoch"])
         val.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", label=f"{label}: {run.name}")
         val.set_ylabel(f"validation {metric}")

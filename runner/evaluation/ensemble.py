@@ -16,8 +16,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
-from runner.evaluation import metrics, results
-from runner.evaluation.evaluate import evaluate_one, evaluate_run, run_directory
+from runner.evaluation import metrics, predictions, results, variants
+from runner.evaluation.evaluate import evaluate_one, evaluate_run
+from runner.evaluation.run_dirs import run_directory
 from runner.io import write_json_atomic
 from runner.run_folders import relative
 
@@ -39,7 +40,7 @@ def members_of(settings: DictConfig) -> list[tuple[Path, Path]]:
     run_dir = run_directory(val)
     evaluate_run(run_dir, val)
     order = results.ranked(results.read_rows(results.eval_dir_of(run_dir)), settings.metric, settings.direction,
-                           None, run_dir, key=results.settings_key(val))
+                           None, run_dir, key=variants.settings_key(val))
     if len(order) < 2:
         raise UserError(f"{run_dir} has {len(order)} evaluated checkpoint(s); an ensemble needs 2. Fix: ensemble_top_k "
                         "needs a run with several checkpoints (checkpoint.every_epochs)")
@@ -56,7 +57,7 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
         if row is None:
             raise UserError(f"{path} could not be evaluated. Fix: drop it from the ensemble")
         eval_dir = results.eval_dir_of(run_dir)
-        member_log_probs, member_labels = results.load_row_predictions(eval_dir, row)
+        member_log_probs, member_labels = predictions.load_row_predictions(eval_dir, row)
         if labels is not None and not torch.equal(labels, member_labels):
             raise UserError(f"{run_dir} was evaluated on different {settings.split} data than the first member. "
                             "Fix: ensemble runs of the same dataset and split")
@@ -64,7 +65,7 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
         log_probs.append(member_log_probs)
         rows.append({"member": f"{run_dir.name}/{name}", **{k: row[k] for k in ("loss", "top1", "top5", "balanced_accuracy")}})
         if settings.split == "test":
-            results.record_test_look(eval_dir, name, settings.tta, row["top1"], results.variant_of(row))
+            results.record_test_look(eval_dir, name, settings.tta, row["top1"], variants.variant_of(row))
     averaged = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
     summary = metrics.summarize(averaged, labels, averaged.shape[1])
     result = {"split": settings.split, "tta": settings.tta, "precision": str(settings.precision),

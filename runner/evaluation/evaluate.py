@@ -23,8 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from runner import checkpoint_files, models
 from runner.data import datasets, loaders
 from runner.errors import UserError, one_line
-from runner.evaluation import metrics, reports, results
+from runner.evaluation import metrics, predictions, reports, results, variants
 from runner.evaluation.metric_names import METRICS
+from runner.evaluation.run_dirs import run_checkpoints
+from runner.evaluation.tables import print_table, warn_if_flipping_hurts
 from runner.io import remove_stale_temporaries
 from runner.provenance import now
 from runner.run_folders import relative, tensorboard_folder
@@ -144,9 +146,9 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
         "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
         # the settings as asked (the key of the row) and how they differ from the run's own ("": not at all)
         "precision": str(settings.precision), "batch_size": settings.batch_size,
-        "variant": results.variant_label(used, results.own_settings(state["config"])),
+        "variant": variants.variant_label(used, variants.own_settings(state["config"])),
     }
-    results.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
+    predictions.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
     # the run's own settings: eval/val/...; others: eval/val_flip/..., eval/val_bf16_256/...
     tag = "_".join([settings.split, *(part.split("=", 1)[1] for part in row["variant"].split(", ") if part)])
     for key in (k for k in METRICS if row[k] is not None):
@@ -191,83 +193,14 @@ def update_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
 def draw_figures(run_dir: Path, best: dict, data_root: str | None) -> list[dict]:
     """The figures of a row's checkpoint, from its saved predictions and its own data split."""
     eval_dir = results.eval_dir_of(run_dir)
-    log_probs, labels = results.load_row_predictions(eval_dir, best)
+    log_probs, labels = predictions.load_row_predictions(eval_dir, best)
     config = checkpoint_files.load(run_dir / best["checkpoint"], parts=("config",))["config"]
     dataset, dataset_cfg = split_dataset(config, best["split"], data_root)
     return reports.best_checkpoint_figures(log_probs, labels, dataset, dataset_cfg, eval_dir)
 
 
-def warn_if_flipping_hurts(rows: list[dict], split: str) -> None:
-    """tta=flip assumes a mirrored image means the same; for digits or text it does not. Say so with figures."""
-    plain = {r["checkpoint"]: r for r in rows if r["split"] == split and r["tta"] == "none"}
-    flipped = [r for r in rows if r["split"] == split and r["tta"] == "flip" and r["checkpoint"] in plain]
-    worse = [r for r in flipped if r["top1"] < plain[r["checkpoint"]]["top1"]]
-    if worse:
-        r = max(worse, key=lambda r: r["epoch"])
-        log.warning("tta=flip lowers top-1 of %s from %.2f%% to %.2f%% (%d of %d checkpoints worse): mirroring changes "
-                    "what these images mean (digits, text, left and right). Fix: evaluate with tta=none",
-                    r["checkpoint"], 100 * plain[r["checkpoint"]]["top1"], 100 * r["top1"], len(worse), len(flipped))
-    elif not flipped:
-        log.info("tta=flip assumes a mirrored image means the same (not so for digits or text): compare with tta=none")
-
-
-def print_table(rows: list[dict], best: dict | None, split: str, variant: str, metric: str) -> None:
-    """The rows of one split and one evaluation setting; another setting than the run's own is labelled."""
-    shown = sorted((r for r in rows if r["split"] == split), key=lambda r: r["epoch"])
-    header = f"  {'checkpoint':<28} {'epoch':>5} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
-    title = f"{split} split (best by {metric} marked *):"
-    if variant:
-        title = (f"{split} split, {variant}: other settings than the run's own, an exploratory evaluation (its best "
-                 f"in eval/{results.best_path(Path('.'), variant).name}; the run's best stays in eval/best.json) "
-                 f"(best by {metric} marked *):")
-    lines = [title, header]
-    for r in shown:
-        mark = "*" if best is not None and r["checkpoint"] == best["checkpoint"] else " "
-        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {metrics.percent(r['top1']):>7} "
-                     f"{metrics.percent(r['top5']):>7} {metrics.percent(r['balanced_accuracy']):>7}")
-    print("\n".join(lines))
-
-
 # ---------------------------------------------------------------------------------------------
 # whole runs
-
-
-def run_directory(settings: DictConfig) -> Path:
-    """The run to evaluate: run_dir, or the run that holds checkpoint=PATH."""
-    if settings.get("checkpoint"):
-        path = Path(settings.checkpoint)
-        if not path.is_file():
-            raise UserError(f"checkpoint={settings.checkpoint} does not exist. Fix: give a checkpoints/epoch-NNNN.pt file")
-        if not settings.get("run_dir"):
-            return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        run_dir = Path(settings.run_dir)
-        if not results.inside_run(run_dir, relative(path, run_dir)):
-            raise UserError(f"checkpoint={settings.checkpoint} lies outside run_dir={settings.run_dir}: a run's "
-                            "ranking, best.json and test ledger hold only its own checkpoints, so nothing was "
-                            f"evaluated. Fix: evaluate it in its own run (drop run_dir=), or copy it into "
-                            f"{run_dir / 'checkpoints'}/")
-        return run_dir
-    if not settings.get("run_dir"):
-        raise UserError("no run to evaluate. Fix: run_dir=outputs/<name>/<time> (or checkpoint=FILE)")
-    run_dir = Path(settings.run_dir)
-    if not run_dir.is_dir() or not ((run_dir / "checkpoints").is_dir() or (run_dir / ".hydra").is_dir()):
-        raise UserError(f"run_dir={settings.run_dir} is not a run directory (no checkpoints/ or .hydra/ in it). "
-                        "Fix: run_dir=outputs/<name>/<time>, a folder that `python -m runner` printed")
-    return run_dir
-
-
-def run_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's epoch checkpoints, oldest first (one still being written is a temporary file, not listed).
-
-    A checkpoint that is a link to a file outside the run is left out with a warning: a run's records
-    name only its own checkpoints.
-    """
-    listed = checkpoint_files.list_checkpoints(run_dir / "checkpoints")
-    for path in listed:
-        if not results.inside_run(run_dir, relative(path, run_dir)):
-            results.warn_once(f"{path} is a link to {path.resolve()}, outside the run: not evaluated. Fix: copy the "
-                              "file into the run instead of linking it")
-    return [path for path in listed if results.inside_run(run_dir, relative(path, run_dir))]
 
 
 def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) -> dict | None:
@@ -283,9 +216,9 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
         own = results.best_row(rows, settings.metric, settings.direction, None, run_dir, variant="")
         if own is not None:  # the run's result: chosen among the rows of its own evaluation settings only
             update_best(run_dir, own, settings)
-        key = results.settings_key(settings)
-        mine = [r for r in rows if results.row_settings(r) == key and r["split"] == "val"]
-        variant = results.variant_of(mine[-1]) if mine else ""
+        key = variants.settings_key(settings)
+        mine = [r for r in rows if variants.row_settings(r) == key and r["split"] == "val"]
+        variant = variants.variant_of(mine[-1]) if mine else ""
         best = own
         if variant:  # other settings than the run's own: their best beside the run's, labelled
             best = results.best_row(rows, settings.metric, settings.direction, None, run_dir, key=key)
@@ -305,7 +238,7 @@ def evaluate_one(run_dir: Path, settings: DictConfig, path: Path) -> dict | None
     eval_dir = results.eval_dir_of(run_dir)
     with results.locked(eval_dir):
         evaluate_pending(run_dir, settings, [path])
-    return results.find_row(eval_dir, relative(path, run_dir), settings.split, results.settings_key(settings))
+    return results.find_row(eval_dir, relative(path, run_dir), settings.split, variants.settings_key(settings))
 
 
 def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], strict: bool = False) -> int:
@@ -315,7 +248,7 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
 
     eval_dir = results.eval_dir_of(run_dir)
     done = results.evaluated(eval_dir)
-    key = results.settings_key(settings)
+    key = variants.settings_key(settings)
     pending = [p for p in paths if (relative(p, run_dir), settings.split, *key) not in done]
     if not pending:
         return 0
@@ -335,7 +268,7 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
 def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict | None:
     """The final look: the best checkpoint by validation on the test split, recorded in the ledger."""
     eval_dir = results.eval_dir_of(run_dir)
-    key = results.settings_key(settings)
+    key = variants.settings_key(settings)
     if only is None:  # the run's best by validation (of its own settings, where it has rows of them)
         val_settings = OmegaConf.merge(settings, {"split": "val"})
         evaluate_pending(run_dir, val_settings, run_checkpoints(run_dir))
@@ -350,9 +283,9 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
     row = results.find_row(eval_dir, name, "test", key)
     if row is None:
         raise UserError(f"{only} could not be read. Fix: pick another checkpoint=FILE")
-    variant = results.variant_of(row)
+    variant = variants.variant_of(row)
     results.record_test_look(eval_dir, name, settings.tta, row["top1"], variant)
-    shown = [r for r in results.read_rows(eval_dir) if results.row_settings(r) == key]
+    shown = [r for r in results.read_rows(eval_dir) if variants.row_settings(r) == key]
     print_table(shown, row, "test", variant, settings.metric)
     return row
 

@@ -25,16 +25,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 from pathlib import Path
 
-import torch
-
-from runner import checkpoint_files
 from runner.errors import UserError
 from runner.evaluation import records
 from runner.evaluation.metric_names import METRICS, direction
+from runner.evaluation.predictions import predictions_of
 from runner.evaluation.records import inside_run
+from runner.evaluation.variants import other_than_tta, row_settings, variant_of, variant_slug
 from runner.io import (
     append_line,
     exclusive,
@@ -47,51 +45,6 @@ from runner.provenance import now
 log = logging.getLogger("runner.evaluate")
 
 CSV_COLUMNS = ["checkpoint", "epoch", "global_step", "split", "tta", "n", *METRICS, "top1_ci_low", "top1_ci_high"]
-SETTINGS = ("tta", "precision", "batch_size")  # what makes an evaluation another one (the variant's parts)
-
-
-# ---------------------------------------------------------------------------------------------
-# the run's own evaluation settings, and the others
-
-
-def own_settings(config: dict) -> dict:
-    """The evaluation settings of the run itself, from a checkpoint's saved config: its `evaluate.` block, with
-    batch_size null meaning the trainer's micro-batch (as the evaluator reads it)."""
-    chosen = config.get("evaluate") if isinstance(config.get("evaluate"), dict) else {}
-    return {"tta": str(chosen.get("tta") or "none"), "precision": str(chosen.get("precision") or "32"),
-            "batch_size": chosen.get("batch_size") or config["trainer"]["micro_batch_size"]}
-
-
-def variant_label(used: dict, own: dict) -> str:
-    """How `used` differs from the run's own settings: "" when it does not, else "tta=flip, batch_size=256"."""
-    return ", ".join(f"{key}={used[key]}" for key in SETTINGS if used[key] != own[key])
-
-
-def variant_slug(variant: str) -> str:
-    """A variant as part of a file name: "tta=flip, batch_size=256" -> "tta-flip_batch_size-256"."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "", variant.replace("=", "-").replace(", ", "_"))
-
-
-def variant_of(row: dict) -> str:
-    """A row's variant; a row an older evaluator wrote has none: the run's own, but for a tta other than none."""
-    if isinstance(row.get("variant"), str):
-        return row["variant"]
-    return "" if row["tta"] == "none" else f"tta={row['tta']}"
-
-
-def settings_key(settings) -> tuple:
-    """(tta, precision, batch_size as asked) of the evaluator's settings: rows of these need not be made again."""
-    return str(settings.tta), str(settings.precision), settings.batch_size
-
-
-def row_settings(row: dict) -> tuple:
-    """The settings_key a row was evaluated with (an older row: tta only, the defaults for the others)."""
-    return str(row["tta"]), str(row.get("precision") or "32"), row.get("batch_size")
-
-
-def other_than_tta(row: dict) -> bool:
-    """Whether a row's variant lies in more than its tta (another precision or batch size)."""
-    return any(part and not part.startswith("tta=") for part in variant_of(row).split(", "))
 
 
 def eval_dir_of(run_dir: Path) -> Path:
@@ -258,66 +211,6 @@ def best_row(rows: list[dict], metric: str, direction_setting: str, tta: str | N
     """The best evaluated checkpoint's validation row (see `ranked`); None before any."""
     order = ranked(rows, metric, direction_setting, tta, run_dir, key=key, variant=variant)
     return order[0] if order else None
-
-
-def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str, precision: str = "32",
-                     batch_size: int | None = None) -> Path:
-    """eval/predictions/epoch-0003.val.pt, .val.flip.pt, .val.bf16.b256.pt: one file per row's settings."""
-    stem = Path(checkpoint_name).stem
-    parts = [tta] if tta != "none" else []
-    parts += [precision] if str(precision) != "32" else []
-    parts += [f"b{batch_size}"] if batch_size is not None else []
-    return eval_dir / "predictions" / ".".join([stem, split, *parts, "pt"])
-
-
-def predictions_of(eval_dir: Path, row: dict) -> Path:
-    """Where the predictions behind a row are saved."""
-    return predictions_path(eval_dir, row["checkpoint"], row["split"], *row_settings(row))
-
-
-def save_predictions(eval_dir: Path, row: dict, log_probabilities: torch.Tensor, labels: torch.Tensor) -> None:
-    """The log-probabilities and labels behind a row, for ensembles and figures."""
-    checkpoint_files.save_atomic({"log_probabilities": log_probabilities, "labels": labels}, predictions_of(eval_dir, row))
-
-
-def load_predictions(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities, labels) of an evaluated checkpoint; a missing or malformed file is a one-line UserError."""
-    return load_predictions_file(predictions_path(eval_dir, checkpoint_name, split, tta), Path(eval_dir).parent)
-
-
-def load_row_predictions(eval_dir: Path, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities, labels) behind a row (or a best.json, whose `metrics` is its row)."""
-    row = row.get("metrics") if isinstance(row.get("metrics"), dict) and "checkpoint" in row["metrics"] else row
-    return load_predictions_file(predictions_of(eval_dir, row), Path(eval_dir).parent)
-
-
-def load_predictions_file(path: Path, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    fix = (f"delete it and evaluate again (python -m runner.evaluate run_dir={run_dir} evaluates each checkpoint "
-           "whose predictions are missing)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing (a run copied without eval/predictions/?). Fix: python -m runner.evaluate "
-                        f"run_dir={run_dir} (it evaluates each checkpoint whose predictions are missing)") from None
-    except Exception as error:
-        raise UserError(f"{path} is truncated or not a predictions file ({type(error).__name__}: "
-                        f"{checkpoint_files.first_sentence(error)}). "
-                        f"Fix: {fix}") from None
-    log_probabilities = saved.get("log_probabilities") if isinstance(saved, dict) else None
-    labels = saved.get("labels") if isinstance(saved, dict) else None
-    if not (isinstance(log_probabilities, torch.Tensor) and log_probabilities.dim() == 2
-            and log_probabilities.is_floating_point() and not log_probabilities.is_meta):
-        problem = "has no log_probabilities of shape (samples, classes)"
-    elif not (isinstance(labels, torch.Tensor) and labels.dim() == 1 and not labels.is_floating_point()
-              and not labels.is_complex() and not labels.is_meta):
-        problem = "has no integer labels of shape (samples,)"
-    elif len(labels) != len(log_probabilities):
-        problem = f"has {len(log_probabilities)} rows of log-probabilities for {len(labels)} labels"
-    elif len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= log_probabilities.shape[1]):
-        problem = f"has labels outside 0..{log_probabilities.shape[1] - 1}"
-    else:
-        return log_probabilities, labels.long()
-    raise UserError(f"{path} {problem}. Fix: {fix}")
 
 
 def best_path(eval_dir: Path, variant: str = "") -> Path:

@@ -14,12 +14,8 @@ from omegaconf import DictConfig
 
 from runner.errors import UserError
 from runner.evaluation import records, results
-from runner.evaluation.evaluate import (
-    evaluate_pending,
-    evaluate_run,
-    run_checkpoints,
-    run_directory,
-)
+from runner.evaluation.evaluate import evaluate_pending, evaluate_run
+from runner.evaluation.run_dirs import run_checkpoints, run_directory
 
 log = logging.getLogger("runner.evaluate")
 

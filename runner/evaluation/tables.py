@@ -1,0 +1,41 @@
+"""What `python -m runner.evaluate` prints: the table of a split's rows, and what tta=flip did to them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from runner.evaluation import metrics, results
+
+log = logging.getLogger("runner.evaluate")
+
+
+def warn_if_flipping_hurts(rows: list[dict], split: str) -> None:
+    """tta=flip assumes a mirrored image means the same; for digits or text it does not. Say so with figures."""
+    plain = {r["checkpoint"]: r for r in rows if r["split"] == split and r["tta"] == "none"}
+    flipped = [r for r in rows if r["split"] == split and r["tta"] == "flip" and r["checkpoint"] in plain]
+    worse = [r for r in flipped if r["top1"] < plain[r["checkpoint"]]["top1"]]
+    if worse:
+        r = max(worse, key=lambda r: r["epoch"])
+        log.warning("tta=flip lowers top-1 of %s from %.2f%% to %.2f%% (%d of %d checkpoints worse): mirroring changes "
+                    "what these images mean (digits, text, left and right). Fix: evaluate with tta=none",
+                    r["checkpoint"], 100 * plain[r["checkpoint"]]["top1"], 100 * r["top1"], len(worse), len(flipped))
+    elif not flipped:
+        log.info("tta=flip assumes a mirrored image means the same (not so for digits or text): compare with tta=none")
+
+
+def print_table(rows: list[dict], best: dict | None, split: str, variant: str, metric: str) -> None:
+    """The rows of one split and one evaluation setting; another setting than the run's own is labelled."""
+    shown = sorted((r for r in rows if r["split"] == split), key=lambda r: r["epoch"])
+    header = f"  {'checkpoint':<28} {'epoch':>5} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
+    title = f"{split} split (best by {metric} marked *):"
+    if variant:
+        title = (f"{split} split, {variant}: other settings than the run's own, an exploratory evaluation (its best "
+                 f"in eval/{results.best_path(Path('.'), variant).name}; the run's best stays in eval/best.json) "
+                 f"(best by {metric} marked *):")
+    lines = [title, header]
+    for r in shown:
+        mark = "*" if best is not None and r["checkpoint"] == best["checkpoint"] else " "
+        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {metrics.percent(r['top1']):>7} "
+                     f"{metrics.percent(r['top5']):>7} {metrics.percent(r['balanced_accuracy']):>7}")
+    print("\n".join(lines))
