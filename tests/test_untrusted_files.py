@@ -115,3 +115,15 @@ def test_the_runs_table_skips_a_run_whose_file_is_of_the_wrong_type_with_a_warni
     rows = table(tmp_path)
     assert [r["run"] for r in rows] == ["B"]
     assert f"{a / file}" in caplog.text and "skipped" in caplog.text
+
+
+def test_a_ledger_line_naming_an_outside_checkpoint_is_not_counted_as_a_look(two_runs, tmp_path, caplog):
+    a, b = copies(two_runs, tmp_path)
+    crafted = {"time": "2026-01-01T00:00:00", "checkpoint": str(b / "checkpoints" / "epoch-0001.pt"), "tta": "none",
+               "top1": 1.0}
+    (a / "eval" / "test_ledger.jsonl").write_text(json.dumps(crafted) + "\n")
+    evaluate(evaluator(f"run_dir={a}", "split=test"))
+    assert "outside the run" in caplog.text and "has been looked at" not in caplog.text
+    looks = [json.loads(line) for line in (a / "eval" / "test_ledger.jsonl").read_text().splitlines()]
+    assert looks[-1]["checkpoint"].startswith("checkpoints/epoch-")
+

@@ -255,7 +255,13 @@ def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float
         raise UserError(f"{checkpoint_name} lies outside the run {Path(eval_dir).parent}: the run's test ledger "
                         "records only its own checkpoints. Fix: look at the test split in that checkpoint's own run")
     ledger = eval_dir / "test_ledger.jsonl"
-    looks = [look for _, look in read_records(ledger, records.LOOK, "not counted as a look")]
+    looks = []
+    for number, look in read_records(ledger, records.LOOK, "not counted as a look"):
+        if inside_run(Path(eval_dir).parent, look["checkpoint"]):
+            looks.append(look)
+        else:
+            warn_once(f"{ledger} line {number} names checkpoint {look['checkpoint']!r}, outside the run: not "
+                      "counted as a look at this run's test split")
     if looks:
         log.warning("the test split of this run has been looked at %d time(s) before (first %s, %s): results chosen "
                     "after looking are no longer an unbiased estimate. Tune on val; test once.",
