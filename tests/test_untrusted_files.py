@@ -127,3 +127,12 @@ def test_a_ledger_line_naming_an_outside_checkpoint_is_not_counted_as_a_look(two
     looks = [json.loads(line) for line in (a / "eval" / "test_ledger.jsonl").read_text().splitlines()]
     assert looks[-1]["checkpoint"].startswith("checkpoints/epoch-")
 
+
+def test_a_row_whose_metric_is_not_a_finite_number_is_never_ranked(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    rows = []
+    for epoch, top1 in ((1, 0.5), (2, float("nan")), (3, float("inf")), (4, None), (5, 0.6)):
+        (tmp_path / "checkpoints" / f"epoch-000{epoch}.pt").touch()
+        rows.append({"checkpoint": f"checkpoints/epoch-000{epoch}.pt", "epoch": epoch, "split": "val", "tta": "none",
+                     "top1": top1})
+    assert [r["epoch"] for r in results.ranked(rows, "top1", "auto", "none", tmp_path)] == [5, 1]

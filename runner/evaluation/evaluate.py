@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -22,8 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import checkpoint_files, models
 from runner.data import datasets, loaders
+from runner.data.settings import validate as validate_dataset
 from runner.errors import UserError, one_line
 from runner.evaluation import metrics, predictions, reports, results, variants
+from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (assert_eval_mode: for tests)
 from runner.evaluation.metric_names import METRICS
 from runner.evaluation.run_dirs import run_checkpoints
 from runner.evaluation.tables import print_table, warn_if_flipping_hurts
@@ -57,7 +58,7 @@ def build_model(config: dict, state: dict, path: Path, device: torch.device, tru
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
+        first = " ".join(str(error).split())[:240].rstrip(".")  # "Error(s) in loading state_dict for X: ..."
         raise UserError(f"{path} does not fit the model of its config ({model_cfg._target_}): {first}. "
                         "Fix: evaluate it with the run that wrote it") from None
     return model.to(device).eval()
@@ -78,34 +79,17 @@ def built_split(dataset_json: str, split: str, data_root: str | None):
     dataset_cfg = OmegaConf.create(json.loads(dataset_json))
     if data_root is not None:
         dataset_cfg.root = data_root
+    try:  # the rules a training config's dataset meets, before anything is built from a saved one
+        validate_dataset(dataset_cfg)
+    except UserError as error:
+        raise UserError(f"its saved dataset config does not hold: {one_line(error)}") from None
+    except Exception as error:  # a key missing, a value of another type: not a config runner wrote
+        raise UserError(f"its saved dataset config is not one runner writes ({type(error).__name__}: "
+                        f"{checkpoint_files.first_sentence(error)}). Fix: pick a checkpoint written by runner") from None
     dataset = datasets.build_splits(dataset_cfg)[split]
     if len(dataset) == 0:
         raise UserError(f"dataset {dataset_cfg.name} has no {split} split here. Fix: split=val")
     return dataset, dataset_cfg
-
-
-def assert_eval_mode(model: torch.nn.Module) -> None:
-    """Dropout and BatchNorm behave differently in training mode: refuse to evaluate in it."""
-    training = [name or "(model)" for name, module in model.named_modules() if module.training]
-    if training:
-        raise RuntimeError(f"the model is in training mode ({', '.join(training[:3])}): call model.eval() first")
-
-
-@torch.inference_mode()
-def predict(model, loader, device: torch.device, amp_dtype, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities and labels of every sample of the loader, exactly once each."""
-    assert_eval_mode(model)
-    log_probs, labels = [], []
-    for x, y in loader:
-        x = loaders.on_device(x, device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(x).float().log_softmax(dim=1)
-            if tta == "flip":  # the mean of the two probabilities, in log space
-                mirrored = model(x.flip(-1)).float().log_softmax(dim=1)
-                out = torch.logaddexp(out, mirrored) - math.log(2)
-        log_probs.append(out.cpu())
-        labels.append(torch.as_tensor(y))
-    return torch.cat(log_probs), torch.cat(labels).long()
 
 
 def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer, strict: bool = False) -> dict | None:
@@ -128,7 +112,10 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
         model = build_model(state["config"], state, path, device, trusted)
     except UserError as error:
         return skipped(error, strict)
-    dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
+    try:
+        dataset, dataset_cfg = split_dataset(state["config"], settings.split, settings.get("data_root"))
+    except UserError as error:  # the data of the whole run: an error, not a skip
+        raise UserError(f"{path}: {one_line(error)}") from None
     trainer = state["config"]["trainer"]  # the run's own settings where the evaluator's are null
     workers = settings.num_workers if settings.num_workers is not None else trainer["num_workers"]
     batch_size = settings.batch_size if settings.batch_size is not None else trainer["micro_batch_size"]

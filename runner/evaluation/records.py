@@ -134,6 +134,11 @@ def is_kind(value, kind: str) -> bool:
     return kind_of(value) == kind
 
 
+def is_finite_number(value) -> bool:
+    """A number a ranking can compare: not a bool, not NaN, not infinite."""
+    return is_kind(value, "number") and math.isfinite(value)
+
+
 def lookup(record: dict, field: str) -> tuple[bool, object]:
     """(present, value) of a dotted field; a field under a parent that is not a dict is absent."""
     node = record

@@ -201,7 +201,7 @@ def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str | Non
 
     best_is_max = direction(metric, direction_setting) == "max"
     candidates = [r for r in rows if r["split"] == "val" and chosen(r) and inside_run(run_dir, r["checkpoint"])
-                  and records.is_kind(r.get(metric), "number") and (run_dir / r["checkpoint"]).exists()]
+                  and records.is_finite_number(r.get(metric)) and (run_dir / r["checkpoint"]).exists()]
     # sorted() is stable: rows equal in metric and epoch keep their order in metrics.jsonl
     return sorted(candidates, key=lambda r: (-r[metric] if best_is_max else r[metric], r["epoch"]))
 

@@ -212,7 +212,15 @@ PREDICTIONS = {
     "labels as floats": saved_predictions(lambda saved: {**saved, "labels": saved["labels"].float()}),
 }
 
+DATASET_CONFIG = {  # what the evaluator builds the split from: one line, an error for the whole run
+    "config.dataset.name unknown": resave(edited("config.dataset.name", "nosuch")),
+    "config.dataset.image_size a string": resave(edited("config.dataset.image_size", "x")),
+    "config.dataset without mean": resave(edited("config.dataset.mean", MISSING)),
+    "config.dataset.num_classes a string": resave(edited("config.dataset.num_classes", "7")),
+}
+
 BEST_CHECKPOINT = "the best checkpoint"  # resolved per run: the checkpoint best.json names
+BEST_DATASET = "the best checkpoint's saved dataset config"
 BEST_PREDICTIONS = "the best checkpoint's predictions"
 
 CASES = [
@@ -229,6 +237,7 @@ CASES = [
     *yaml_cases(".hydra/config.yaml", records.HYDRA_CONFIG),
     *yaml_cases(".hydra/hydra.yaml", records.HYDRA_SETTINGS),
     *[(BEST_CHECKPOINT, name, corrupt) for name, corrupt in CHECKPOINT.items()],
+    *[(BEST_DATASET, name, corrupt) for name, corrupt in DATASET_CONFIG.items()],
     *[(BEST_PREDICTIONS, name, corrupt) for name, corrupt in PREDICTIONS.items()],
     ("eval/predictions", "missing (a copied run)", lambda path: shutil.rmtree(path)),
     ("tb", "unreadable event files", lambda path: [p.write_bytes(b"\x00garbage") for p in path.iterdir()]),
@@ -244,6 +253,7 @@ READERS = {
     ".hydra/config.yaml": ["runs", "compare"],
     ".hydra/hydra.yaml": ["runs"],
     BEST_CHECKPOINT: ["fresh", "checkpoint", "resume"],
+    BEST_DATASET: ["fresh", "checkpoint"],  # resume= compares it with today's config (runner/training)
     BEST_PREDICTIONS: ["compare", "ensemble"],
     "eval/predictions": ["compare", "evaluate"],
     "tb": ["compare"],
@@ -317,7 +327,7 @@ def test_a_malformed_file_is_one_line_or_a_warning_naming_it(real_run, tmp_path,
         run_dir = Path(shutil.copytree(real_run, tmp_path / command / "runs" / "run"))
         twin = Path(shutil.copytree(real_run, tmp_path / command / "twin"))
         best = json.loads((real_run / "eval" / "best.json").read_text())
-        target = {BEST_CHECKPOINT: run_dir / best["checkpoint"],
+        target = {BEST_CHECKPOINT: run_dir / best["checkpoint"], BEST_DATASET: run_dir / best["checkpoint"],
                   BEST_PREDICTIONS: run_dir / "eval" / "predictions" / f"{Path(best['checkpoint']).stem}.val.pt"
                   }.get(file, run_dir / file)
         corrupt(target)
