@@ -24,7 +24,7 @@ def checkpoints_since_best(values: list[float], higher_is_better: bool, min_delt
 
 def stop_reason(rows: list[dict], settings, patience: int, min_delta: float) -> str | None:
     """Why to stop, with the figures, when the metric has not improved for `patience` checkpoints; else None."""
-    from runner.evaluation.results import other_than_tta
+    from runner.evaluation.variants import other_than_tta
 
     # the run's own rows: an exploratory evaluation (another precision or batch size) beside it does not count
     ordered = sorted((r for r in rows if r["split"] == "val" and r["tta"] == settings.tta and not other_than_tta(r)),
