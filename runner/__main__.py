@@ -4,9 +4,14 @@ Installed, the same is the `runner` command; `eval "$(runner -sc install=bash)"`
 groups, options and keys in bash.
 """
 
-import logging
-import sys
-from pathlib import Path
+if __name__ == "__main__":  # python -m runner: catch the stop signals before the imports, which take seconds
+    from runner import stop_signals
+
+    stop_signals.catch_from_now_on()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -68,9 +73,15 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """`python -m runner ...` and the `runner` console command (pyproject's [project.scripts])."""
-    register_configs()
-    refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
-    main()
+    from runner import stop_signals
+
+    stop_signals.catch_from_now_on()  # (python -m runner caught them already, before its imports)
+    try:
+        register_configs()
+        refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
+        main()
+    finally:
+        stop_signals.ignore_from_now_on()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import models, provenance
+from runner import checkpoint_files, models, provenance, stop_signals
 from runner.data import datasets, introspect
 from runner.data.image_files import Screening
 from runner.data.loaders import EpochSampler
@@ -154,12 +154,16 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             figures = fit(cfg, run_dir, train_set, model, device, writer,
                           {"git": record["git"], "environment": record["environment"]}, resume_state, on_checkpoint,
                           processes, best_checkpoint, stop_early)
+        refuse_to_go_on_after_a_stop_signal(figures, run_dir)
         record["epochs_done"] = figures.get("epoch")
         record["status"] = "finished"
         return figures
     except Preempted as stopped:
         record["status"] = f"{'interrupted' if stopped.by_user else 'preempted'}: {stopped}"
         stopped.requeued = main and not stopped.by_user and requeue_slurm_job()
+        # every process waits for rank 0's checkpoint and requeue, and exits as it does (torchrun's agent
+        # stops the others when one process exits first)
+        stopped.requeued = distributed.any_process(stopped.requeued, processes)
         if main and not stopped.requeued:
             log.warning("%s. Resume: continue with the same command and hydra.run.dir=%s", stopped, run_dir)
         raise
@@ -175,6 +179,16 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             writer.close()
             record["end_time"] = provenance.now()
             provenance.write_run_json(run_dir, record)
+
+
+def refuse_to_go_on_after_a_stop_signal(figures: dict, run_dir: Path) -> None:
+    """A stop signal that came after the last update (or before a finished run's rerun): the training is
+    saved, so stop here, before the evaluation, which the requeued job (or the same command) does."""
+    name = stop_signals.received()
+    if name is not None:
+        newest = checkpoint_files.list_checkpoints(run_dir / "checkpoints")[-1]
+        raise Preempted(name, str(newest.relative_to(run_dir)), -1,
+                        f"after epoch {figures.get('epoch')}, before the evaluation")
 
 
 def open_tensorboard(cfg: DictConfig, run_dir: Path, fresh: bool):

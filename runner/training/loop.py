@@ -21,19 +21,21 @@ import torch
 from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from runner import stop_signals
 from runner.checkpoint_files import checkpoint_name, save_atomic
 from runner.data.loaders import train_loader
 from runner.data.transforms import channel_stats, denormalize
 from runner.errors import UserError
 from runner.models import has_batch_norm
 from runner.runtime import autocast_dtype, random_state_kept
+from runner.stop_signals import StopRequest
 from runner.training import checkpoint
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process, gather
 from runner.training.learning_batches import learning_batches
 from runner.training.losses import build_loss
 from runner.training.meter import IntervalMeter, progress_bar, report_interval, update_plan
 from runner.training.optim import build_optimizer, build_schedule
-from runner.training.preemption import Preempted, StopRequest
+from runner.training.preemption import Preempted
 from runner.training.state import BestCheckpoint, OnCheckpoint, StopEarly, Training
 from runner.training.step import micro_batch_loss, optimizer_update, to_device, trainable
 
@@ -64,11 +66,11 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     log_plan(run, start_epoch, len(train_set))
     run.step_model = wrap_for_speed_and_processes(model, cfg.trainer, processes, device)
 
-    stop = StopRequest(list(cfg.trainer.stop_signals))
     figures: dict = {}
     run.bar = progress_bar(run, start_epoch, first_sample)
     try:
-        with logging_redirect_tqdm() if not run.bar.disable else contextlib.nullcontext():  # log lines above the bar
+        with stop_signals.caught(cfg.trainer.stop_signals) as stop, \
+                logging_redirect_tqdm() if not run.bar.disable else contextlib.nullcontext():  # logs above the bar
             for epoch in range(start_epoch, cfg.trainer.epochs):
                 skip = first_sample if epoch == start_epoch else 0
                 started = time.perf_counter()
@@ -77,7 +79,6 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
                 if figures.get("stopped_early"):
                     break
     finally:
-        stop.restore()
         run.bar.close()
     return figures
 

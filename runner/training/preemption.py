@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 
 log = logging.getLogger("runner.training.preemption")
@@ -20,9 +19,9 @@ log = logging.getLogger("runner.training.preemption")
 class Preempted(Exception):
     """Training stopped on a signal after writing a checkpoint."""
 
-    def __init__(self, signal_name: str, checkpoint: str, step: int):
+    def __init__(self, signal_name: str, checkpoint: str, step: int, moment: str | None = None):
         by = "Ctrl-C" if signal_name == "SIGINT" else signal_name
-        super().__init__(f"stopped by {by} at step {step}: checkpoint {checkpoint} written")
+        super().__init__(f"stopped by {by} {moment or f'at step {step}'}: checkpoint {checkpoint} written")
         self.signal_name, self.checkpoint, self.step = signal_name, checkpoint, step
         self.requeued = False
 
@@ -30,38 +29,6 @@ class Preempted(Exception):
     def by_user(self) -> bool:
         """Ctrl-C: the user stopped the run (not a scheduler): no requeue, status "interrupted"."""
         return self.signal_name == "SIGINT"
-
-
-class StopRequest:
-    """Catches the given signals while training and remembers the first one (a flag the loop polls).
-
-    Ctrl-C (SIGINT) is always one of them: the first finishes the step and writes a checkpoint like
-    any stop signal; a second one stops at once (KeyboardInterrupt), for a user who cannot wait.
-    """
-
-    def __init__(self, names: list[str]):
-        self.received: str | None = None
-        self._previous = {}
-        for name in {*names, "SIGINT"}:
-            number = getattr(signal, name)
-            self._previous[number] = signal.signal(number, self._handle)
-
-    def _handle(self, number, frame) -> None:
-        name = signal.Signals(number).name
-        if name == "SIGINT" and self.received == "SIGINT":
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        if self.received is None:
-            self.received = name
-            if name == "SIGINT":
-                log.warning("Ctrl-C: finishing this step, then writing a checkpoint and stopping (Ctrl-C again "
-                            "stops at once)")
-            else:
-                log.warning("received %s: finishing this step, then writing a checkpoint and stopping", name)
-
-    def restore(self) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
 
 def requeue_slurm_job() -> bool:
