@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 from runner.config import CONF, register_configs, validate
 from runner.errors import UserError, one_line
 from runner.precheck import refuse_bad_command_line
+from runner.stop_signals import Preempted
 from runner.training import describe, processes
-from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run the same command to go on

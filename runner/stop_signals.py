@@ -8,16 +8,20 @@ epoch. The entry catches them first thing (`catch_from_now_on`); the handler onl
 signal, and the code acts on it at its safe points: the training loop after an optimizer update
 (a mid-epoch checkpoint), the job after the last epoch (before the evaluation, which the rerun
 does), the sweeper between trials (it requeues the worker). A second Ctrl-C stops at once.
+Where the work so far is saved, `Preempted` is raised, and under SLURM the job requeues itself
+(`scontrol requeue`): the requeued job, in the same run directory, goes on from there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import subprocess
 from collections.abc import Iterator
 
-log = logging.getLogger("runner.training.preemption")
+log = logging.getLogger("runner.stop_signals")
 
 DEFAULT = ("SIGUSR1", "SIGTERM")  # trainer.stop_signals' default; Ctrl-C (SIGINT) is always caught
 
@@ -90,3 +94,33 @@ def caught(names) -> Iterator[StopRequest]:
         yield _request
     finally:
         _request.release(added)
+
+
+class Preempted(Exception):
+    """Stopped at a safe point after a stop signal, with the work so far saved (a checkpoint, the evaluation's rows)."""
+
+    def __init__(self, signal_name: str, checkpoint: str, step: int, moment: str | None = None):
+        by = "Ctrl-C" if signal_name == "SIGINT" else signal_name
+        super().__init__(f"stopped by {by} {moment or f'at step {step}'}: checkpoint {checkpoint} written")
+        self.signal_name, self.checkpoint, self.step = signal_name, checkpoint, step
+        self.requeued = False
+
+    @property
+    def by_user(self) -> bool:
+        """Ctrl-C: the user stopped the run (not a scheduler): no requeue, status "interrupted"."""
+        return self.signal_name == "SIGINT"
+
+
+def requeue_slurm_job() -> bool:
+    """Ask SLURM to requeue this job (it restarts in the same run directory); False outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    target = f"{array_job}_{array_task}" if array_job and array_task else job
+    result = subprocess.run(["scontrol", "requeue", target], capture_output=True, text=True)
+    if result.returncode != 0:
+        log.error("scontrol requeue %s failed: %s", target, result.stderr.strip())
+        return False
+    log.warning("requeued SLURM job %s: it will resume from the checkpoint", target)
+    return True

@@ -32,8 +32,8 @@ from optuna.trial import TrialState
 
 from runner import study_storage
 from runner.errors import UserError, one_line
+from runner.stop_signals import Preempted
 from runner.sweep import data_check, objectives, queued, results, space, study, warm_start
-from runner.training.preemption import Preempted
 
 log = logging.getLogger("runner.sweep")
 

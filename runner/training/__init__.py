@@ -1,3 +1,3 @@
 """The training stage: job (one run's set-up and record), loop (epochs, micro-batches, updates),
-optim, checkpoint (training state), preemption (stop signals), distributed (torchrun), trial
+optim, checkpoint (training state), distributed (torchrun), trial
 (a sweep trial's heartbeat and pruning)."""

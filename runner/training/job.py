@@ -22,11 +22,11 @@ from runner.data.loaders import EpochSampler
 from runner.errors import UserError
 from runner.io import remove_stale_temporaries, write_text_atomic
 from runner.runtime import pick_device, seed_everything, use_threads
+from runner.stop_signals import Preempted, requeue_slurm_job
 from runner.training import distributed, run_lock
 from runner.training.checkpoint import find_resume_state
 from runner.training.describe import hydra_overrides
 from runner.training.loop import fit
-from runner.training.preemption import Preempted, requeue_slurm_job
 
 log = logging.getLogger(__name__)
 

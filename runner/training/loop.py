@@ -28,14 +28,13 @@ from runner.data.transforms import channel_stats, denormalize
 from runner.errors import UserError
 from runner.models import has_batch_norm
 from runner.runtime import autocast_dtype, random_state_kept
-from runner.stop_signals import StopRequest
+from runner.stop_signals import Preempted, StopRequest
 from runner.training import checkpoint
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process, gather
 from runner.training.learning_batches import learning_batches
 from runner.training.losses import build_loss
 from runner.training.meter import IntervalMeter, progress_bar, report_interval, update_plan
 from runner.training.optim import build_optimizer, build_schedule
-from runner.training.preemption import Preempted
 from runner.training.state import BestCheckpoint, OnCheckpoint, StopEarly, Training
 from runner.training.step import micro_batch_loss, optimizer_update, to_device, trainable
 
