@@ -34,7 +34,12 @@ def payload(marker: Path) -> dict:
     return {"_target_": "torch.load", "f": str(pickled), "weights_only": False}
 
 
+CRAFTED = ("top-level target", "nested target", "a runner.models function that is not a builder",
+           "an interpolation that makes a target")
+
+
 def crafted_models(marker: Path) -> dict[str, dict]:
+    """The crafted model configs by name (CRAFTED); the payload's pickle is written beside `marker`."""
     return {
         "top-level target": payload(marker),
         "nested target": {"_target_": "runner.models.linear", "num_classes": 7, "in_channels": 3,
@@ -63,7 +68,11 @@ def plant(trained: Path, tmp_path: Path, model_config: dict) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize("case", list(crafted_models(Path("x"))))
+def test_the_crafted_cases_are_the_ones_named(tmp_path):
+    assert tuple(crafted_models(tmp_path / "x")) == CRAFTED
+
+
+@pytest.mark.parametrize("case", CRAFTED)  # not crafted_models(...) here: it writes the pickle where it is told
 def test_a_crafted_checkpoint_never_runs_its_payload(case, trained, tmp_path):
     marker = tmp_path / "PWNED"
     run_dir = plant(trained, tmp_path, crafted_models(marker)[case])
