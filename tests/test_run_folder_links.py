@@ -191,3 +191,23 @@ def test_a_run_folder_that_is_itself_a_link_is_written_as_usual(tmp_path):
     io.write_text_atomic(latest / "eval" / "best.json", "{}\n")
     io.append_line(latest / "eval" / "metrics.jsonl", "{}")
     assert (real / "eval" / "best.json").read_text() == "{}\n" and os.path.isfile(real / "eval" / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("linked", ["tb", ".run.lock"])
+def test_the_trainer_refuses_a_link_in_its_run_folder_and_writes_nothing_outside(tmp_path, linked):
+    """The trainer's own writers: TensorBoard's tb/ (SummaryWriter follows links) and the run lock."""
+    run_dir, outside = tmp_path / "run", tmp_path / "outside"
+    run_dir.mkdir()
+    (run_dir / ".hydra").mkdir()
+    if linked == "tb":
+        outside.mkdir()
+    else:
+        outside.write_text(OUTSIDE_TEXT)
+    (run_dir / linked).symlink_to(outside)
+    with pytest.raises(UserError) as refused:
+        train_and_evaluate(compose_config([*TINY, "trainer.epochs=1"]), run_dir)
+    assert linked in str(refused.value) and "link" in str(refused.value) and "\n" not in str(refused.value)
+    if linked == "tb":
+        assert list(outside.iterdir()) == []
+    else:
+        assert outside.read_text() == OUTSIDE_TEXT

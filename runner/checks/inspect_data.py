@@ -26,6 +26,7 @@ from runner.checks.pictures import Figures, as_model_sees, as_stored, grid  # no
 from runner.checks.setup import Setup, fmt, setup_for  # noqa: E402
 from runner.data import introspect, transforms  # noqa: E402
 from runner.io import write_atomic, write_text_atomic  # noqa: E402
+from runner.run_folders import tensorboard_folder
 
 log = logging.getLogger("runner.inspect_data")
 
@@ -127,7 +128,7 @@ def write_report(figures: Figures, header: list[str], run_dir: Path) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     lines = list(header)
-    with SummaryWriter(str(run_dir / "tb")) as writer:
+    with SummaryWriter(tensorboard_folder(run_dir)) as writer:
         for name, (figure, caption) in figures.items():
             write_atomic(run_dir / f"{name}.png", partial(figure.savefig, format="png", dpi=100))
             lines += [f"## {name.replace('_', ' ')}", "", caption, "", f"![{name}]({name}.png)", ""]

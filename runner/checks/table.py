@@ -18,6 +18,7 @@ from runner.checks.registry import CHECKS, ENTRY_CHECKS, run
 from runner.checks.setup import Result, setup_for
 from runner.errors import UserError
 from runner.io import write_json_atomic
+from runner.run_folders import tensorboard_folder
 
 log = logging.getLogger("runner.check")
 
@@ -51,7 +52,7 @@ def write(results: list[Result], run_dir: Path, step: int = 0) -> None:
 
     # the one atomic writer: a requeued run's preflight writes checks.json again into the same folder
     write_json_atomic(run_dir / "checks.json", [asdict(r) for r in results])
-    with SummaryWriter(str(run_dir / "tb")) as writer:
+    with SummaryWriter(tensorboard_folder(run_dir)) as writer:
         writer.add_text("checks", markdown(results), step)
 
 

@@ -21,6 +21,7 @@ from runner.data.image_files import Screening
 from runner.data.loaders import EpochSampler
 from runner.errors import UserError
 from runner.io import remove_stale_temporaries, write_text_atomic
+from runner.run_folders import tensorboard_folder
 from runner.runtime import pick_device, seed_everything, use_threads
 from runner.stop_signals import Preempted, requeue_slurm_job
 from runner.training import distributed, run_lock
@@ -194,7 +195,7 @@ def refuse_to_go_on_after_a_stop_signal(figures: dict, run_dir: Path) -> None:
 def open_tensorboard(cfg: DictConfig, run_dir: Path, fresh: bool):
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"))
+    writer = SummaryWriter(tensorboard_folder(run_dir))
     if fresh:
         writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", 0)
     return writer
@@ -220,7 +221,7 @@ def write_hparams(cfg: DictConfig, run_dir: Path, figures: dict, best: dict | No
 
     metrics = {"hparams/final_train_loss": figures["loss"]}
     metrics |= {f"hparams/val_{key}": best[key] for key in VALIDATION_METRICS if best and best.get(key) is not None}
-    with SummaryWriter(str(run_dir / "tb")) as writer:
+    with SummaryWriter(tensorboard_folder(run_dir)) as writer:
         writer.add_hparams(chosen_settings(cfg, hydra_overrides()), metrics, run_name=".")
 
 

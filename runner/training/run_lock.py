@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.io import open_unlinked
 from runner.provenance import now
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ LOCK_NAME = ".run.lock"
 def holding(run_dir: Path) -> Iterator[None]:
     """Hold run_dir for this process; a UserError naming the holder if a live process holds it."""
     path = Path(run_dir) / LOCK_NAME
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never truncated on open
+    descriptor = open_unlinked(path, os.O_RDWR | os.O_CREAT)  # never truncated on open, never through a link
     try:
         if not lock(descriptor, path):
             raise UserError(
