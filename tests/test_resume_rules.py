@@ -97,3 +97,16 @@ def test_each_process_restores_its_own_gpu_random_stream(monkeypatch, saved_gpus
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda values: calls.append("all"))
     checkpoint.set_rng_state(state)
     assert calls == ([] if restored is None else [restored])
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_refused_in_one_line(tmp_path):
+    train_job(compose_config(TINY), tmp_path / "a")
+    path = tmp_path / "a" / "checkpoints" / checkpoint_files.checkpoint_name(1)
+    state = checkpoint_files.load(path)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first][:1]  # one row of a layer: another shape
+    checkpoint_files.save_atomic(state, path)
+    with pytest.raises(UserError) as refused:
+        train_job(compose_config([*TINY, f"resume={path}"]), tmp_path / "b")
+    message = str(refused.value)
+    assert "\n" not in message and str(path) in message and first in message and "Fix:" in message

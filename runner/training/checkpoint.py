@@ -102,6 +102,20 @@ def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str 
     return state, relative(path, run_dir)
 
 
+def refuse_weights_that_do_not_fit(state: dict, model: torch.nn.Module, path: str) -> None:
+    """The checkpoint's weights against the model built from this config, named in one line before any work
+    (load_state_dict's own error is a multi-line traceback at the first step)."""
+    expected, saved = model.state_dict(), state["model"]
+    problems = [f"{key} missing" for key in expected if key not in saved]
+    problems += [f"{key} not in the model" for key in saved if key not in expected]
+    problems += [f"{key} of shape {tuple(value.shape)}, the model's {tuple(expected[key].shape)}"
+                 for key, value in saved.items() if key in expected and value.shape != expected[key].shape]
+    if problems:
+        raise UserError(f"{path}'s weights do not fit the model this config builds ({'; '.join(problems[:3])}"
+                        f"{f' and {len(problems) - 3} more' if len(problems) > 3 else ''}). Fix: resume with the "
+                        "settings it was written with, or train in a new run folder without resume=")
+
+
 def refuse_a_schedule_stretched(cfg: DictConfig, written_epochs: int, path: Path) -> None:
     """trainer.epochs may change on resume, but a schedule written in total epochs (cosine at 2 of 4 is
     half the lr, at 1.99 of 2 nearly zero) would jump mid-run and the run be recorded as one it was not."""

@@ -25,7 +25,7 @@ from runner.run_folders import tensorboard_folder
 from runner.runtime import pick_device, seed_everything, use_threads
 from runner.stop_signals import Preempted, requeue_slurm_job
 from runner.training import distributed, run_lock
-from runner.training.checkpoint import find_resume_state
+from runner.training.checkpoint import find_resume_state, refuse_weights_that_do_not_fit
 from runner.training.describe import hydra_overrides
 from runner.training.loop import fit
 
@@ -69,6 +69,8 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
             model = build_model(cfg, splits["train"])
             refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
             resume_state, resumed_from = find_resume_state(cfg, run_dir)
+            if resume_state is not None:
+                refuse_weights_that_do_not_fit(resume_state, model, resumed_from)
             record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
                       "parameters": models.count_parameters(model)[0]}
             figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
