@@ -42,9 +42,23 @@ def run_id() -> str:
     started = datetime.now()
     if "LOCAL_RANK" in os.environ:  # a torchrun worker: name the run after its agent's start
         started = process_start_time(os.getppid()) or started
-        return started.strftime("%Y-%m-%d_%H-%M-%S") + f"_torchrun-{os.getppid()}"
+        return agreed_by_every_node(started.strftime("%Y-%m-%d_%H-%M-%S") + f"_torchrun-{os.getppid()}")
     # milliseconds: runs started together (a shell loop with &) must not share a folder
     return started.strftime("%Y-%m-%d_%H-%M-%S.%f")[:-3]
+
+
+def agreed_by_every_node(proposed: str) -> str:
+    """The first name any process of this torchrun job proposed, agreed through the job's own key-value
+    store (torchrun's agent on node 0 hosts it at MASTER_ADDR:MASTER_PORT): each node's agent has its own
+    pid and start time, and `--nnodes=2` without SLURM must still make one run folder, not one per node."""
+    address, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not (address and port and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"):
+        return proposed
+    from torch.distributed import TCPStore
+
+    store = TCPStore(address, int(port), is_master=False, wait_for_workers=False)
+    key = f"runner/run_id/{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+    return store.compare_set(key, "", proposed).decode()
 
 
 def process_start_time(pid: int) -> datetime | None:

@@ -143,3 +143,23 @@ def test_the_per_update_stop_flag_is_agreed_on_the_cpu_in_the_control_group(monk
     two = Processes(rank=0, world_size=2, local_rank=0)
     assert distributed.any_process(False, two) is False
     assert seen == [("cpu", "the control group")]
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_as_two_nodes_make_one_run_folder(tmp_path):
+    """Without SLURM, `torchrun --nnodes=2 --node_rank=0|1` on two machines (two agents here): one run, one folder."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+                                "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", "-m",
+                                "runner", *TINY, "trainer.micro_batch_size=6", "trainer.epochs=1"],
+                               cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for rank in (0, 1)]
+    outputs = [agent.communicate(timeout=300)[0] for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    folders = sorted(p.name for p in (tmp_path / "outputs" / "default").iterdir())
+    assert len(folders) == 1, folders
+    assert (tmp_path / "outputs" / "default" / folders[0] / "checkpoints" / "epoch-0001.pt").is_file()
