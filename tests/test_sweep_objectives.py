@@ -29,11 +29,13 @@ def test_objectives_and_their_directions():
 
 def test_objective_values_come_from_the_runs_folder(tmp_path):
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "best.json").write_text(json.dumps({"value": 0.5, "metrics": {"top1": 0.5, "loss": 1.25}}))
+    (tmp_path / "eval" / "best.json").write_text(json.dumps({"checkpoint": "checkpoints/epoch-0001.pt", "metric": "top1",
+                                                             "value": 0.5, "metrics": {"top1": 0.5, "loss": 1.25}}))
     record = {"status": "finished", "parameters": 1234, "start_time": "2026-12-01T10:00:00.000+00:00",
               "end_time": "2026-12-01T10:00:30.500+00:00",
               "attempts": [{"start_time": "2026-12-01T09:00:00.000+00:00", "end_time": "2026-12-01T09:00:10.000+00:00"},
-                           {"start_time": "2026-12-01T09:30:00.000+00:00", "end_time": None}]}  # killed: no end
+                           {"start_time": "2026-12-01T09:30:00.000+00:00", "end_time": None},  # killed: no end
+                           {"start_time": "yesterday", "end_time": "today"}, 3]}  # not times, not an attempt: left out
     (tmp_path / "run.json").write_text(json.dumps(record))
     assert objectives.values_of(tmp_path, ["top1", "parameters", "train_seconds", "loss"]) == [0.5, 1234.0, 40.5, 1.25]
     (tmp_path / "run.json").write_text(json.dumps({**record, "status": "failed: ..."}))
@@ -73,3 +75,26 @@ def test_pruning_a_multi_objective_sweep_is_refused_in_one_line(workdir):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "pruning needs a single objective" in result.stdout and "Fix: hydra.sweeper.pruner=none" in result.stdout
     assert not (workdir / "sweep" / "trial_0000").exists()
+
+
+@pytest.mark.parametrize(("file", "text"), [("run.json", "[1, 2]"), ("eval/best.json", "[1, 2]"),
+                                            ("run.json", '"finished"'), ("eval/best.json", '{"metrics": [0.5]}'),
+                                            ("run.json", '{"status": "finished", "parameters": "many"}'),
+                                            ("run.json", '{"status": ["finished"]}'),
+                                            ("eval/best.json", "\udcff not utf-8")])
+def test_a_run_folder_whose_files_are_of_another_shape_has_no_values_and_says_why(tmp_path, file, text, caplog):
+    """A lost trial's folder (fail_lost_trials) or a finished trial's (tell) read by the sweeper: a run.json or
+    best.json of another shape (a JSON list, a string) is no value and one warning naming the file, not a crash."""
+    good_run = {"status": "finished", "parameters": 1234, "start_time": "2026-12-01T10:00:00.000+00:00",
+                "end_time": "2026-12-01T10:00:30.500+00:00"}
+    good_best = {"checkpoint": "checkpoints/epoch-0001.pt", "metric": "top1", "value": 0.5,
+                 "metrics": {"top1": 0.5, "loss": 1.25}}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps(good_run))
+    (tmp_path / "eval" / "best.json").write_text(json.dumps(good_best))
+    assert objectives.values_of(tmp_path, ["top1", "parameters", "train_seconds"]) == [0.5, 1234.0, 30.5]
+    (tmp_path / file).write_bytes(text.encode("utf-8", "surrogateescape"))
+    with caplog.at_level("WARNING", logger="runner.sweep"):
+        assert objectives.values_of(tmp_path, ["top1", "parameters", "train_seconds"]) is None
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and str(tmp_path / file) in said[0] and "Fix:" in said[0], said

@@ -90,8 +90,8 @@ def test_a_lost_trial_whose_run_finished_is_recorded_with_its_value(tmp_path):
         run_dir = tmp_path / f"trial_{trial.number:04d}"
         (run_dir / "eval").mkdir(parents=True)
         (run_dir / "run.json").write_text(json.dumps({"status": status}))
-        (run_dir / "eval" / "best.json").write_text(json.dumps({"metric": "top1", "value": 0.875,
-                                                                        "metrics": {"top1": 0.875}}))
+        (run_dir / "eval" / "best.json").write_text(json.dumps({"checkpoint": "checkpoints/epoch-0001.pt", "metric": "top1",
+                                                                "value": 0.875, "metrics": {"top1": 0.875}}))
         study.note(the_study, trial._trial_id, "run_dir", run_dir.name)
     lost = study.fail_lost_trials(the_study, grace_seconds=0, max_retries=1, sweep_dir=tmp_path,
                                   objectives=["top1"])

@@ -11,16 +11,22 @@ minimized. No objectives: evaluate.metric alone, in hydra.sweeper.direction.
 
 from __future__ import annotations
 
-import json
-import math
+import logging
 from datetime import datetime
 from pathlib import Path
 
-from runner.errors import UserError
+from runner.errors import UserError, one_line
+from runner.evaluation import records
 from runner.evaluation.metric_names import METRICS, direction
+from runner.evaluation.results import read_best
+
+log = logging.getLogger("runner.sweep")
 
 RUN_FACTS = ("parameters", "train_seconds")
 MEASURED = (*sorted(METRICS, key=lambda name: name != "top1"), *RUN_FACTS)  # evaluate.metric's default first
+RUN_JSON: records.Schema = {**records.RUN_RECORD, "parameters": (("int", "null"), False),
+                            "end_time": (("str", "null"), False), "attempts": (("list",), False)}
+FIX = "the sweeper takes no value from this folder: run the trial again (or remove the file)"
 
 
 def parse(objectives: list[str], metric: str, metric_direction: str, direction: str) -> tuple[list[str], list[str]]:
@@ -56,26 +62,35 @@ def study_direction(setting: str, metric: str, metric_direction: str = "auto") -
 
 
 def values_of(run_dir: Path, names: list[str]) -> list[float] | None:
-    """The objectives of a finished trial's run, from its folder; None when it did not finish or one is missing."""
+    """The objectives of a finished trial's run, from its folder; None when it did not finish or one is missing.
+    A run.json or best.json of another shape (a list, a string, a field of the wrong kind) is None and one
+    warning naming the file, never a crash of the worker that reads it."""
     try:
-        record = json.loads((run_dir / "run.json").read_text())
-        best = json.loads((run_dir / "eval" / "best.json").read_text())
-    except (OSError, ValueError):
+        record = records.read_json_object(run_dir / "run.json", RUN_JSON, FIX)
+        best = read_best(run_dir / "eval")
+    except UserError as error:
+        log.warning("%s", one_line(error))
         return None
-    if record.get("status") != "finished":
+    if record is None or record.get("status") != "finished":
         return None
     facts = {**best.get("metrics", {}), "parameters": record.get("parameters"), "train_seconds": seconds(record)}
     values = [facts.get(name) for name in names]
-    if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+    if all(records.is_finite_number(v) for v in values):
         return [float(v) for v in values]
     return None
 
 
 def seconds(record: dict) -> float | None:
     """Wall-clock seconds of a run's attempts, each from its start to its end (a killed one has no end
-    on record: its time is not counted)."""
-    attempts = [a for a in [record, *record.get("attempts", [])] if a.get("start_time") and a.get("end_time")]
-    if not attempts:
-        return None
-    return sum((datetime.fromisoformat(a["end_time"]) - datetime.fromisoformat(a["start_time"])).total_seconds()
-               for a in attempts)
+    on record: its time is not counted; nor is an attempt whose times are not ISO dates)."""
+    total, counted = 0.0, False
+    for attempt in [record, *record.get("attempts", [])]:
+        if not isinstance(attempt, dict) or not attempt.get("start_time") or not attempt.get("end_time"):
+            continue
+        try:
+            total += (datetime.fromisoformat(attempt["end_time"]) - datetime.fromisoformat(attempt["start_time"])
+                      ).total_seconds()
+        except (TypeError, ValueError):
+            continue
+        counted = True
+    return total if counted else None
