@@ -18,6 +18,7 @@ import torch
 
 from runner.errors import UserError
 from runner.io import remove_stale_temporaries, write_atomic
+from runner.trust import keyword_arguments
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,6 @@ def builder_arguments(target: str) -> list[str] | None:
     """The keyword arguments of runner's or torchvision's model builder `target`; None for any other callable
     (it is not imported before the user trusts it: runner/trust.py) or one that takes **kwargs."""
     import importlib
-    import inspect
 
     module, _, name = target.rpartition(".")
     if module not in ("runner.models", "torchvision.models"):
@@ -176,13 +176,7 @@ def builder_arguments(target: str) -> list[str] | None:
     function = getattr(importlib.import_module(module), name, None)
     if not callable(function):
         return None
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return [n for n, p in parameters.items() if p.kind != inspect.Parameter.VAR_POSITIONAL]
+    return keyword_arguments(function)
 
 
 def meta_tensors(node, key: str = ""):

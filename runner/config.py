@@ -11,7 +11,6 @@ and runs every rule. A problem is one line naming the key, the bad value and the
 from __future__ import annotations
 
 import difflib
-import inspect
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
@@ -31,6 +30,7 @@ from runner.evaluation.settings import validate as validate_evaluation
 from runner.rules import fail
 from runner.training.settings import CheckpointSettings, SweepLink, TrainerSettings
 from runner.training.settings import validate as validate_training
+from runner.trust import keyword_arguments
 
 # absolute: given a relative path, Hydra reads it as a Python package when the entry is a console command
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -188,11 +188,6 @@ def target_arguments(target: str, group: str, choices: str) -> list[str] | None:
     if not callable(function):
         fail(f"{group}._target_", target, "cannot be imported" if function is None else "is not callable",
              f"pick one of the {group} configs ({choices}), or a module.function that imports here")
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return [name for name, p in parameters.items()
-            if name not in ("self", "params", "epoch", "total_epochs", "update_epochs") and p.kind != inspect.Parameter.VAR_POSITIONAL]
+    arguments = keyword_arguments(function)
+    return None if arguments is None else [
+        name for name in arguments if name not in ("self", "params", "epoch", "total_epochs", "update_epochs")]

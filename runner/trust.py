@@ -75,3 +75,16 @@ def require_trusted(config: dict, trusted_modules: Iterable[str], source: str) -
             f"nothing was built. Fix: if you trust this checkpoint and its code, trust=[{modules}] "
             f"(python -m runner.evaluate) or evaluate.trust=[{modules}] (python -m runner)"
         )
+
+
+def keyword_arguments(function) -> list[str] | None:
+    """The arguments a callable's config may give it; None when it takes any (**kwargs) or has no signature."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return [name for name, p in parameters.items() if p.kind != inspect.Parameter.VAR_POSITIONAL]
