@@ -30,12 +30,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
-from runner import study_storage
+from runner import stop_signals, study_storage
 from runner.errors import UserError, one_line
 from runner.stop_signals import Preempted
 from runner.sweep import data_check, objectives, queued, results, space, study, warm_start
 
 log = logging.getLogger("runner.sweep")
+EXIT_STOPPED, EXIT_INTERRUPTED = 75, 130  # as python -m runner (runner/__main__.py): run the same command to go on
 
 
 @dataclass
@@ -76,7 +77,8 @@ class RunnerOptunaSweeper(Sweeper):
         self.job_index = 0
         self.n_trials = 0  # the budget: n_trials, or a grid's size when smaller
         self.objectives: list[str] = []  # what the study optimizes (runner/sweep/objectives.py)
-        self.stopping = False
+        self.stopped: Optional[str] = None  # noqa: UP045  # the stop signal that ended this worker's trials
+        self.requeued = False  # a trial's own job requeued the SLURM job already
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -90,6 +92,27 @@ class RunnerOptunaSweeper(Sweeper):
         except UserError as error:  # a bad search space, or too many failures: one line
             log.error("%s", one_line(error))
             sys.exit(2)
+        self.exit_if_stopped()
+
+    def signalled(self) -> bool:
+        """The worker's safe point between trials (before asking for one, after one returns): a stop signal
+        received so far in the process (caught from its first line, runner/stop_signals.py) ends its trials."""
+        self.stopped = self.stopped or stop_signals.received()
+        return self.stopped is not None
+
+    def exit_if_stopped(self) -> None:
+        """After a stop signal, with the reports written and no trial RUNNING: requeue the SLURM job (exit 0),
+        else exit 75 (130 for Ctrl-C, the user's stop: never requeued) in one line."""
+        if self.stopped is None:
+            return
+        by = "Ctrl-C" if self.stopped == "SIGINT" else self.stopped
+        if self.stopped != "SIGINT" and (self.requeued or stop_signals.requeue_slurm_job()):
+            log.warning("stopped by %s between trials, no trial left running: the SLURM job is requeued and goes "
+                        "on with the sweep", by)
+            sys.exit(0)
+        log.warning("stopped by %s between trials, no trial left running (an unfinished one is queued again): "
+                    "run the same command to go on", by)
+        sys.exit(EXIT_INTERRUPTED if self.stopped == "SIGINT" else EXIT_STOPPED)
 
     def run_sweep(self, arguments: list[str]) -> None:
         s = self.settings
@@ -195,7 +218,7 @@ class RunnerOptunaSweeper(Sweeper):
                    storage_url: str) -> None:
         """Ask, run and tell, n_jobs at a time, until the study has n_trials (or a stop signal)."""
         s = self.settings
-        while True:
+        while not self.signalled():
             with study.sweep_lock(sweep_dir):
                 study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir, self.objectives)
                 room = self.n_trials - study.budget_used(the_study)
@@ -210,10 +233,6 @@ class RunnerOptunaSweeper(Sweeper):
             with study.sweep_lock(sweep_dir):  # read and written by one worker at a time: none writes a stale view
                 results.write_trials_csv(the_study, sweep_dir)  # after every batch: the file matches the study
             self.check_failures(the_study)
-            if self.stopping:
-                log.warning("stopped by a signal: the unfinished trial is queued for the next worker (or this one, "
-                            "requeued); run the same command to go on")
-                return
 
     def run_batch(self, the_study: optuna.Study, trials: list, fixed: list[str], sweep_dir: Path, storage_url: str):
         """Launch the trials through Hydra's launcher and tell the study how each ended."""
@@ -258,7 +277,7 @@ class RunnerOptunaSweeper(Sweeper):
                 return
             if isinstance(error, Preempted):  # this worker is being stopped: hand the trial on
                 study.retry_later(the_study, trial, f"worker stopped: {error}")
-                self.stopping = True
+                self.stopped, self.requeued = self.stopped or error.signal_name, self.requeued or error.requeued
                 return
             reason = f"{type(error).__name__}: {error}"
         with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # ended elsewhere
