@@ -157,7 +157,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             figures = fit(cfg, run_dir, train_set, model, device, writer,
                           {"git": record["git"], "environment": record["environment"]}, resume_state, on_checkpoint,
                           processes, best_checkpoint, stop_early)
-        refuse_to_go_on_after_a_stop_signal(figures, run_dir)
+        refuse_to_go_on_after_a_stop_signal(figures, run_dir, processes)
         record["epochs_done"] = figures.get("epoch")
         record["status"] = "finished"
         return figures
@@ -184,13 +184,14 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             provenance.write_run_json(run_dir, record)
 
 
-def refuse_to_go_on_after_a_stop_signal(figures: dict, run_dir: Path) -> None:
+def refuse_to_go_on_after_a_stop_signal(figures: dict, run_dir: Path, processes: distributed.Processes) -> None:
     """A stop signal that came after the last update (or before a finished run's rerun): the training is
-    saved, so stop here, before the evaluation, which the requeued job (or the same command) does."""
+    saved, so stop here, before the evaluation, which the requeued job (or the same command) does. Every
+    process decides alike (the signal may reach them at different moments)."""
     name = stop_signals.received()
-    if name is not None:
+    if distributed.any_process(name is not None, processes):
         newest = checkpoint_files.list_checkpoints(run_dir / "checkpoints")[-1]
-        raise Preempted(name, str(newest.relative_to(run_dir)), -1,
+        raise Preempted(name or "a stop signal in another process", str(newest.relative_to(run_dir)), -1,
                         f"after epoch {figures.get('epoch')}, before the evaluation")
 
 
