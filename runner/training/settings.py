@@ -58,7 +58,8 @@ class TrainerSettings:
     log_every_steps: int = 50
     """Optimizer updates between log lines and TensorBoard points."""
     stop_signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
-    """On these signals: finish the step, write a checkpoint, stop (and requeue under SLURM)."""
+    """On these signals: finish the step, write a checkpoint, stop (and requeue under SLURM). python -m runner
+    always catches SIGUSR1, SIGTERM and SIGINT (Ctrl-C) from its first line; these add to them."""
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     """Stop when the evaluator's metric stops improving (the evaluator measures each checkpoint)."""
 
