@@ -77,3 +77,30 @@ def test_uint8_batches_are_finished_on_the_gpu_and_train(tmp_path, monkeypatch, 
     assert x.device.type == "cuda" and x.dtype == torch.float32 and x.shape == (6, 3, 16, 16)
     train_job(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "epoch-0002.pt").exists()
+
+
+@pytest.mark.slow
+def test_runner_evaluate_on_cuda_of_runs_trained_with_every_source_of_batches(tmp_path, monkeypatch):
+    """Issue 22 item 7: with dataset.cache=device the labels came on the GPU and every evaluation (after training,
+    early stopping, pruning, runner.evaluate) crashed in the metrics. Each source of batches, trained on CUDA and
+    evaluated after training, then by the command on a copy and every other way in-process: the same
+    predictions as on the CPU, saved as CPU tensors (tests/test_evaluation_devices.py's checks)."""
+    from tests.conftest import run_cli
+    from tests.test_evaluation_devices import (
+        assert_evaluated_as_on_the_cpu,
+        copy_of,
+        evaluate_everywhere,
+        train_runs,
+    )
+
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    runs = train_runs(tmp_path, ["trainer.device=cuda", "evaluate.after_training=true", "evaluate.device=cuda"])
+    for source, run_dir in runs.items():
+        assert (run_dir / "eval" / "best.json").is_file(), source  # the evaluation after training
+        on_gpu = copy_of(run_dir, tmp_path / f"{run_dir.name}-cuda")
+        command = run_cli([f"run_dir={on_gpu}", "device=cuda"], cwd=tmp_path, module="runner.evaluate")
+        assert command.returncode == 0, f"{source}: {command.stdout[-2000:]}{command.stderr[-2000:]}"
+        evaluate_everywhere(on_gpu, "cuda")
+        on_cpu = copy_of(run_dir, tmp_path / f"{run_dir.name}-cpu")
+        evaluate_everywhere(on_cpu, "cpu")
+        assert_evaluated_as_on_the_cpu(on_gpu, on_cpu, atol=1e-3)

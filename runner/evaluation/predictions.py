@@ -31,8 +31,10 @@ def predictions_of(eval_dir: Path, row: dict) -> Path:
 
 
 def save_predictions(eval_dir: Path, row: dict, log_probabilities: torch.Tensor, labels: torch.Tensor) -> None:
-    """The log-probabilities and labels behind a row, for ensembles and figures."""
-    checkpoint_files.save_atomic({"log_probabilities": log_probabilities, "labels": labels}, predictions_of(eval_dir, row))
+    """The log-probabilities and labels behind a row, for ensembles and figures: CPU tensors, so that the file
+    loads on a machine without the device it was evaluated on."""
+    checkpoint_files.save_atomic({"log_probabilities": log_probabilities.cpu(), "labels": labels.cpu()},
+                                 predictions_of(eval_dir, row))
 
 
 def load_predictions(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
