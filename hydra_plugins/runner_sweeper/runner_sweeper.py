@@ -33,7 +33,16 @@ from optuna.trial import TrialState
 from runner import stop_signals, study_storage
 from runner.errors import UserError, one_line
 from runner.stop_signals import Preempted
-from runner.sweep import data_check, objectives, queued, results, space, study, warm_start
+from runner.sweep import (
+    data_check,
+    objectives,
+    queued,
+    results,
+    resume_rules,
+    space,
+    study,
+    warm_start,
+)
 
 log = logging.getLogger("runner.sweep")
 EXIT_STOPPED, EXIT_INTERRUPTED = 75, 130  # as python -m runner (runner/__main__.py): run the same command to go on
@@ -135,12 +144,11 @@ class RunnerOptunaSweeper(Sweeper):
         sampler = study.make_sampler(s.sampler, s.seed, study.this_worker(), dict(s.sampler_options), search)
         pruner = study_storage.make_pruner(s.pruner, dict(s.pruner_options))
         the_study = study.open_study(name, storage_url, directions=directions, sampler=sampler, pruner=pruner)
+        resume_rules.refuse_another_objective(the_study, self.objectives, directions, storage_url)
         describe(the_study, fixed, search, dict(s.pruner_options), self.objectives)
         self.n_trials = s.n_trials
-        if s.sampler == "grid" and study.grid_size(search) < s.n_trials:  # more would repeat points
-            self.n_trials = study.grid_size(search)
-            log.warning("the grid has %d points: the sweep runs %d trials, not n_trials=%d", self.n_trials,
-                        self.n_trials, s.n_trials)
+        if s.sampler == "grid":
+            self.n_trials = resume_rules.say_grid(the_study, s.n_trials)
         with study.sweep_lock(sweep_dir):  # every worker of the command runs this: the points go in once
             self.enqueue_known_points(the_study, fixed, search, storage_url)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
@@ -221,7 +229,7 @@ class RunnerOptunaSweeper(Sweeper):
         while not self.signalled():
             with study.sweep_lock(sweep_dir):
                 study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir, self.objectives)
-                room = self.n_trials - study.budget_used(the_study)
+                room = resume_rules.room(the_study, self.n_trials)
                 trials = [queued.ask(the_study, search) for _ in range(max(0, min(s.n_jobs, room)))]
                 storage = the_study._storage
                 for trial in trials:  # a retried trial keeps its lost run's directory, to resume there

@@ -8,6 +8,7 @@ training job (runner/training/trial.py), which talk only through the study's sto
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -55,10 +56,46 @@ class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
     """Optuna's grid, without its study.stop() after the last point (which raises outside study.optimize):
-    the sweeper's budget, n_trials capped at the grid's size, ends the sweep."""
+    the sweeper's budget, n_trials capped at the points not yet run, ends the sweep. A point counts as run
+    by any trial of the study at it, also one of another sampler (a study resumed with sampler=grid):
+    Optuna's own grid knows only its own trials, and ran one point twice and skipped another."""
 
     def after_trial(self, study, trial, state, values) -> None:
         pass
+
+    def before_trial(self, study, trial) -> None:
+        if "grid_id" in trial.system_attrs or "fixed_params" in trial.system_attrs:  # queued: its point is given
+            return
+        left = self.points_left(study, queued_too=True) or self.points_left(study) or list(range(len(self._all_grids)))
+        grid_id = int(self._rng.rng.choice(left))  # at random: workers on other nodes seldom pick the same one
+        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", grid_id)
+
+    def points_left(self, study, queued_too: bool = False) -> list[int]:
+        """The grid's points (their ids) that no trial has run or runs (nor waits to run, if queued_too)."""
+        run = set()
+        for trial in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            if not ran_or_runs(trial) and not (queued_too and trial.state == TrialState.WAITING):
+                continue
+            attrs = trial.system_attrs
+            if "grid_id" in attrs and self._same_search_space(attrs.get("search_space", {})):
+                run.add(attrs["grid_id"])
+                continue
+            given = {**(attrs.get("fixed_params") if isinstance(attrs.get("fixed_params"), dict) else {}),
+                     **trial.params}
+            with contextlib.suppress(KeyError, TypeError):  # a point off the grid (or of unhashable values)
+                run.add(self._ids[tuple(given[name] for name in self._param_names)])
+        return [i for i in range(len(self._all_grids)) if i not in run]
+
+    @functools.cached_property
+    def _ids(self) -> dict[tuple, int]:
+        return {tuple(grid): i for i, grid in enumerate(self._all_grids)}
+
+
+def ran_or_runs(trial: FrozenTrial) -> bool:
+    """Has the trial's point been tried (or is it being tried)? Not so for a queued trial, one refused before
+    it ran, or a lost one whose retry runs it again."""
+    return trial.state != TrialState.WAITING and counted(trial)
 
 
 def make_sampler(name: str, seed: int, worker: str, options: dict, space: dict[str, BaseDistribution]
