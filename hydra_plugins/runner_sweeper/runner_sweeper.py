@@ -125,6 +125,7 @@ class RunnerOptunaSweeper(Sweeper):
 
     def run_sweep(self, arguments: list[str]) -> None:
         s = self.settings
+        refuse_a_password_in_the_config(s.storage)  # before anything is written or printed
         fixed, search = space.parse(arguments, dict(s.params or {}))
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
@@ -134,7 +135,8 @@ class RunnerOptunaSweeper(Sweeper):
             data_check.check(self.composed(fixed)[0], ends)
         name = s.study_name or default_study_name(self.config.name, fixed, search)
         sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
-        storage_url = s.storage or str(sweep_dir / "study.journal")
+        storage_url = study_storage.setting(s.storage) or str(sweep_dir / "study.journal")
+        shown = study_storage.redacted(storage_url)  # printed, logged: never the password
         evaluation = self.config.evaluate  # by default the objective is the evaluator's best validation metric
         self.objectives, directions = objectives.parse(list(s.objectives), evaluation.metric, evaluation.direction,
                                                        s.direction)
@@ -144,16 +146,16 @@ class RunnerOptunaSweeper(Sweeper):
         sampler = study.make_sampler(s.sampler, s.seed, study.this_worker(), dict(s.sampler_options), search)
         pruner = study_storage.make_pruner(s.pruner, dict(s.pruner_options))
         the_study = study.open_study(name, storage_url, directions=directions, sampler=sampler, pruner=pruner)
-        resume_rules.refuse_another_objective(the_study, self.objectives, directions, storage_url)
+        resume_rules.refuse_another_objective(the_study, self.objectives, directions, shown)
         describe(the_study, fixed, search, dict(s.pruner_options), self.objectives)
         self.n_trials = s.n_trials
         if s.sampler == "grid":
             self.n_trials = resume_rules.say_grid(the_study, s.n_trials)
         with study.sweep_lock(sweep_dir):  # every worker of the command runs this: the points go in once
             self.enqueue_known_points(the_study, fixed, search, storage_url)
-        log.info("study %s in %s: %d of %d trials so far; results in %s", name, storage_url,
+        log.info("study %s in %s: %d of %d trials so far; results in %s", name, shown,
                  study.budget_used(the_study), self.n_trials, sweep_dir)
-        log.info("optuna-dashboard %s", storage_url)
+        log.info("optuna-dashboard %s", f'"${study_storage.ENVIRONMENT}"' if shown != storage_url else storage_url)
         try:
             self.run_trials(the_study, search, fixed, sweep_dir, storage_url)
         finally:  # also on a stop: the files below match the study
@@ -251,7 +253,8 @@ class RunnerOptunaSweeper(Sweeper):
             batch.append([
                 *fixed, *space.as_overrides(trial.params),
                 *space.as_overrides({"hydra.sweep.dir": str(sweep_dir), "hydra.sweep.subdir": run_dir,
-                                     "sweep.study": the_study.study_name, "sweep.storage": storage_url}),
+                                     "sweep.study": the_study.study_name,
+                                     "sweep.storage": study_storage.without_password(storage_url)}),
                 f"sweep.trial={trial.number}", f"sweep.trial_id={trial._trial_id}",
                 f"sweep.pruner={s.pruner}", f"sweep.heartbeat_seconds={s.heartbeat_seconds}",
             ])
@@ -332,8 +335,19 @@ def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_opt
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         the_study.set_metric_names(names)  # the dashboard's labels of the values
     the_study.set_user_attr("search_space", {key: repr(value) for key, value in search.items()})
-    the_study.set_user_attr("fixed_overrides", list(fixed))
-    the_study.set_user_attr("command", " ".join(["python -m runner", *sys.argv[1:]]))
+    the_study.set_user_attr("fixed_overrides", [study_storage.redact(o) for o in fixed])
+    the_study.set_user_attr("command", study_storage.redact(" ".join(["python -m runner", *sys.argv[1:]])))
+
+
+def refuse_a_password_in_the_config(storage: Optional[str]) -> None:  # noqa: UP045
+    """hydra.sweeper.storage is copied into every trial's .hydra/hydra.yaml (and a command line stays in the shell
+    history and `ps`): a password there is refused in one line; it comes from the environment or ~/.pgpass."""
+    if storage and study_storage.has_password(storage):
+        raise UserError(f"hydra.sweeper.storage={study_storage.redacted(storage)} carries a password, which every "
+                        "trial's .hydra/hydra.yaml would copy (and the shell history and `ps` show). Fix: "
+                        f"export {study_storage.ENVIRONMENT}='{study_storage.redacted(storage)}' with the password "
+                        "in place of *** and leave hydra.sweeper.storage unset (or give it as "
+                        f"{study_storage.without_password(storage)}), or put the password in ~/.pgpass")
 
 
 def default_study_name(name: str, fixed: list[str], search: dict) -> str:

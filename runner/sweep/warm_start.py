@@ -11,7 +11,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from runner.errors import UserError
-from runner.study_storage import storage_for
+from runner.study_storage import redacted, storage_for
 from runner.sweep.results import best_first
 from runner.sweep.space import canonical
 
@@ -25,7 +25,7 @@ def top_points(source: str, top: int, storage_url: str | None) -> list[dict]:
     names = optuna.get_all_study_names(storage) if storage else []
     name = names[0] if journal.is_file() and len(names) == 1 else source  # a sweep folder holds one study
     if name not in names:
-        raise UserError(f"hydra.sweeper.warm_start={source} is neither a sweep folder nor a study in {where} "
+        raise UserError(f"hydra.sweeper.warm_start={source} is neither a sweep folder nor a study in {redacted(where)} "
                         f"(it holds {', '.join(names) or 'no study'}). Fix: the folder of the earlier sweep "
                         "(outputs/NAME/sweeps/STUDY), or its study name in the same storage")
     study = optuna.load_study(study_name=name, storage=storage)

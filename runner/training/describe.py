@@ -12,11 +12,14 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from runner.study_storage import redact
+
 log = logging.getLogger("runner")
 
 
 def hydra_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    """The command line's overrides, as the log, run.json and TensorBoard record them: a URL's password masked."""
+    return [redact(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
 
 
 def log_what_runs(cfg: DictConfig, run_dir: Path) -> None:
@@ -24,7 +27,7 @@ def log_what_runs(cfg: DictConfig, run_dir: Path) -> None:
     log.info("run directory %s", run_dir)
     log.info("command-line overrides: %s", " ".join(hydra_overrides()) or "(none)")
     log.info("run: %s", summary(cfg))
-    in_file = log_to_files_only("resolved config:\n" + OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+    in_file = log_to_files_only("resolved config:\n" + redact(OmegaConf.to_yaml(cfg, resolve=True).rstrip()))
     log.info("resolved config: in %s.hydra/config.yaml (python -m runner ... --cfg job prints it)",
              "train.log and " if in_file else "")
 
