@@ -52,11 +52,16 @@ def autocast_dtype(precision, device: torch.device, key: str = "precision") -> t
 
 
 def available_cores() -> int:
-    """CPU cores this process may use: SLURM's CPUs for the task (or the affinity mask), shared by
-    the processes torchrun started on this machine."""
+    """CPU cores this process may use: SLURM's CPUs for the task (its share already), else the affinity mask
+    shared by the trials that a sweep's workers run on this machine at once (RUNNER_WORKERS_ON_HOST, which
+    the sweeper sets for each trial: runner/sweep/workers.py); then by the processes torchrun started here."""
     slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    cores = int(slurm) if slurm.isdigit() else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
+    if slurm.isdigit():
+        cores = int(slurm)
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        sharers = os.environ.get("RUNNER_WORKERS_ON_HOST", "")
+        cores //= int(sharers) if sharers.isdigit() and int(sharers) > 0 else 1
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import shlex
 import sys
 import warnings
@@ -42,6 +43,7 @@ from runner.sweep import (
     space,
     study,
     warm_start,
+    workers,
 )
 
 log = logging.getLogger("runner.sweep")
@@ -88,6 +90,8 @@ class RunnerOptunaSweeper(Sweeper):
         self.objectives: list[str] = []  # what the study optimizes (runner/sweep/objectives.py)
         self.stopped: Optional[str] = None  # noqa: UP045  # the stop signal that ended this worker's trials
         self.requeued = False  # a trial's own job requeued the SLURM job already
+        self.worker: Optional[workers.Entry] = None  # noqa: UP045  # this worker in the sweep folder's registry
+        self.share = 0  # trial processes sharing this machine's cores, as last said
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -130,11 +134,22 @@ class RunnerOptunaSweeper(Sweeper):
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
                             "or +search=NAME")
+        name = s.study_name or default_study_name(self.config.name, fixed, search)
+        sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
+        # registered first: workers started together count each other before their first trials
+        with workers.registered(sweep_dir, self.trial_processes(), s.heartbeat_seconds) as self.worker:
+            self.run_worker(fixed, search, name, sweep_dir)
+
+    def trial_processes(self) -> int:
+        """Trials this worker runs at once: Hydra's basic launcher runs them in this process, one after another;
+        the others (joblib, submitit) run n_jobs processes side by side."""
+        return 1 if type(self.launcher).__name__ == "BasicLauncher" else max(1, self.settings.n_jobs)
+
+    def run_worker(self, fixed: list[str], search: dict, name: str, sweep_dir: Path) -> None:
+        s = self.settings
         ends = self.refuse_settings_out_of_reach(fixed, search)  # before any trial: not a sweep of failures
         if s.check_data:  # the same: a missing dataset stops the sweep here, not after max_failure_rate of trials
             data_check.check(self.composed(fixed)[0], ends)
-        name = s.study_name or default_study_name(self.config.name, fixed, search)
-        sweep_dir = Path(s.sweep_dir or Path("outputs") / self.config.name / "sweeps" / name)
         storage_url = study_storage.setting(s.storage) or str(sweep_dir / "study.journal")
         shown = study_storage.redacted(storage_url)  # printed, logged: never the password
         evaluation = self.config.evaluate  # by default the objective is the evaluator's best validation metric
@@ -161,6 +176,13 @@ class RunnerOptunaSweeper(Sweeper):
         finally:  # also on a stop: the files below match the study
             with study.sweep_lock(sweep_dir):  # read and written by one worker at a time: none writes a stale view
                 self.report(the_study, sweep_dir, fixed, search)
+                self.worker.leave()
+                others = self.worker.others(s.grace_seconds)
+            if others:  # workers leaving together would each redraw them in turn
+                log.info("the plots are left to the last worker out (%d still running here or on a shared "
+                         "filesystem)", others)
+            else:
+                results.write_plots(the_study, sweep_dir, objective=f"val {self.config.evaluate.metric}")
             for folder in (Path(self.config.hydra.sweep.dir), Path(self.config.hydra.sweep.dir).parent):
                 with contextlib.suppress(OSError):  # Hydra's own multirun folder, unused by this sweeper
                     folder.rmdir()
@@ -247,6 +269,7 @@ class RunnerOptunaSweeper(Sweeper):
     def run_batch(self, the_study: optuna.Study, trials: list, fixed: list[str], sweep_dir: Path, storage_url: str):
         """Launch the trials through Hydra's launcher and tell the study how each ended."""
         s = self.settings
+        share = self.say_share(workers.sharing(sweep_dir))
         batch = []
         for trial in trials:
             run_dir = the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
@@ -257,6 +280,7 @@ class RunnerOptunaSweeper(Sweeper):
                                      "sweep.storage": study_storage.without_password(storage_url)}),
                 f"sweep.trial={trial.number}", f"sweep.trial_id={trial._trial_id}",
                 f"sweep.pruner={s.pruner}", f"sweep.heartbeat_seconds={s.heartbeat_seconds}",
+                f"++hydra.job.env_set.{workers.SHARERS}={share}",  # its process's share of the cores
             ])
             log.info("trial %d: %s", trial.number, " ".join(space.as_overrides(trial.params)))
         with study.hold(the_study, trials, s.heartbeat_seconds):  # the queued ones too, until each is told
@@ -265,6 +289,22 @@ class RunnerOptunaSweeper(Sweeper):
         for trial, job in zip(trials, returns, strict=True):
             run_dir = sweep_dir / the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
             self.tell(the_study, trial, job, run_dir)
+
+    def say_share(self, share: int) -> int:
+        """Log what each trial takes of this machine's cores, when it changes (workers come and go)."""
+        from hydra.core.utils import env_override
+
+        from runner.runtime import available_cores
+
+        if share != self.share:
+            self.share = share
+            setting = OmegaConf.select(self.config, "trainer.num_threads")
+            with env_override({workers.SHARERS: str(share)}):
+                threads = setting or available_cores()
+            log.info("%d trial processes of this sweep share this machine's cores: each takes %d threads (%s)",
+                     share, threads, "trainer.num_threads" if setting else
+                     "SLURM's CPUs per task" if os.environ.get("SLURM_CPUS_PER_TASK") else "its share")
+        return share
 
     def tell(self, the_study: optuna.Study, trial, job, run_dir: Path) -> None:
         if job.status == JobStatus.COMPLETED:
@@ -305,7 +345,6 @@ class RunnerOptunaSweeper(Sweeper):
     def report(self, the_study: optuna.Study, sweep_dir: Path, fixed: list[str], search: dict) -> None:
         results.write_trials_csv(the_study, sweep_dir)
         best = results.write_best(the_study, sweep_dir, fixed, search, refused=lambda o: self.refusal([*fixed, o]))
-        results.write_plots(the_study, sweep_dir, objective=f"val {self.config.evaluate.metric}")
         if best is None:
             log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
             return
