@@ -158,7 +158,8 @@ class RunnerOptunaSweeper(Sweeper):
         if len(self.objectives) > 1 and s.pruner != "none":  # Optuna's pruners compare one value per step
             raise UserError(f"pruning needs a single objective, and hydra.sweeper.objectives={self.objectives}. "
                             "Fix: hydra.sweeper.pruner=none, or one objective")
-        sampler = study.make_sampler(s.sampler, s.seed, study.this_worker(), dict(s.sampler_options), search)
+        seed = warm_start.seed_for(s.seed, s.warm_start, storage_url) if s.warm_start else s.seed
+        sampler = study.make_sampler(s.sampler, seed, study.this_worker(), dict(s.sampler_options), search)
         pruner = study_storage.make_pruner(s.pruner, dict(s.pruner_options))
         the_study = study.open_study(name, storage_url, directions=directions, sampler=sampler, pruner=pruner)
         resume_rules.refuse_another_objective(the_study, self.objectives, directions, shown)
@@ -167,7 +168,7 @@ class RunnerOptunaSweeper(Sweeper):
         if s.sampler == "grid":
             self.n_trials = resume_rules.say_grid(the_study, s.n_trials)
         with study.sweep_lock(sweep_dir):  # every worker of the command runs this: the points go in once
-            self.enqueue_known_points(the_study, fixed, search, storage_url)
+            self.enqueue_known_points(the_study, fixed, search, storage_url, directions)
         log.info("study %s in %s: %d of %d trials so far; results in %s", name, shown,
                  study.budget_used(the_study), self.n_trials, sweep_dir)
         log.info("optuna-dashboard %s", f'"${study_storage.ENVIRONMENT}"' if shown != storage_url else storage_url)
@@ -200,14 +201,19 @@ class RunnerOptunaSweeper(Sweeper):
                                     f"Fix: narrow {key} to values it takes ({fix or 'see above'})")
         return configs
 
-    def enqueue_known_points(self, the_study: optuna.Study, fixed: list[str], search: dict, storage_url: str) -> None:
+    def enqueue_known_points(self, the_study: optuna.Study, fixed: list[str], search: dict, storage_url: str,
+                             directions: list[str]) -> None:
         """hydra.sweeper.enqueue's points (a bad one stops the sweep), then warm_start's best trials that fit
-        this search space; each one once, whatever the number of workers and reruns."""
+        this search space (their values copied where the config is the same); each one once, whatever the
+        number of workers and reruns."""
         s = self.settings
-        points = [(dict(point), "hydra.sweeper.enqueue") for point in s.enqueue]
+        points, known = [(dict(point), "hydra.sweeper.enqueue") for point in s.enqueue], []
         if s.warm_start:
-            points += [({k: v for k, v in point.items() if k in search}, f"warm start from {s.warm_start}")
-                       for point in warm_start.top_points(s.warm_start, s.warm_start_top, storage_url)]
+            train, known = warm_start.known_points(s.warm_start, s.warm_start_top, storage_url,
+                                                   [study_storage.redact(o) for o in fixed], search,
+                                                   (self.objectives, directions))
+            points += [(point, f"warm start from {s.warm_start}") for point in train]
+        self.copy_known_points(the_study, known, search)
         for point, origin in points:
             overrides = space.as_overrides(point)
             problem = warm_start.check_point(point, search)
@@ -225,6 +231,21 @@ class RunnerOptunaSweeper(Sweeper):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 the_study.enqueue_trial(point, user_attrs={"enqueued": origin}, skip_if_exists=True)
+
+    def copy_known_points(self, the_study: optuna.Study, known: list, search: dict) -> None:
+        """A warm start's points of this very config: their values go into the study, nothing is trained again."""
+        origin, copied = f"warm start from {self.settings.warm_start}", 0
+        for entry in known:
+            problem = warm_start.check_point(entry.point, search)
+            if problem:
+                log.warning("%s: %s is left out (%s)", origin, " ".join(space.as_overrides(entry.point)), problem)
+                continue
+            entry.point = {key: space.canonical(key, value, search[key]) for key, value in entry.point.items()}
+            copied += warm_start.copy_known(the_study, entry, search)
+        if copied:
+            log.warning("%s: %d point%s already known with this config (fixed settings, search space, objective): "
+                        "copied into this study with %s values, not trained again (using none of n_trials)", origin,
+                        copied, "s" if copied > 1 else "", "their" if copied > 1 else "its")
 
     def refusal(self, overrides: list[str]) -> str | None:
         """What the runner's own validation says of a trial's config with these overrides (one line), or None."""
@@ -353,9 +374,10 @@ class RunnerOptunaSweeper(Sweeper):
             print(f"Pareto front ({', '.join(f'{k} {v}' for k, v in best['objectives'].items())}):")
             for entry in best["pareto_front"]:
                 values = ", ".join(f"{k} {v:.4g}" for k, v in entry["values"].items())
-                print(f"  trial {entry['trial']}: {values}  ({entry['run_dir']})")
+                print(f"  trial {entry['trial']}: {values}  "
+                      f"({results.place(sweep_dir, entry['run_dir'], entry['run_host'], entry.get('copied_from'))})")
         else:
-            where = sweep_dir / best["best_run_dir"] if best["best_run_dir"] else "added to the study by hand"
+            where = results.place(sweep_dir, best["best_run_dir"], best["best_run_host"], best.get("best_copied_from"))
             print(f"best value {best['best_value']:.4f} (trial {best['best_trial']}, {where})")
             print(f"reproduce:  {best['reproduce']}")
         print("coarse to fine, next sweep: " + " ".join([*best["coarse_to_fine"]["overrides"],

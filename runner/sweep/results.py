@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import socket
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -19,6 +20,7 @@ from optuna.trial import TrialState
 
 from runner.io import write_atomic, write_csv_atomic, write_text_atomic
 from runner.sweep.space import as_overrides, end_overrides, narrowed, parse
+from runner.sweep.study import COPIED
 
 log = logging.getLogger("runner.sweep")
 
@@ -36,11 +38,32 @@ def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
     rows = []
     for t in trials:
         duration = t.duration.total_seconds() if t.duration else None
+        attrs = t.system_attrs
+        reason = attrs.get("runner:fail_reason") or (f"copied from {attrs[COPIED]}" if attrs.get(COPIED) else "")
         rows.append([t.number, t.state.name, *(params[t.number].get(n) for n in names), *(t.values or [None] * len(values)),
-                     None if duration is None else round(duration, 2), t.system_attrs.get("runner:run_dir"),
-                     t.system_attrs.get("runner:fail_reason", "")])
-    write_csv_atomic(sweep_dir / "trials.csv", ["number", "state", *names, *values, "duration_s", "run_dir", "reason"],
-                     rows)
+                     None if duration is None else round(duration, 2), attrs.get("runner:run_dir"), reason,
+                     attrs.get("runner:host")])
+    write_csv_atomic(sweep_dir / "trials.csv",
+                     ["number", "state", *names, *values, "duration_s", "run_dir", "reason", "host"], rows)
+
+
+def place(sweep_dir: Path, run_dir: str | None, host: str | None, copied_from: str | None = None) -> str:
+    """Where a trial's run folder is, as printed: its path, and the host it is on when that is another machine
+    whose folder is not here (workers on several nodes without a shared filesystem)."""
+    if run_dir is None:
+        return f"copied from {copied_from}" if copied_from else "added to the study by hand"
+    path = sweep_dir / run_dir
+    if host and host != socket.gethostname() and not path.exists():
+        return f"{path} on host {host} (not on this machine)"
+    return str(path)
+
+
+def whereabouts(trial) -> dict:
+    """A trial's run folder (in the sweep folder), its host, and the sweep it was copied from, as the results
+    file records them."""
+    attrs = trial.system_attrs
+    return {"run_dir": attrs.get("runner:run_dir"), "run_host": attrs.get("runner:host"),
+            **({"copied_from": attrs[COPIED]} if attrs.get(COPIED) else {})}
 
 
 def queued_params(trial) -> dict:
@@ -70,7 +93,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         "best_value": best.value,
         "best_trial": best.number,
         "best_params": best.params,
-        "best_run_dir": best.system_attrs.get("runner:run_dir"),
+        **{f"best_{key}": value for key, value in whereabouts(best).items()},
         "reproduce": command([*fixed, *as_overrides(best.params)]),
         "trials": trial_counts(study),
         "coarse_to_fine": coarse_to_fine(space, top, refused),
@@ -89,8 +112,7 @@ def write_pareto_front(study: optuna.Study, sweep_dir: Path, fixed: list[str], s
         "study": study.study_name,
         "objectives": {name: d.name.lower() for name, d in zip(names, study.directions, strict=True)},
         "pareto_front": [{"trial": t.number, "values": dict(zip(names, t.values, strict=True)), "params": t.params,
-                          "run_dir": t.system_attrs.get("runner:run_dir"),
-                          "reproduce": command([*fixed, *as_overrides(t.params)])} for t in front],
+                          **whereabouts(t), "reproduce": command([*fixed, *as_overrides(t.params)])} for t in front],
         "trials": trial_counts(study),
         "coarse_to_fine": coarse_to_fine(space, front, refused),
     }

@@ -93,9 +93,10 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
 
 def ran_or_runs(trial: FrozenTrial) -> bool:
-    """Has the trial's point been tried (or is it being tried)? Not so for a queued trial, one refused before
-    it ran, or a lost one whose retry runs it again."""
-    return trial.state != TrialState.WAITING and counted(trial)
+    """Has the trial's point been tried (or is it being tried, or known from a warm start's sweep)? Not so
+    for a queued trial, one refused before it ran, or a lost one whose retry runs it again."""
+    attrs = trial.system_attrs
+    return trial.state != TrialState.WAITING and not attrs.get("runner:retried", False) and not attrs.get(REFUSED)
 
 
 def make_sampler(name: str, seed: int, worker: str, options: dict, space: dict[str, BaseDistribution]
@@ -166,14 +167,14 @@ def this_worker() -> str:
 
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a run folder: a plain name inside the sweep directory
 REFUSED = "runner:refused"  # trial system attr: a queued trial that did not fit the search, FAIL without a run
+COPIED = "runner:copied_from"  # trial system attr: a warm start's known point and value, not trained here
 
 
 def counted(trial: FrozenTrial) -> bool:
     """Does the trial use up one of n_trials? A failed trial that was retried does not (its retry
     does), nor a WAITING one (enqueued): it counts once a worker starts it; nor a queued trial
-    refused before it ran (runner/sweep/queued.py)."""
-    attrs = trial.system_attrs
-    return trial.state != TrialState.WAITING and not attrs.get("runner:retried", False) and not attrs.get(REFUSED)
+    refused before it ran (runner/sweep/queued.py), nor a warm start's copy of a known point."""
+    return ran_or_runs(trial) and not trial.system_attrs.get(COPIED)
 
 
 def budget_used(study: optuna.Study) -> int:

@@ -8,7 +8,9 @@ stops early when the pruner says so (recorded as PRUNED).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +33,17 @@ class TrialLink:
         self.study.pruner = make_pruner(sweep.pruner, self.study.user_attrs.get("pruner_options"))  # the sweeper's
         self.trial = optuna.trial.Trial(self.study, self.trial_id)
         self.pruning = sweep.pruner != "none"
+        self.record_host()
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, args=(float(sweep.heartbeat_seconds),), daemon=True)
+
+    def record_host(self) -> None:
+        """The machine whose disk holds the run folder: workers on several nodes without a shared filesystem
+        each write their trials' folders on their own (the sweep's results say on which host)."""
+        here = socket.gethostname()
+        with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            self.storage.set_trial_system_attr(self.trial_id, "runner:host", here)
+            self.storage.set_trial_user_attr(self.trial_id, "host", here)  # optuna-dashboard shows it
 
     def record(self) -> dict:
         """What run.json says of the trial: study, number and parameters."""
