@@ -271,10 +271,12 @@ class RunnerOptunaSweeper(Sweeper):
                    storage_url: str) -> None:
         """Ask, run and tell, n_jobs at a time, until the study has n_trials (or a stop signal)."""
         s = self.settings
-        while not self.signalled():
+        while True:
             with study.sweep_lock(sweep_dir):
                 study.fail_lost_trials(the_study, s.grace_seconds, s.max_retries, sweep_dir, self.objectives)
                 room = resume_rules.room(the_study, self.n_trials)
+                if room and self.signalled():  # the safe point; with no trial left, a late signal stops nothing
+                    return
                 trials = [queued.ask(the_study, search) for _ in range(max(0, min(s.n_jobs, room)))]
                 storage = the_study._storage
                 for trial in trials:  # a retried trial keeps its lost run's directory, to resume there

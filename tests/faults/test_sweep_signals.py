@@ -65,6 +65,16 @@ def test_a_signal_between_trials_stops_the_worker_before_its_next_trial(tmp_path
     assert len(said) == 1 and "\n" not in said[0] and ("requeued" in said[0]) == requeued, said
 
 
+def test_a_signal_after_the_last_trial_stops_nothing(tmp_path, monkeypatch, no_signal_yet):
+    """The sweep is done: the worker ends as it would have (exit 0), and is not requeued to do nothing."""
+    sweeper, the_study, storage = sweeper_on(tmp_path, n_trials=2)
+    sweeper.launcher = SignalledLauncher("SIGUSR1", at=2)
+    monkeypatch.setattr(stop_signals, "requeue_slurm_job", lambda: pytest.fail("requeued a finished sweep"))
+    sweeper.run_trials(the_study, SEARCH, [], tmp_path, storage)
+    sweeper.exit_if_stopped()  # no SystemExit
+    assert [t.state.name for t in the_study.get_trials()] == ["COMPLETE", "COMPLETE"]
+
+
 def test_a_signal_before_the_first_trial_starts_none(tmp_path, monkeypatch, no_signal_yet):
     sweeper, the_study, storage = sweeper_on(tmp_path, n_trials=2)
     monkeypatch.setattr(stop_signals._request, "received", "SIGUSR1")
