@@ -145,3 +145,36 @@ def test_usr1_right_after_a_trial_finished_stops_the_worker_and_the_same_command
     counted = [t for t in load(sweep_dir).get_trials() if not t.system_attrs.get("runner:retried")]
     assert [t.state for t in counted] == [optuna.trial.TrialState.COMPLETE] * 3
     assert os.path.isfile(sweep_dir / "optimization_results.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_sweep_job_warned_between_trials_requeues_itself_and_finishes_the_sweep(workdir):
+    """SLURM's warning before the time limit (USR1 to the batch shell, which is the worker) right after a trial:
+    the worker requeues its job and exits 0; the requeued job goes on with the same study to n_trials."""
+    from tests.test_slurm import PROJECT, SMALL, slurm_reachable, state, submit, wait
+
+    if slurm_reachable() is not None:
+        pytest.skip(f"no SLURM cluster reachable: {slurm_reachable()}")
+    sweep_dir = workdir / "sweep"
+    array = submit([*SMALL, "--array=0", str(PROJECT / "scripts/slurm/sweep.sbatch"),
+                    *sweep_args(sweep_dir, LR, "hydra.sweeper.n_trials=3")[1:]], workdir)
+    job = f"{array}_0"  # one array task: the worker
+    run_json = sweep_dir / "trial_0000" / "run.json"
+    deadline = time.monotonic() + 180
+    while not finished(run_json) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    deadline = time.monotonic() + 60
+    while state(job) not in ("PENDING", "REQUEUED") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state(job) in ("PENDING", "REQUEUED"), state(job)
+    time.sleep(2.5)  # SLURM holds a requeued job back; let it start sooner (as tests/test_slurm.py does)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
+    out = workdir / f"outputs/runner-sweep-{job}.out"
+    assert wait(job) == "COMPLETED", out.read_text()[-3000:]
+    text = out.read_text()
+    assert "between trials" in text and "the SLURM job is requeued" in text, text[-3000:]
+    assert text.count(f"requeued SLURM job {job}") == 1, text[-3000:]  # once: by the worker or by its trial
+    counted = [t for t in load(sweep_dir).get_trials() if not t.system_attrs.get("runner:retried")]
+    assert [t.state.name for t in counted] == ["COMPLETE"] * 3
