@@ -324,8 +324,8 @@ class RunnerOptunaSweeper(Sweeper):
             setting = OmegaConf.select(self.config, "trainer.num_threads")
             with env_override({workers.SHARERS: str(share)}):
                 threads = setting or available_cores()
-            log.info("%d trial processes of this sweep share this machine's cores: each takes %d threads (%s)",
-                     share, threads, "trainer.num_threads" if setting else
+            log.info("%d trial process%s of this sweep share this machine's cores: each takes %d threads (%s)",
+                     share, "es" if share > 1 else "", threads, "trainer.num_threads" if setting else
                      "SLURM's CPUs per task" if os.environ.get("SLURM_CPUS_PER_TASK") else "its share")
         return share
 
