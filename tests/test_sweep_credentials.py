@@ -67,14 +67,15 @@ def files_holding(root: Path, secret: bytes) -> list[str]:
     return [str(path) for path in root.rglob("*") if path.is_file() and secret in path.read_bytes()]
 
 
-def test_a_password_on_the_command_line_is_refused_in_one_line_and_written_nowhere(workdir):
+@pytest.mark.parametrize("key", ["hydra.sweeper.storage", "hydra.sweeper.warm_start", "sweep.storage"])
+def test_a_password_on_the_command_line_is_refused_in_one_line_and_written_nowhere(workdir, key):
     url = f"postgresql://user:{PLANTED}@127.0.0.1:9/optuna"
-    result = run_cli([*TINY_SWEEP, LR, f"hydra.sweeper.storage={url}", "hydra.sweeper.n_trials=1"], cwd=workdir)
+    result = run_cli([*TINY_SWEEP, LR, f"{key}={url}", "hydra.sweeper.n_trials=1"], cwd=workdir)
     output = result.stdout + result.stderr
     assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
     assert PLANTED not in output and files_holding(workdir, PLANTED.encode()) == []
-    said = [line for line in output.splitlines() if "hydra.sweeper.storage" in line]
-    assert len(said) == 1 and "user:***@127.0.0.1:9" in said[0], output[-3000:]
+    said = [line for line in output.splitlines() if "carries a password" in line]
+    assert len(said) == 1 and f"{key}=postgresql://user:***@127.0.0.1:9" in said[0], output[-3000:]
     assert "Fix:" in said[0] and "RUNNER_STORAGE_URL" in said[0] and "~/.pgpass" in said[0], said[0]
 
 

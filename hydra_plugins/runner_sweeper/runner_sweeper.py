@@ -129,7 +129,7 @@ class RunnerOptunaSweeper(Sweeper):
 
     def run_sweep(self, arguments: list[str]) -> None:
         s = self.settings
-        refuse_a_password_in_the_config(s.storage)  # before anything is written or printed
+        refuse_a_password_in_the_config(s, arguments)  # before anything is written or printed
         fixed, search = space.parse(arguments, dict(s.params or {}))
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
@@ -212,7 +212,7 @@ class RunnerOptunaSweeper(Sweeper):
             train, known = warm_start.known_points(s.warm_start, s.warm_start_top, storage_url,
                                                    [study_storage.redact(o) for o in fixed], search,
                                                    (self.objectives, directions))
-            points += [(point, f"warm start from {s.warm_start}") for point in train]
+            points += [(point, f"warm start from {study_storage.redact(s.warm_start)}") for point in train]
         self.copy_known_points(the_study, known, search)
         for point, origin in points:
             overrides = space.as_overrides(point)
@@ -234,7 +234,9 @@ class RunnerOptunaSweeper(Sweeper):
 
     def copy_known_points(self, the_study: optuna.Study, known: list, search: dict) -> None:
         """A warm start's points of this very config: their values go into the study, nothing is trained again."""
-        origin, copied = f"warm start from {self.settings.warm_start}", 0
+        if not known:
+            return
+        origin, copied = f"warm start from {study_storage.redact(self.settings.warm_start)}", 0
         for entry in known:
             problem = warm_start.check_point(entry.point, search)
             if problem:
@@ -402,15 +404,20 @@ def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_opt
     the_study.set_user_attr("command", study_storage.redact(" ".join(["python -m runner", *sys.argv[1:]])))
 
 
-def refuse_a_password_in_the_config(storage: Optional[str]) -> None:  # noqa: UP045
-    """hydra.sweeper.storage is copied into every trial's .hydra/hydra.yaml (and a command line stays in the shell
-    history and `ps`): a password there is refused in one line; it comes from the environment or ~/.pgpass."""
-    if storage and study_storage.has_password(storage):
-        raise UserError(f"hydra.sweeper.storage={study_storage.redacted(storage)} carries a password, which every "
-                        "trial's .hydra/hydra.yaml would copy (and the shell history and `ps` show). Fix: "
-                        f"export {study_storage.ENVIRONMENT}='{study_storage.redacted(storage)}' with the password "
-                        "in place of *** and leave hydra.sweeper.storage unset (or give it as "
-                        f"{study_storage.without_password(storage)}), or put the password in ~/.pgpass")
+def refuse_a_password_in_the_config(settings: DictConfig, arguments: list[str]) -> None:
+    """The sweeper's settings and the command's overrides are copied into every trial's .hydra/*.yaml (and a
+    command line stays in the shell history and `ps`): a URL with a password there is refused in one line;
+    the password comes from RUNNER_STORAGE_URL or ~/.pgpass."""
+    given = [f"hydra.sweeper.{key}={value}" for key, value in settings.items() if isinstance(value, str)]
+    for override in [*given, *arguments]:
+        if not study_storage.has_password(override):
+            continue
+        key, _, url = override.partition("=")
+        where = ("give it as " if key == "hydra.sweeper.storage" else "set ") + study_storage.without_password(url)
+        raise UserError(f"{key}={study_storage.redacted(url)} carries a password, which every trial's .hydra/*.yaml "
+                        "would copy (and the shell history and `ps` show). Fix: export "
+                        f"{study_storage.ENVIRONMENT}='{study_storage.redacted(url)}' with the password in place of *** "
+                        f"(and leave hydra.sweeper.storage unset, or {where}), or put the password in ~/.pgpass")
 
 
 def default_study_name(name: str, fixed: list[str], search: dict) -> str:

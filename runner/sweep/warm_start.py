@@ -19,7 +19,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from runner.errors import UserError
-from runner.study_storage import redacted, storage_for
+from runner.study_storage import redact, redacted, storage_for
 from runner.sweep.results import best_first
 from runner.sweep.space import canonical
 from runner.sweep.study import COPIED
@@ -45,7 +45,7 @@ def open_source(source: str, storage_url: str | None) -> tuple[optuna.Study, Pat
     names = optuna.get_all_study_names(storage) if storage else []
     name = names[0] if journal.is_file() and len(names) == 1 else source  # a sweep folder holds one study
     if name not in names:
-        raise UserError(f"hydra.sweeper.warm_start={source} is neither a sweep folder nor a study in "
+        raise UserError(f"hydra.sweeper.warm_start={redact(source)} is neither a sweep folder nor a study in "
                         f"{redacted(where or '')} (it holds {', '.join(names) or 'no study'}). Fix: the folder of "
                         "the earlier sweep (outputs/NAME/sweeps/STUDY), or its study name in the same storage")
     folder = Path(source) if Path(source).is_dir() else None
@@ -70,7 +70,7 @@ def known_points(source: str, top: int, storage_url: str | None, fixed: list[str
     """The earlier sweep's best points, as (points to train, points whose values are known here), each
     mismatch said in one line. `objective`: this sweep's (names, directions)."""
     study, folder = open_source(source, storage_url)
-    trials, origin = best_first(study)[:top], f"warm start from {source}"
+    trials, origin = best_first(study)[:top], f"warm start from {redact(source)}"
     differs = settings_differ(study, fixed, origin) + objective_differs(study, *objective)
     dropped = sorted({key for t in trials for key in t.params if key not in space})
     if dropped:
