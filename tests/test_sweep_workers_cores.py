@@ -85,3 +85,12 @@ def test_a_worker_beside_another_takes_half_the_cores_and_leaves_the_plots_to_th
     again = run_cli(args, cwd=workdir)  # now the only worker: the last one out draws them
     assert again.returncode == 0, again.stdout[-3000:]
     assert (sweep_dir / "optimization_history.png").is_file()
+
+
+def test_a_sweep_folder_that_cannot_be_written_is_one_line(tmp_path):
+    from runner.errors import UserError
+
+    (tmp_path / "file").write_text("")
+    refused = r"the sweep folder .*file/sweep cannot be written .*Fix: hydra.sweeper.sweep_dir="
+    with pytest.raises(UserError, match=refused), workers.registered(tmp_path / "file" / "sweep", 1, 60):
+        pass

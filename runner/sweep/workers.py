@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from runner.errors import UserError
+
 SHARERS = "RUNNER_WORKERS_ON_HOST"  # the trial processes sharing this machine's cores (runtime.available_cores)
 FOLDER = ".workers"
 
@@ -70,7 +72,11 @@ class Entry:
 @contextlib.contextmanager
 def registered(sweep_dir: Path, processes: int, heartbeat_seconds: float) -> Iterator[Entry]:
     """This process as a worker of the sweep in `sweep_dir`, running up to `processes` trials at a time."""
-    entry = Entry(sweep_dir, processes, heartbeat_seconds)
+    try:
+        entry = Entry(sweep_dir, processes, heartbeat_seconds)
+    except OSError as error:  # the sweep's first write
+        raise UserError(f"the sweep folder {sweep_dir} cannot be written ({error.strerror or error}). Fix: "
+                        "hydra.sweeper.sweep_dir=A_FOLDER_YOU_CAN_WRITE (or the permissions of that one)") from None
     try:
         yield entry
     finally:
