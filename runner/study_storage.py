@@ -87,6 +87,21 @@ def connection_url(url: str) -> str:
     return secret if secret and "://" in url and not has_password(url) and without_password(secret) == url else url
 
 
+def refuse_passwords(overrides: list[str]) -> None:
+    """The sweeper's settings and the command's overrides are copied into every trial's .hydra/*.yaml (and a
+    command line stays in the shell history and `ps`): a URL with a password there is refused in one line;
+    the password comes from RUNNER_STORAGE_URL or ~/.pgpass."""
+    for override in overrides:
+        if not has_password(override):
+            continue
+        key, _, url = override.partition("=")
+        where = ("give it as " if key == "hydra.sweeper.storage" else "set ") + without_password(url)
+        raise UserError(f"{key}={redacted(url)} carries a password, which every trial's .hydra/*.yaml would copy (and "
+                        f"the shell history and `ps` show). Fix: export {ENVIRONMENT}='{redacted(url)}' with the "
+                        f"password in place of *** (and leave hydra.sweeper.storage unset, or {where}), or put the "
+                        "password in ~/.pgpass")
+
+
 def storage_for(url: str):
     """An Optuna storage from a URL; a plain path (or journal:PATH) is a journal file."""
     import optuna

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import shlex
 import sys
 import warnings
@@ -129,7 +128,8 @@ class RunnerOptunaSweeper(Sweeper):
 
     def run_sweep(self, arguments: list[str]) -> None:
         s = self.settings
-        refuse_a_password_in_the_config(s, arguments)  # before anything is written or printed
+        study_storage.refuse_passwords([*(f"hydra.sweeper.{key}={value}" for key, value in s.items()
+                                          if isinstance(value, str)), *arguments])  # before anything is written
         fixed, search = space.parse(arguments, dict(s.params or {}))
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
@@ -207,13 +207,14 @@ class RunnerOptunaSweeper(Sweeper):
         this search space (their values copied where the config is the same); each one once, whatever the
         number of workers and reruns."""
         s = self.settings
-        points, known = [(dict(point), "hydra.sweeper.enqueue") for point in s.enqueue], []
+        points = [(dict(point), "hydra.sweeper.enqueue") for point in s.enqueue]
         if s.warm_start:
+            origin = f"warm start from {study_storage.redact(s.warm_start)}"
             train, known = warm_start.known_points(s.warm_start, s.warm_start_top, storage_url,
                                                    [study_storage.redact(o) for o in fixed], search,
                                                    (self.objectives, directions))
-            points += [(point, f"warm start from {study_storage.redact(s.warm_start)}") for point in train]
-        self.copy_known_points(the_study, known, search)
+            warm_start.copy_known_points(the_study, known, search, origin)  # values known: not trained again
+            points += [(point, origin) for point in train]
         for point, origin in points:
             overrides = space.as_overrides(point)
             problem = warm_start.check_point(point, search)
@@ -231,23 +232,6 @@ class RunnerOptunaSweeper(Sweeper):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 the_study.enqueue_trial(point, user_attrs={"enqueued": origin}, skip_if_exists=True)
-
-    def copy_known_points(self, the_study: optuna.Study, known: list, search: dict) -> None:
-        """A warm start's points of this very config: their values go into the study, nothing is trained again."""
-        if not known:
-            return
-        origin, copied = f"warm start from {study_storage.redact(self.settings.warm_start)}", 0
-        for entry in known:
-            problem = warm_start.check_point(entry.point, search)
-            if problem:
-                log.warning("%s: %s is left out (%s)", origin, " ".join(space.as_overrides(entry.point)), problem)
-                continue
-            entry.point = {key: space.canonical(key, value, search[key]) for key, value in entry.point.items()}
-            copied += warm_start.copy_known(the_study, entry, search)
-        if copied:
-            log.warning("%s: %d point%s already known with this config (fixed settings, search space, objective): "
-                        "copied into this study with %s values, not trained again (using none of n_trials)", origin,
-                        copied, "s" if copied > 1 else "", "their" if copied > 1 else "its")
 
     def refusal(self, overrides: list[str]) -> str | None:
         """What the runner's own validation says of a trial's config with these overrides (one line), or None."""
@@ -294,7 +278,9 @@ class RunnerOptunaSweeper(Sweeper):
     def run_batch(self, the_study: optuna.Study, trials: list, fixed: list[str], sweep_dir: Path, storage_url: str):
         """Launch the trials through Hydra's launcher and tell the study how each ended."""
         s = self.settings
-        share = self.say_share(workers.sharing(sweep_dir))
+        share = workers.sharing(sweep_dir)
+        if share != self.share:  # workers come and go: said when it changes
+            self.share = workers.say_share(share, OmegaConf.select(self.config, "trainer.num_threads"))
         batch = []
         for trial in trials:
             run_dir = the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
@@ -314,22 +300,6 @@ class RunnerOptunaSweeper(Sweeper):
         for trial, job in zip(trials, returns, strict=True):
             run_dir = sweep_dir / the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
             self.tell(the_study, trial, job, run_dir)
-
-    def say_share(self, share: int) -> int:
-        """Log what each trial takes of this machine's cores, when it changes (workers come and go)."""
-        from hydra.core.utils import env_override
-
-        from runner.runtime import available_cores
-
-        if share != self.share:
-            self.share = share
-            setting = OmegaConf.select(self.config, "trainer.num_threads")
-            with env_override({workers.SHARERS: str(share)}):
-                threads = setting or available_cores()
-            log.info("%d trial process%s of this sweep share this machine's cores: each takes %d threads (%s)",
-                     share, "es" if share > 1 else "", threads, "trainer.num_threads" if setting else
-                     "SLURM's CPUs per task" if os.environ.get("SLURM_CPUS_PER_TASK") else "its share")
-        return share
 
     def tell(self, the_study: optuna.Study, trial, job, run_dir: Path) -> None:
         if job.status == JobStatus.COMPLETED:
@@ -402,22 +372,6 @@ def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_opt
     the_study.set_user_attr("search_space", {key: repr(value) for key, value in search.items()})
     the_study.set_user_attr("fixed_overrides", [study_storage.redact(o) for o in fixed])
     the_study.set_user_attr("command", study_storage.redact(" ".join(["python -m runner", *sys.argv[1:]])))
-
-
-def refuse_a_password_in_the_config(settings: DictConfig, arguments: list[str]) -> None:
-    """The sweeper's settings and the command's overrides are copied into every trial's .hydra/*.yaml (and a
-    command line stays in the shell history and `ps`): a URL with a password there is refused in one line;
-    the password comes from RUNNER_STORAGE_URL or ~/.pgpass."""
-    given = [f"hydra.sweeper.{key}={value}" for key, value in settings.items() if isinstance(value, str)]
-    for override in [*given, *arguments]:
-        if not study_storage.has_password(override):
-            continue
-        key, _, url = override.partition("=")
-        where = ("give it as " if key == "hydra.sweeper.storage" else "set ") + study_storage.without_password(url)
-        raise UserError(f"{key}={study_storage.redacted(url)} carries a password, which every trial's .hydra/*.yaml "
-                        "would copy (and the shell history and `ps` show). Fix: export "
-                        f"{study_storage.ENVIRONMENT}='{study_storage.redacted(url)}' with the password in place of *** "
-                        f"(and leave hydra.sweeper.storage unset, or {where}), or put the password in ~/.pgpass")
 
 
 def default_study_name(name: str, fixed: list[str], search: dict) -> str:

@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution
 from runner.errors import UserError
 from runner.study_storage import redact, redacted, storage_for
 from runner.sweep.results import best_first
-from runner.sweep.space import canonical
+from runner.sweep.space import as_overrides, canonical
 from runner.sweep.study import COPIED
 
 log = logging.getLogger("runner.sweep")
@@ -113,6 +113,22 @@ def objective_differs(study: optuna.Study, names: list[str], directions: list[st
     if [d.name.lower() for d in study.directions] != list(directions) or (theirs and list(theirs) != list(names)):
         return [f"it optimized {', '.join(theirs or [d.name.lower() for d in study.directions])}"]
     return []
+
+
+def copy_known_points(study: optuna.Study, known: list[Known], space: dict[str, BaseDistribution], origin: str) -> None:
+    """A warm start's points of this very config: their values go into the study, nothing is trained again."""
+    copied = 0
+    for entry in known:
+        problem = check_point(entry.point, space)
+        if problem:
+            log.warning("%s: %s is left out (%s)", origin, " ".join(as_overrides(entry.point)), problem)
+            continue
+        entry.point = {key: canonical(key, value, space[key]) for key, value in entry.point.items()}
+        copied += copy_known(study, entry, space)
+    if copied:
+        log.warning("%s: %d point%s already known with this config (fixed settings, search space, objective): "
+                    "copied into this study with %s values, not trained again (using none of n_trials)", origin,
+                    copied, "s" if copied > 1 else "", "their" if copied > 1 else "its")
 
 
 def copy_known(study: optuna.Study, known: Known, space: dict[str, BaseDistribution]) -> bool:

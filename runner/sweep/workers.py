@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from runner.errors import UserError
 
+log = logging.getLogger("runner.sweep")
 SHARERS = "RUNNER_WORKERS_ON_HOST"  # the trial processes sharing this machine's cores (runtime.available_cores)
 FOLDER = ".workers"
 
@@ -117,6 +119,25 @@ def held(path: Path) -> bool:
         return False
     finally:
         os.close(descriptor)
+
+
+def say_share(share: int, num_threads: int | None) -> int:
+    """Log what each trial takes of this machine's cores when `share` trial processes share them; returns share."""
+    from runner.runtime import available_cores
+
+    saved = os.environ.get(SHARERS)
+    os.environ[SHARERS] = str(share)  # as the trial's process will see it (hydra.job.env_set)
+    try:
+        threads = num_threads or available_cores()
+    finally:
+        if saved is None:
+            del os.environ[SHARERS]
+        else:
+            os.environ[SHARERS] = saved
+    log.info("%d trial process%s of this sweep share this machine's cores: each takes %d threads (%s)", share,
+             "es" if share > 1 else "", threads, "trainer.num_threads" if num_threads else
+             "SLURM's CPUs per task" if os.environ.get("SLURM_CPUS_PER_TASK") else "its share")
+    return share
 
 
 def sharing(sweep_dir: Path) -> int:
