@@ -53,7 +53,7 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
     rows, log_probs, labels = [], [], None
     for run_dir, path in members:
         name = relative(path, run_dir)
-        row = evaluate_one(run_dir, settings, path)
+        row = evaluate_one(run_dir, settings, path, stoppable=True)  # a stop signal: between two members
         if row is None:
             raise UserError(f"{path} could not be evaluated. Fix: drop it from the ensemble")
         eval_dir = results.eval_dir_of(run_dir)

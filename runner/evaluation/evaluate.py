@@ -19,7 +19,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint_files, models
+from runner import checkpoint_files, models, stop_signals
 from runner.data import datasets, loaders
 from runner.data.settings import validate as validate_dataset
 from runner.errors import UserError, one_line
@@ -220,17 +220,23 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
         return best
 
 
-def evaluate_one(run_dir: Path, settings: DictConfig, path: Path) -> dict | None:
-    """Evaluate one checkpoint (unless it already is) and return its row; None if unreadable."""
+def evaluate_one(run_dir: Path, settings: DictConfig, path: Path, stoppable: bool = False) -> dict | None:
+    """Evaluate one checkpoint (unless it already is) and return its row; None if unreadable.
+
+    Early stopping and pruning ask between the training loop's updates: the loop has safe points of its own
+    (and under torchrun a stop in rank 0's evaluator alone would leave the others waiting), so a stop signal
+    stops it only when `stoppable` (an ensemble's members)."""
     eval_dir = results.eval_dir_of(run_dir)
     with results.locked(eval_dir):
-        evaluate_pending(run_dir, settings, [path])
+        evaluate_pending(run_dir, settings, [path], stoppable=stoppable)
     return results.find_row(eval_dir, relative(path, run_dir), settings.split, variants.settings_key(settings))
 
 
-def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], strict: bool = False) -> int:
+def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], strict: bool = False,
+                     stoppable: bool = True) -> int:
     """Evaluate the checkpoints in paths that have no row yet for this split and these settings (tta, precision,
-    batch size; strict: see evaluate_checkpoint)."""
+    batch size; strict: see evaluate_checkpoint). Before each one, a stop signal received stops it (unless not
+    `stoppable`): the rows written stay, the rest is for the same command (stop_if_signalled)."""
     from torch.utils.tensorboard import SummaryWriter
 
     eval_dir = results.eval_dir_of(run_dir)
@@ -239,17 +245,27 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
     pending = [p for p in paths if (relative(p, run_dir), settings.split, *key) not in done]
     if not pending:
         return 0
-    evaluated = 0
+    evaluated, last = 0, "none"
     writer = SummaryWriter(tensorboard_folder(run_dir), filename_suffix=".eval")
     try:
         for path in pending:
+            if stoppable:
+                stop_if_signalled(last)
             row = evaluate_checkpoint(path, run_dir, settings, writer, strict)
             if row is not None:
                 results.append_row(eval_dir, row)
-                evaluated += 1
+                evaluated, last = evaluated + 1, row["checkpoint"]
     finally:
         writer.close()
     return evaluated
+
+
+def stop_if_signalled(last: str = "none") -> None:
+    """The evaluator's safe point, between two checkpoints: after a stop signal (SLURM's warning before the time
+    limit, SIGTERM, Ctrl-C; runner/stop_signals.py) Preempted, naming the last checkpoint evaluated."""
+    name = stop_signals.received()
+    if name is not None:
+        raise stop_signals.Preempted(name, last, -1, "during the evaluation")
 
 
 def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict | None:

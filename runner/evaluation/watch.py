@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from runner.errors import UserError
 from runner.evaluation import records, results
-from runner.evaluation.evaluate import evaluate_pending, evaluate_run
+from runner.evaluation.evaluate import evaluate_pending, evaluate_run, stop_if_signalled
 from runner.evaluation.run_dirs import run_checkpoints, run_directory
 
 log = logging.getLogger("runner.evaluate")
@@ -60,4 +60,5 @@ def watch(run_dir: Path, settings: DictConfig) -> dict | None:
         if time.monotonic() - idle_since > 60 * settings.idle_minutes:
             log.warning("no new checkpoint for %s minutes and the run has not finished: stopping", settings.idle_minutes)
             return evaluate_run(run_dir, settings)
+        stop_if_signalled()  # waiting for the next checkpoint: a stop signal stops it at once
         time.sleep(settings.poll_seconds)
