@@ -7,7 +7,7 @@ import pytest
 from runner import checkpoint_files
 from runner.errors import UserError
 from runner.run import train_and_evaluate as train_job
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, run_cli
 from tests.conftest import checkpoint_weights as weights
 
 
@@ -110,3 +110,11 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_refused_in_one_line(
         train_job(compose_config([*TINY, f"resume={path}"]), tmp_path / "b")
     message = str(refused.value)
     assert "\n" not in message and str(path) in message and first in message and "Fix:" in message
+
+
+def test_a_password_in_a_trials_storage_url_is_refused_before_anything_is_written(tmp_path):
+    """sweep.storage given by hand (not by the sweeper, which gives it without the password)."""
+    result = run_cli([*TINY, "sweep.storage=postgresql://user:s3cret@host/db", f"hydra.run.dir={tmp_path / 'run'}"],
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "carries a password" in result.stdout + result.stderr
+    assert "s3cret" not in result.stdout + result.stderr and not (tmp_path / "run").exists()

@@ -125,6 +125,10 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
     validate_optimizer_and_schedule(cfg)
+    if cfg.sweep.storage is not None:  # a password would be copied into the config, run.json, checkpoints, tb
+        from runner.study_storage import refuse_passwords
+
+        refuse_passwords([f"sweep.storage={cfg.sweep.storage}"])
     if cfg.sweep.pruner != "none":  # a sweep trial (optuna is imported only then)
         from runner.study_storage import PRUNERS
 
