@@ -120,6 +120,14 @@ def test_the_members_of_an_ensemble_stop_between_them(run_dir, monkeypatch):
     assert [row["split"] for row in results.read_rows(run_dir / "eval")] == ["val"] * 3 + ["test"]
 
 
+def test_a_watcher_waiting_for_the_run_folder_stops_at_its_next_look(tmp_path, monkeypatch):
+    from runner.evaluation.watch import wait_for_run
+
+    signal_after_rows(monkeypatch, 0)
+    with pytest.raises(Preempted, match="checkpoint none written"):
+        wait_for_run(settings(tmp_path / "not yet", "watch=true", "poll_seconds=0.01", "idle_minutes=0.01"))
+
+
 # ---------------------------------------------------------------------------------------------
 # python -m runner.evaluate, and the signal sent to it
 

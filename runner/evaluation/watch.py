@@ -40,6 +40,7 @@ def wait_for_run(settings: DictConfig) -> Path:
         except UserError:
             if time.monotonic() > deadline:
                 raise
+            stop_if_signalled()
             time.sleep(settings.poll_seconds)
 
 
