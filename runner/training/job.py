@@ -168,7 +168,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
         # stops the others when one process exits first)
         stopped.requeued = distributed.any_process(stopped.requeued, processes)
         if main and not stopped.requeued:
-            log.warning("%s. Resume: continue with the same command and hydra.run.dir=%s", stopped, run_dir)
+            log.warning("%s. Resume with the same command and hydra.run.dir=%s", stopped, run_dir)
         raise
     except KeyboardInterrupt:
         record["status"] = "interrupted: stopped at once by a second Ctrl-C (the checkpoints before are kept)"

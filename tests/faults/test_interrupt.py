@@ -42,7 +42,7 @@ def test_ctrl_c_mid_epoch_finishes_the_step_checkpoints_and_the_rerun_ends_ident
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output[-3000:]
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
-    assert "Ctrl-C" in output and "continue with the same command" in output
+    assert "Ctrl-C" in output and "Resume with the same command" in output
     assert json.loads((stopped_dir / "run.json").read_text())["status"].startswith("interrupted")
     assert len(checkpoint_files.list_preempted(stopped_dir / "checkpoints")) == 1
 
