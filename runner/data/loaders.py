@@ -145,10 +145,11 @@ class DeviceBatches:
 def _seed_worker(worker_id: int) -> None:
     """numpy and random in a worker, seeded from the torch seed the loader gave it.
 
-    A worker ignores Ctrl-C and the stop signals: a terminal's Ctrl-C (or SLURM's SIGTERM) reaches every
-    process of the job, and the trainer, which stops after its step and checkpoints, still needs its
-    workers until then; it shuts them down itself (and they exit if it dies)."""
-    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+    A worker ignores Ctrl-C and SLURM's USR1 warning: a terminal's Ctrl-C (and `scancel --signal=USR1`)
+    reaches every process of the job, and the trainer, which stops after its step and checkpoints, still
+    needs its workers until then; it shuts them down itself (and they exit if it dies). Not SIGTERM:
+    that is how Python ends its worker processes at exit, and an ignored one would hang the exit."""
+    for name in ("SIGINT", "SIGUSR1"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
