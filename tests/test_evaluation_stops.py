@@ -207,3 +207,20 @@ def test_usr1_to_a_watcher_waiting_for_checkpoints_stops_it_without_requeueing_t
     assert stopped.returncode == 75, output[-3000:]
     assert "Traceback" not in output and len([line for line in output.splitlines() if "stopped by" in line]) == 1
     assert not (tmp_path / "scontrol.log").exists()
+
+
+def test_a_signal_during_the_evaluation_after_training_records_the_stop_and_the_rerun_evaluates_the_rest(
+        tmp_path, monkeypatch):
+    import json
+
+    cfg = compose_config([*TINY, "trainer.epochs=3", "evaluate.after_training=true"])
+    with monkeypatch.context() as patch:
+        signal_after_rows(patch, 1)
+        with pytest.raises(Preempted):
+            train_job(cfg, tmp_path / "run")
+    status = json.loads((tmp_path / "run" / "run.json").read_text())["status"]
+    assert status.startswith("preempted: stopped by SIGUSR1 during the evaluation"), status
+    assert len(results.read_rows(tmp_path / "run" / "eval")) == 1
+    train_job(cfg, tmp_path / "run")  # the requeued job: the run is finished, the evaluation goes on
+    assert len(results.read_rows(tmp_path / "run" / "eval")) == 3
+    assert (tmp_path / "run" / "eval" / "best.json").is_file()

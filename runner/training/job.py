@@ -75,11 +75,10 @@ def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None
                       "parameters": models.count_parameters(model)[0]}
             figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
                                        validation_metric, best_checkpoint, stop_early, processes)
-            best = evaluate() if evaluate is not None and processes.is_main else None
+            best = evaluate_after_training(evaluate, run_dir, record, processes)
             if processes.is_main:
                 write_hparams(cfg, run_dir, figures, best)
                 print_summary(run_dir, best, cfg.evaluate.metric)
-            distributed.barrier(processes)  # the others wait while rank 0 evaluates: every sample exactly once
             return {"train": figures, "best": best}
     finally:
         distributed.teardown(processes)
@@ -182,6 +181,32 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             writer.close()
             record["end_time"] = provenance.now()
             provenance.write_run_json(run_dir, record)
+
+
+def evaluate_after_training(evaluate, run_dir: Path, record: dict, processes: distributed.Processes) -> dict | None:
+    """Rank 0 evaluates while the others wait (every sample exactly once). A stop signal between two of its
+    checkpoints (Preempted, the rows so far kept) stops every process: run.json says so, the job requeues,
+    and the requeued (finished) run evaluates the rest."""
+    best, stopped = None, None
+    if evaluate is not None and processes.is_main:
+        try:
+            best = evaluate()
+        except Preempted as error:
+            stopped = error
+    if not distributed.any_process(stopped is not None, processes):  # also the others' wait for rank 0
+        return best
+    if stopped is None:  # not rank 0
+        stopped = Preempted(stop_signals.received() or "a stop signal", "none", -1, "during rank 0's evaluation")
+    if processes.is_main:
+        record["status"] = f"{'interrupted' if stopped.by_user else 'preempted'}: {stopped}"
+        record["end_time"] = provenance.now()
+        provenance.write_run_json(run_dir, record)
+        stopped.requeued = not stopped.by_user and requeue_slurm_job()
+    stopped.requeued = distributed.any_process(processes.is_main and stopped.requeued, processes)
+    if processes.is_main and not stopped.requeued:
+        log.warning("%s. The rest of the evaluation: Resume with the same command and hydra.run.dir=%s", stopped,
+                    run_dir)
+    raise stopped
 
 
 def refuse_to_go_on_after_a_stop_signal(figures: dict, run_dir: Path, processes: distributed.Processes) -> None:
