@@ -55,10 +55,11 @@ class StopRequest:
         if self.received is None:
             self.received = name
             if name == "SIGINT":
-                log.warning("Ctrl-C: stopping at the next safe point (after this step: a checkpoint); Ctrl-C again "
-                            "stops at once")
+                log.warning("Ctrl-C: stopping at the next safe point (training: after this step, with a "
+                            "checkpoint; evaluation: after this checkpoint); Ctrl-C again stops at once")
             else:
-                log.warning("received %s: stopping at the next safe point (after this step: a checkpoint)", name)
+                log.warning("received %s: stopping at the next safe point (training: after this step, with a "
+                            "checkpoint; evaluation: after this checkpoint)", name)
 
 
 _request = StopRequest()  # the process's one request: a signal during start-up is still there in the loop
@@ -101,7 +102,8 @@ class Preempted(Exception):
 
     def __init__(self, signal_name: str, checkpoint: str, step: int, moment: str | None = None):
         by = "Ctrl-C" if signal_name == "SIGINT" else signal_name
-        super().__init__(f"stopped by {by} {moment or f'at step {step}'}: checkpoint {checkpoint} written")
+        saved = f"checkpoint {checkpoint} written" if checkpoint != "none" else "nothing new to save"
+        super().__init__(f"stopped by {by} {moment or f'at step {step}'}: {saved}")
         self.signal_name, self.checkpoint, self.step = signal_name, checkpoint, step
         self.requeued = False
 

@@ -90,7 +90,7 @@ def test_a_signal_after_the_first_row_stops_before_the_second_checkpoint_and_the
 
 def test_a_signal_before_the_evaluation_stops_before_the_first_checkpoint(run_dir, monkeypatch):
     signal_after_rows(monkeypatch, 0, "SIGTERM")
-    with pytest.raises(Preempted, match="stopped by SIGTERM during the evaluation: checkpoint none written"):
+    with pytest.raises(Preempted, match="stopped by SIGTERM during the evaluation: nothing new to save"):
         evaluate(settings(run_dir, "split=test"))  # the look at test evaluates on val first
     assert evaluated(run_dir) == [] and predictions(run_dir) == []
     assert not (run_dir / "eval" / "test_ledger.jsonl").exists()
@@ -124,7 +124,7 @@ def test_a_watcher_waiting_for_the_run_folder_stops_at_its_next_look(tmp_path, m
     from runner.evaluation.watch import wait_for_run
 
     signal_after_rows(monkeypatch, 0)
-    with pytest.raises(Preempted, match="checkpoint none written"):
+    with pytest.raises(Preempted, match="nothing new to save"):
         wait_for_run(settings(tmp_path / "not yet", "watch=true", "poll_seconds=0.01", "idle_minutes=0.01"))
 
 
