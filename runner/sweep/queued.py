@@ -19,7 +19,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.errors import UserError
-from runner.sweep.space import canonical
+from runner.sweep.space import canonical, check_point
 from runner.sweep.study import REFUSED, note, run_folder
 
 log = logging.getLogger("runner.sweep")
@@ -66,13 +66,9 @@ def problem_of(study: optuna.Study, trial: FrozenTrial, search: dict[str, BaseDi
     given = attrs.get("fixed_params", {})
     if not isinstance(given, dict) or not all(isinstance(key, str) for key in given):
         return f"its fixed_params {shorten(given)} are not a mapping of parameter names to values"
-    for key, value in given.items():
-        if key not in search:
-            return f"its parameter {key} is not in the search space ({', '.join(search)})"
-        try:
-            canonical(key, value, search[key])
-        except ValueError as error:
-            return str(error)
+    why = check_point(given, search, naming="its parameter ")
+    if why is not None:
+        return why
     for key, value in attrs.items():
         if key.startswith("runner:") and key not in RETRY_ATTRS:
             return f"it carries {key}={shorten(value)}, which the runner sets only on a trial it has run"

@@ -193,3 +193,16 @@ def narrowed(space: dict[str, BaseDistribution], top_params: list[dict]) -> dict
             interval = f"interval({new_low:.4g}, {new_high:.4g})"
         suggestion[key] = f"tag(log, {interval})" if log else interval
     return suggestion
+
+
+def check_point(point: dict, space: dict, naming: str = "") -> str | None:
+    """Why a point (parameter -> value) cannot be a trial of this search space, or None; `naming` goes before
+    the name of a parameter the space lacks ("its parameter ")."""
+    for key, value in point.items():
+        if key not in space:
+            return f"{naming}{key} is not in the search space ({', '.join(space)})"
+        try:
+            canonical(key, value, space[key])
+        except ValueError as error:
+            return str(error)
+    return None

@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution
 from runner.errors import UserError
 from runner.study_storage import redact, redacted, storage_for
 from runner.sweep.results import best_first
-from runner.sweep.space import as_overrides, canonical
+from runner.sweep.space import as_overrides, canonical, check_point
 from runner.sweep.study import COPIED
 
 log = logging.getLogger("runner.sweep")
@@ -144,13 +144,3 @@ def copy_known(study: optuna.Study, known: Known, space: dict[str, BaseDistribut
     return True
 
 
-def check_point(point: dict, space: dict[str, BaseDistribution]) -> str | None:
-    """Why a point cannot be a trial of this search space, or None."""
-    for key, value in point.items():
-        if key not in space:
-            return f"{key} is not in the search space ({', '.join(space)})"
-        try:
-            canonical(key, value, space[key])
-        except ValueError as error:
-            return str(error)
-    return None
