@@ -12,7 +12,13 @@ from runner.errors import UserError
 
 def cli(argv: list[str] | None = None) -> None:
     """`python -m runner.compare` and the `runner-compare` console command."""
-    from runner.evaluation.compare import compare, curves_png, disagreements_png, report, trials_of
+    from runner.evaluation.comparison import (
+        compare,
+        curves_png,
+        disagreements_png,
+        report,
+        trials_of,
+    )
     from runner.io import write_text_atomic
 
     args = sys.argv[1:] if argv is None else argv

@@ -29,7 +29,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 def evaluate(settings: DictConfig) -> dict | None:
     """What `python -m runner.evaluate` does with its settings: an ensemble, a watch, or one run."""
     from runner.evaluation.ensemble import evaluate_ensemble
-    from runner.evaluation.evaluate import evaluate_run
+    from runner.evaluation.evaluator import evaluate_run
     from runner.evaluation.run_dirs import run_directory
     from runner.evaluation.watch import wait_for_run, watch
 

@@ -100,7 +100,7 @@ def override_value(value) -> str:
 
 def evaluate_after_training(run_dir: Path, cfg: DictConfig) -> dict | None:
     """A separate step, as `python -m runner.evaluate run_dir=...` would do it."""
-    from runner.evaluation.evaluate import evaluate_run
+    from runner.evaluation.evaluator import evaluate_run
 
     return evaluate_run(run_dir, evaluation_settings(cfg))
 
@@ -109,7 +109,7 @@ def early_stop(run_dir: Path, cfg: DictConfig, path: Path) -> str | None:
     """After the checkpoint at path: evaluate it (unless the watcher has), then ask trainer.early_stopping."""
     from runner.evaluation import results
     from runner.evaluation.early_stopping import stop_reason
-    from runner.evaluation.evaluate import evaluate_one
+    from runner.evaluation.evaluator import evaluate_one
 
     settings = evaluation_settings(cfg)
     evaluate_one(run_dir, settings, path)
@@ -135,7 +135,7 @@ def evaluation_settings(cfg: DictConfig) -> DictConfig:
 
 def validation_metric(run_dir: Path, cfg: DictConfig, path: Path) -> float:
     """One checkpoint's evaluate.metric on the validation split, by the offline evaluator."""
-    from runner.evaluation.evaluate import evaluate_one
+    from runner.evaluation.evaluator import evaluate_one
 
     row = evaluate_one(run_dir, OmegaConf.merge(evaluation_settings(cfg), {"split": "val"}), path)
     if row is None:

@@ -34,7 +34,7 @@ def copy_of_the_project(tmp_path: Path) -> Path:
     ("runner/evaluation/metrics.py", "runner.training.loop", "runner.evaluation.metrics -> runner.training.loop"),
     # anything but the Hydra plugin importing the sweeper
     ("runner/run.py", "runner.sweep.study", "runner.run -> runner.sweep.study"),
-    # metrics <- evaluate <- ensemble, and now metrics -> ensemble
+    # metrics <- evaluator <- ensemble, and now metrics -> ensemble
     ("runner/evaluation/metrics.py", "runner.evaluation.ensemble", "No import cycles between modules or packages BROKEN"),
 ])
 def test_a_planted_bad_import_is_caught_and_named(module, planted, named, tmp_path):

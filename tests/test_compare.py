@@ -68,7 +68,7 @@ def compare_md(*args: str) -> str:
 def test_one_setting_changed_is_named_and_the_paired_test_comes_from_the_saved_predictions(three_runs, tmp_path):
     text = compare_md(str(three_runs / "sweep/a"), str(three_runs / "sweep/b"), f"out={tmp_path}")
     assert "| optimizer.lr | 0.0003 | 0.003 |" in text and "change one thing at a time" not in text
-    from runner.evaluation.compare import best_predictions
+    from runner.evaluation.comparison import best_predictions
 
     _, a_pred, labels = best_predictions(three_runs / "sweep/a")
     _, b_pred, _ = best_predictions(three_runs / "sweep/b")
@@ -93,7 +93,7 @@ def test_runs_evaluated_on_other_samples_are_refused(three_runs, tmp_path, capsy
 
 
 def test_a_sweep_folder_compares_its_best_trial_with_the_runner_up(three_runs, tmp_path):
-    from runner.evaluation.compare import trials_of
+    from runner.evaluation.comparison import trials_of
 
     values = {run: json.loads((three_runs / "sweep" / run / "eval/best.json").read_text())["value"] for run in "abcd"}
     runner_up, best = trials_of(three_runs / "sweep")

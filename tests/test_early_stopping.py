@@ -38,7 +38,7 @@ def test_the_reason_names_the_best_and_what_came_after():
 
 
 def test_training_stops_on_a_constructed_metric_sequence_and_a_rerun_stays_stopped(tmp_path, monkeypatch, caplog):
-    import runner.evaluation.evaluate as evaluator
+    import runner.evaluation.evaluator as evaluator
 
     sequence = [0.3, 0.5, 0.45, 0.5, 0.4, 0.9, 0.9, 0.9]  # no improvement after epoch 2 for 3 checkpoints: stop at 5
 

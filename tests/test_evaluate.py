@@ -17,7 +17,7 @@ from runner.data import datasets, loaders
 from runner.errors import UserError
 from runner.evaluate import evaluate
 from runner.evaluation import results
-from runner.evaluation.evaluate import assert_eval_mode, evaluate_run, predict
+from runner.evaluation.evaluator import assert_eval_mode, evaluate_run, predict
 from runner.evaluation.results import read_rows
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, cli_env, compose_config
@@ -373,7 +373,7 @@ def test_top5_is_left_out_where_it_says_nothing(tmp_path, capsys):
 
 
 def test_flip_tta_that_lowers_accuracy_is_named_with_its_figures(caplog):
-    from runner.evaluation.evaluate import warn_if_flipping_hurts
+    from runner.evaluation.evaluator import warn_if_flipping_hurts
 
     def row(epoch, tta, top1):
         return {"checkpoint": f"checkpoints/epoch-000{epoch}.pt", "epoch": epoch, "split": "val", "tta": tta, "top1": top1}
@@ -410,7 +410,7 @@ def test_a_confusion_matrix_of_many_classes_shows_the_most_confused_ones(tmp_pat
 def test_a_run_builds_its_split_once_and_uses_the_trainers_workers_and_micro_batch(trained, tmp_path, monkeypatch):
     """Large eval batches are slower on a CPU (about 260 vs 470 images/s at 256 vs 32 for the ConvNet at 128 px):
     by default the evaluator takes the micro-batch the run trained with, which fits the device's memory."""
-    import runner.evaluation.evaluate as evaluator
+    import runner.evaluation.evaluator as evaluator
 
     run_dir = fresh_copy(trained, tmp_path)
     evaluator.built_split.cache_clear()

@@ -23,7 +23,7 @@ import pytest
 from runner import stop_signals
 from runner.evaluate import evaluate
 from runner.evaluation import results
-from runner.evaluation.evaluate import evaluate_one
+from runner.evaluation.evaluator import evaluate_one
 from runner.run import train_and_evaluate as train_job
 from runner.stop_signals import Preempted
 from tests.conftest import TINY, cli_env, compose_config, run_cli

@@ -14,7 +14,7 @@ import pytest
 
 from runner import checkpoint_files
 from runner.errors import UserError
-from runner.evaluation.evaluate import evaluate_run
+from runner.evaluation.evaluator import evaluate_run
 from runner.run import train_and_evaluate
 from tests.conftest import TINY, compose_config, run_cli
 

@@ -94,7 +94,7 @@ def highest_loss_section(setup, splits: dict, names: list[str], path: str) -> tu
     import torch
 
     from runner import checkpoint_files
-    from runner.evaluation.evaluate import build_model
+    from runner.evaluation.evaluator import build_model
 
     state = checkpoint_files.load(Path(path))
     model = build_model(state["config"], state, Path(path), torch.device("cpu"), list(setup.cfg.evaluate.trust))

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
 from runner.evaluation import metrics, predictions, results, variants
-from runner.evaluation.evaluate import evaluate_one, evaluate_run
+from runner.evaluation.evaluator import evaluate_one, evaluate_run
 from runner.evaluation.run_dirs import run_directory
 from runner.io import write_json_atomic
 from runner.run_folders import relative

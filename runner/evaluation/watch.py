@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from runner.errors import UserError
 from runner.evaluation import records, results
-from runner.evaluation.evaluate import evaluate_pending, evaluate_run, stop_if_signalled
+from runner.evaluation.evaluator import evaluate_pending, evaluate_run, stop_if_signalled
 from runner.evaluation.run_dirs import run_checkpoints, run_directory
 
 log = logging.getLogger("runner.evaluate")

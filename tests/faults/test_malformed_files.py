@@ -274,7 +274,7 @@ def quick_figures(monkeypatch):
     """compare's figures are drawn but not rendered to PNG: the files they are drawn from are what is tested."""
     import matplotlib.pyplot as plt
 
-    from runner.evaluation import compare
+    from runner.evaluation import comparison as compare
 
     monkeypatch.setattr(compare, "save_png", lambda figure, path: (plt.close(figure), Path(path).write_bytes(b"png")))
 

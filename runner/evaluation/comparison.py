@@ -199,7 +199,7 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
     one whose module is trusted (see runner/trust.py); otherwise no figure (False).
     """
     from runner.data.transforms import channel_stats, denormalize
-    from runner.evaluation.evaluate import split_dataset
+    from runner.evaluation.evaluator import split_dataset
     from runner.trust import require_trusted
 
     config = saved_config(run_of(result["b"]))  # resolved: .hydra/config.yaml keeps its interpolations
