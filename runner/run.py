@@ -1,7 +1,8 @@
 """One run of `python -m runner`: the training job, then the offline evaluator on its checkpoints.
 
 The stages meet here and nowhere else: training (runner/training/) never imports the checks
-or the evaluator; it receives them as functions. What this returns is what a sweep optimizes.
+or the evaluator; it receives them as hooks (`hooks_for`; runner/training/hooks.py says when each
+runs). What this returns is what a sweep optimizes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from runner.config import validate
 from runner.errors import UserError
 from runner.training import processes
+from runner.training.hooks import Hooks
 from runner.training.job import train_job
 from runner.trust import module_of
 
@@ -31,18 +33,22 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path, entry_checks: dict | None
     validate(cfg)
     watcher = start_watcher(cfg, run_dir) if cfg.evaluate.during_training else None
     try:
-        return train_job(
-            cfg, run_dir,
-            preflight=((lambda splits, device: preflight(cfg, run_dir, splits, device, entry_checks))
-                       if cfg.checks.preflight else None),
-            validation_metric=lambda path: validation_metric(run_dir, cfg, path),
-            evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
-            best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
-            stop_early=(lambda path: early_stop(run_dir, cfg, path)) if cfg.trainer.early_stopping.patience else None,
-        )
+        return train_job(cfg, run_dir, hooks_for(cfg, run_dir, entry_checks))
     finally:
         if watcher is not None:
             stop_watcher(watcher)
+
+
+def hooks_for(cfg: DictConfig, run_dir: Path, entry_checks: dict | None) -> Hooks:
+    """The checks and the evaluator, as training calls them (runner/training/hooks.py says when)."""
+    return Hooks(
+        preflight=((lambda splits, device: preflight(cfg, run_dir, splits, device, entry_checks))
+                   if cfg.checks.preflight else None),
+        best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
+        validation_metric=lambda path: validation_metric(run_dir, cfg, path),
+        stop_early=(lambda path: early_stop(run_dir, cfg, path)) if cfg.trainer.early_stopping.patience else None,
+        evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
+    )
 
 
 # what a start writes before the run's own record (run.json): Hydra's, the log, the lock, the provenance's diff

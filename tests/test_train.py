@@ -292,7 +292,7 @@ def test_a_digits_run_needs_no_torchvision_to_start(tmp_path):
 def test_the_first_batch_grid_equals_torchvisions_make_grid():
     from torchvision.utils import make_grid
 
-    from runner.training.loop import image_grid
+    from runner.training.meter import image_grid
 
     for images in (torch.rand(16, 3, 11, 13), torch.rand(6, 1, 8, 8)):
         assert torch.equal(image_grid(images, per_row=4), make_grid(images, nrow=4, pad_value=1.0))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,61 +26,58 @@ from runner.stop_signals import Preempted, requeue_slurm_job
 from runner.training import distributed, run_lock
 from runner.training.checkpoint import find_resume_state, refuse_weights_that_do_not_fit
 from runner.training.describe import hydra_overrides
+from runner.training.hooks import NO_HOOKS, Hooks
 from runner.training.loop import fit
 
 log = logging.getLogger(__name__)
 
-Preflight = Callable[[dict, torch.device], None]  # (the splits, the device) -> None; raises to stop
 
+def train_job(cfg: DictConfig, run_dir: Path, hooks: Hooks = NO_HOOKS) -> dict:
+    """Train in run_dir; returns {"train": last epoch's figures, "best": what hooks.evaluate returned}.
 
-def train_job(cfg: DictConfig, run_dir: Path, preflight: Preflight | None = None,
-              validation_metric: Callable[[Path], float] | None = None,
-              evaluate: Callable[[], dict | None] | None = None,
-              best_checkpoint: Callable[[], Path | None] | None = None,
-              stop_early: Callable[[Path], str | None] | None = None) -> dict:
-    """Train in run_dir; returns {"train": last epoch's figures, "best": what `evaluate` returned}.
-
-    `cfg` has passed `runner.config.validate`. The later stages come in as functions, so that
-    training never imports them (runner/run.py passes them): `preflight(splits, device)` runs
-    before the first step, `validation_metric(path)` measures a checkpoint for a sweep's pruner,
-    `evaluate()` runs after training, `best_checkpoint()` names the checkpoint retention must keep,
-    `stop_early(path)` says why to stop after a checkpoint (or None). Under torchrun every process runs this; rank 0 alone logs,
-    writes and evaluates.
+    `cfg` has passed `runner.config.validate`. The other stages come in as `hooks` (training/hooks.py:
+    before training, after each checkpoint, after the run), so that training never imports them
+    (runner/run.py fills them). Under torchrun every process runs this; rank 0 alone logs, writes and
+    calls the hooks.
     """
     processes = distributed.from_environment()
     if not processes.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one log: rank 0's
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # held before anything is written: a second trainer on this folder is refused here
         with run_lock.holding(run_dir) if processes.is_main else contextlib.nullcontext():
-            # held before anything is written: a second trainer on this folder is refused here
-            remove_stale_temporaries(run_dir)  # run.json or git.diff of an attempt killed mid-write
-            git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if processes.is_main else None
-            device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))
-            log.info("%d CPU threads (trainer.num_threads)", use_threads(cfg.trainer.num_threads))
-            splits, screening = datasets.build_screened_splits(cfg.dataset)
-            log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-            if processes.is_main:
-                write_skipped_images(run_dir, screening)
-            if preflight is not None and processes.is_main:
-                preflight(splits, device)
-            seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
-            model = build_model(cfg, splits["train"])
-            refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
-            resume_state, resumed_from = find_resume_state(cfg, run_dir)
-            if resume_state is not None:
-                refuse_weights_that_do_not_fit(resume_state, model, resumed_from)
-            record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
-                      "parameters": models.count_parameters(model)[0]}
-            figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record,
-                                       validation_metric, best_checkpoint, stop_early, processes)
-            best = evaluate_after_training(evaluate, run_dir, record, processes)
-            if processes.is_main:
-                write_hparams(cfg, run_dir, figures, best)
-                print_summary(run_dir, best, cfg.evaluate.metric)
-            return {"train": figures, "best": best}
+            return train_in_locked_folder(cfg, run_dir, hooks, processes)
     finally:
         distributed.teardown(processes)
+
+
+def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, processes: distributed.Processes) -> dict:
+    """Record, build, resume, fit, evaluate, report: the job, with the run folder to itself."""
+    main = processes.is_main
+    remove_stale_temporaries(run_dir)  # run.json or git.diff of an attempt killed mid-write
+    git = provenance.record_git(run_dir, Path.cwd(), cfg.require_clean_git) if main else None
+    device = distributed.setup(processes, pick_device(str(cfg.trainer.device), key="trainer.device"))
+    log.info("%d CPU threads (trainer.num_threads)", use_threads(cfg.trainer.num_threads))
+    splits, screening = datasets.build_screened_splits(cfg.dataset)
+    log.info("dataset %s: %s", cfg.dataset.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    if main:
+        write_skipped_images(run_dir, screening)
+        hooks.run_preflight(splits, device)
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
+    model = build_model(cfg, splits["train"])
+    refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
+    resume_state, resumed_from = find_resume_state(cfg, run_dir)
+    if resume_state is not None:
+        refuse_weights_that_do_not_fit(resume_state, model, resumed_from)
+    record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
+              "parameters": models.count_parameters(model)[0]}
+    figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record, hooks, processes)
+    best = evaluate_after_training(hooks, run_dir, record, processes)
+    if main:
+        write_hparams(cfg, run_dir, figures, best)
+        print_summary(run_dir, best, cfg.evaluate.metric)
+    return {"train": figures, "best": best}
 
 
 def write_skipped_images(run_dir: Path, screening: Screening) -> None:
@@ -137,8 +133,7 @@ def run_record(cfg: DictConfig, git: dict | None, device: torch.device, resumed_
 
 
 def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, resume_state: dict | None,
-                     record: dict, validation_metric, best_checkpoint, stop_early,
-                     processes: distributed.Processes) -> dict:
+                     record: dict, hooks: Hooks, processes: distributed.Processes) -> dict:
     """fit() inside the run's record: run.json says running, then finished, preempted, pruned or failed."""
     main = processes.is_main
     trial = None
@@ -147,27 +142,22 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
 
         trial = TrialLink(cfg.sweep)
         record["sweep"] = trial.record()
+        if hooks.validation_metric is not None:
+            hooks = hooks.with_pruning(trial.pruning_callback(hooks.validation_metric, cfg.trainer.epochs))
     if main:
         provenance.write_run_json(run_dir, record)
     writer = open_tensorboard(cfg, run_dir, fresh=resume_state is None) if main else None
     try:
         with trial or contextlib.nullcontext():
-            on_checkpoint = trial and validation_metric and trial.pruning_callback(validation_metric, cfg.trainer.epochs)
             figures = fit(cfg, run_dir, train_set, model, device, writer,
-                          {"git": record["git"], "environment": record["environment"]}, resume_state, on_checkpoint,
-                          processes, best_checkpoint, stop_early)
+                          {"git": record["git"], "environment": record["environment"]}, resume_state, processes,
+                          hooks)
         refuse_to_go_on_after_a_stop_signal(figures, run_dir, processes)
         record["epochs_done"] = figures.get("epoch")
         record["status"] = "finished"
         return figures
     except Preempted as stopped:
-        record["status"] = f"{'interrupted' if stopped.by_user else 'preempted'}: {stopped}"
-        stopped.requeued = main and not stopped.by_user and requeue_slurm_job()
-        # every process waits for rank 0's checkpoint and requeue, and exits as it does (torchrun's agent
-        # stops the others when one process exits first)
-        stopped.requeued = distributed.any_process(stopped.requeued, processes)
-        if main and not stopped.requeued:
-            log.warning("%s. Resume with the same command and hydra.run.dir=%s", stopped, run_dir)
+        stop_for_the_signal(stopped, run_dir, record, processes)
         raise
     except KeyboardInterrupt:
         record["status"] = "interrupted: stopped at once by a second Ctrl-C (the checkpoints before are kept)"
@@ -183,30 +173,38 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
             provenance.write_run_json(run_dir, record)
 
 
-def evaluate_after_training(evaluate, run_dir: Path, record: dict, processes: distributed.Processes) -> dict | None:
+def evaluate_after_training(hooks: Hooks, run_dir: Path, record: dict, processes: distributed.Processes) -> dict | None:
     """Rank 0 evaluates while the others wait (every sample exactly once). A stop signal between two of its
     checkpoints (Preempted, the rows so far kept) stops every process: run.json says so, the job requeues,
     and the requeued (finished) run evaluates the rest."""
     best, stopped = None, None
-    if evaluate is not None and processes.is_main:
+    if processes.is_main:
         try:
-            best = evaluate()
+            best = hooks.run_evaluation()
         except Preempted as error:
             stopped = error
     if not distributed.any_process(stopped is not None, processes):  # also the others' wait for rank 0
         return best
     if stopped is None:  # not rank 0
         stopped = Preempted(stop_signals.received() or "a stop signal", "none", -1, "during rank 0's evaluation")
-    if processes.is_main:
-        record["status"] = f"{'interrupted' if stopped.by_user else 'preempted'}: {stopped}"
-        record["end_time"] = provenance.now()
-        provenance.write_run_json(run_dir, record)
-        stopped.requeued = not stopped.by_user and requeue_slurm_job()
-    stopped.requeued = distributed.any_process(processes.is_main and stopped.requeued, processes)
-    if processes.is_main and not stopped.requeued:
-        log.warning("%s. The rest of the evaluation: Resume with the same command and hydra.run.dir=%s", stopped,
-                    run_dir)
+    stop_for_the_signal(stopped, run_dir, record, processes, what_is_left="The rest of the evaluation: ")
     raise stopped
+
+
+def stop_for_the_signal(stopped: Preempted, run_dir: Path, record: dict, processes: distributed.Processes,
+                        what_is_left: str = "") -> None:
+    """After a stop signal, in every process alike: run.json says interrupted (Ctrl-C) or preempted, rank 0
+    requeues the SLURM job unless the user stopped it, and every process learns whether it did and exits as
+    rank 0 does (torchrun's agent stops the others when one process exits first); unrequeued, the log says
+    how to resume."""
+    main = processes.is_main
+    record["status"] = f"{'interrupted' if stopped.by_user else 'preempted'}: {stopped}"
+    record["end_time"] = provenance.now()
+    if main:  # written before the requeue, which may end this job
+        provenance.write_run_json(run_dir, record)
+    stopped.requeued = distributed.any_process(main and not stopped.by_user and requeue_slurm_job(), processes)
+    if main and not stopped.requeued:
+        log.warning("%s. %sResume with the same command and hydra.run.dir=%s", stopped, what_is_left, run_dir)
 
 
 def refuse_to_go_on_after_a_stop_signal(figures: dict, run_dir: Path, processes: distributed.Processes) -> None:

@@ -1,13 +1,13 @@
 """The micro-batches of each learning batch, as the training loop of `python -m runner` consumes them.
 
-    for window in learning_batches(loader, skip, samples_per_epoch, batch_size, processes, meter):
-        for x, y, last in window.micro_batches:   # last: this process's final micro-batch
+    for batch in learning_batches(loader, skip, samples_per_epoch, batch_size, processes, meter):
+        for x, y, last in batch.micro_batches:    # last: this process's final micro-batch
             ...                                   # forward, backward (accumulate)
-        ...                                       # one optimizer update
+        ...                                       # one optimizer update (training/loop.py: train_step)
 
-A learning batch ("window") is `batch_size` consecutive samples of the epoch's order (the last
-one may be smaller); with several processes each takes its share of every window. The sampler
-deals the order so that micro-batches never straddle two windows (config validation requires
+A learning batch is `batch_size` consecutive samples of the epoch's order (the last one may be
+smaller); with several processes each takes its share of every learning batch. The sampler deals
+the order so that micro-batches never straddle two learning batches (config validation requires
 batch_size to be a multiple of micro_batch_size times the processes).
 """
 
@@ -21,7 +21,7 @@ from runner.training.distributed import Processes
 
 
 @dataclass
-class Window:
+class LearningBatch:
     start: int  # the position of its first sample in the epoch's order (all processes together)
     size: int  # samples in the whole learning batch (all processes together)
     micro_batches: Iterator  # (x, y, last) of this process's share
@@ -32,16 +32,16 @@ class Window:
 
 
 def learning_batches(loader, skip: int, samples_per_epoch: int, batch_size: int, processes: Processes,
-                     meter) -> Iterator[Window]:
-    """The epoch's windows from sample `skip` on; the time spent waiting for data goes to meter.data_wait."""
+                     meter) -> Iterator[LearningBatch]:
+    """The epoch's learning batches from sample `skip` on; the time spent waiting for data goes to meter.data_wait."""
     batches = timed(iter(loader), meter)
     start = skip
     while start < samples_per_epoch:
         size = min(batch_size, samples_per_epoch - start)
         share = len(range(processes.rank, size, processes.world_size))
-        yield Window(start, size, share_of(batches, share))
+        yield LearningBatch(start, size, share_of(batches, share))
         start += size
-    for _ in batches:  # the sampler and the windows must agree: never train on a sample twice or drop one
+    for _ in batches:  # the sampler and the learning batches must agree: never train on a sample twice or drop one
         raise RuntimeError(f"the loader yields more than the {samples_per_epoch - skip} samples of this epoch")
 
 

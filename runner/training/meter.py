@@ -1,8 +1,10 @@
-"""What a training run of `python -m runner` reports: the plan, the progress bar, each log interval's figures.
+"""What a training run of `python -m runner` reports: the plan, the first batch, the progress bar, each log
+interval's figures.
 
-The figures of an interval (every `trainer.log_every_steps` updates): sums stay on the device and are read back once per interval (`read`, the one host-device sync
-of the loop); counts and times stay on the host. `read` also stops the run at the first
-non-finite loss or gradient, before any checkpoint could save such weights.
+The figures of an interval (every `trainer.log_every_steps` updates): sums stay on the device and are
+read back once per interval (`read`, the one host-device sync of the loop); counts and times stay on
+the host. `read` also stops the run at the first non-finite loss or gradient, before any checkpoint
+could save such weights.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import time
 import torch
 from tqdm import tqdm
 
+from runner.data.transforms import channel_stats, denormalize
 from runner.errors import UserError
+from runner.models import has_batch_norm
+from runner.runtime import random_state_kept
 from runner.training.distributed import all_sum
 
-log = logging.getLogger("runner.training.loop")  # the loop's lines, under the loop's name
+log = logging.getLogger(__name__)
 
 
 class IntervalMeter:
@@ -90,6 +95,22 @@ def report_interval(run, figures: dict, epoch: int, bar) -> None:
                  epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"], figures["images_per_s"])
 
 
+def log_plan(run, start_epoch: int, dataset_size: int) -> None:
+    """What the run will do (samples, epochs, updates, precision, device), and what it will not (left-out samples)."""
+    settings, world = run.settings, run.processes.world_size
+    if has_batch_norm(run.model) and settings.micro_batch_size * world < settings.batch_size:
+        log.warning(
+            "the model has BatchNorm and trainer.micro_batch_size=%d < trainer.batch_size=%d: "
+            "normalization statistics see only the micro-batch", settings.micro_batch_size, settings.batch_size,
+        )
+    if run.samples_per_epoch < dataset_size:
+        log.warning("%d processes: %d training samples per epoch are left out so each process gets as many",
+                    world, dataset_size - run.samples_per_epoch)
+    log.info("training %d samples for epochs %d..%d: %s, precision %s on %s", run.samples_per_epoch,
+             start_epoch + 1, settings.epochs, update_plan(settings, run.samples_per_epoch, world),
+             run.amp_dtype or "fp32", run.device)
+
+
 def update_plan(trainer, samples: int, world: int) -> str:
     """'N updates per epoch of B samples (M micro-batches of m in each of P processes)', true to a small set."""
     batch = min(trainer.batch_size, samples)
@@ -110,3 +131,34 @@ def progress_bar(run, start_epoch: int, first_sample: int) -> tqdm:
     return tqdm(total=per_epoch * trainer.epochs, initial=per_epoch * start_epoch + first_sample // trainer.batch_size,
                 disable=not (sys.stderr.isatty() and run.processes.is_main), unit="update", dynamic_ncols=True,
                 desc=f"epoch {start_epoch + 1}/{trainer.epochs}", leave=False)
+
+
+def report_first_batch(run, x: torch.Tensor, loss_sum: torch.Tensor, samples: int) -> None:
+    """Once a run, at its first micro-batch (rank 0): the batch as the model sees it, and the loss at init."""
+    with random_state_kept():
+        log_first_batch(run.writer, x.cpu(), *channel_stats(run.cfg.dataset))
+    # the practice: check the loss at init (about -ln(1/C) for a fresh classifier)
+    classes = run.cfg.dataset.num_classes
+    log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / samples, classes,
+             math.log(classes))
+
+
+FIRST_BATCH_IMAGES = 16  # enough to look at; 64 made a 3 MB event that TensorBoard checksums in pure Python
+
+
+def log_first_batch(writer, x: torch.Tensor, mean, std) -> None:
+    """The first training batch as the model sees it (de-normalized for display), once a run."""
+    images = denormalize(x[:FIRST_BATCH_IMAGES].nan_to_num(0), mean, std)
+    writer.add_image("train/first_batch", image_grid(images, per_row=4), 0)
+
+
+def image_grid(images: torch.Tensor, per_row: int, pad: int = 2) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> one (3, rows, columns) image on white, like torchvision's make_grid
+    (whose import, a second, is not worth one picture)."""
+    n, channels, height, width = images.shape
+    rows = math.ceil(n / per_row)
+    grid = torch.ones(3, rows * (height + pad) + pad, per_row * (width + pad) + pad)
+    for index, image in enumerate(images.expand(n, 3, height, width) if channels == 1 else images):
+        top, left = pad + (index // per_row) * (height + pad), pad + (index % per_row) * (width + pad)
+        grid[:, top:top + height, left:left + width] = image
+    return grid

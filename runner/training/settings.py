@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
 from runner.rules import device_name, fail, int_at_least, one_of, positive_number
@@ -88,6 +88,13 @@ class SweepLink:
     """The study's pruner (runner/study_storage.py: PRUNERS): with one, checkpoints are reported to the study."""
     heartbeat_seconds: float = 10
     """How often the trial's job tells the study it is alive."""
+
+
+def typed(block: DictConfig, schema: type):
+    """A config block as its schema's dataclass (`OmegaConf.to_object`), for code that reads settings as typed
+    attributes, not keys (the training loop). Merged onto the schema first, so a block that lost its schema
+    (an `OmegaConf.create` of plain values) reads the same."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), block))
 
 
 def validate(cfg: DictConfig) -> None:

@@ -1,44 +1,54 @@
-"""The state of one training run of `python -m runner`: what the loop (training/loop.py) updates and reads."""
+"""One training run of `python -m runner` as the loop (training/loop.py) reads and updates it, and `start`,
+which builds it: the model on its device, the optimizer, the loader, the schedule and the scaler."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from runner.data.loaders import train_loader
+from runner.runtime import autocast_dtype
 from runner.training import checkpoint
 from runner.training.distributed import Processes
-
-OnCheckpoint = Callable[[Path, int], None]  # (path, epoch) after each checkpoint: a sweep's pruning hook
-BestCheckpoint = Callable[[], Path | None]  # the best checkpoint the evaluator has ranked so far: retention keeps it
-StopEarly = Callable[[Path], str | None]  # after a checkpoint: why to stop now (trainer.early_stopping), or None
+from runner.training.hooks import Hooks
+from runner.training.losses import build_loss
+from runner.training.optim import build_optimizer, build_schedule
+from runner.training.settings import CheckpointSettings, TrainerSettings, typed
 
 
 @dataclass
 class Training:
-    """What one training run updates and reads, built once by `start`."""
+    """What one training run reads and updates, built once by `start`."""
 
-    cfg: object
+    # what the loop reads
+    cfg: DictConfig  # the whole config, saved in every checkpoint
+    settings: TrainerSettings  # cfg.trainer, typed
+    checkpoints: CheckpointSettings  # cfg.checkpoint, typed
     run_dir: Path
+    processes: Processes
+    hooks: Hooks  # what runs before training, after each checkpoint and after the run (runner/run.py's)
+    # what computes an update
     model: nn.Module
     step_model: nn.Module  # the model that computes: DDP- and/or compile-wrapped `model`
     loss: Callable  # (logits, targets) -> per-sample losses or their mean (runner/training/losses.py)
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    loader: torch.utils.data.DataLoader
-    sampler: object
+    scaler: torch.amp.GradScaler  # enabled under fp16 only
     device: torch.device
-    amp_dtype: torch.dtype | None
-    processes: Processes
-    writer: object  # TensorBoard SummaryWriter on rank 0, None elsewhere
+    amp_dtype: torch.dtype | None  # autocast's dtype; None: fp32
+    # what feeds it
+    loader: torch.utils.data.DataLoader
+    sampler: object  # the epoch's order of samples (runner/data/loaders.py: EpochSampler)
+    # where it reports (rank 0; None elsewhere) and what each checkpoint records
+    writer: object  # TensorBoard SummaryWriter
     provenance: dict
-    best_checkpoint: BestCheckpoint | None = None
-    stop_early: StopEarly | None = None
-    bar: object = None  # the run's progress bar (tqdm; disabled off a terminal and on ranks > 0)
+    # the counters
     global_step: int = 0
     first_bad_step: torch.Tensor | None = None  # on the device: the first update with a non-finite loss/gradient
 
@@ -53,3 +63,34 @@ class Training:
     def state(self, epoch: int, rng_by_rank: list[dict] | None = None) -> dict:
         return checkpoint.training_state(self.cfg, self.model, self.optimizer, self.schedule, self.scaler, epoch,
                                          self.global_step, self.provenance, rng_by_rank)
+
+
+def start(cfg: DictConfig, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer,
+          provenance: dict, processes: Processes, hooks: Hooks) -> Training:
+    """The model on its device, the optimizer, the loader, the schedule (in updates) and the scaler."""
+    settings = typed(cfg.trainer, TrainerSettings)
+    amp_dtype = autocast_dtype(settings.precision, device, key="trainer.precision")
+    model.to(device)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    loader, sampler = train_loader(train_set, settings.micro_batch_size, settings.seed, settings.num_workers,
+                                   pin_memory=device.type == "cuda", batch_size=settings.batch_size,
+                                   rank=processes.rank, world_size=processes.world_size, device=device)
+    updates_per_epoch = math.ceil(sampler.samples_per_epoch / settings.batch_size)
+    schedule = build_schedule(cfg.schedule, optimizer, updates_per_epoch, settings.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return Training(cfg, settings, typed(cfg.checkpoint, CheckpointSettings), run_dir, processes, hooks,
+                    model, model, build_loss(cfg.loss), optimizer, schedule, scaler, device, amp_dtype,
+                    loader, sampler, writer, provenance,
+                    first_bad_step=torch.full((), -1, dtype=torch.int64, device=device))
+
+
+def wrap_for_speed_and_processes(model: nn.Module, settings: TrainerSettings, processes: Processes,
+                                 device: torch.device) -> nn.Module:
+    """DDP across processes (gradients averaged at the last micro-batch), then torch.compile if asked."""
+    if processes.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(model) if settings.compile else model

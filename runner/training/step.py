@@ -1,12 +1,10 @@
-"""The pieces of one training step of `python -m runner`: a micro-batch's loss and the optimizer update.
+"""A micro-batch's forward and loss, as `python -m runner`'s train_step (training/loop.py) computes them.
 
 Shared by the training loop and the checks (`python -m runner.check`, `runner.lr_find`), so
 that what the checks try is what training does.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -33,14 +31,3 @@ def micro_batch_loss(model: nn.Module, x, y, window_size: int, loss: Loss, amp_d
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def optimizer_update(optimizer, scaler, schedule, params, clip: float | None) -> torch.Tensor:
-    """One update from the accumulated gradients; returns the gradient norm before clipping."""
-    scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-    grad_norm = nn.utils.clip_grad_norm_(params, math.inf if clip is None else float(clip))
-    scaler.step(optimizer)  # under fp16 skips the update when a gradient is inf/nan
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    schedule.step()
-    return grad_norm
