@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from runner import models
+from runner.checks import loss_probe
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.training.optim import build_optimizer
 
@@ -30,28 +31,48 @@ def loss_of_constant_logits(setup: Setup, logits: torch.Tensor) -> float:
         return float(setup.mean_loss(logits.expand(len(y), -1).to(y.device), y))
 
 
-def check_loss_at_init(setup: Setup) -> Result:
-    """The initial loss against that of uniform predictions (-ln(1/C) for cross-entropy), or of the
-    class prior when the output bias starts at the prior; with the configured loss."""
-    bias = setup.cfg.model.get("init_output_bias", "none")
-    measured = loss_at_init(setup, bias)
+def expected_at_init(setup: Setup, bias: str) -> tuple[str, float]:
+    """What the loss at init should be: the configured loss of uniform predictions (or of the class
+    prior with the prior bias), with cross-entropy's ln(C) beside it for a user's own loss, an anchor
+    that does not share that loss's sign."""
     plain = setup.cfg.loss.get("_target_", "").endswith("losses.cross_entropy")
     if bias == "prior":
         prior = class_counts(setup).float() / class_counts(setup).sum()
-        expected_value = loss_of_constant_logits(setup, prior.clamp_min(1e-12).log())
+        value = loss_of_constant_logits(setup, prior.clamp_min(1e-12).log())
         expected = "entropy of the class prior" if plain else "the configured loss of predicting the class prior"
     else:
-        expected_value = loss_of_constant_logits(setup, torch.zeros(setup.num_classes))
+        value = loss_of_constant_logits(setup, torch.zeros(setup.num_classes))
         expected = f"-ln(1/{setup.num_classes})" if plain else "the configured loss of uniform predictions"
+    expected = f"{expected} = {value:.3f}"
+    if not plain:
+        expected += (f" (cross-entropy of uniform predictions: ln({setup.num_classes}) = "
+                     f"{loss_probe.cross_entropy_of_uniform(setup.num_classes):.3f})")
+    return expected, value
+
+
+def check_loss_at_init(setup: Setup) -> Result:
+    """The initial loss against that of uniform predictions (-ln(1/C) for cross-entropy), or of the
+    class prior when the output bias starts at the prior; with the configured loss. The loss itself
+    is probed first (loss_probe.py): a loss that rewards wrong answers, or gives wrong samples no
+    gradient, makes that comparison meaningless."""
+    bias = setup.cfg.model.get("init_output_bias", "none")
+    measured = loss_at_init(setup, bias)
+    expected, expected_value = expected_at_init(setup, bias)
     figure = f"{measured:.3f}"
-    expected = f"{expected} = {expected_value:.3f}"
-    gap = abs(measured - expected_value) / expected_value
+    details = {"measured": measured, "expected": expected_value}
+    probed = loss_probe.probe(setup.loss, setup.num_classes)
+    wrong_sign = loss_probe.rewards_wrong_answers(probed)
+    if wrong_sign:
+        return Result("loss_at_init", figure, expected, "FAIL", wrong_sign, details)
+    ignored = loss_probe.ignored_below_chance(probed)
+    if ignored:
+        return Result("loss_at_init", figure, expected, ignored[0], ignored[1], details)
+    gap = abs(measured - expected_value) / max(abs(expected_value), 1e-6)
     fix = ("the logits at init are too large or biased: scale down the last layer's initial weights, "
            "check that the loss gets logits (not probabilities) and that labels match the outputs")
     if gap <= 0.25:
-        return Result("loss_at_init", figure, expected, "PASS", details={"measured": measured, "expected": expected_value})
-    return Result("loss_at_init", figure, expected, "WARN" if gap <= 1.0 else "FAIL", fix,
-                  {"measured": measured, "expected": expected_value})
+        return Result("loss_at_init", figure, expected, "PASS", details=details)
+    return Result("loss_at_init", figure, expected, "WARN" if gap <= 1.0 else "FAIL", fix, details)
 
 
 def check_output_bias(setup: Setup) -> Result:
@@ -74,10 +95,9 @@ def check_output_bias(setup: Setup) -> Result:
     return Result("output_bias", figure, "no higher than without", "WARN" if fix else "PASS", fix, details)
 
 
-def check_gradients_flow(setup: Setup) -> Result:
-    """Every trainable parameter gets a finite, non-zero gradient and changes after one update; the
-    frozen ones are counted and named, and a frozen backbone must have been trained (pretrained)."""
-    model = fresh(setup).train()
+def parameter_problems(setup: Setup, model: nn.Module) -> tuple[dict[str, str], int]:
+    """{name: what is wrong} for the trainable parameters that get no usable gradient or do not change
+    after one update of the configured optimizer, and how many trainable tensors there are."""
     x, y = setup.batch()
     setup.mean_loss(model(x), y).backward()
     before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
@@ -95,23 +115,66 @@ def check_gradients_flow(setup: Setup) -> Result:
     for name, p in model.named_parameters():
         if name in before and name not in problems and torch.equal(before[name], p.detach()):
             problems[name] = "unchanged after a step"
+    return problems, len(before)
+
+
+def frozen_at_random_values(setup: Setup, model: nn.Module) -> list[str]:
+    """The frozen tensors whose values change with the initialisation seed: left at their random
+    initial values, not loaded or set on purpose (an edge filter, pretrained weights are the same
+    whatever the seed)."""
+    frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
+    if not frozen:
+        return []
+    other = dict(fresh(setup, seed_offset=1).named_parameters())
+    return [name for name, p in frozen.items()
+            if name in other and other[name].shape == p.shape and not torch.equal(other[name].to(p.device), p)]
+
+
+def loss_gives_no_gradient(setup: Setup) -> str | None:
+    """Why no parameter learns when the loss itself gives no sample a gradient (a clipped loss)."""
+    x, y = setup.batch()
+    with torch.no_grad():
+        logits = fresh(setup).train()(x)
+    return loss_probe.no_gradient_on_batch(setup.loss, logits, y)
+
+
+def listed(names: list[str], most: int = 4) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_gradients_flow(setup: Setup) -> Result:
+    """Every trainable parameter gets a finite, non-zero gradient and changes after one update; the
+    frozen ones are counted and named: frozen at random initial values is a FAIL unless model.freeze
+    declares it, and a declared frozen backbone must have been trained (pretrained)."""
+    model = fresh(setup).train()
+    random_frozen = frozen_at_random_values(setup, model)
+    problems, trainable = parameter_problems(setup, model)
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
-    figure = f"{len(before) - len(problems)} of {len(before)} trainable parameter tensors learn"
+    figure = f"{trainable - len(problems)} of {trainable} trainable parameter tensors learn"
     if frozen:
         figure += f"; {len(frozen)} frozen ({', '.join(frozen[:4])}{', ...' if len(frozen) > 4 else ''})"
-    details = {"problems": problems, "frozen": frozen}
+    details = {"problems": problems, "frozen": frozen, "frozen_at_initial_values": random_frozen}
     if problems:
-        listed = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:5])
+        stopped_by_the_loss = loss_gives_no_gradient(setup)
+        if stopped_by_the_loss:
+            return Result("gradients_flow", figure, "all trainable parameters", "FAIL", stopped_by_the_loss, details)
+        listed_problems = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:5])
         return Result("gradients_flow", figure, "all trainable parameters", "FAIL",
-                      f"dead or unused parameters ({listed}): remove them, or fix the forward pass that skips them",
-                      details)
+                      f"dead or unused parameters ({listed_problems}): remove them, or fix the forward pass that "
+                      "skips them", details)
     model_cfg = setup.cfg.model
-    if frozen and model_cfg.get("freeze", "none") != "none" and not (model_cfg.get("pretrained")
-                                                                     or model_cfg.get("weights_path")):
+    declared = model_cfg.get("freeze", "none") != "none"
+    if declared and frozen and not (model_cfg.get("pretrained") or model_cfg.get("weights_path")):
         return Result("gradients_flow", figure, "a frozen part was trained before", "FAIL",
                       f"model.freeze={model_cfg.freeze} freezes a randomly initialised backbone: it stays random for "
                       "ever and only the head learns. Fix: model.pretrained=true (or model.weights_path=FILE), "
                       "or model.freeze=none", details)
+    if random_frozen and not declared:
+        learning = [name for name, p in model.named_parameters() if p.requires_grad]
+        return Result("gradients_flow", figure, "no tensor frozen at its random initial values", "FAIL",
+                      f"{len(random_frozen)} tensors frozen at their initial values ({listed(random_frozen)}): they "
+                      f"stay random for ever, the model can only train {listed(learning) or 'nothing'}. Fix: drop "
+                      "requires_grad_(False) for them, or load trained weights into them before freezing", details)
     return Result("gradients_flow", figure, "all trainable parameters", "PASS", details=details)
 
 

@@ -1,0 +1,133 @@
+"""The model, loss and label checks name the cause (issue 23, items 1 and 3): tensors frozen at their
+random initial values, a clipped or negated loss. Each planted bug asserts the verdict and the words
+of its cause; healthy controls beside it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runner.checks.registry import CHECKS
+from runner.checks.setup import Setup
+from tests.test_checks_causes import small_setup, with_model
+
+CHANNELS, HEIGHT, WIDTH, CLASSES = 2, 5, 7, 10  # the small setup's synthetic images
+
+
+@pytest.fixture(scope="module")
+def small():
+    return small_setup()
+
+
+def words_in(text: str, words: list[str]) -> list[str]:
+    """The words missing from text (an empty list when the fix names the cause)."""
+    return [word for word in words if word not in text]
+
+
+# ---- gradients_flow: tensors frozen at their initial (random) values ----
+
+class FrozenHiddenMLP(nn.Module):
+    """A planted bug: the hidden layers are frozen in the model's own __init__ at their random values."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(CHANNELS * HEIGHT * WIDTH, 32), nn.ReLU(),
+                                    nn.Linear(32, 32), nn.ReLU())
+        self.out = nn.Linear(32, CLASSES)
+        self.hidden.requires_grad_(False)
+
+    def forward(self, x):
+        return self.out(self.hidden(x))
+
+
+class FrozenFeaturesCNN(nn.Module):
+    """The same bug in a CNN: its convolutions never learn."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(CHANNELS, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                                      nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.head = nn.Linear(8, CLASSES)
+        self.features.requires_grad_(False)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class FixedEdgeFilter(nn.Module):
+    """Healthy: a frozen tensor set to chosen values (an edge filter), the same whatever the seed."""
+
+    def __init__(self):
+        super().__init__()
+        self.edges = nn.Conv2d(CHANNELS, CHANNELS, 3, padding=1, groups=CHANNELS, bias=False)
+        with torch.no_grad():
+            self.edges.weight.copy_(torch.tensor([[-1.0, 0, 1]] * 3).expand(CHANNELS, 1, 3, 3))
+        self.edges.requires_grad_(False)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(CHANNELS * HEIGHT * WIDTH, CLASSES))
+
+    def forward(self, x):
+        return self.head(self.edges(x))
+
+
+@pytest.mark.parametrize("plant, frozen, trainable", [
+    (FrozenHiddenMLP, "hidden.1.weight", "out.weight"),
+    (FrozenFeaturesCNN, "features.0.weight", "head.weight"),
+])
+def test_tensors_frozen_at_their_random_initial_values_fail_gradients_flow(small, plant, frozen, trainable):
+    result = CHECKS["gradients_flow"](with_model(small, lambda m: plant()))
+    assert result.verdict == "FAIL", result
+    assert not words_in(result.fix, ["4 tensors frozen at their initial values", frozen, "can only train", trainable,
+                                     "requires_grad"]), result.fix
+
+
+def test_a_frozen_tensor_set_to_chosen_values_passes_gradients_flow(small):
+    result = CHECKS["gradients_flow"](with_model(small, lambda m: FixedEdgeFilter()))
+    assert result.verdict == "PASS" and "1 frozen" in result.figure, result
+
+
+# ---- a loss clipped instead of the gradients; a negated loss ----
+
+BAD_LOSS = "loss._target_=tests.byo_bad_losses.{}"
+
+
+def loss_setup(target: str, *overrides) -> Setup:
+    return small_setup(target, "~loss.label_smoothing", *overrides)
+
+
+def test_a_loss_clipped_at_1_is_named_in_gradients_flow_not_dead_parameters():
+    result = CHECKS["gradients_flow"](loss_setup(BAD_LOSS.format("clipped_at_1")))
+    assert result.verdict == "FAIL", result
+    assert not words_in(result.fix, ["loss is clipped at 1", "no gradient", "trainer.grad_clip_norm"]), result.fix
+    assert "dead or unused" not in result.fix
+
+
+def test_a_loss_clipped_at_3_warns_in_loss_at_init_that_samples_give_no_gradient():
+    result = CHECKS["loss_at_init"](loss_setup(BAD_LOSS.format("clipped_at_3")))
+    assert result.verdict in ("WARN", "FAIL"), result
+    assert not words_in(result.fix, ["exactly zero gradient", "clipped at 3", "ignored", "trainer.grad_clip_norm"]), \
+        result.fix
+
+
+def test_a_negated_loss_fails_loss_at_init_for_its_sign():
+    result = CHECKS["loss_at_init"](loss_setup(BAD_LOSS.format("negated")))
+    assert result.verdict == "FAIL", result
+    assert not words_in(result.fix, ["rewards wrong answers", "sign"]), result.fix
+    assert "ln(10) = 2.303" in result.expected, result.expected  # cross-entropy's anchor, whatever the loss
+
+
+def multi_margin(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Healthy: a hinge loss gives no gradient to samples already right by a margin (not to wrong ones)."""
+    return F.multi_margin_loss(logits, targets, reduction="none")
+
+
+@pytest.mark.parametrize("loss", [
+    ["loss.label_smoothing=0.2"],
+    ["loss._target_=tests.byo_losses.focal", "~loss.label_smoothing"],
+    ["loss._target_=tests.byo_losses.mean_cross_entropy", "~loss.label_smoothing"],
+    ["loss._target_=tests.test_checks_model_causes.multi_margin", "~loss.label_smoothing"],
+])
+def test_healthy_losses_pass_loss_at_init(loss):
+    result = CHECKS["loss_at_init"](small_setup(*loss))
+    assert result.verdict == "PASS", result
