@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runner.checks import data, model, samples, training
+from runner.checks import data, model, samples, spatial, training
 from runner.checks.crash import crash_row
 from runner.checks.setup import Result, Setup
 
@@ -23,6 +23,7 @@ CHECKS: dict[str, Callable[[Setup], Result]] = {
     "overfit_batch": training.check_overfit_batch,
     "input_independent": training.check_input_independent,
     "batch_independence": samples.check_batch_independence,
+    "spatial_dependencies": spatial.check_spatial_dependencies,  # within a sample, after across samples
     "gradients_flow": model.check_gradients_flow,
     "normalization": model.check_normalization,
     "train_eval_mode": model.check_train_eval_mode,
@@ -33,8 +34,8 @@ CHECKS: dict[str, Callable[[Setup], Result]] = {
 ENTRY_CHECKS = ("dry_run",)
 
 # no pass over the files and at most a few learning batches: seconds, even on the flagship
-PREFLIGHT = ("data", "loss_at_init", "batch_independence", "gradients_flow", "normalization", "train_eval_mode",
-             "dry_run")
+PREFLIGHT = ("data", "loss_at_init", "batch_independence", "spatial_dependencies", "gradients_flow", "normalization",
+             "train_eval_mode", "dry_run")
 
 
 def run(setup: Setup, names, entry_checks: dict[str, Callable[[Setup], Result]] | None = None) -> list[Result]:
