@@ -1,6 +1,6 @@
 """The model, loss and label checks name the cause (issue 23, items 1 and 3): tensors frozen at their
-random initial values, a clipped or negated loss. Each planted bug asserts the verdict and the words
-of its cause; healthy controls beside it."""
+random initial values, a clipped or negated loss, labels wrapped by a
+cast. Each planted bug asserts the verdict and the words of its cause; healthy controls beside it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from runner.checks.registry import CHECKS
-from runner.checks.setup import Setup
-from tests.test_checks_causes import small_setup, with_model
+from runner.checks.setup import Setup, setup_for
+from tests.conftest import compose_config
+from tests.test_checks_causes import SMALL, small_setup, with_model
 
 CHANNELS, HEIGHT, WIDTH, CLASSES = 2, 5, 7, 10  # the small setup's synthetic images
 
@@ -131,3 +133,42 @@ def multi_margin(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def test_healthy_losses_pass_loss_at_init(loss):
     result = CHECKS["loss_at_init"](small_setup(*loss))
     assert result.verdict == "PASS", result
+
+
+# ---- labels wrapped by a cast ----
+
+def labels_setup(labels: torch.Tensor, num_classes: int) -> Setup:
+    """The small setup's images, with these labels (train and val alike) and num_classes classes."""
+    cfg = compose_config([*SMALL, f"dataset.num_classes={num_classes}"])
+    images = torch.randn(len(labels), CHANNELS, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+    splits = {"train": TensorDataset(images, labels), "val": TensorDataset(images + 0.5, labels)}
+    return Setup(cfg, splits, setup_for(cfg, torch.device("cpu")).make_model)
+
+
+ALL_300 = torch.arange(300).repeat(3)  # 300 classes, 3 samples each
+
+
+@pytest.mark.parametrize("dtype, name, words", [
+    (torch.uint8, "uint8", ["classes 0..43 doubled", "256..299 empty", "8-bit", "uint8", "int64"]),
+    (torch.int8, "int8", ["negative", "8-bit", "int8", "int64"]),
+])
+def test_labels_wrapped_by_a_cast_are_named_in_splits(dtype, name, words):
+    setup = labels_setup(ALL_300.to(dtype), 300)
+    result = CHECKS["splits"](setup)
+    assert result.verdict == "FAIL", result
+    assert not words_in(result.fix, words), result.fix
+
+
+def test_output_bias_does_not_suggest_a_prior_that_builds_a_wrap_in():
+    result = CHECKS["output_bias"](labels_setup(ALL_300.to(torch.uint8).long(), 300))
+    assert "init_output_bias=prior" not in result.fix and "wrapped" in result.fix, result
+
+
+def test_classes_missing_without_a_wrap_are_not_called_a_cast():
+    from runner.checks.data import wrapped_labels
+
+    labels = torch.arange(256).repeat(3)  # classes 256..299 simply absent: nothing doubled
+    assert wrapped_labels(torch.bincount(labels, minlength=300)) is None
+    assert wrapped_labels(torch.bincount(ALL_300, minlength=300)) is None
+    result = CHECKS["splits"](labels_setup(labels, 300))
+    assert "no training example" in result.fix and "cast" not in result.fix, result

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from runner.checks.setup import Result, Setup, class_counts, fmt
+from runner.checks.setup import Result, Setup, fmt
 from runner.data import datasets, introspect, transforms
 
 
@@ -59,11 +59,47 @@ def content_hashes(dataset) -> list[str]:
     return [hashlib.sha1(dataset[i][0].numpy().tobytes()).hexdigest() for i in range(len(dataset))]
 
 
+# integer types labels are stored in by mistake: (values it holds, name, width); unsigned ones wrap
+# a label of `size` or more to label - size, signed ones wrap the upper half to negative labels
+UNSIGNED_CASTS = ((256, "uint8", "an 8-bit"), (65536, "uint16", "a 16-bit"))
+SIGNED_CASTS = ((128, "int8", "an 8-bit"), (32768, "int16", "a 16-bit"), (2 ** 31, "int32", "a 32-bit"))
+
+
+def wrapped_labels(counts: torch.Tensor, lowest: int = 0) -> str | None:
+    """The finding when a split's label counts (per class, from 0) and its lowest label show labels
+    wrapped by a narrow integer cast: negative labels (a signed type), or classes from 256 (65536)
+    empty while as many classes from 0 hold twice the others' samples (uint8, uint16)."""
+    classes = len(counts)
+    if lowest < 0:
+        size, name, width = next(cast for cast in SIGNED_CASTS if lowest >= -cast[0])
+        empty = f" and classes {size}..{classes - 1} empty" if classes > size and not counts[size:].any() else ""
+        return f"negative labels (down to {lowest}){empty}: labels wrapped by {width} cast ({name})"
+    for size, name, width in UNSIGNED_CASTS:
+        if classes <= size or counts[size:].any():
+            continue
+        doubled, others = counts[:classes - size].float(), counts[classes - size:size].float()
+        if len(others) and not doubled.mean() > 1.5 * others.mean():  # classes merely missing, nothing doubled
+            continue
+        return (f"classes 0..{classes - size - 1} doubled and {size}..{classes - 1} empty: labels wrapped by "
+                f"{width} cast ({name})")
+    return None
+
+
+def label_counts(setup: Setup, split: str) -> tuple[torch.Tensor, int]:
+    """The split's samples per class (from 0) and its lowest label, which a signed cast makes negative."""
+    labels = introspect.labels_of(setup.splits[split]).long()
+    counts = torch.bincount(labels[labels >= 0], minlength=setup.num_classes)
+    return counts, int(labels.min())
+
+
 def check_splits(setup: Setup) -> Result:
-    """Label histogram per split, imbalance, train/val label shift, exact duplicates across splits."""
+    """Label histogram per split, labels wrapped by a cast, imbalance, train/val label shift, exact
+    duplicates across splits."""
     from scipy.stats import chi2_contingency
 
-    counts = {split: class_counts(setup, split) for split, ds in setup.splits.items() if len(ds)}
+    counts_and_lowest = {split: label_counts(setup, split) for split, ds in setup.splits.items() if len(ds)}
+    counts = {split: found[0] for split, found in counts_and_lowest.items()}
+    wrapped = next(filter(None, (wrapped_labels(*found) for found in counts_and_lowest.values())), None)
     train = counts["train"]
     present = train[train > 0]
     imbalance = float(present.max() / present.min())
@@ -77,13 +113,16 @@ def check_splits(setup: Setup) -> Result:
             first = owners.setdefault(digest, f"{split}[{index}]")
             if not first.startswith(f"{split}["):
                 shared.append((first, f"{split}[{index}]"))
-    figure = (f"{', '.join(f'{s} {int(c.sum())}' for s, c in counts.items())}; imbalance {imbalance:.1f}x; "
+    figure = (f"{', '.join(f'{s} {len(setup.splits[s])}' for s in counts)}; imbalance {imbalance:.1f}x; "
               f"train/val label shift p={p_value:.2g}; {len(shared)} images in two splits")
     details = {"histograms": {s: c.tolist() for s, c in counts.items()}, "imbalance": imbalance,
                "label_shift_p_value": p_value, "duplicates_across_splits": shared[:50]}
     expected = "no image in two splits, same label distribution in train and val (p > 0.001)"
     subset = setup.cfg.dataset.get("subset")
     of_what = f" in this dataset.subset={subset} miniature (not necessarily the data)" if subset else ""
+    if wrapped:
+        return Result("splits", figure, expected, "FAIL", f"{wrapped}. Fix: store and load the labels as int64 "
+                      "(torch.long), never a narrower integer type", details)
     if shared:
         return Result("splits", figure, expected, "FAIL", f"remove the images found in two splits (e.g. "
                       f"{shared[0][0]} = {shared[0][1]}): validation leaks training data", details)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from runner import models
-from runner.checks import loss_probe
+from runner.checks import data, loss_probe
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.training.optim import build_optimizer
 
@@ -91,6 +91,11 @@ def check_output_bias(setup: Setup) -> Result:
         return Result("output_bias", figure, "no higher than without", "WARN",
                       "the prior bias raised the loss with every seed: the output layer's bias may not be the "
                       "logits' offset (a layer after it?)", details)
+    wrapped = data.wrapped_labels(counts)
+    if wrapped:  # a prior of those counts would build the wrap into the model
+        return Result("output_bias", figure, "no higher than without", "WARN",
+                      f"the class counts show {wrapped}: fix the labels (see the splits check) before any prior "
+                      "bias", details)
     fix = "set model.init_output_bias=prior" if min(gains) > 0.05 and setup.cfg.model.get("init_output_bias") != "prior" else ""
     return Result("output_bias", figure, "no higher than without", "WARN" if fix else "PASS", fix, details)
 
