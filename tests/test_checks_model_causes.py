@@ -1,6 +1,6 @@
 """The model, loss and label checks name the cause (issue 23, items 1 and 3): tensors frozen at their
-random initial values, a clipped or negated loss, labels wrapped by a
-cast. Each planted bug asserts the verdict and the words of its cause; healthy controls beside it."""
+random initial values, a clipped or negated loss, labels wrapped by a cast, BatchNorm after a bias or
+a dropout. Each planted bug asserts the verdict and the words of its cause; healthy controls beside it."""
 
 from __future__ import annotations
 
@@ -172,3 +172,35 @@ def test_classes_missing_without_a_wrap_are_not_called_a_cast():
     assert wrapped_labels(torch.bincount(ALL_300, minlength=300)) is None
     result = CHECKS["splits"](labels_setup(labels, 300))
     assert "no training example" in result.fix and "cast" not in result.fix, result
+
+
+# ---- normalization: the order of bias, dropout and BatchNorm ----
+
+def conv_block(*layers: nn.Module) -> nn.Module:
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, CLASSES))
+
+
+ORDERS = {
+    "bias before BatchNorm": (lambda: conv_block(nn.Conv2d(CHANNELS, 8, 3), nn.BatchNorm2d(8), nn.ReLU()),
+                              ["0 has a bias", "BatchNorm 1 removes", "bias=False"]),
+    "dropout before BatchNorm": (lambda: conv_block(nn.Conv2d(CHANNELS, 8, 3, bias=False), nn.ReLU(), nn.Dropout(0.5),
+                                                    nn.BatchNorm2d(8)),
+                                 ["dropout 2 before BatchNorm 3", "train and eval", "after"]),
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_batchnorm_after_a_bias_or_a_dropout_warns_naming_the_order(small, order):
+    plant, words = ORDERS[order]
+    result = CHECKS["normalization"](with_model(small, lambda m: plant()))
+    assert result.verdict == "WARN", result
+    assert not words_in(result.fix, words), result.fix
+
+
+def test_the_usual_order_and_the_stock_models_get_no_warning_from_the_order(small):
+    usual = conv_block(nn.Conv2d(CHANNELS, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5))
+    assert CHECKS["normalization"](with_model(small, lambda m: usual)).verdict == "PASS"
+    for model in ("convnet", "lenet", "resnet18", "mlp"):
+        setup = setup_for(compose_config([f"model={model}"]), torch.device("cpu"))
+        result = CHECKS["normalization"](setup)
+        assert result.verdict == "PASS", (model, result)

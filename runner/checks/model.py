@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from runner import models
-from runner.checks import data, loss_probe
+from runner.checks import data, loss_probe, structure
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.training.optim import build_optimizer
 
@@ -183,35 +183,49 @@ def check_gradients_flow(setup: Setup) -> Result:
     return Result("gradients_flow", figure, "all trainable parameters", "PASS", details=details)
 
 
-def check_normalization(setup: Setup) -> Result:
-    """BatchNorm normalizes by the statistics of what one forward pass sees: the micro-batch. One sample
-    (also an epoch's last micro-batch) crashes training; a few give noisy statistics; with accumulation
-    they are the micro-batch's, not the learning batch's."""
-    norms = models.batch_norm_layers(fresh(setup))
-    if not norms:
-        return Result("normalization", "no BatchNorm", "BatchNorm on enough samples", "PASS")
+def micro_batch_finding(setup: Setup, norms: list[str]) -> tuple[str, str, str, str]:
+    """(verdict, figure, expected, fix) of the micro-batch the BatchNorm layers normalize over."""
     trainer, settings = setup.cfg.trainer, setup.cfg.checks
     micro, batch = trainer.micro_batch_size, trainer.batch_size
     last = len(setup.splits["train"]) % batch % micro  # the epoch's last, partial micro-batch
     named = f"{len(norms)} BatchNorm layers ({', '.join(norms[:3])}{', ...' if len(norms) > 3 else ''})"
     fix = (f"a larger trainer.micro_batch_size (at least {settings.min_batchnorm_samples}), or GroupNorm/LayerNorm "
            "instead of BatchNorm (they do not depend on the batch)")
-    details = {"layers": norms, "micro_batch_size": micro, "last_micro_batch": last}
     expected = f"micro-batches of at least {settings.min_batchnorm_samples} samples"
     if micro == 1 or last == 1:
         where = "a micro-batch of 1 sample" if micro == 1 else (
             f"the epoch's last micro-batch of 1 sample ({len(setup.splits['train'])} samples)")
-        return Result("normalization", f"{named} on {where}", expected, "FAIL",
-                      f"BatchNorm cannot normalize one sample: training crashes there. Fix: {fix}", details)
+        return ("FAIL", f"{named} on {where}", expected,
+                f"BatchNorm cannot normalize one sample: training crashes there. Fix: {fix}")
     if micro < settings.min_batchnorm_samples:
-        return Result("normalization", f"{named} on micro-batches of {micro} samples", expected, "WARN",
-                      f"statistics of so few samples are noisy and differ from the running averages used in eval. "
-                      f"Fix: {fix}", details)
+        return ("WARN", f"{named} on micro-batches of {micro} samples", expected,
+                f"statistics of so few samples are noisy and differ from the running averages used in eval. Fix: {fix}")
     if batch > micro:
-        return Result("normalization", f"{named} see micro-batches of {micro}, not the learning batch of {batch}",
-                      expected + ", or no accumulation", "WARN",
-                      f"with accumulation BatchNorm's statistics are the micro-batch's. Fix: {fix}", details)
-    return Result("normalization", f"{named} on micro-batches of {micro} samples", expected, "PASS", details=details)
+        return ("WARN", f"{named} see micro-batches of {micro}, not the learning batch of {batch}",
+                expected + ", or no accumulation", f"with accumulation BatchNorm's statistics are the micro-batch's. Fix: {fix}")
+    return "PASS", f"{named} on micro-batches of {micro} samples", expected, ""
+
+
+def check_normalization(setup: Setup) -> Result:
+    """BatchNorm normalizes by the statistics of what one forward pass sees: the micro-batch. One sample
+    (also an epoch's last micro-batch) crashes training; a few give noisy statistics; with accumulation
+    they are the micro-batch's, not the learning batch's. And what comes right before it: a bias it
+    removes, a dropout that shifts its statistics between train and eval (structure.py)."""
+    model = fresh(setup)
+    norms = models.batch_norm_layers(model)
+    if not norms:
+        return Result("normalization", "no BatchNorm", "BatchNorm on enough samples", "PASS")
+    verdict, figure, expected, fix = micro_batch_finding(setup, norms)
+    order = structure.batchnorm_order(model, setup.batch(size=8)[0])
+    trainer = setup.cfg.trainer
+    details = {"layers": norms, "micro_batch_size": trainer.micro_batch_size, "order": order,
+               "last_micro_batch": len(setup.splits["train"]) % trainer.batch_size % trainer.micro_batch_size}
+    expected += "; no bias or dropout right before it"
+    if order:
+        figure += f"; {len(order)} in an order BatchNorm undoes or disturbs"
+        fix = "; ".join([*order, *([fix] if fix else [])])
+        verdict = "WARN" if verdict == "PASS" else verdict
+    return Result("normalization", figure, expected, verdict, fix, details)
 
 
 def check_train_eval_mode(setup: Setup) -> Result:
