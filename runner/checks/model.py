@@ -158,6 +158,8 @@ def check_gradients_flow(setup: Setup) -> Result:
     figure = f"{trainable - len(problems)} of {trainable} trainable parameter tensors learn"
     if frozen:
         figure += f"; {len(frozen)} frozen ({', '.join(frozen[:4])}{', ...' if len(frozen) > 4 else ''})"
+    if random_frozen:
+        figure += f", {len(random_frozen)} of them at their random initial values"
     details = {"problems": problems, "frozen": frozen, "frozen_at_initial_values": random_frozen}
     if problems:
         stopped_by_the_loss = loss_gives_no_gradient(setup)
@@ -179,7 +181,8 @@ def check_gradients_flow(setup: Setup) -> Result:
         return Result("gradients_flow", figure, "no tensor frozen at its random initial values", "FAIL",
                       f"{len(random_frozen)} tensors frozen at their initial values ({listed(random_frozen)}): they "
                       f"stay random for ever, the model can only train {listed(learning) or 'nothing'}. Fix: drop "
-                      "requires_grad_(False) for them, or load trained weights into them before freezing", details)
+                      "requires_grad_(False) for them, or load trained weights into them before freezing (a fixed "
+                      "random projection by design: a buffer, self.register_buffer)", details)
     return Result("gradients_flow", figure, "all trainable parameters", "PASS", details=details)
 
 
