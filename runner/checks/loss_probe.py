@@ -48,9 +48,9 @@ def target_logit(probability: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.log(probability * (num_classes - 1) / (1 - probability))
 
 
-def probe(loss: Loss, num_classes: int) -> Probe:
+def probe(loss: Loss, num_classes: int, device: torch.device | str = "cpu") -> Probe:
     """The loss and its zero-gradient points over target probabilities from 1e-6 to 0.999, with the
-    uniform prediction (1/C) among them."""
+    uniform prediction (1/C) among them; on the device the loss runs on in training."""
     ends = target_logit(torch.tensor([LOWEST, HIGHEST], dtype=torch.float64), num_classes)
     logit = torch.cat([torch.linspace(float(ends[0]), float(ends[1]), POINTS, dtype=torch.float64),
                        torch.zeros(1, dtype=torch.float64)]).sort().values
@@ -58,10 +58,11 @@ def probe(loss: Loss, num_classes: int) -> Probe:
     logits = torch.zeros(len(logit), classes, num_classes, dtype=torch.float64)
     targets = torch.arange(classes).expand(len(logit), classes)
     logits[torch.arange(len(logit))[:, None], torch.arange(classes), targets] = logit[:, None]
-    values, gradients = values_and_gradients(loss, logits.reshape(-1, num_classes).float(), targets.reshape(-1))
+    values, gradients = values_and_gradients(loss, logits.reshape(-1, num_classes).float().to(device),
+                                             targets.reshape(-1).to(device))
     shape = (len(logit), classes)
-    return Probe(logit.exp() / (logit.exp() + num_classes - 1), values.reshape(shape),
-                 (gradients == 0).all(dim=1).reshape(shape), num_classes)
+    return Probe(logit.exp() / (logit.exp() + num_classes - 1), values.reshape(shape).double().cpu(),
+                 (gradients == 0).all(dim=1).reshape(shape).cpu(), num_classes)
 
 
 def shown(value: float) -> str:

@@ -50,6 +50,16 @@ def expected_at_init(setup: Setup, bias: str) -> tuple[str, float]:
     return expected, value
 
 
+def probed_loss_finding(setup: Setup) -> tuple[str, str] | None:
+    """(verdict, fix) when the configured loss itself, probed apart from the model, rewards wrong
+    answers or gives samples the model gets wrong no gradient."""
+    if setup.num_classes < 2:  # no other class to rank the target against
+        return None
+    probed = loss_probe.probe(setup.loss, setup.num_classes, setup.device)
+    wrong_sign = loss_probe.rewards_wrong_answers(probed)
+    return ("FAIL", wrong_sign) if wrong_sign else loss_probe.ignored_below_chance(probed)
+
+
 def check_loss_at_init(setup: Setup) -> Result:
     """The initial loss against that of uniform predictions (-ln(1/C) for cross-entropy), or of the
     class prior when the output bias starts at the prior; with the configured loss. The loss itself
@@ -60,13 +70,9 @@ def check_loss_at_init(setup: Setup) -> Result:
     expected, expected_value = expected_at_init(setup, bias)
     figure = f"{measured:.3f}"
     details = {"measured": measured, "expected": expected_value}
-    probed = loss_probe.probe(setup.loss, setup.num_classes)
-    wrong_sign = loss_probe.rewards_wrong_answers(probed)
-    if wrong_sign:
-        return Result("loss_at_init", figure, expected, "FAIL", wrong_sign, details)
-    ignored = loss_probe.ignored_below_chance(probed)
-    if ignored:
-        return Result("loss_at_init", figure, expected, ignored[0], ignored[1], details)
+    loss_finding = probed_loss_finding(setup)
+    if loss_finding:
+        return Result("loss_at_init", figure, expected, loss_finding[0], loss_finding[1], details)
     gap = abs(measured - expected_value) / max(abs(expected_value), 1e-6)
     fix = ("the logits at init are too large or biased: scale down the last layer's initial weights, "
            "check that the loss gets logits (not probabilities) and that labels match the outputs")
