@@ -1,19 +1,9 @@
 """python -m runner.check +experiment=flowers [checks=[overfit_batch,loss_at_init]]
 
-The entry of `python -m runner.check`; the work is in runner/checks/table.py.
+The command is runner/cli/check.py; installed, it is the `runner-check` command.
 """
 
-from functools import partial
-
-from runner.checks.table import check
-from runner.dry_run import dry_run_check
-from runner.tool import run_tool
-
-
-def cli() -> None:
-    """`python -m runner.check` and the `runner-check` console command."""
-    run_tool("check", partial(check, entry_checks={"dry_run": dry_run_check}))
-
+from runner.cli.check import cli
 
 if __name__ == "__main__":
     cli()

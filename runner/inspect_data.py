@@ -1,16 +1,9 @@
 """python -m runner.inspect_data +experiment=flowers
 
-The entry of `python -m runner.inspect_data`; the work is in runner/checks/inspect_data.py.
+The command is runner/cli/inspect_data.py; installed, it is the `runner-inspect-data` command.
 """
 
-from runner.checks.inspect_data import inspect
-from runner.tool import run_tool
-
-
-def cli() -> None:
-    """`python -m runner.inspect_data` and the `runner-inspect-data` console command."""
-    run_tool("inspect_data", inspect)
-
+from runner.cli.inspect_data import cli
 
 if __name__ == "__main__":
     cli()

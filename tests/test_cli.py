@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,24 +171,46 @@ def test_a_corrupted_image_stops_training_with_one_line_also_from_a_loader_worke
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_the_runner_console_commands_run_and_complete_in_bash(tmp_path):
-    import shutil
+def console_scripts() -> list[str]:
+    """pyproject's [project.scripts]: every installed command, so that a new one is tested as it is added."""
+    import tomllib
 
-    commands = ["runner", "runner-evaluate", "runner-check", "runner-inspect-data", "runner-lr-find"]
-    missing = [c for c in commands if shutil.which(c) is None]
-    assert not missing, f"console commands {missing} not installed: run pip install -e ."
-    for command in commands:
-        shown = subprocess.run([command, "--help"], cwd=tmp_path, capture_output=True, text=True, env=cli_env())
-        assert shown.returncode == 0 and "python -m runner" in shown.stdout, (command, shown.stderr[-500:])
+    return sorted(tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"])
 
-    def complete(line: str) -> list[str]:
-        env = {**cli_env(), "COMP_LINE": line, "COMP_POINT": str(len(line))}
-        return subprocess.run([line.split()[0], "-sc", "query=bash"], cwd=tmp_path, capture_output=True, text=True,
-                              env=env).stdout.split()
 
-    assert "optimizer=" in complete("runner optim")
-    assert "trainer.micro_batch_size=" in complete("runner trainer.mi")
-    assert "split=" in complete("runner-evaluate spl")
+def module_of(command: str) -> str:
+    """runner-inspect-data -> runner.inspect_data: the `python -m` twin of a console command."""
+    package, _, name = command.partition("-")
+    return f"{package}.{name.replace('-', '_')}" if name else package
+
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m"])
+@pytest.mark.parametrize("command", console_scripts())
+def test_every_command_answers_help_with_its_own_usage(command, how, tmp_path):
+    module = module_of(command)
+    if how == "console script":
+        assert shutil.which(command), f"console command {command} not installed: run pip install -e ."
+    argv = [command] if how == "console script" else [sys.executable, "-m", module]
+    shown = subprocess.run([*argv, "--help"], cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert shown.returncode == 0, shown.stdout[-300:] + shown.stderr[-500:]
+    first = shown.stdout.partition("\n")[0]
+    assert first.startswith(f"{module}: "), f"{' '.join(argv)} --help begins {first!r}, not with its own name"
+    assert f"\npython -m {module} " in shown.stdout, shown.stdout[:500]
+    assert not list(tmp_path.iterdir()), "asking for help made a folder"
+
+
+def complete(line: str, cwd: Path) -> subprocess.CompletedProcess:
+    """What bash's completion function asks the command for when Tab is pressed after `line`."""
+    env = {**cli_env(), "COMP_LINE": line, "COMP_POINT": str(len(line))}
+    return subprocess.run([line.split()[0], "-sc", "query=bash"], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_the_runner_console_commands_complete_in_bash(tmp_path):
+    assert "optimizer=" in complete("runner optim", tmp_path).stdout.split()
+    assert "trainer.micro_batch_size=" in complete("runner trainer.mi", tmp_path).stdout.split()
+    assert "split=" in complete("runner-evaluate spl", tmp_path).stdout.split()
     installed = subprocess.run(["runner", "-sc", "install=bash"], cwd=tmp_path, capture_output=True, text=True, env=cli_env())
     assert installed.stdout.rstrip().endswith("hydra_bash_completion runner")
-    assert not list(tmp_path.glob("outputs")), "asking for help or completion made a run directory"
+    assert not list(tmp_path.glob("outputs")), "asking for completion made a run directory"

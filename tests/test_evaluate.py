@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runner import checkpoint_files, models
+from runner.cli.evaluate import evaluate
 from runner.data import datasets, loaders
 from runner.errors import UserError
-from runner.evaluate import evaluate
 from runner.evaluation import results
 from runner.evaluation.evaluator import assert_eval_mode, evaluate_run, predict
 from runner.evaluation.results import read_rows

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runner.evaluate import evaluate
+from runner.cli.evaluate import evaluate
 from runner.evaluation import inference
 from runner.evaluation.evaluator import evaluate_one
 from runner.evaluation.results import read_rows

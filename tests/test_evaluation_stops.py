@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from runner import stop_signals
-from runner.evaluate import evaluate
+from runner.cli.evaluate import evaluate
 from runner.evaluation import results
 from runner.evaluation.evaluator import evaluate_one
 from runner.run import train_and_evaluate as train_job

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.evaluate import evaluate
+from runner.cli.evaluate import evaluate
 from runner.evaluation import results
 from runner.evaluation.run_table import formatted, table
 from runner.run import train_and_evaluate

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from runner import checkpoint_files, io
+from runner.cli.evaluate import evaluate
 from runner.errors import UserError
-from runner.evaluate import evaluate
 from runner.run import train_and_evaluate
 from tests.conftest import TINY, compose_config
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.cli.evaluate import evaluate
 from runner.errors import UserError
-from runner.evaluate import evaluate
 from runner.evaluation import results
 from runner.evaluation.run_table import table
 from runner.run import train_and_evaluate

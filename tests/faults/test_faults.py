@@ -25,9 +25,9 @@ import torch
 
 from runner import checkpoint_files
 from runner.checks.settings import ChecksSettings, LrFindSettings
+from runner.cli.evaluate import evaluate
 from runner.config import validate, validate_evaluate_command
 from runner.errors import UserError
-from runner.evaluate import evaluate
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.precheck import refuse_bad_command_line
 from runner.run import train_and_evaluate

@@ -39,7 +39,7 @@ def real_run(tmp_path_factory) -> Path:
     run_dir = root / "run"
     finished = run_cli([*RUN_SETTINGS, f"hydra.run.dir={run_dir}"], cwd=root)
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
-    from runner.evaluate import evaluate
+    from runner.cli.evaluate import evaluate
 
     evaluate(compose_config([f"run_dir={run_dir}", "split=test", "galleries=false"], config_name="evaluate"))
     evaluate(compose_config([f"run_dir={run_dir}", "tta=flip", "galleries=false"], config_name="evaluate"))
@@ -281,8 +281,8 @@ def quick_figures(monkeypatch):
 
 def run(command: str, run_dir: Path, twin: Path, tmp_path: Path, target: Path) -> int:
     """The command, in this process as its entry point runs it; its exit status."""
+    from runner.cli.evaluate import evaluate
     from runner.compare import cli as compare_cli
-    from runner.evaluate import evaluate
     from runner.run import train_and_evaluate
     from runner.runs import cli as runs_cli
 

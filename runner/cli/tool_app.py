@@ -1,9 +1,8 @@
-"""The shared entry of the tools that work on a training config: runner.check, inspect_data, lr_find.
+"""python -m runner.check +experiment=flowers checks=[overfit_batch]   (and runner.inspect_data, runner.lr_find)
 
-    python -m runner.check +experiment=flowers checks=[overfit_batch]
-
-Each tool composes the same config as training (conf/train.yaml) and writes into its own run
-directory, outputs/tools/<name>/<tool>_<time>/ (apart from the runs), with its own log file.
+The Hydra app shared by the tools that work on a training config: each composes the same config
+as training (conf/train.yaml) and writes into its own run directory,
+outputs/tools/<name>/<tool>_<time>/ (apart from the runs), with its own log file.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError, one_line
 
@@ -23,11 +22,13 @@ log = logging.getLogger("runner")
 
 
 def tool_arguments(name: str, argv: list[str]) -> list[str]:
-    """The tool's command line for Hydra: its job name and run directory, unless given.
+    """The tool's command line for Hydra: its job name and run directory, unless given; its own help header.
 
     `checks=[a,b]` is shorthand for `checks.only=[a,b]` (the rest of `checks.` holds settings).
     """
     args = [f"checks.only={a.split('=', 1)[1]}" if a.startswith("checks=") else a for a in argv]
+    if "--help" in args or "-h" in args:  # the tool's own text above the training config's groups and keys
+        args.append("hydra.help.header=${runner.tool_help:}")
     if not any(a.startswith("hydra.job.name=") for a in args):
         args.append(f"hydra.job.name={name}")
     if not any(a.startswith("hydra.run.dir=") for a in args):
@@ -36,12 +37,15 @@ def tool_arguments(name: str, argv: list[str]) -> list[str]:
     return args
 
 
-def run_tool(name: str, work: Callable[[DictConfig, Path], int]) -> None:
-    """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code."""
+def run_tool(name: str, work: Callable[[DictConfig, Path], int], help_text: str) -> None:
+    """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code.
+
+    `help_text` heads the tool's --help (the train config's own header describes training)."""
     from runner.config import CONF, register_configs, validate
     from runner.precheck import refuse_bad_command_line
 
     register_configs()
+    OmegaConf.register_new_resolver("runner.tool_help", lambda: help_text, replace=True)
     sys.argv = [sys.argv[0], *tool_arguments(name, sys.argv[1:])]
     refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
 

@@ -1,0 +1,54 @@
+"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, or one SWEEP_DIR)
+
+Writes compare.md and curves.png (default folder: outputs/tools/compare/<A>_vs_<B>) and prints
+compare.md. The work is in runner/evaluation/comparison.py.
+"""
+
+import sys
+from pathlib import Path
+
+from runner.errors import UserError
+
+HELP = """runner.compare: two runs side by side: the settings that differ, both best metrics with their intervals,
+a paired test on the samples both were evaluated on, per-class changes, both runs' curves.
+
+python -m runner.compare RUN_A RUN_B [out=FOLDER]     two evaluated runs (or two checkpoint files)
+python -m runner.compare SWEEP_DIR                    a sweep's best trial against the runner-up
+(installed, `runner-compare` is the same command; it writes compare.md and curves.png into
+out=, default outputs/tools/compare/<A>_vs_<B>/)
+"""
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """`python -m runner.compare` and the `runner-compare` console command."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--help" in args or "-h" in args:
+        print(HELP, end="")
+        return
+    from runner.evaluation import comparison  # matplotlib and numpy: after --help
+    from runner.io import write_text_atomic
+
+    out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("out=")), None)
+    runs = [Path(a) for a in args if not a.startswith("out=")]
+    try:
+        for run in runs:
+            if not run.exists():
+                raise UserError(f"{run} does not exist. Fix: python -m runner.compare RUN_A RUN_B (run folders or "
+                                "their checkpoint files), or a sweep folder")
+        if len(runs) == 1 and runs[0].is_dir():
+            runs = list(comparison.trials_of(runs[0]))
+        if len(runs) != 2:
+            raise UserError(f"{len(runs)} folders given. Fix: python -m runner.compare RUN_A RUN_B, or SWEEP_DIR")
+        result = comparison.compare(*runs)
+        out = out or Path("outputs/tools/compare") / f"{runs[0].stem}_vs_{runs[1].stem}"
+        out.mkdir(parents=True, exist_ok=True)
+        comparison.curves_png(*runs, out / "curves.png")
+        result["gallery"] = comparison.disagreements_png(result, out / "disagreements.png")
+        text = comparison.report(result)
+        write_text_atomic(out / "compare.md", text)
+    except UserError as error:
+        print(f"runner.compare: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(text)
+    print(f"written: {out / 'compare.md'} (with curves.png{', disagreements.png' if result['gallery'] else ''})")
+
