@@ -200,6 +200,13 @@ def test_every_command_answers_help_with_its_own_usage(command, how, tmp_path):
     assert not list(tmp_path.iterdir()), "asking for help made a folder"
 
 
+def test_the_training_help_lists_every_installed_command(tmp_path):
+    shown = run_cli(["--help"], cwd=tmp_path)
+    header = shown.stdout[: shown.stdout.index("== Configuration groups ==")]
+    listed = set(re.findall(r"(?<![\w.-])runner(?:-[a-z]+)*(?![\w.-])", header))
+    assert set(console_scripts()) - listed == set(), header
+
+
 def complete(line: str, cwd: Path) -> subprocess.CompletedProcess:
     """What bash's completion function asks the command for when Tab is pressed after `line`."""
     env = {**cli_env(), "COMP_LINE": line, "COMP_POINT": str(len(line))}
