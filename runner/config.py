@@ -96,17 +96,20 @@ def register_configs() -> None:
         store.store(name=f"dataset_{name}_schema", node=schema)  # not a group: --help lists groups as choices
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise UserError at the first bad setting of a training config; returns None when it is usable."""
+def validate(cfg: DictConfig, import_targets: bool = True) -> None:
+    """Raise UserError at the first bad setting of a training config; returns None when it is usable.
+
+    import_targets=False leaves out the check of the `_target_` callables' arguments, which imports them (torch:
+    seconds): `python -m runner` checks its command line so before its first log line, and the rest after it."""
     missing = missing_keys(cfg)
     if missing:
         raise UserError(f"{missing[0]} has no value (???). Fix: set it on the command line, e.g. {missing[0]}=...")
     refuse_unknown_keys(cfg)
     validate_training(cfg)
     validate_dataset(cfg.dataset)
-    for group, choices in TARGET_GROUPS.items():
+    for group, choices in TARGET_GROUPS.items() if import_targets else ():
         validate_target(cfg[group], group, choices)
-    if cfg.dataset.name == "custom":
+    if cfg.dataset.name == "custom" and import_targets:
         validate_target(cfg.dataset, "dataset", "a module.function of yours that returns the splits",
                         ignore={f.name for f in fields(DatasetSettings)})
     if cfg.model.get("num_classes") != cfg.dataset.num_classes:

@@ -15,11 +15,13 @@ import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from runner.errors import UserError
 from runner.io import write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,9 @@ def require_committed_code(state: dict | None, cwd: Path) -> None:
 
 def environment(device: torch.device) -> dict:
     """Versions, device and host: enough to tell two machines' results apart."""
+    # torch here, not at the top: results.py imports this module for now(), and the sweeper plugin imports
+    # results at every start, --help and Tab completion included
+    import torch
     import torchvision
 
     env = {

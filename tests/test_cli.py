@@ -207,9 +207,11 @@ def test_the_training_help_lists_every_installed_command(tmp_path):
     assert set(console_scripts()) - listed == set(), header
 
 
-def complete(line: str, cwd: Path) -> subprocess.CompletedProcess:
+def complete(line: str, cwd: Path, profile_imports: bool = False) -> subprocess.CompletedProcess:
     """What bash's completion function asks the command for when Tab is pressed after `line`."""
     env = {**cli_env(), "COMP_LINE": line, "COMP_POINT": str(len(line))}
+    if profile_imports:
+        env["PYTHONPROFILEIMPORTTIME"] = "1"  # every import on stderr: the real command, untouched
     return subprocess.run([line.split()[0], "-sc", "query=bash"], cwd=cwd, capture_output=True, text=True, env=env,
                           timeout=120)
 
@@ -221,3 +223,61 @@ def test_the_runner_console_commands_complete_in_bash(tmp_path):
     installed = subprocess.run(["runner", "-sc", "install=bash"], cwd=tmp_path, capture_output=True, text=True, env=cli_env())
     assert installed.stdout.rstrip().endswith("hydra_bash_completion runner")
     assert not list(tmp_path.glob("outputs")), "asking for completion made a run directory"
+
+
+@pytest.mark.parametrize(("line", "offered"), [
+    ("runner dataset.sub", "dataset.subset="), ("runner-evaluate spl", "split="),
+    ("runner-check dataset.sub", "dataset.subset="), ("runner-inspect-data dataset.sub", "dataset.subset="),
+    ("runner-lr-find lr_find.st", "lr_find.steps="),
+])
+def test_tab_completion_does_not_import_torch(line, offered, tmp_path):
+    """torch takes seconds to import, and each Tab runs the command once."""
+    completed = complete(line, tmp_path, profile_imports=True)
+    assert offered in completed.stdout.split(), completed.stdout[-300:]
+    imported = {row.rpartition("|")[2].strip() for row in completed.stderr.splitlines() if row.startswith("import time:")}
+    assert "hydra" in imported, "no import was profiled: the check would see nothing"
+    assert "torch" not in imported, f"{line.split()[0]} imports torch on the completion path"
+
+
+FIRST_LINE_PROBE = """
+import logging, os, runpy, sys
+
+make_record = logging.getLogRecordFactory()
+
+def first_record(*args, **kwargs):  # Hydra's logging setup replaces handlers, not the record factory
+    record = make_record(*args, **kwargs)
+    if record.name.startswith("runner"):
+        print(f"torch imported: {'torch' in sys.modules}; first line: {record.getMessage()}", flush=True)
+        os._exit(0)
+    return record
+
+logging.setLogRecordFactory(first_record)
+sys.argv = ["runner", *sys.argv[1:]]
+runpy.run_module("runner", run_name="__main__", alter_sys=True)  # as python -m runner does
+"""
+
+
+def test_the_first_log_line_is_written_before_torch_is_imported(tmp_path):
+    """The first line says at once where the run goes; torch alone takes seconds to import."""
+    probe = subprocess.run([sys.executable, "-c", FIRST_LINE_PROBE], cwd=tmp_path, capture_output=True, text=True,
+                           env=cli_env(), timeout=120)
+    assert "first line: run directory" in probe.stdout, probe.stdout[-500:] + probe.stderr[-1000:]
+    assert "torch imported: False" in probe.stdout, probe.stdout
+
+
+def test_the_dataset_names_checked_before_the_first_line_are_the_builders():
+    from runner.data.datasets import DATASETS
+    from runner.data.settings import DATASET_NAMES
+
+    assert list(DATASET_NAMES) == list(DATASETS)
+
+
+def test_a_bad_target_argument_is_refused_after_the_first_lines_and_leaves_no_run_folder(tmp_path):
+    """The `_target_` callables are checked after the first log line (importing them imports torch)."""
+    run_dir = tmp_path / "outputs" / "run"
+    result = run_cli(["+optimizer.momentum=0.9", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "optimizer.momentum=0.9 is not an argument of torch.optim.AdamW. Fix:" in errors[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not run_dir.exists()

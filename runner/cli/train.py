@@ -7,6 +7,7 @@ catches the stop signals before importing this module.
 
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -74,7 +75,9 @@ def cli() -> None:
     stop_signals.catch_from_now_on()  # (python -m runner caught them already, before its imports)
     try:
         register_configs()
-        refuse_bad_command_line("train", validate, sys.argv[1:])  # before Hydra makes a run directory
+        # before Hydra makes a run directory; the `_target_` callables (they import torch, seconds) after the
+        # first log line, by train_and_evaluate's validate (a refusal there removes the new folder)
+        refuse_bad_command_line("train", partial(validate, import_targets=False), sys.argv[1:])
         main()
     finally:
         stop_signals.ignore_from_now_on()

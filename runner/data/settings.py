@@ -102,13 +102,14 @@ def class_folders(root) -> int:
 
 SCHEMAS = {"digits": DigitsSettings, "synthetic": SyntheticSettings, "flowers102": ImageFileSettings,
            "cifar10": Cifar10Settings, "imagefolder": ImageFolderSettings}
+# the builders' names (data/datasets.py's DATASETS, in its order): here, so that the check of the command line,
+# which runs before the first log line, does not import datasets.py and with it torch (seconds)
+DATASET_NAMES = (*SCHEMAS, "custom")
 
 
 def validate(dataset: DictConfig) -> None:
-    from runner.data.datasets import DATASETS
-
-    if dataset.name not in DATASETS:
-        fail("dataset.name", dataset.name, "is not a known dataset", f"one of {', '.join(DATASETS)}")
+    if dataset.name not in DATASET_NAMES:
+        fail("dataset.name", dataset.name, "is not a known dataset", f"one of {', '.join(DATASET_NAMES)}")
     if dataset.name == "imagefolder" and not Path(str(dataset.root)).is_dir():  # before the classes it holds
         fail("dataset.root", dataset.root, "has no value" if dataset.root is None else "is not a folder",
              "dataset.root=/path/to/images (class subfolders, or train/ and val/ with class subfolders)")

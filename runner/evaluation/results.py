@@ -30,7 +30,6 @@ from pathlib import Path
 from runner.errors import UserError
 from runner.evaluation import records
 from runner.evaluation.metric_names import METRICS, direction
-from runner.evaluation.predictions import predictions_of
 from runner.evaluation.records import inside_run
 from runner.evaluation.variants import other_than_tta, row_settings, variant_of, variant_slug
 from runner.io import (
@@ -154,6 +153,10 @@ def evaluated(eval_dir: Path) -> set[tuple[str, str, str]]:
     A row whose predictions file is missing (a run copied without eval/predictions/) is evaluated
     again, with a warning: ensembles, compare and the figures need that file.
     """
+    # here, not at the top: the sweeper plugin, which Hydra imports at every start (also for --help and Tab
+    # completion), reads results through sweep.objectives, and predictions imports torch (seconds)
+    from runner.evaluation.predictions import predictions_of
+
     done = set()
     for row in read_rows(eval_dir):
         saved = predictions_of(eval_dir, row)
