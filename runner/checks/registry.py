@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runner.checks import data, model, samples, spatial, training
+from runner.checks import augmentation, data, model, samples, spatial, training
 from runner.checks.crash import crash_row
 from runner.checks.setup import Result, Setup
 
@@ -22,6 +22,7 @@ CHECKS: dict[str, Callable[[Setup], Result]] = {
     "output_bias": model.check_output_bias,
     "overfit_batch": training.check_overfit_batch,
     "input_independent": training.check_input_independent,
+    "augmentation_consistency": augmentation.check_augmentation_consistency,  # a short training, as the two above
     "batch_independence": samples.check_batch_independence,
     "spatial_dependencies": spatial.check_spatial_dependencies,  # within a sample, after across samples
     "gradients_flow": model.check_gradients_flow,

@@ -39,6 +39,10 @@ class ChecksSettings:
     """inspect_data: a checkpoint whose highest-loss training samples the report shows (label noise shows there)."""
     min_batchnorm_samples: int = 16
     """normalization: the fewest samples per micro-batch whose BatchNorm statistics are trusted."""
+    augmentation_steps: int = 100
+    """augmentation_consistency: updates of the quick model on clean images (batches of baseline_batch_size)."""
+    augmentation_samples: int = 256
+    """augmentation_consistency: held-out images it compares clean and augmented (at most a third of them)."""
 
 
 @dataclass
@@ -79,9 +83,12 @@ def validate(cfg: DictConfig) -> None:
         if unknown:
             raise UserError(f"checks.only={checks.only} names unknown checks {unknown}. "
                             f"Fix: checks=[{','.join(names_known)}] (any of them), or checks.only=all")
-    for key in ("batch_size", "overfit_samples", "overfit_steps", "baseline_steps", "baseline_batch_size"):
+    for key in ("batch_size", "overfit_samples", "overfit_steps", "baseline_steps", "baseline_batch_size",
+                "augmentation_steps"):
         int_at_least(f"checks.{key}", checks[key], 1, f"checks.{key}=32")
     int_at_least("checks.baseline_classes", checks.baseline_classes, 2, "checks.baseline_classes=10")
+    # fewer held-out images than this cannot show a drop beyond chance (a sign test on 10 flips has p >= 0.001)
+    int_at_least("checks.augmentation_samples", checks.augmentation_samples, 20, "checks.augmentation_samples=256")
     int_at_least("checks.min_batchnorm_samples", checks.min_batchnorm_samples, 2, "checks.min_batchnorm_samples=16")
     if checks.overfit_lr is not None:
         positive_number("checks.overfit_lr", checks.overfit_lr, "checks.overfit_lr=1e-3, or null for optimizer.lr")
