@@ -204,3 +204,11 @@ def test_the_usual_order_and_the_stock_models_get_no_warning_from_the_order(smal
         setup = setup_for(compose_config([f"model={model}"]), torch.device("cpu"))
         result = CHECKS["normalization"](setup)
         assert result.verdict == "PASS", (model, result)
+
+
+def test_negative_labels_reach_splits_instead_of_crashing_the_setup():
+    """class_counts (what output_bias and the setup count with) took torch.bincount of negative labels: it raised."""
+    from runner.checks.setup import class_counts
+
+    counts = class_counts(labels_setup(ALL_300.to(torch.int8), 300))
+    assert int(counts.sum()) == int((ALL_300.to(torch.int8) >= 0).sum())

@@ -86,7 +86,7 @@ class PartlyFrozen(nn.Module):
 
 def test_frozen_parameters_are_counted_and_named():
     result = CHECKS["gradients_flow"](with_model(digits_setup(), PartlyFrozen))
-    assert result.verdict == "PASS"
+    assert result.verdict == "FAIL" and "tensors frozen at their initial values" in result.fix  # issue 23 item 1
     assert "frozen" in result.figure and "extra.weight" in result.figure and "2 frozen" in result.figure, result
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from runner.checks.setup import Result, Setup, fmt
+from runner.checks.setup import Result, Setup, counts_of, fmt
 from runner.data import datasets, introspect, transforms
 
 
@@ -87,9 +87,8 @@ def wrapped_labels(counts: torch.Tensor, lowest: int = 0) -> str | None:
 
 def label_counts(setup: Setup, split: str) -> tuple[torch.Tensor, int]:
     """The split's samples per class (from 0) and its lowest label, which a signed cast makes negative."""
-    labels = introspect.labels_of(setup.splits[split]).long()
-    counts = torch.bincount(labels[labels >= 0], minlength=setup.num_classes)
-    return counts, int(labels.min())
+    labels = introspect.labels_of(setup.splits[split])
+    return counts_of(labels, setup.num_classes), int(labels.min())
 
 
 def check_splits(setup: Setup) -> Result:

@@ -76,7 +76,7 @@ class Setup:
 def setup_for(cfg, device: torch.device) -> Setup:
     """The Setup of a composed config: its splits and its model, as training would build them."""
     splits, _ = datasets.build_screened_splits(cfg.dataset, refuse_bad=False)  # the outliers check names them
-    counts = torch.bincount(introspect.labels_of(splits["train"]), minlength=cfg.dataset.num_classes)
+    counts = counts_of(introspect.labels_of(splits["train"]), cfg.dataset.num_classes)
 
     def make_model(init_output_bias: str | None = None) -> nn.Module:
         model_cfg = copy.deepcopy(cfg.model)
@@ -95,7 +95,13 @@ def fresh(setup: Setup, seed_offset: int = 0, **kwargs) -> nn.Module:
 
 
 def class_counts(setup: Setup, split: str = "train") -> torch.Tensor:
-    return torch.bincount(introspect.labels_of(setup.splits[split]), minlength=setup.num_classes)
+    return counts_of(introspect.labels_of(setup.splits[split]), setup.num_classes)
+
+
+def counts_of(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Samples per class 0..; negative labels (a signed cast wrapped them) are left out, for `splits` to name."""
+    labels = labels.long()
+    return torch.bincount(labels[labels >= 0], minlength=num_classes)
 
 
 def fmt(values) -> str:
