@@ -63,3 +63,57 @@ def test_the_report_has_the_neighbours_views_and_stretched_images(workdir, tmp_p
     assert "## nearest neighbours" in report and "## stretched images" in report
     for name in ("neighbours", "views"):
         assert (workdir / "report" / f"{name}.png").stat().st_size > 5_000
+
+
+# ---- issue 23 item 6: stored samples as stored, classes with zero or doubled samples, a flip that changes the class ----
+
+def test_as_stored_shows_the_stored_tensor_not_a_random_augmented_draw():
+    from runner.checks.pictures import as_stored
+    from runner.data.transforms import channel_stats, denormalize
+
+    setup = setup_for(compose_config(["dataset.augment=basic"]), torch.device("cpu"))  # digits: crop + flip
+    train = setup.splits["train"]
+    mean, std = channel_stats(setup.cfg.dataset)
+    pictures = [as_stored(train, 5, mean, std) for _ in range(2)]
+    stored = denormalize(train.images[5], mean, std)[0].numpy()
+    assert (pictures[0] == pictures[1]).all() and (pictures[0] == stored).all()
+
+
+def test_as_stored_shows_a_uint8_array_as_stored():
+    import numpy as np
+
+    from runner.checks.pictures import as_stored
+    from runner.data.pixels import ImagePixels
+
+    cfg = compose_config(["dataset=cifar10", "dataset.augment=basic", "dataset.image_size=8"]).dataset
+    array = np.random.default_rng(0).integers(0, 256, size=(3, 10, 10, 3), dtype=np.uint8)
+    train = ImagePixels(None, [0, 1, 2], None, cfg, train=True, array=array, rows=[0, 1, 2])
+    pictures = [as_stored(train, 2, [0.5], [0.5]) for _ in range(2)]
+    assert (pictures[0] == pictures[1]).all() and (pictures[0] == array[2] / 255).all()
+
+
+def test_the_class_table_flags_empty_and_doubled_classes():
+    """300 classes whose labels were cast to uint8: 256..299 wrap onto 0..43, which hold twice the others."""
+    from runner.checks.inspect_data import class_table
+
+    setup = setup_for(compose_config(["dataset=synthetic", "dataset.num_classes=300", "dataset.image_size=4",
+                                      "dataset.train_size=6000", "dataset.val_size=300", "dataset.test_size=300"]),
+                      torch.device("cpu"))
+    for split in ("train", "val"):
+        x, y = setup.splits[split].tensors
+        setup.splits[split] = TensorDataset(x, y.to(torch.uint8).long())
+    rows = {int(line.split("|")[1]): line for line in class_table(setup, [str(c) for c in range(300)])
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    assert "empty in train" in rows[299] and "empty in train" in rows[256], rows[299]
+    assert "2.0x the median in train" in rows[0] and "2.0x" in rows[43], rows[0]
+    assert "empty" not in rows[100] and "median" not in rows[100]
+    assert "empty in val" in rows[299] and "median in val" not in rows[0]  # 2 against 1: within a small count's noise
+
+
+@pytest.mark.parametrize("augment", ["basic", "none"])
+def test_the_report_says_when_the_augmentation_mirrors_classes_that_change_when_mirrored(augment):
+    from runner.checks.inspect_data import augmentation_note
+
+    setup = setup_for(compose_config([f"dataset.augment={augment}"]), torch.device("cpu"))  # digits
+    said = " ".join(augmentation_note(setup))
+    assert ("dataset.augment=basic mirrors images" in said) == (augment == "basic"), said

@@ -1,9 +1,11 @@
 """python -m runner.inspect_data +experiment=flowers
 
 "Know your data": writes report.md with PNG figures into a run directory (and the figures to
-TensorBoard): random samples as stored and as the model sees them, a row of examples per class,
-histograms of pixel values per channel, of labels per split and of image sizes, and the
-outlier gallery of `runner.check`'s outliers check. Prints where the report is.
+TensorBoard): random samples as stored (before any augmentation) and as the model sees them, a
+row of examples per class, histograms of pixel values per channel, of labels per split and of
+image sizes, the outlier gallery of `runner.check`'s outliers check, the class table (classes
+empty in a split or about twice its median flagged), and a note when the configured augmentation
+flips images whose classes change when flipped. Prints where the report is.
 """
 
 from __future__ import annotations
@@ -98,13 +100,49 @@ def outliers_figure(records: list, broken: list[str], gray: list[str]) -> Figure
                          + (f": {', '.join(broken[:10])}" if broken else ""))}
 
 
+def class_flags(counts: dict[str, torch.Tensor], c: int) -> str:
+    """What stands out about class c's counts: none in a split, or about twice a split's median or more
+    (labels wrapped by a cast pile one block of classes onto another: some doubled, others empty); beyond
+    the counts' own noise (3 standard deviations of a Poisson count), so a small split flags nothing by chance."""
+    flags = []
+    for split, split_counts in counts.items():
+        median, count = float(split_counts.median()), float(split_counts[c])
+        if count == 0:
+            flags.append(f"empty in {split}")
+        elif median > 0 and count >= 1.75 * median and count - median > 3 * median**0.5:
+            flags.append(f"{count / median:.1f}x the median in {split}")
+    return ", ".join(flags)
+
+
 def class_table(setup: Setup, names: list[str]) -> list[str]:
-    """Markdown: each class's name and its count in every split."""
+    """Markdown: each class's name, its count in every split, and a flag where a class is empty or doubled."""
     splits = [s for s, d in setup.splits.items() if len(d)]
     counts = {s: torch.bincount(introspect.labels_of(setup.splits[s]), minlength=setup.num_classes) for s in splits}
-    return ["## classes", "", f"| class | name | {' | '.join(splits)} |", "|" + " --- |" * (2 + len(splits)),
-            *(f"| {c} | {names[c]} | {' | '.join(str(int(counts[s][c])) for s in splits)} |"
+    flags = [class_flags(counts, c) for c in range(setup.num_classes)]
+    flagged = sum(1 for f in flags if f)
+    summary = [f"{flagged} classes flagged: empty in a split, or about twice its median count or more.", ""] if flagged else []
+    return ["## classes", "", *summary, f"| class | name | {' | '.join(splits)} | flag |",
+            "|" + " --- |" * (3 + len(splits)),
+            *(f"| {c} | {names[c]} | {' | '.join(str(int(counts[s][c])) for s in splits)} | {flags[c]} |"
               for c in range(setup.num_classes)), ""]
+
+
+def augmentation_note(setup: Setup) -> list[str]:
+    """Markdown: a configured augmentation that flips the images of a dataset whose classes change when
+    flipped (augmentation_consistency's finding, measured with a linear model on the pixels: seconds)."""
+    from runner import models
+    from runner.checks.augmentation import check_augmentation_consistency
+
+    dataset = setup.cfg.dataset
+    cheap = Setup(setup.cfg, setup.splits,
+                  lambda init_output_bias=None: models.linear(setup.num_classes, dataset.channels, dataset.image_size),
+                  setup.device)
+    result = check_augmentation_consistency(cheap)
+    if not result.details.get("flips_change_class"):
+        return []
+    return ["## augmentation", "", f"**{result.verdict}**: {result.fix}.", "",
+            f"Measured by python -m runner.check checks=[augmentation_consistency] (here with a linear model): "
+            f"{result.figure}.", ""]
 
 
 def files_section(cfg: DictConfig, setup: Setup, broken: list[str]) -> list[str]:
@@ -160,7 +198,8 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
     header = [f"# Data report: {cfg.dataset.name}", "",
               f"{', '.join(f'{s}: {len(d)} samples' for s, d in setup.splits.items())}; {setup.num_classes} classes; "
               f"pixels after preprocessing: mean {fmt(x.mean(dim=(0, 2, 3)))}, std {fmt(x.std(dim=(0, 2, 3)))}", "",
-              *files_section(cfg, setup, broken), *report_views.stretched_note(cfg, records), *sections,
+              *files_section(cfg, setup, broken), *report_views.stretched_note(cfg, records), *augmentation_note(setup),
+              *sections,
               *class_table(setup, names)]
     print(f"data report: {write_report(figures, header, run_dir)}")
     return 0

@@ -7,10 +7,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from torch.utils.data import Subset, TensorDataset  # noqa: E402
 
 from runner.data import introspect, transforms  # noqa: E402
+from runner.data.custom import UserSplit  # noqa: E402
+from runner.data.pixels import ImagePixels  # noqa: E402
+from runner.data.transforms import TransformedTensors  # noqa: E402
 
 Figures = dict[str, tuple[plt.Figure, str]]  # name -> (figure, caption)
 
@@ -21,13 +26,37 @@ def as_model_sees(x: torch.Tensor):
     return image[..., 0] if image.shape[2] == 1 else image
 
 
-def as_stored(dataset, index: int, mean, std):
-    """The sample before preprocessing: the file itself, or the de-normalized tensor."""
+def stored_item(dataset, index: int):
+    """The image a dataset holds at index, before its transform (augmentation included): a path, a PIL image,
+    a uint8 (height, width, channels) array or a standardized tensor; through Subsets to the dataset beneath."""
+    while isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, dataset.indices[index]
     files = introspect.image_files(dataset)
-    if files is not None:  # read as the loader reads it: upright, 16-bit scaled
-        return transforms.load_image(files[index])
-    x = dataset[index][0]
-    image = transforms.denormalize(x, mean, std).permute(1, 2, 0).numpy()
+    if files is not None:
+        return files[index]
+    if isinstance(dataset, TransformedTensors):
+        return dataset.images[index]
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0][index]
+    if isinstance(dataset, ImagePixels):
+        return dataset.pixels(index).numpy()
+    if isinstance(dataset, UserSplit):  # the user's item itself; a transform inside their dataset is theirs
+        return dataset.raw(index)[0]
+    return dataset[index][0]
+
+
+def as_stored(dataset, index: int, mean, std):
+    """The sample before preprocessing and augmentation: the file itself, a uint8 array's pixels, the
+    user's PIL image, or the de-normalized tensor (the same picture on every call)."""
+    item = stored_item(dataset, index)
+    if isinstance(item, Image.Image):  # upright, 8-bit, as a viewer shows it
+        return transforms.as_rgb(item, f"the training split's image {index}")
+    if isinstance(item, np.ndarray):  # uint8 pixels
+        image = item / 255
+    elif isinstance(item, torch.Tensor):
+        image = transforms.denormalize(item, mean, std).permute(1, 2, 0).numpy()
+    else:  # read as the loader reads it: upright, 16-bit scaled
+        return transforms.load_image(item)
     return image[..., 0] if image.shape[2] == 1 else image
 
 
