@@ -34,6 +34,8 @@ def copy_of_the_project(tmp_path: Path) -> Path:
     ("runner/evaluation/metrics.py", "runner.training.loop", "runner.evaluation.metrics -> runner.training.loop"),
     # anything but the Hydra plugin importing the sweeper
     ("runner/run.py", "runner.sweep.study", "runner.run -> runner.sweep.study"),
+    # a working module importing a command (runner/cli/ is above everything but the python -m entries)
+    ("runner/run.py", "runner.cli.evaluate", "runner.run -> runner.cli.evaluate"),
     # metrics <- evaluator <- ensemble, and now metrics -> ensemble
     ("runner/evaluation/metrics.py", "runner.evaluation.ensemble", "No import cycles between modules or packages BROKEN"),
 ])
