@@ -1,8 +1,11 @@
-"""python scripts/benchmark.py [--quick] [--rounds 3] [--out benchmark.json]
+"""python scripts/benchmark.py [--quick] [--rounds 3] [--max-rounds 15] [--out benchmark.json]
 
 Speed figures of runner, each a ratio against a baseline measured in the same run, in rounds
 that alternate the two sides (so a machine that slows down or speeds up mid-run hurts both),
-reported as the median with min and max over the rounds:
+reported as the median with min and max over the rounds. A ratio takes --rounds rounds, then
+more until the 95% interval of its median (from order statistics: 6 rounds at least) is
+narrower than 5% of it, or --max-rounds; each figure says how many rounds it took, and when
+it could not get under 5% (a machine busy with other work):
 
   loop_ratio_fp32/bf16  runner's training loop (fit) vs a bare loop with the same accumulation
                         (one optimizer step per learning batch), images/s of the second epoch
@@ -33,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +63,8 @@ from runner.training.optim import build_optimizer  # noqa: E402
 from runner.training.step import micro_batch_loss  # noqa: E402
 
 CPU = torch.device("cpu")
+SPREAD_GOAL = 0.05  # the median ratio's 95% interval, relative to it: narrower than the goals' margins (0.98)
+MAX_ROUNDS = 15  # a machine too busy for SPREAD_GOAL: stop there and say so
 
 
 def config(*overrides: str):
@@ -147,17 +155,52 @@ def torchvision_usual(root: Path, cfg):
         tv.Normalize(*channel_stats(cfg))]))
 
 
-def rounds_of(count: int, baseline, measured) -> list[float]:
-    """measured/baseline in `count` rounds, alternating which side goes first."""
-    ratios = []
-    for round_index in range(count):
-        if round_index % 2:
+def rounds_of(count: int, baseline, measured, most: int = MAX_ROUNDS) -> list[float]:
+    """measured/baseline in `count` rounds at least, alternating which side goes first, then more until the
+    median's interval is narrower than SPREAD_GOAL of it (a noisy machine needs more), `most` at most."""
+    ratios: list[float] = []
+    while len(ratios) < count or (len(ratios) < most and not precise_enough(ratios)):
+        if len(ratios) % 2:
             b = measured(), baseline()
             ratios.append(b[0] / b[1])
         else:
             a = baseline(), measured()
             ratios.append(a[1] / a[0])
     return ratios
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """The distribution-free interval of the median: the k-th smallest and k-th largest value, with k the
+    largest for which P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2. None when n is too small for one."""
+    ordered, n = sorted(values), len(values)
+    k, below = 0, 0.0
+    while k < n and below + math.comb(n, k) / 2**n <= (1 - confidence) / 2:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k else None
+
+
+def spread(values: list[float]) -> float | None:
+    """The width of the median's 95% interval, relative to the median; None with too few rounds for one."""
+    interval = median_interval(values)
+    return None if interval is None else (interval[1] - interval[0]) / statistics.median(values)
+
+
+def precise_enough(ratios: list[float]) -> bool:
+    width = spread(ratios)
+    return width is not None and width < SPREAD_GOAL
+
+
+def described(values: list[float]) -> str:
+    """median (min..max), the median's interval and the rounds taken, in one line."""
+    line = f"{statistics.median(values):.3f} ({min(values):.3f}..{max(values):.3f}) in {len(values)} rounds"
+    interval, width = median_interval(values), spread(values)
+    if interval is not None:
+        line += f", median's 95% interval {interval[0]:.3f}..{interval[1]:.3f} (spread {width:.1%})"
+    if width is None or width >= SPREAD_GOAL:
+        line += (f": could not get the spread under {SPREAD_GOAL:.0%} in {len(values)} rounds (a busy machine: "
+                 "run it on a quiet one, or with more --max-rounds)")
+    return line
 
 
 def launch_times(rounds: int) -> tuple[list[float], list[float]]:
@@ -188,7 +231,7 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def loop_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
+def loop_figures(figures: dict, samples: int, size: int, ratios: Callable) -> None:
     """(a) runner's loop vs a bare loop with the same accumulation, fp32 and bf16."""
     for precision in ("32", "bf16"):
         cfg = config("model=convnet", "dataset=synthetic", f"dataset.train_size={samples}",
@@ -196,13 +239,13 @@ def loop_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
                      f"trainer.precision={precision}", "trainer.epochs=2")
         train_set = datasets.build_splits(cfg.dataset)["train"]
         key = "loop_ratio_fp32" if precision == "32" else "loop_ratio_bf16"
-        figures[key] = rounds_of(rounds, lambda c=cfg, t=train_set: bare_images_per_s(c, t),
-                                 lambda c=cfg, t=train_set: runner_images_per_s(c, t))
-        print(f"{key}: {summary(figures[key])}", flush=True)
+        figures[key] = ratios(lambda c=cfg, t=train_set: bare_images_per_s(c, t),
+                              lambda c=cfg, t=train_set: runner_images_per_s(c, t))
+        print(f"{key}: {described(figures[key])}", flush=True)
 
 
 
-def jpeg_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
+def jpeg_figures(figures: dict, samples: int, size: int, ratios: Callable) -> None:
     """(b) end to end on real-size JPEGs vs in memory, per cache setting; (c) the evaluator; (e) the cache build."""
     with tempfile.TemporaryDirectory() as folder:
         root = make_jpegs(Path(folder) / "jpegs", samples)
@@ -212,15 +255,15 @@ def jpeg_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
         cfg = config(*jpeg_overrides)
         jpegs = datasets.build_splits(cfg.dataset)["train"]
         usual = torchvision_usual(root, cfg.dataset)
-        figures["sample_ratio_jpeg"] = rounds_of(rounds, lambda: samples_per_s(usual.__getitem__, len(usual)),
-                                                 lambda: samples_per_s(jpegs.pixels, len(jpegs)))
-        print(f"sample_ratio_jpeg: {summary(figures['sample_ratio_jpeg'])}", flush=True)
+        figures["sample_ratio_jpeg"] = ratios(lambda: samples_per_s(usual.__getitem__, len(usual)),
+                                              lambda: samples_per_s(jpegs.pixels, len(jpegs)))
+        print(f"sample_ratio_jpeg: {described(figures['sample_ratio_jpeg'])}", flush=True)
         decoded = in_memory(jpegs)
         waits: list[float] = []
-        figures["e2e_ratio_nocache"] = rounds_of(rounds, lambda: runner_images_per_s(cfg, decoded),
-                                                 lambda: runner_images_per_s(cfg, jpegs, waits))
+        figures["e2e_ratio_nocache"] = ratios(lambda: runner_images_per_s(cfg, decoded),
+                                              lambda: runner_images_per_s(cfg, jpegs, waits))
         figures["data_wait_nocache"] = waits
-        print(f"e2e_ratio_nocache: {summary(figures['e2e_ratio_nocache'])}, data wait {summary(waits)}", flush=True)
+        print(f"e2e_ratio_nocache: {described(figures['e2e_ratio_nocache'])}, data wait {summary(waits)}", flush=True)
 
         os.environ["RUNNER_CACHE"] = str(Path(folder) / "cache")
         cached_cfg = config(*jpeg_overrides, "dataset.cache=disk")
@@ -228,20 +271,19 @@ def jpeg_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
         from_cache = datasets.build_splits(cached_cfg.dataset)["train"]  # builds the cache
         figures["cache_build_images_per_s"] = [samples / (time.perf_counter() - started)]
         cache_waits: list[float] = []
-        figures["e2e_ratio_cache"] = rounds_of(rounds, lambda: runner_images_per_s(cfg, decoded),
-                                               lambda: runner_images_per_s(cached_cfg, from_cache, cache_waits))
+        figures["e2e_ratio_cache"] = ratios(lambda: runner_images_per_s(cfg, decoded),
+                                            lambda: runner_images_per_s(cached_cfg, from_cache, cache_waits))
         figures["data_wait_cache"] = cache_waits
-        print(f"e2e_ratio_cache: {summary(figures['e2e_ratio_cache'])}, data wait {summary(cache_waits)}, "
+        print(f"e2e_ratio_cache: {described(figures['e2e_ratio_cache'])}, data wait {summary(cache_waits)}, "
               f"cache built at {figures['cache_build_images_per_s'][0]:.0f} images/s", flush=True)
 
         device_cfg = config(*jpeg_overrides, "dataset.cache=device")
         on_device = datasets.build_splits(device_cfg.dataset)["train"]
         device_waits: list[float] = []
-        figures["e2e_ratio_cache_device"] = rounds_of(
-            rounds, lambda: runner_images_per_s(cfg, decoded),
-            lambda: runner_images_per_s(device_cfg, on_device, device_waits))
+        figures["e2e_ratio_cache_device"] = ratios(lambda: runner_images_per_s(cfg, decoded),
+                                                   lambda: runner_images_per_s(device_cfg, on_device, device_waits))
         figures["data_wait_cache_device"] = device_waits
-        print(f"e2e_ratio_cache_device: {summary(figures['e2e_ratio_cache_device'])}, "
+        print(f"e2e_ratio_cache_device: {described(figures['e2e_ratio_cache_device'])}, "
               f"data wait {summary(device_waits)}", flush=True)
 
         def evaluator_images_per_s() -> float:
@@ -252,8 +294,8 @@ def jpeg_figures(figures: dict, samples: int, size: int, rounds: int) -> None:
             batch_size = cfg.trainer.micro_batch_size  # the evaluator's default: the run's micro-batch
             predict(model, loaders.eval_loader(decoded, batch_size, 0, False), torch.device("cpu"), None, "none")
             return len(decoded) / (time.perf_counter() - started)
-        figures["eval_ratio"] = rounds_of(rounds, lambda: runner_images_per_s(cfg, decoded), evaluator_images_per_s)
-        print(f"eval_ratio: {summary(figures['eval_ratio'])}", flush=True)
+        figures["eval_ratio"] = ratios(lambda: runner_images_per_s(cfg, decoded), evaluator_images_per_s)
+        print(f"eval_ratio: {described(figures['eval_ratio'])}", flush=True)
 
 
 
@@ -285,7 +327,9 @@ def gpu_figures(figures: dict, device: torch.device, samples: int, sizes: tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small images and sets: minutes on 2 cores")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each figure (of a ratio: at least)")
+    parser.add_argument("--max-rounds", type=int, default=MAX_ROUNDS,
+                        help=f"rounds of a ratio at most, when its spread stays over {SPREAD_GOAL:.0%}")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--sections", default="loop,jpeg,launch,gpu",
                         help="which figures: loop, jpeg (end to end, evaluator, cache), launch, gpu (when CUDA is there)")
@@ -295,10 +339,11 @@ def main() -> None:
     samples, size = (128, 64) if args.quick else (512, 128)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     figures: dict[str, list[float]] = {}
+    ratios = partial(rounds_of, args.rounds, most=max(args.rounds, args.max_rounds))
     if "loop" in sections:
-        loop_figures(figures, samples, size, args.rounds)
+        loop_figures(figures, samples, size, ratios)
     if "jpeg" in sections:
-        jpeg_figures(figures, samples, size, args.rounds)
+        jpeg_figures(figures, samples, size, ratios)
     if "launch" in sections:
         figures["first_log_s"], figures["first_update_s"] = launch_times(args.rounds)
         print(f"first_log_s: {summary(figures['first_log_s'])}, first_update_s: {summary(figures['first_update_s'])}")
@@ -315,10 +360,11 @@ def main() -> None:
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
     result: dict = {"machine": machine,
-                    "quick": args.quick, "rounds": args.rounds}
+                    "quick": args.quick, "rounds": args.rounds, "max_rounds": args.max_rounds}
     for key, values in figures.items():
         stats = summary(values)
         result[key], result[f"{key}_min"], result[f"{key}_max"] = stats["median"], stats["min"], stats["max"]
+        result[f"{key}_rounds"], result[f"{key}_spread"] = len(values), spread(values)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

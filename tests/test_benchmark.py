@@ -1,7 +1,9 @@
-"""scripts/benchmark.py: the GPU section runs (tiny, on the CPU) and writes its figures to JSON."""
+"""scripts/benchmark.py: rounds until a ratio is measured precisely enough; the GPU section runs (tiny, on the CPU)."""
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -11,6 +13,42 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_steady_ratio_takes_the_fewest_rounds_that_give_its_median_an_interval(script):
+    ratios = script.rounds_of(3, lambda: 1.0, lambda: 0.99)
+    assert len(ratios) == 6  # 5 rounds leave the median's 95% interval undefined (0.5**5 > 2.5%)
+    assert script.median_interval(ratios) == pytest.approx((0.99, 0.99))
+    assert "6 rounds" in script.described(ratios) and "could not" not in script.described(ratios)
+
+
+def test_a_noisy_ratio_takes_more_rounds_until_the_cap_and_says_it_could_not(script):
+    noisy = itertools.cycle([0.73, 1.14, 0.89, 0.95, 1.02])
+    ratios = script.rounds_of(3, lambda: 1.0, lambda: next(noisy))
+    assert len(ratios) == script.MAX_ROUNDS
+    said = script.described(ratios)
+    assert f"could not get the spread under 5% in {script.MAX_ROUNDS} rounds" in said, said
+
+
+def test_rounds_stop_once_the_spread_is_under_the_goal(script):
+    settling = iter([0.8, 1.2, 1.0, 1.01, 0.99, 1.0, 1.0, 1.01, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    ratios = script.rounds_of(3, lambda: 1.0, lambda: next(settling))
+    assert 6 < len(ratios) < script.MAX_ROUNDS
+    low, high = script.median_interval(ratios)
+    assert (high - low) / script.statistics.median(ratios) < script.SPREAD_GOAL
+
+
+@pytest.mark.parametrize(("count", "expected"), [(5, None), (6, (1, 6)), (9, (2, 8)), (12, (3, 10)), (20, (6, 15))])
+def test_the_interval_of_the_median_from_order_statistics(script, count, expected):
+    assert script.median_interval(list(range(count, 0, -1))) == expected  # values 1..count, any order
 
 
 @pytest.mark.slow
