@@ -162,3 +162,9 @@ def test_the_plants_pass_every_other_check(plant):
     verdicts = {r.check: r.verdict for r in run(setup, others)}
     assert set(verdicts.values()) == {"PASS"}, verdicts
     assert run(setup, [caught_by])[0].verdict == "FAIL"
+
+
+def test_augmentation_consistency_does_not_judge_on_a_handful_of_images():
+    result = CHECKS["augmentation_consistency"](setup_of("dataset=synthetic", "dataset.train_size=30",
+                                                         "dataset.augment=basic"))
+    assert result.verdict == "WARN" and "too few" in result.fix, (result.figure, result.fix)
