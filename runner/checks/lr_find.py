@@ -21,10 +21,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from runner.checks.setup import Setup, fresh, setup_for
-from runner.checks.training import train_step
+from runner.checks.training import Stepper
 from runner.data import loaders
 from runner.io import write_atomic, write_csv_atomic
-from runner.training.optim import build_optimizer
 
 log = logging.getLogger("runner.lr_find")
 
@@ -38,32 +37,51 @@ def epochs_of(loader, sampler):
         sampler.set_epoch(epoch)
 
 
+class Divergence:
+    """When the range test has gone past its useful range, read online as the test runs: fastai's rule, a
+    debiased exponential average of the loss above diverge_factor x its lowest (for a positive loss), or the
+    loss back where the test started after it had fallen by a tenth: the last five losses all within a tenth
+    of the fall from the start (a loss that rises to a plateau, such as ln C once the weights are wrecked,
+    never reaches 4x its lowest, and the lagging average approaches the plateau without reaching it)."""
+
+    def __init__(self, smoothing: float, factor: float):
+        self.smoothing, self.factor = smoothing, factor
+        self.average, self.best = 0.0, math.inf
+        self.losses: list[float] = []
+
+    def diverged(self, value: float) -> bool:
+        self.losses.append(value)
+        self.average = (1 - self.smoothing) * self.average + self.smoothing * value
+        debiased = self.average / (1 - (1 - self.smoothing) ** len(self.losses))  # the average starts at 0
+        self.best = min(self.best, debiased)
+        start = sum(self.losses[:5]) / len(self.losses[:5])  # at rates too small to change anything yet
+        fall = start - self.best
+        back = len(self.losses) > 5 and fall >= 0.1 * abs(start) and min(self.losses[-5:]) >= start - 0.1 * fall
+        return back or (self.best > 0 and debiased > self.factor * self.best)
+
+
 def range_test(setup: Setup, settings: DictConfig) -> dict:
-    """(learning rates, raw losses, centred smoothing of the losses) of the test; the weights are restored after."""
+    """(learning rates, raw losses, centred smoothing of the losses) of the test, each update made as training
+    makes it (train_step: its precision, memory format, micro-batches); the weights are restored after."""
     model = fresh(setup).train()
     initial = copy.deepcopy(model.state_dict())
-    optimizer_cfg = copy.deepcopy(setup.cfg.optimizer)
-    optimizer_cfg.lr = settings.start_lr
-    optimizer = build_optimizer(optimizer_cfg, model)
+    step = Stepper(setup, model, settings.start_lr)
+    optimizer = step.optimizer
     growth = (settings.end_lr / settings.start_lr) ** (1 / max(settings.steps - 1, 1))
     trainer = setup.cfg.trainer
     loader, sampler = loaders.train_loader(setup.splits["train"], trainer.batch_size, trainer.seed, 0, pin_memory=False,
                                            device=setup.device)
     lrs, losses = [], []
-    average, best = 0.0, math.inf
-    for step, (x, y) in enumerate(itertools.islice(epochs_of(loader, sampler), settings.steps)):
-        lr = settings.start_lr * growth**step
+    watch = Divergence(settings.smoothing, settings.diverge_factor)
+    for index, (x, y) in enumerate(itertools.islice(epochs_of(loader, sampler), settings.steps)):
+        lr = settings.start_lr * growth**index
         for group in optimizer.param_groups:
             group["lr"] = lr
-        value = train_step(model, optimizer, loaders.on_device(x, setup.device), y.to(setup.device), loss=setup.loss,
-                           micro_batch_size=trainer.micro_batch_size)
+        value = step(loaders.on_device(x, setup.device), y.to(setup.device))
         if not math.isfinite(value):
             break
-        average = (1 - settings.smoothing) * average + settings.smoothing * value  # online: to stop in time
-        debiased = average / (1 - (1 - settings.smoothing) ** (step + 1))  # the EMA starts at 0
         lrs.append(lr), losses.append(value)
-        best = min(best, debiased)
-        if debiased > settings.diverge_factor * best:
+        if watch.diverged(value):
             break
     model.load_state_dict(initial)  # the test changed the weights: put them back
     return {"lr": lrs, "loss": losses, "smoothed": centred(losses)}
