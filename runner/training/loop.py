@@ -128,7 +128,8 @@ class Update(NamedTuple):
 
 
 def train_step(run: Training, batch: LearningBatch) -> Update:
-    """One optimizer update from one learning batch, top to bottom. Nothing here waits for the device."""
+    """One optimizer update from one learning batch, top to bottom. Nothing in the micro-batch loop waits for
+    the device (but the run's first micro-batch, whose loss at init is logged): the figures stay on it."""
     model, optimizer, scaler, processes = run.step_model, run.optimizer, run.scaler, run.processes
     loss_sum, correct, samples = torch.zeros((), device=run.device), torch.zeros((), device=run.device), 0
     share = batch.size / processes.world_size  # DDP averages over processes: scale to the batch's mean
@@ -137,7 +138,7 @@ def train_step(run: Training, batch: LearningBatch) -> Update:
         y = y.to(run.device, non_blocking=True)
         # gradients are synchronized across processes once per learning batch, at its last micro-batch
         with model.no_sync() if processes.active and not last else contextlib.nullcontext():
-            # the forward under autocast (amp_dtype); the loss is the summed loss over the learning batch's size
+            # the forward under autocast (amp_dtype); loss: the micro-batch's summed loss / the learning batch's size
             loss, micro_loss_sum, micro_correct = micro_batch_loss(model, x, y, share, run.loss, run.amp_dtype)
             scaler.scale(loss).backward()  # adds to .grad (fp16: scaled up, so small gradients do not vanish)
         if run.global_step == 0 and batch.start == 0 and samples == 0 and run.writer is not None:
