@@ -27,7 +27,7 @@ from runner.data.settings import validate as validate_dataset
 from runner.errors import UserError
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.evaluation.settings import validate as validate_evaluation
-from runner.rules import fail
+from runner.rules import fail, resumable
 from runner.training.settings import CheckpointSettings, SweepLink, TrainerSettings
 from runner.training.settings import validate as validate_training
 from runner.trust import keyword_arguments
@@ -57,26 +57,26 @@ class TrainConfig:
     """A `_target_` torch optimizer with `_partial_: true` (conf/optimizer/)."""
     schedule: Any = MISSING
     """A `_target_` learning-rate factor of (epoch, total_epochs) with `_partial_: true` (conf/schedule/)."""
-    evaluate: TrainingEvaluation = field(default_factory=TrainingEvaluation)
+    evaluate: TrainingEvaluation = resumable(default_factory=TrainingEvaluation)
     """The evaluator after training (conf/evaluation/; runner/evaluation/settings.py)."""
     name: str = "default"
     """Names the run's folder under outputs/."""
-    resume: str | None = None
+    resume: str | None = resumable(None)
     """A checkpoint file to resume from; by default a rerun in the same run directory resumes from its newest."""
     require_clean_git: bool = False
     """Refuse to start when the git tree has uncommitted changes."""
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     """The loop (runner/training/settings.py)."""
-    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    checkpoint: CheckpointSettings = resumable(default_factory=CheckpointSettings)
     """When checkpoints are written and how many are kept."""
     loss: Any = MISSING
     """A `_target_` callable (logits, targets) -> per-sample losses or their mean, `_partial_: true` (conf/loss/)."""
     """The cross-entropy's settings."""
-    checks: ChecksSettings = field(default_factory=ChecksSettings)
+    checks: ChecksSettings = resumable(default_factory=ChecksSettings)
     """python -m runner.check (runner/checks/settings.py)."""
-    lr_find: LrFindSettings = field(default_factory=LrFindSettings)
+    lr_find: LrFindSettings = resumable(default_factory=LrFindSettings)
     """python -m runner.lr_find."""
-    sweep: SweepLink = field(default_factory=SweepLink)
+    sweep: SweepLink = resumable(default_factory=SweepLink)
     """A sweep trial's link to its study (filled in by the sweeper)."""
 
 

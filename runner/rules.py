@@ -8,9 +8,37 @@ data/settings.py, evaluation/settings.py, checks/settings.py); runner/config.py 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
+
+RESUMABLE = "resumable"
+
+
+def resumable(default: Any = dataclasses.MISSING, **field_arguments) -> Any:
+    """A schema field that may change between a run and its resume without changing what is computed
+    (`trainer.epochs`, `dataset.root`, the whole `checks` block): a property of the field, read by
+    `may_change_on_resume` when a checkpoint's config is compared with the command's."""
+    return dataclasses.field(default=default, metadata={RESUMABLE: True}, **field_arguments)
+
+
+def may_change_on_resume(cfg: DictConfig, key: str) -> bool:
+    """Is the dotted `key`, or a block above it, a resumable field of the schemas `cfg` was composed from?"""
+    node = cfg
+    for part in key.split("."):
+        schema = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(schema):
+            declared = {f.name: f.metadata for f in dataclasses.fields(schema)}
+            if declared.get(part, {}).get(RESUMABLE):
+                return True
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        node = node._get_node(part)
+    return False
 
 
 def fail(key: str, value, problem: str, fix: str):

@@ -72,12 +72,22 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
 
 
 def test_only_settings_that_change_nothing_computed_may_change_on_resume():
+    from runner.rules import may_change_on_resume
+    from tests.conftest import compose_config
+
     old = {"trainer": {"epochs": 2, "batch_size": 12, "num_workers": 0}, "optimizer": {"lr": 0.1}, "resume": None}
     new = {"trainer": {"epochs": 5, "batch_size": 12, "num_workers": 2}, "optimizer": {"lr": 0.3}, "resume": "x.pt"}
     changes = checkpoint.changed_settings(old, new)
     assert changes == ["optimizer.lr: 0.1 -> 0.3", "resume: None -> 'x.pt'", "trainer.epochs: 2 -> 5",
                        "trainer.num_workers: 0 -> 2"]
-    assert [c for c in changes if not c.startswith(checkpoint.RESUMABLE_CHANGES)] == ["optimizer.lr: 0.1 -> 0.3"]
+    cfg = compose_config(["dataset=synthetic"])
+    assert [c for c in changes if not may_change_on_resume(cfg, c.split(":")[0])] == ["optimizer.lr: 0.1 -> 0.3"]
+    # the property of a schema field: a whole block, a key of every dataset, a key of one dataset's schema
+    assert all(may_change_on_resume(cfg, key) for key in ("checks.overfit_steps", "evaluate.split", "dataset.root",
+                                                           "trainer.device", "sweep.trial_id"))
+    assert may_change_on_resume(compose_config(["dataset=imagefolder", "dataset.root=x"]), "dataset.cache")
+    assert not any(may_change_on_resume(cfg, key) for key in ("trainer.batch_size", "trainer.seed", "dataset.augment",
+                                                               "model.width", "optimizer.lr", "trainer.precision"))
 
 
 def test_resuming_a_run_without_a_scaler_into_fp16_starts_a_fresh_scaler(caplog):

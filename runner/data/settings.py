@@ -14,7 +14,7 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 from omegaconf import MISSING, DictConfig
 
 from runner.data import folders
-from runner.rules import fail, int_at_least, one_of
+from runner.rules import fail, int_at_least, one_of, resumable
 
 
 @dataclass
@@ -31,9 +31,9 @@ class DatasetSettings:
     """Per-channel mean to standardize with (one value: every channel)."""
     std: list[float] = field(default_factory=lambda: [0.5])
     """Per-channel standard deviation to standardize with."""
-    root: str | None = None
+    root: str | None = resumable(None)
     """Where the data lives (or is downloaded to)."""
-    download: bool = False
+    download: bool = resumable(False)
     """Download the data into root when it is not there (needs internet)."""
     subset: int | None = None
     """N: a fixed, seeded miniature of N samples per split; null: everything."""
@@ -67,14 +67,14 @@ class SyntheticSettings(DatasetSettings):
 class Cifar10Settings(DatasetSettings):
     val_size: int = 5000
     """Official training images held out (seeded) for validation."""
-    cache: str = "none"
+    cache: str = resumable("none")
     """none: the uint8 images (in memory already) go through the loader | device: each split's images
     copied to the GPU once, micro-batches gathered and augmented there (no loader workers)."""
 
 
 @dataclass
 class ImageFileSettings(DatasetSettings):
-    cache: str = "none"
+    cache: str = resumable("none")
     """none | disk: decode and resize each image once into a uint8 array in ~/.cache/runner
     ($RUNNER_CACHE), mapped into memory by later runs | memory: the same, read into RAM | device: each
     split's pixels copied to the GPU once, micro-batches gathered and augmented there (no loader workers)."""

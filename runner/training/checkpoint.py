@@ -20,16 +20,12 @@ from runner import checkpoint_files
 from runner.checkpoint_files import list_checkpoints, list_preempted
 from runner.errors import UserError
 from runner.io import remove_stale_temporaries
+from runner.rules import may_change_on_resume
 from runner.run_folders import relative
 from runner.training.optim import depends_on_total_epochs
 
 log = logging.getLogger(__name__)
 
-# settings that may change between a run and its resume without changing what is computed (every
-# dataset.cache trains on the same pixels; the thread count can change the last bits: warned, not refused)
-RESUMABLE_CHANGES = ("trainer.epochs", "trainer.num_workers", "trainer.log_every_steps", "trainer.device",
-                     "trainer.num_threads", "checkpoint.", "resume", "dataset.root", "dataset.download",
-                     "dataset.cache", "evaluate.", "sweep.", "checks.", "lr_find.")
 
 
 def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict,
@@ -87,7 +83,8 @@ def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str 
         return None, None
     path, state = found
     current = OmegaConf.to_container(cfg, resolve=True)
-    changes = [c for c in changed_settings(state["config"], current) if not c.startswith(RESUMABLE_CHANGES)]
+    # the schemas mark what may change (runner/rules.py: resumable): nothing computed depends on it
+    changes = [c for c in changed_settings(state["config"], current) if not may_change_on_resume(cfg, c.split(":")[0])]
     if changes:
         raise UserError(
             f"{path} was written with a different config ({'; '.join(changes[:5])}). Fix: rerun with the "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
-from runner.rules import device_name, fail, int_at_least, one_of, positive_number
+from runner.rules import device_name, fail, int_at_least, one_of, positive_number, resumable
 from runner.training import processes
 
 PRECISIONS = ("auto", "32", "bf16", "16")
@@ -28,7 +28,7 @@ class EarlyStopping:
 
 @dataclass
 class TrainerSettings:
-    epochs: int = 20
+    epochs: int = resumable(20)
     """Passes over the training split."""
     batch_size: int = 64
     """The learning batch: samples per optimizer update (all processes together)."""
@@ -42,11 +42,11 @@ class TrainerSettings:
     """Images and convolution weights in channels-last memory order (faster on recent GPUs)."""
     compile: bool = False
     """torch.compile the model."""
-    num_workers: int = 0
+    num_workers: int = resumable(0)
     """DataLoader worker processes (0: load in the main process)."""
-    device: str = "auto"
+    device: str = resumable("auto")
     """auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps."""
-    num_threads: int | None = None
+    num_threads: int | None = resumable(None)
     """torch's CPU threads; null: the cores this process may use (SLURM's CPUs per task, shared by torchrun's processes)."""
     seed: int = 0
     """Seeds the model's initialization, the data order and the augmentation."""
@@ -55,7 +55,7 @@ class TrainerSettings:
     dry_run: bool = False
     """A few updates of the real job in a temporary folder, a checkpoint, a resume and the
     evaluation, in seconds (runner/dry_run.py); then stop."""
-    log_every_steps: int = 50
+    log_every_steps: int = resumable(50)
     """Optimizer updates between log lines and TensorBoard points."""
     stop_signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
     """On these signals: finish the step, write a checkpoint, stop (and requeue under SLURM). python -m runner
