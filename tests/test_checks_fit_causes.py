@@ -168,3 +168,17 @@ def test_lr_find_stops_when_the_loss_rises_back_to_where_it_started():
     setup.__dict__["loss"] = planted_loss  # the configured loss, replaced by the planted curve
     steps = len(range_test(setup, setup.cfg.lr_find)["lr"])
     assert 160 <= steps < 180, steps  # stopped once the average is back at 2.3, not at step 200
+
+
+def test_the_checks_step_clips_the_gradients_as_training_does():
+    """trainer.grad_clip_norm: plain SGD at lr 1 moves the weights by exactly the clipped gradient norm."""
+    from runner.checks.setup import fresh
+    from runner.checks.training import train_steps
+
+    setup = setup_of(*SMALL, "optimizer=sgd", "optimizer.lr=1.0", "optimizer.momentum=0.0", "optimizer.nesterov=false",
+                     "optimizer.weight_decay=0.0", "trainer.grad_clip_norm=0.001")
+    model = fresh(setup)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    train_steps(setup, model, [setup.batch(size=16)], 1)
+    moved = float((torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm())
+    assert moved == pytest.approx(0.001, rel=1e-3), moved

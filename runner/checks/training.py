@@ -19,23 +19,25 @@ from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.runtime import autocast_dtype
 from runner.training.losses import Loss, cross_entropy
 from runner.training.optim import build_optimizer
-from runner.training.step import micro_batch_loss, to_device
+from runner.training.step import micro_batch_loss, to_device, trainable
 
 
 @dataclass(frozen=True)
 class StepView:
-    """How the training loop runs a step (runner/training/loop.py): the autocast dtype its trainer.precision
-    gives on this device, the memory format of its images and weights, its micro-batch size."""
+    """How the training loop runs a step (runner/training/loop.py's train_step): the autocast dtype its
+    trainer.precision gives on this device, the memory format of its images and weights, its micro-batch
+    size and its gradient clipping."""
 
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     micro_batch_size: int | None = None
+    grad_clip_norm: float | None = None
 
 
 def step_view(setup: Setup) -> StepView:
     trainer = setup.cfg.trainer
     return StepView(autocast_dtype(trainer.precision, setup.device, key="trainer.precision"),
-                    bool(trainer.channels_last), trainer.micro_batch_size)
+                    bool(trainer.channels_last), trainer.micro_batch_size, trainer.grad_clip_norm)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -43,21 +45,23 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
                ) -> float:
     """One update on the learning batch (x, y) as the loop makes it: forward in train mode in micro-batches
     under the training's precision and memory format, the loss (training's own, runner/training/step.py),
-    gradients accumulated (scaled under fp16), one optimizer step. Returns the batch's loss before the update."""
+    gradients accumulated (scaled under fp16), unscaled and clipped, one optimizer step. Returns the batch's
+    loss before the update."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
+    scaler = scaler or torch.amp.GradScaler(x.device.type, enabled=False)
     size = view.micro_batch_size or len(y)
     x = to_device(x, x.device, view.channels_last)
     total = 0.0
     for xs, ys in zip(x.split(size), y.split(size), strict=True):
         part, _, _ = micro_batch_loss(model, xs, ys, window_size=len(y), loss=loss, amp_dtype=view.amp_dtype)
-        (scaler.scale(part) if scaler is not None else part).backward()
+        scaler.scale(part).backward()
         total += float(part.detach())
-    if scaler is not None:
-        scaler.step(optimizer)  # under fp16 skips an update whose gradients overflowed, as the loop does
-        scaler.update()
-    else:
-        optimizer.step()
+    if view.grad_clip_norm is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        nn.utils.clip_grad_norm_(trainable(model), float(view.grad_clip_norm))
+    scaler.step(optimizer)  # under fp16 skips an update whose gradients overflowed, as the loop does
+    scaler.update()
     return total
 
 
@@ -73,7 +77,7 @@ class Stepper:
         if self.view.channels_last:
             model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(optimizer_cfg, model)
-        self.scaler = torch.amp.GradScaler(setup.device.type) if self.view.amp_dtype == torch.float16 else None
+        self.scaler = torch.amp.GradScaler(setup.device.type, enabled=self.view.amp_dtype == torch.float16)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
         return train_step(self.model, self.optimizer, x, y, loss=self.loss, view=self.view, scaler=self.scaler)
