@@ -38,30 +38,40 @@ def measure_fit(setup: Setup, model: nn.Module, x: torch.Tensor, y: torch.Tensor
                     float(logits.max() - logits.min()))
 
 
+def quarter_back(points: list[FitPoint]) -> FitPoint:
+    """The measurement a quarter of the fit's steps before its last."""
+    return [p for p in points[:-1] if p.step <= 0.75 * points[-1].step][-1]
+
+
 def gap_shrink(points: list[FitPoint], floor: float) -> float:
     """How much of the distance to the floor the last quarter of the fit removed (0: none, 1: all of it)."""
     if not math.isfinite(floor) or len(points) < 4:
         return 0.0
-    earlier = points[-1 - max(1, len(points) // 4)]
-    before, after = earlier.loss - floor, points[-1].loss - floor
+    before, after = quarter_back(points).loss - floor, points[-1].loss - floor
     return 0.0 if before <= 0 else 1 - max(after, 0.0) / before
 
 
 def still_falling(points: list[FitPoint], floor: float) -> bool:
-    """A fit on its way down: its last quarter removed at least 10% of the distance to the floor, and the loss
-    fell from each of the last three measurements to the next (a steady fall, not noise)."""
+    """A fit on its way down: the loss fell from each of the last three measurements to the next (a steady
+    fall, not noise), and its last quarter either removed a tenth of the distance to the floor (a fit closing
+    in) or fell a tenth as much as the whole fit so far (a slow, even fall far above the floor). A capped or
+    stalled fit does neither."""
+    if len(points) < 4 or not math.isfinite(floor):
+        return False
     last = [p.loss for p in points[-3:]]
-    return gap_shrink(points, floor) >= 0.1 and all(b < a for a, b in zip(last, last[1:], strict=False))
+    steady = all(b < a for a, b in zip(last, last[1:], strict=False))
+    recent, overall = quarter_back(points).loss - points[-1].loss, points[0].loss - points[-1].loss
+    return steady and (gap_shrink(points, floor) >= 0.1 or (overall > 0 and recent >= 0.1 * overall))
 
 
 def steps_to_floor(points: list[FitPoint], floor: float, margin: float) -> int | None:
     """Updates the whole fit would need to come within `margin` of the floor, extrapolating the last quarter's
-    rate (the distance to the floor shrinks by a constant factor per update); None when it does not shrink."""
+    rate (the distance to the floor shrinks by a constant factor per update: an overestimate for an even fall);
+    None when it does not shrink."""
     shrink = gap_shrink(points, floor)
     if not 0 < shrink < 1:
         return None
-    steps = points[-1].step - points[-1 - max(1, len(points) // 4)].step
-    per_step = math.log(1 - shrink) / steps
+    per_step = math.log(1 - shrink) / (points[-1].step - quarter_back(points).step)
     left = max(math.log(margin / (points[-1].loss - floor)) / per_step, 0.0)
     return points[-1].step + math.ceil(left)
 
