@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from runner.checks.setup import Result, Setup
-from runner.errors import UserError, one_line
+from runner.common.errors import UserError, one_line
 from runner.run import train_and_evaluate
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ The command is runner/cli/evaluate.py; installed, it is the `runner-evaluate` co
 """
 
 if __name__ == "__main__":  # python -m runner.evaluate: catch the stop signals before the imports, which take seconds
-    from runner import stop_signals
+    from runner.common import stop_signals
 
     stop_signals.catch_from_now_on()
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 
 def _pixels(in_channels: int, image_size) -> int:

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.config import validate
-from runner.errors import UserError
+from runner.common.errors import UserError
+from runner.common.trust import module_of
+from runner.config.schema import validate
 from runner.training import processes
 from runner.training.hooks import Hooks
 from runner.training.job import train_job
-from runner.trust import module_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def hooks_for(cfg: DictConfig, run_dir: Path, entry_checks: dict | None) -> Hook
                    if cfg.checks.preflight else None),
         best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
         validation_metric=lambda path: validation_metric(run_dir, cfg, path),
-        stop_early=(lambda path: early_stop(run_dir, cfg, path)) if cfg.trainer.early_stopping.patience else None,
+        stop_early=(lambda path: evaluate_and_ask_to_stop(run_dir, cfg, path)) if cfg.trainer.early_stopping.patience else None,
         evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
     )
 
@@ -111,7 +111,7 @@ def evaluate_after_training(run_dir: Path, cfg: DictConfig) -> dict | None:
     return evaluate_run(run_dir, evaluation_settings(cfg))
 
 
-def early_stop(run_dir: Path, cfg: DictConfig, path: Path) -> str | None:
+def evaluate_and_ask_to_stop(run_dir: Path, cfg: DictConfig, path: Path) -> str | None:
     """After the checkpoint at path: evaluate it (unless the watcher has), then ask trainer.early_stopping."""
     from runner.evaluation import results
     from runner.evaluation.early_stopping import stop_reason

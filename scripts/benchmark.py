@@ -54,10 +54,10 @@ from PIL import Image
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from runner.config import register_configs  # noqa: E402
+from runner.config.precheck import compose_config  # noqa: E402
+from runner.config.schema import register_configs  # noqa: E402
 from runner.data import datasets, loaders  # noqa: E402
 from runner.evaluation.evaluator import predict  # noqa: E402
-from runner.precheck import compose_config  # noqa: E402
 from runner.training import loop  # noqa: E402
 from runner.training.optim import build_optimizer  # noqa: E402
 from runner.training.step import micro_batch_loss  # noqa: E402

@@ -53,7 +53,7 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
 
     return_hydra_config=True keeps Hydra's own node (cfg.hydra: sweeper, launcher, run dir).
     """
-    from runner.config import register_configs
+    from runner.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -74,7 +74,7 @@ def run_cli(args: list[str], cwd: Path, module: str = "runner", timeout: float =
 
 def checkpoint_weights(run_dir: Path, epoch: int) -> dict:
     """The model's state dict in the run's checkpoint after `epoch` epochs."""
-    from runner import checkpoint_files
+    from runner.common import checkpoint_files
 
     return checkpoint_files.load(Path(run_dir) / "checkpoints" / checkpoint_files.checkpoint_name(epoch))["model"]
 

@@ -82,3 +82,15 @@ def test_a_long_function_is_caught(tmp_path):
     (package / "long.py").write_text("def long():\n" + "    x = 1\n" * 70)
     long_functions, _ = sizes(package)
     assert long_functions == ["runner/long.py:1 long (71 lines)"]
+
+
+def test_no_command_shares_its_name_with_a_working_module():
+    """`runner/cli/X.py` is the command X; a working module named X elsewhere (evaluation/evaluate.py beside the
+    evaluate command, checks/lr_find.py beside lr_find) made a newcomer open the wrong file. The thin
+    `runner/X.py` shims that keep `python -m runner.X` are the only other X."""
+    package = ROOT / "runner"
+    commands = {path.stem for path in (package / "cli").glob("*.py")} - {"__init__"}
+    pairs = [str(path.relative_to(ROOT)) for path in package.rglob("*.py")
+             if path.stem in commands and path.parent not in (package, package / "cli")]
+    assert commands >= {"train", "evaluate", "check", "inspect_data", "lr_find", "runs", "compare"}
+    assert not pairs, pairs

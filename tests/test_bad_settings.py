@@ -1,6 +1,6 @@
 """A bad setting gets one line naming key, value and fix, exit code 2, no traceback, no run directory.
 
-Each row goes through the entry points' own pre-check (runner/precheck.py), which composes the
+Each row goes through the entry points' own pre-check (runner/config/precheck.py), which composes the
 config as Hydra will and validates it before Hydra creates anything; a few rows go through the
 real commands to show that nothing is left on disk.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.config import validate, validate_evaluate_command
-from runner.precheck import refuse_bad_command_line
+from runner.config.precheck import refuse_bad_command_line
+from runner.config.schema import validate, validate_evaluate_command
 from tests.conftest import run_cli
 
 # (command line, what the one line must contain: the key, the value, the fix)

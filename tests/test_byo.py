@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from runner.config import validate
+from runner.common.errors import UserError
+from runner.config.schema import validate
 from runner.data import datasets, introspect
-from runner.errors import UserError
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import (
     assert_close_weights,

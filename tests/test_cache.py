@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from runner.common.errors import UserError
 from runner.data import datasets
 from runner.data.image_files import image_files
-from runner.errors import UserError
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import assert_identical, checkpoint_weights, compose_config, make_imagefolder
 
@@ -143,7 +143,7 @@ def test_an_unwritable_cache_folder_is_one_line_with_the_fix(images, tmp_path, m
 
 
 def test_cache_is_a_setting_of_file_datasets():
-    from runner.config import validate
+    from runner.config.schema import validate
 
     with pytest.raises(UserError, match=r"dataset.cache='gpu' is not known. Fix: dataset.cache=none\|disk\|memory\|device"):
         validate(compose_config(["dataset=flowers102", "dataset.cache=gpu"]))
@@ -194,6 +194,6 @@ def test_cifar10_trains_the_same_weights_with_its_images_on_the_device(cifar_ove
     train_job(compose_config([*common, "dataset.cache=device", "trainer.num_workers=2"]), tmp_path / "device")
     assert_identical(checkpoint_weights(tmp_path / "none", 2), checkpoint_weights(tmp_path / "device", 2))
     with pytest.raises(UserError, match=r"dataset.cache='disk' is not known. Fix: dataset.cache=none\|device"):
-        from runner.config import validate
+        from runner.config.schema import validate
 
         validate(compose_config([*cifar_overrides, "dataset.cache=disk"]))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from runner import checkpoint_files
-from runner.errors import UserError
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
 from runner.run import train_and_evaluate as train_job
 from runner.training import checkpoint
 from tests.conftest import TINY, compose_config
@@ -72,7 +72,7 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
 
 
 def test_only_settings_that_change_nothing_computed_may_change_on_resume():
-    from runner.rules import may_change_on_resume
+    from runner.common.rules import may_change_on_resume
     from tests.conftest import compose_config
 
     old = {"trainer": {"epochs": 2, "batch_size": 12, "num_workers": 0}, "optimizer": {"lr": 0.1}, "resume": None}

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from runner import models
-from runner.checks.lr_find import range_test, suggest
+from runner.checks.lr_range_test import range_test, suggest
 from runner.checks.registry import CHECKS, run
 from runner.checks.setup import Result, Setup, fresh, setup_for
 from runner.checks.training import train_step, train_steps
@@ -315,7 +315,7 @@ def test_inspect_data_and_lr_find_commands(workdir, flowers_root):
 def test_the_histograms_have_no_empty_panel_and_bars_for_labels(healthy):
     import warnings
 
-    from runner.checks.inspect_data import histograms_figure
+    from runner.checks.data_report import histograms_figure
 
     x, _ = healthy.batch(size=16)
     with warnings.catch_warnings():

@@ -139,7 +139,7 @@ class Recording(nn.Module):
 
 
 def test_the_checks_and_lr_find_train_in_the_trainings_precision_and_memory_format():
-    from runner.checks.lr_find import range_test
+    from runner.checks.lr_range_test import range_test
 
     seen: list = []
     setup = with_model(setup_of(*SMALL, "trainer.precision=bf16", "trainer.channels_last=true",
@@ -155,7 +155,7 @@ def test_the_checks_and_lr_find_train_in_the_trainings_precision_and_memory_form
 def test_lr_find_stops_when_the_loss_rises_back_to_where_it_started():
     """The curve LeNet on digits draws: flat at ln 10, down to 0.6, back up to a plateau at ln 10 (the weights
     wrecked, every sample the same answer), which never reaches 4x its lowest: the test ran all 200 steps."""
-    from runner.checks.lr_find import range_test
+    from runner.checks.lr_range_test import range_test
 
     curve = [2.3] * 100 + [2.3 - 1.7 * i / 40 for i in range(40)] + [0.6 + 1.7 * i / 20 for i in range(20)] + [2.3] * 40
     calls = []

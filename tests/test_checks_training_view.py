@@ -98,7 +98,7 @@ def test_freezing_a_randomly_initialised_backbone_fails_with_the_fix():
 
 
 def test_the_range_test_updates_once_per_learning_batch_in_micro_batches():
-    from runner.checks.lr_find import range_test
+    from runner.checks.lr_range_test import range_test
 
     seen, steps = [], []
 
@@ -124,7 +124,7 @@ def test_the_range_test_updates_once_per_learning_batch_in_micro_batches():
 def test_the_suggestion_rules_on_a_known_curve():
     import numpy as np
 
-    from runner.checks.lr_find import suggest
+    from runner.checks.lr_range_test import suggest
 
     lrs = np.logspace(-6, 0, 61)
     loss = np.concatenate([np.full(20, 2.3), np.linspace(2.3, 0.3, 31)[1:], np.linspace(0.3, 5.0, 11)])
@@ -141,7 +141,7 @@ def test_the_suggestion_rules_on_a_known_curve():
 def test_training_at_the_default_suggestion_beats_10x_below_and_10x_above_is_no_clear_gain(overrides):
     import math
 
-    from runner.checks.lr_find import range_test, suggest
+    from runner.checks.lr_range_test import range_test, suggest
     from runner.checks.setup import fresh
     from runner.checks.training import train_steps
 

@@ -8,9 +8,10 @@ from dataclasses import is_dataclass
 import pytest
 import torch
 
-from runner import checkpoint_files, models
-from runner.config import validate
-from runner.errors import UserError
+from runner import models
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
+from runner.config.schema import validate
 from runner.training.optim import build_optimizer, build_schedule
 from tests.conftest import CONF, PROJECT, TINY, compose_config, options
 
@@ -140,7 +141,7 @@ def test_an_argument_the_users_model_does_not_take_is_refused():
 
 
 SETTINGS_MODULES = ["runner/training/settings.py", "runner/data/settings.py", "runner/evaluation/settings.py",
-                    "runner/checks/settings.py", "runner/config.py"]
+                    "runner/checks/settings.py", "runner/config/schema.py"]
 
 
 @pytest.mark.parametrize("path", SETTINGS_MODULES)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from runner.config import validate
+from runner.common.errors import UserError
+from runner.config.schema import validate
 from runner.data import datasets, introspect, loaders
 from runner.data.settings import validate as validate_dataset
-from runner.errors import UserError
 from tests.conftest import BAD_IMAGES, ODD_IMAGES, compose_config, make_bad_image
 
 

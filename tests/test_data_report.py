@@ -94,7 +94,7 @@ def test_as_stored_shows_a_uint8_array_as_stored():
 
 def test_the_class_table_flags_empty_and_doubled_classes():
     """300 classes whose labels were cast to uint8: 256..299 wrap onto 0..43, which hold twice the others."""
-    from runner.checks.inspect_data import class_table
+    from runner.checks.data_report import class_table
 
     setup = setup_for(compose_config(["dataset=synthetic", "dataset.num_classes=300", "dataset.image_size=4",
                                       "dataset.train_size=6000", "dataset.val_size=300", "dataset.test_size=300"]),
@@ -112,7 +112,7 @@ def test_the_class_table_flags_empty_and_doubled_classes():
 
 @pytest.mark.parametrize("augment", ["basic", "none"])
 def test_the_report_says_when_the_augmentation_mirrors_classes_that_change_when_mirrored(augment):
-    from runner.checks.inspect_data import augmentation_note
+    from runner.checks.data_report import augmentation_note
 
     setup = setup_for(compose_config([f"dataset.augment={augment}"]), torch.device("cpu"))  # digits
     said = " ".join(augmentation_note(setup))

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from runner.common.errors import UserError
 from runner.data import datasets
 from runner.data.image_files import image_files
-from runner.errors import UserError
 from tests.conftest import compose_config
 
 INVERSE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
@@ -203,7 +203,7 @@ def class_tree(root, layout: dict[str, list[str]], per_class: int = 3):
 
 def imagefolder_splits(root):
     """As a run builds them: the composed config (num_classes counted from the folders), validated."""
-    from runner.config import validate
+    from runner.config.schema import validate
 
     cfg = compose_config(["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[8,8]"])
     validate(cfg)
@@ -567,7 +567,7 @@ def flat_images(folder, n=4):
                           r"are the splits .* Fix: add .*/fruit/val with the class folders of train"),
 ])
 def test_an_imagefolder_root_of_the_wrong_level_says_where_the_class_folders_are(tmp_path, layout, said):
-    from runner.config import validate
+    from runner.config.schema import validate
 
     fruit = tmp_path / "outer" / "fruit" if layout == "one level too high" else tmp_path / "fruit"
     flat_images(fruit / "apple")

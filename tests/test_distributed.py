@@ -52,7 +52,7 @@ def test_two_processes_use_every_sample_of_an_odd_sized_set(workdir):
 
 
 def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
-    from runner.errors import UserError
+    from runner.common.errors import UserError
     from runner.run import train_and_evaluate as train_job
 
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -62,7 +62,7 @@ def test_micro_batches_must_divide_among_processes(workdir, monkeypatch):
 
 
 def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
-    from runner.run_folders import run_id
+    from runner.common.run_folders import run_id
 
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert run_id() == "slurm-4242"
@@ -77,7 +77,7 @@ def test_run_folders_are_named_after_the_slurm_job(monkeypatch):
 
 
 def test_pruning_a_multi_process_trial_is_refused(workdir, monkeypatch):
-    from runner.errors import UserError
+    from runner.common.errors import UserError
     from runner.run import train_and_evaluate as train_job
 
     monkeypatch.setenv("WORLD_SIZE", "2")

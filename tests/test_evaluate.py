@@ -12,10 +12,11 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runner import checkpoint_files, models
+from runner import models
 from runner.cli.evaluate import evaluate
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
 from runner.data import datasets, loaders
-from runner.errors import UserError
 from runner.evaluation import results
 from runner.evaluation.evaluator import assert_eval_mode, evaluate_run, predict
 from runner.evaluation.results import read_rows
@@ -357,7 +358,7 @@ def test_retention_keeps_the_best_checkpoint_and_rankings_skip_deleted_files(tmp
 
 def test_top5_is_left_out_where_it_says_nothing(tmp_path, capsys):
     """With 5 classes or fewer every label is among the top 5: the table shows '-' and top5 is refused as metric."""
-    from runner.config import validate
+    from runner.config.schema import validate
     from runner.evaluation.metrics import summarize
 
     log_probs = torch.log_softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), dim=1)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from runner import stop_signals
 from runner.cli.evaluate import evaluate
+from runner.common import stop_signals
+from runner.common.stop_signals import Preempted
 from runner.evaluation import results
 from runner.evaluation.evaluator import evaluate_one
 from runner.run import train_and_evaluate as train_job
-from runner.stop_signals import Preempted
 from tests.conftest import TINY, cli_env, compose_config, run_cli
 
 CHECKPOINTS = [f"checkpoints/epoch-000{epoch}.pt" for epoch in (1, 2, 3)]

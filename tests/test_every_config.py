@@ -17,10 +17,11 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from runner import checkpoint_files, models
-from runner.config import validate, validate_evaluate_command
+from runner import models
+from runner.common import checkpoint_files
+from runner.common.runtime import seed_everything
+from runner.config.schema import validate, validate_evaluate_command
 from runner.run import train_and_evaluate
-from runner.runtime import seed_everything
 from tests.conftest import compose_config, make_imagefolder, options
 
 STEP = 8  # samples per split, per learning batch and per micro-batch: one epoch is one update

@@ -26,14 +26,14 @@ def test_mixed_precision_trains_on_cuda(tmp_path, precision):
 
 
 def test_auto_precision_picks_bf16_where_supported():
-    from runner.runtime import autocast_dtype
+    from runner.common.runtime import autocast_dtype
 
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     assert autocast_dtype("auto", torch.device("cuda")) == expected
 
 
 def test_fp16_scaler_state_is_checkpointed(tmp_path):
-    from runner import checkpoint_files
+    from runner.common import checkpoint_files
 
     train_job(compose_config([*CONVNET, "trainer.precision=16", "trainer.epochs=1"]), tmp_path / "run")
     state = checkpoint_files.load(tmp_path / "run" / "checkpoints" / "epoch-0001.pt")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.io import write_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from runner.common.io import write_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 
 
 def test_written_files_read_back(tmp_path):
@@ -41,7 +41,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path):
     path = tmp_path / "best.json"
     path.write_text("old")
     script = (
-        "import sys, time; from pathlib import Path; from runner.io import write_atomic\n"
+        "import sys, time; from pathlib import Path; from runner.common.io import write_atomic\n"
         "def slow(file):\n"
         "    file.write(b'half'); file.flush(); print('writing', flush=True); time.sleep(60)\n"
         f"write_atomic(Path({str(path)!r}), slow)\n"
@@ -56,7 +56,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path):
 
 
 def test_an_append_after_a_torn_line_starts_a_new_line(tmp_path, caplog):
-    from runner.io import append_line, read_jsonl
+    from runner.common.io import append_line, read_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"a": 1}\n{"a": 2, "b"')  # a writer killed mid-line
@@ -74,7 +74,7 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
     """A kill -9 during a save leaves .NAME.tmp-HOST-PID: removed once its writer is gone, never before."""
     import socket
 
-    from runner.io import remove_stale_temporaries
+    from runner.common.io import remove_stale_temporaries
 
     caplog.set_level("INFO")
     host = socket.gethostname()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from runner import models
-from runner.errors import UserError
+from runner.common.errors import UserError
 from tests.conftest import compose_config
 
 PRIME = ["dataset=synthetic", "dataset.num_classes=7", "dataset.channels=3", "dataset.image_size=[11,13]"]

@@ -63,7 +63,7 @@ def test_precision_auto_picks_bf16_only_where_the_gpu_has_it_natively(monkeypatc
     """V100/T4-class GPUs emulate bf16 (slowly): auto must choose fp16 with the GradScaler there."""
     import torch
 
-    from runner.runtime import autocast_dtype
+    from runner.common.runtime import autocast_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert autocast_dtype("auto", torch.device("cuda")) == torch.float16

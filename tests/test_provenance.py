@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from runner import provenance
-from runner.errors import UserError
+from runner.common import provenance
+from runner.common.errors import UserError
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, compose_config
 
@@ -85,7 +85,7 @@ def test_require_clean_git_outside_a_repository_refuses(tmp_path):
 
 
 def test_require_clean_git_is_checked_before_any_work(tmp_path, monkeypatch):
-    from runner.config import validate
+    from runner.config.schema import validate
     from tests.conftest import compose_config
 
     cfg = compose_config(["require_clean_git=true"])

@@ -26,7 +26,7 @@ EVERYTHING_BETWEEN_UPDATES = ["trainer.early_stopping.patience=50", "checks.pref
 def pruned_trial_settings(tmp_path) -> list[str]:
     """A trial of a study with the median pruner, as the sweeper fills sweep.* (it never prunes: startup trials)."""
     storage = str(tmp_path / "study.journal")
-    from runner.study_storage import storage_for
+    from runner.common.study_storage import storage_for
 
     study = optuna.create_study(study_name="s", storage=storage_for(storage), direction="maximize")
     trial = study.ask()

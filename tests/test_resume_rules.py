@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner import checkpoint_files
-from runner.errors import UserError
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, compose_config, run_cli
 from tests.conftest import checkpoint_weights as weights

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import checkpoint_files, io
 from runner.cli.evaluate import evaluate
-from runner.errors import UserError
+from runner.common import checkpoint_files, io
+from runner.common.errors import UserError
 from runner.run import train_and_evaluate
 from tests.conftest import TINY, compose_config
 
@@ -119,7 +119,7 @@ def test_the_checkpoint_writer_refuses_a_linked_file_or_folder(finished, tmp_pat
 
 
 def test_a_linked_tensorboard_folder_is_refused_before_it_is_opened(finished, tmp_path):
-    from runner.run_folders import tensorboard_folder
+    from runner.common.run_folders import tensorboard_folder
 
     run_dir = copied(finished, tmp_path)
     assert tensorboard_folder(run_dir) == str(run_dir / "tb")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, cli_env, compose_config, run_cli
 
@@ -21,7 +21,7 @@ def hold_in_another_process(run_dir):
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from runner.training.run_lock import holding
+        from runner.common.run_lock import holding
         with holding(Path({str(run_dir)!r})):
             print("holding", flush=True)
             time.sleep(600)

@@ -17,8 +17,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from runner import checkpoint_files
-from runner.study_storage import storage_for
+from runner.common import checkpoint_files
+from runner.common.study_storage import storage_for
 from tests.conftest import (
     PROJECT,
     STOPPABLE,

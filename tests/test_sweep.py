@@ -18,7 +18,7 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from runner.study_storage import storage_for
+from runner.common.study_storage import storage_for
 from runner.sweep import space
 from runner.sweep.objectives import study_direction
 from runner.sweep.study import TrialSeededRandomSampler

@@ -53,6 +53,6 @@ def test_workers_open_a_fresh_postgresql_study_at_the_same_instant(fresh_postgre
 def test_workers_open_a_fresh_journal_study_at_the_same_instant(tmp_path):
     journal = str(tmp_path / "sweep" / "study.journal")
     results = open_together(journal, workers=8, cwd=tmp_path)
-    from runner.study_storage import storage_for
+    from runner.common.study_storage import storage_for
 
     assert_all_opened(storage_for(journal), results)

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from runner import study_storage
+from runner.common import study_storage
 from tests.conftest import cli_env, run_cli
 from tests.test_sweep import LR, TINY_SWEEP
 

@@ -12,7 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from hydra_plugins.runner_sweeper.runner_sweeper import RunnerOptunaSweeper, RunnerOptunaSweeperConf
-from runner.study_storage import storage_for
+from runner.common.study_storage import storage_for
 from runner.sweep import study as sweep_study
 
 LR = {"optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
@@ -53,7 +53,7 @@ def test_the_best_run_on_another_host_is_said_to_be_there(tmp_path, capsys):
 
 
 def test_a_trials_job_records_the_host_of_its_run_folder(tmp_path):
-    from runner.training.trial import TrialLink
+    from runner.sweep.trial_link import TrialLink
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = str(tmp_path / "study.journal")

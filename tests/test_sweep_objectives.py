@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 from runner.sweep import objectives
 from tests.conftest import run_cli
 from tests.test_sweep import load, sweep_args

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from runner.study_storage import storage_for
+from runner.common.study_storage import storage_for
 from runner.sweep import resume_rules
 from runner.sweep import study as sweep_study
 from tests.conftest import run_cli

@@ -7,8 +7,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from runner.errors import UserError
-from runner.study_storage import make_pruner
+from runner.common.errors import UserError
+from runner.common.study_storage import make_pruner
 from runner.sweep import study
 
 SPACE = {"optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True), "trainer.batch_size": IntDistribution(16, 64, step=16),
@@ -70,8 +70,8 @@ def test_pruner_options_reach_the_pruner_and_a_wrong_one_is_named():
 def test_a_trials_job_builds_the_pruner_the_sweeper_was_given(tmp_path):
     from omegaconf import OmegaConf
 
-    from runner.study_storage import storage_for
-    from runner.training.trial import TrialLink
+    from runner.common.study_storage import storage_for
+    from runner.sweep.trial_link import TrialLink
 
     journal = str(tmp_path / "study.journal")
     the_study = optuna.create_study(study_name="s", storage=storage_for(journal))

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hydra_plugins.runner_sweeper.runner_sweeper import RunnerOptunaSweeper, RunnerOptunaSweeperConf
-from runner.study_storage import storage_for
+from runner.common.study_storage import storage_for
 from runner.sweep import study as sweep_study
 from tests.conftest import run_cli
 from tests.test_sweep import LR, TINY_SWEEP, load, sweep_args
@@ -247,7 +247,7 @@ def job_config(root: str, **others):
 
 
 def test_the_data_is_judged_on_the_base_config_only_where_no_swept_setting_changes_it():
-    from runner.errors import UserError
+    from runner.common.errors import UserError
     from runner.sweep import data_check
 
     build, calls = fake_builds({"/missing": "CIFAR-10 not found in /missing. Fix: dataset.root=FOLDER", "/data": None})

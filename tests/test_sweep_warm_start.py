@@ -7,8 +7,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from runner.errors import UserError
-from runner.study_storage import storage_for
+from runner.common.errors import UserError
+from runner.common.study_storage import storage_for
 from runner.sweep import warm_start
 from tests.conftest import run_cli
 from tests.test_sweep import LR, load, sweep_args

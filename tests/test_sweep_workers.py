@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from runner.study_storage import storage_for
+from runner.common.study_storage import storage_for
 from runner.sweep import study
 from tests.conftest import run_cli
 from tests.test_sweep import LR, sweep_args

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from runner import runtime
+from runner.common import runtime
 from runner.sweep import workers
 from tests.conftest import cli_env, run_cli
 from tests.test_sweep import LR, sweep_args
@@ -88,7 +88,7 @@ def test_a_worker_beside_another_takes_half_the_cores_and_leaves_the_plots_to_th
 
 
 def test_a_sweep_folder_that_cannot_be_written_is_one_line(tmp_path):
-    from runner.errors import UserError
+    from runner.common.errors import UserError
 
     (tmp_path / "file").write_text("")
     refused = r"the sweep folder .*file/sweep cannot be written .*Fix: hydra.sweeper.sweep_dir="

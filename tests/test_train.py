@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from runner import checkpoint_files, models
+from runner import models
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
+from runner.common.runtime import seed_everything
 from runner.data import datasets
-from runner.errors import UserError
 from runner.run import train_and_evaluate as train_job
-from runner.runtime import seed_everything
 from runner.training.distributed import SINGLE, Processes
 from runner.training.learning_batches import learning_batches
 from runner.training.loop import micro_batch_loss
@@ -261,7 +262,7 @@ def test_the_first_batch_image_is_small_and_written_once(tmp_path):
 
 
 def test_threads_follow_the_cores_this_process_may_use(monkeypatch, tmp_path):
-    from runner.runtime import available_cores
+    from runner.common.runtime import available_cores
 
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")

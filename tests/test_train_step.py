@@ -13,8 +13,8 @@ import copy
 import torch
 
 from runner import models
+from runner.common.runtime import seed_everything
 from runner.data import datasets
-from runner.runtime import seed_everything
 from runner.training import loop
 from runner.training.distributed import SINGLE, Processes
 from runner.training.hooks import NO_HOOKS

@@ -7,8 +7,8 @@ import json
 import optuna
 import pytest
 
+from runner.common.study_storage import storage_for
 from runner.run import train_and_evaluate as train_job
-from runner.study_storage import storage_for
 from tests.conftest import TINY, compose_config
 
 

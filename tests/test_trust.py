@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import checkpoint_files
-from runner.errors import UserError
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
 from runner.evaluation.evaluator import evaluate_run
 from runner.run import train_and_evaluate
 from tests.conftest import TINY, compose_config, run_cli

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli.evaluate import evaluate
-from runner.errors import UserError
+from runner.common.errors import UserError
 from runner.evaluation import results
 from runner.evaluation.run_table import table
 from runner.run import train_and_evaluate

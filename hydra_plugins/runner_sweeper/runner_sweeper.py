@@ -30,9 +30,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
-from runner import stop_signals, study_storage
-from runner.errors import UserError, one_line
-from runner.stop_signals import Preempted
+from runner.common import stop_signals, study_storage
+from runner.common.errors import UserError, one_line
+from runner.common.stop_signals import Preempted
 from runner.sweep import (
     data_check,
     objectives,
@@ -108,7 +108,7 @@ class RunnerOptunaSweeper(Sweeper):
 
     def signalled(self) -> bool:
         """The worker's safe point between trials (before asking for one, after one returns): a stop signal
-        received so far in the process (caught from its first line, runner/stop_signals.py) ends its trials."""
+        received so far in the process (caught from its first line, runner/common/stop_signals.py) ends its trials."""
         self.stopped = self.stopped or stop_signals.received()
         return self.stopped is not None
 
@@ -239,8 +239,8 @@ class RunnerOptunaSweeper(Sweeper):
 
     def composed(self, overrides: list[str]) -> tuple[DictConfig | None, str | None]:
         """(the job's config with these overrides, None), or (None, what the runner's validation says of it)."""
-        from runner.config import validate  # here: Hydra imports this plugin at every start
-        from runner.precheck import translate
+        from runner.config.precheck import translate
+        from runner.config.schema import validate  # here: Hydra imports this plugin at every start
 
         try:
             config = self.config_loader.load_sweep_config(self.config, overrides)

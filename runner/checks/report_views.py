@@ -93,11 +93,11 @@ def highest_loss_section(setup, splits: dict, names: list[str], path: str) -> tu
     """The training samples a checkpoint's model finds hardest: where mislabelled images show up first."""
     import torch
 
-    from runner import checkpoint_files
-    from runner.evaluation.evaluator import build_model
+    from runner.common import checkpoint_files
+    from runner.evaluation.evaluator import model_of_checkpoint
 
     state = checkpoint_files.load(Path(path))
-    model = build_model(state["config"], state, Path(path), torch.device("cpu"), list(setup.cfg.evaluate.trust))
+    model = model_of_checkpoint(state["config"], state, Path(path), torch.device("cpu"), list(setup.cfg.evaluate.trust))
     train = splits["train"]
     losses, predicted = [], []
     with torch.no_grad():

@@ -9,8 +9,8 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 
 from omegaconf import DictConfig, ListConfig
 
-from runner.errors import UserError
-from runner.rules import int_at_least, one_of, positive_number
+from runner.common.errors import UserError
+from runner.common.rules import int_at_least, one_of, positive_number
 
 
 @dataclass

@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 
 from runner.checks.registry import CHECKS, ENTRY_CHECKS, run
 from runner.checks.setup import Result, setup_for
-from runner.errors import UserError
-from runner.io import write_json_atomic
-from runner.run_folders import tensorboard_folder
+from runner.common.errors import UserError
+from runner.common.io import write_json_atomic
+from runner.common.run_folders import tensorboard_folder
 
 log = logging.getLogger("runner.check")
 
@@ -58,7 +58,7 @@ def write(results: list[Result], run_dir: Path, step: int = 0) -> None:
 
 def check(cfg: DictConfig, run_dir: Path, entry_checks: dict | None = None) -> int:
     """The selected checks; `entry_checks` are those that run the whole job (registry.ENTRY_CHECKS)."""
-    from runner.runtime import pick_device
+    from runner.common.runtime import pick_device
 
     names = selected(cfg)
     setup = setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))

@@ -16,10 +16,10 @@ from torch import nn
 
 from runner.checks import diagnose, evidence
 from runner.checks.setup import Result, Setup, class_counts, fresh
-from runner.runtime import autocast_dtype
+from runner.common.runtime import autocast_dtype
 from runner.training.losses import Loss, cross_entropy
 from runner.training.optim import build_optimizer
-from runner.training.step import micro_batch_loss, to_device, trainable
+from runner.training.step import images_to_device, micro_batch_loss, trainable
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     optimizer.zero_grad(set_to_none=True)
     scaler = scaler or torch.amp.GradScaler(x.device.type, enabled=False)
     size = view.micro_batch_size or len(y)
-    x = to_device(x, x.device, view.channels_last)
+    x = images_to_device(x, x.device, view.channels_last)
     total = 0.0
     for xs, ys in zip(x.split(size), y.split(size), strict=True):
         part, _, _ = micro_batch_loss(model, xs, ys, window_size=len(y), loss=loss, amp_dtype=view.amp_dtype)

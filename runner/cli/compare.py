@@ -7,7 +7,7 @@ compare.md. The work is in runner/evaluation/comparison.py.
 import sys
 from pathlib import Path
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 HELP = """runner.compare: two runs side by side: the settings that differ, both best metrics with their intervals,
 a paired test on the samples both were evaluated on, per-class changes, both runs' curves.
@@ -25,8 +25,8 @@ def cli(argv: list[str] | None = None) -> None:
     if "--help" in args or "-h" in args:
         print(HELP, end="")
         return
+    from runner.common.io import write_text_atomic
     from runner.evaluation import comparison  # matplotlib and numpy: after --help
-    from runner.io import write_text_atomic
 
     out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("out=")), None)
     runs = [Path(a) for a in args if not a.startswith("out=")]

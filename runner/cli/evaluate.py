@@ -12,11 +12,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from runner import stop_signals
-from runner.config import CONF, register_configs, validate_evaluate_command
-from runner.errors import UserError, one_line
-from runner.precheck import refuse_bad_command_line
-from runner.stop_signals import Preempted
+from runner.common import stop_signals
+from runner.common.errors import UserError, one_line
+from runner.common.stop_signals import Preempted
+from runner.config.precheck import refuse_bad_command_line
+from runner.config.schema import CONF, register_configs, validate_evaluate_command
 
 log = logging.getLogger("runner.evaluate")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal between two checkpoints; the same command evaluates the rest

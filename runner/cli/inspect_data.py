@@ -1,6 +1,6 @@
 """python -m runner.inspect_data +experiment=flowers
 
-The data report of a training config; the work is in runner/checks/inspect_data.py.
+The data report of a training config; the work is in runner/checks/data_report.py.
 """
 
 from pathlib import Path
@@ -20,7 +20,7 @@ the training's settings, below)
 
 
 def report(cfg: DictConfig, run_dir: Path) -> int:
-    from runner.checks.inspect_data import (
+    from runner.checks.data_report import (
         inspect,  # torch: after Hydra has answered --help and Tab completion
     )
 

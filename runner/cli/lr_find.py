@@ -1,6 +1,6 @@
 """python -m runner.lr_find +experiment=flowers [lr_find.steps=200 lr_find.method=valley]
 
-The learning-rate range test of a training config; the work is in runner/checks/lr_find.py.
+The learning-rate range test of a training config; the work is in runner/checks/lr_range_test.py.
 """
 
 from pathlib import Path
@@ -20,7 +20,7 @@ training's settings, below)
 
 
 def range_test(cfg: DictConfig, run_dir: Path) -> int:
-    from runner.checks.lr_find import (
+    from runner.checks.lr_range_test import (
         lr_find,  # torch: after Hydra has answered --help and Tab completion
     )
 

@@ -8,7 +8,7 @@ interval, the best checkpoint. The work is in runner/evaluation/run_table.py.
 import sys
 from pathlib import Path
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 HELP = """runner.runs: every run below FOLDER (default: outputs) in one table: start, name, folder, status, git
 commit, overrides, epochs done, the best validation metric with its 95% interval, the best checkpoint.

@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import UserError, one_line
+from runner.common.errors import UserError, one_line
 
 log = logging.getLogger("runner")
 
@@ -41,8 +41,8 @@ def run_tool(name: str, work: Callable[[DictConfig, Path], int], help_text: str)
     """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code.
 
     `help_text` heads the tool's --help (the train config's own header describes training)."""
-    from runner.config import CONF, register_configs, validate
-    from runner.precheck import refuse_bad_command_line
+    from runner.config.precheck import refuse_bad_command_line
+    from runner.config.schema import CONF, register_configs, validate
 
     register_configs()
     OmegaConf.register_new_resolver("runner.tool_help", lambda: help_text, replace=True)

@@ -15,10 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import CONF, register_configs, validate
-from runner.errors import UserError, one_line
-from runner.precheck import refuse_bad_command_line
-from runner.stop_signals import Preempted
+from runner.common.errors import UserError, one_line
+from runner.common.stop_signals import Preempted
+from runner.config.precheck import refuse_bad_command_line
+from runner.config.schema import CONF, register_configs, validate
 from runner.training import describe, processes
 
 log = logging.getLogger("runner")
@@ -70,7 +70,7 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """`python -m runner ...` and the `runner` console command (pyproject's [project.scripts])."""
-    from runner import stop_signals
+    from runner.common import stop_signals
 
     stop_signals.catch_from_now_on()  # (python -m runner caught them already, before its imports)
     try:

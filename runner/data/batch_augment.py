@@ -83,7 +83,7 @@ def resized_crops(images: torch.Tensor, boxes: torch.Tensor, mirrored: torch.Ten
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+def pinned_to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small CPU tensor to the device without a host-device sync (pageable memory would force one on CUDA)."""
     if device.type == "cuda":
         return values.pin_memory().to(device, non_blocking=True)
@@ -110,8 +110,8 @@ class Finish:
         images = pixels.permute(0, 3, 1, 2).float()
         if self.augment:
             boxes, mirrored = crop_boxes(seeds.cpu().numpy(), *images.shape[-2:])
-            images = resized_crops(images, to_device(torch.from_numpy(boxes), images.device),
-                                   to_device(torch.from_numpy(mirrored), images.device), self.size)
+            images = resized_crops(images, pinned_to_device(torch.from_numpy(boxes), images.device),
+                                   pinned_to_device(torch.from_numpy(mirrored), images.device), self.size)
         elif tuple(images.shape[-2:]) != self.size:
             images = F.interpolate(images, size=self.size, mode="bilinear", antialias=True, align_corners=False)
         # the standard layout, as any other dataset's batch: channels_last only with trainer.channels_last (a

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from runner.common.errors import UserError
+from runner.common.io import exclusive, write_atomic
 from runner.data.transforms import READ_VERSION, decoded
-from runner.errors import UserError
-from runner.io import exclusive, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from hydra._internal.utils import _locate
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from runner.common.errors import UserError
 from runner.data.labels import class_number, listed
 from runner.data.shapes import built_for, expected_shape, shown, tensor_fix
 from runner.data.transforms import as_rgb, pil_transforms
-from runner.errors import UserError
 
 EXPECTED = ('a mapping {"train": Dataset, "val": Dataset, "test": Dataset (optional)} whose items are '
             "(image, label), the image a PIL image or a (channels, height, width) float tensor")

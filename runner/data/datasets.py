@@ -18,6 +18,7 @@ from urllib.error import URLError
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from runner.common.errors import UserError
 from runner.data import introspect
 from runner.data.custom import custom
 from runner.data.folders import refuse_empty_class_folders, refuse_other_classes, refuse_wrong_level
@@ -31,7 +32,6 @@ from runner.data.transforms import (
     image_hw,
     tensor_augmentation,
 )
-from runner.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 
 def class_folder_names(folder: Path) -> list[str]:

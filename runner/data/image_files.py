@@ -22,8 +22,8 @@ from typing import NamedTuple
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from runner.common.errors import UserError
 from runner.data.transforms import SIDEWAYS, image_hw, orientation
-from runner.errors import UserError
 
 SCALED = "16-bit grayscale, scaled to 8 bits"
 MODE_NAMES = {"L": "grayscale", "LA": "grayscale with alpha", "1": "black-and-white", "P": "palette",

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from runner.common.errors import UserError
 from runner.data.introspect import labels_of
-from runner.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from runner.data.batch_augment import Finish, to_device
+from runner.data.batch_augment import Finish, pinned_to_device
 from runner.data.datasets import stable_seed
 from runner.data.pixels import ImagePixels
 
@@ -138,7 +138,7 @@ class DeviceBatches:
         keys = list(self.keys)
         for first in range(0, len(keys), self.batch_size):
             indices, seeds = torch.tensor(keys[first:first + self.batch_size], dtype=torch.int64).unbind(1)
-            on_device_indices = to_device(indices, self.device)
+            on_device_indices = pinned_to_device(indices, self.device)
             yield self.dataset.finish(pixels[on_device_indices], seeds), labels[on_device_indices]
 
 

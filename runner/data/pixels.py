@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from runner.common.errors import UserError
 from runner.data.batch_augment import Finish
 from runner.data.cache import cached_array
 from runner.data.image_files import image_files
 from runner.data.introspect import labels_of
 from runner.data.transforms import channel_stats, decoded, image_hw
-from runner.errors import UserError
 
 MARGIN = 1.15  # stored images are this much larger than the crop: random crops still differ
 

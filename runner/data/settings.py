@@ -13,8 +13,8 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 
 from omegaconf import MISSING, DictConfig
 
+from runner.common.rules import fail, int_at_least, one_of, resumable
 from runner.data import folders
-from runner.rules import fail, int_at_least, one_of, resumable
 
 
 @dataclass

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from runner.common.errors import UserError
 from runner.data.pixels import ImagePixels
 from runner.data.transforms import image_hw
-from runner.errors import UserError
 
 
 def shown(shape) -> str:

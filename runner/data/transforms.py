@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 
 def image_hw(image_size) -> tuple[int, int]:

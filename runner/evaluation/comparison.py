@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from runner import checkpoint_files  # noqa: E402
-from runner.errors import UserError  # noqa: E402
+from runner.common import checkpoint_files  # noqa: E402
+from runner.common.errors import UserError  # noqa: E402
 from runner.evaluation import predictions, records, results, variants  # noqa: E402
 from runner.evaluation.metric_names import direction  # noqa: E402
 from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas  # noqa: E402
@@ -196,11 +196,11 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
     """The samples only A gets right (top row) and only B gets right (bottom), as the model saw them.
 
     The images come from the split as B's run built it: only runner's own datasets, or a custom
-    one whose module is trusted (see runner/trust.py); otherwise no figure (False).
+    one whose module is trusted (see runner/common/trust.py); otherwise no figure (False).
     """
+    from runner.common.trust import require_trusted
     from runner.data.transforms import channel_stats, denormalize
     from runner.evaluation.evaluator import split_dataset
-    from runner.trust import require_trusted
 
     config = saved_config(run_of(result["b"]))  # resolved: .hydra/config.yaml keeps its interpolations
     try:

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import UserError
+from runner.common.errors import UserError
+from runner.common.io import write_json_atomic
+from runner.common.run_folders import relative
 from runner.evaluation import metrics, predictions, results, variants
 from runner.evaluation.evaluator import evaluate_one, evaluate_run
 from runner.evaluation.run_dirs import run_directory
-from runner.io import write_json_atomic
-from runner.run_folders import relative
 
 log = logging.getLogger("runner.evaluate")
 

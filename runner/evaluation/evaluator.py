@@ -19,20 +19,21 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint_files, models, stop_signals
+from runner import models
+from runner.common import checkpoint_files, stop_signals
+from runner.common.errors import UserError, one_line
+from runner.common.io import remove_stale_temporaries
+from runner.common.provenance import now
+from runner.common.run_folders import relative, tensorboard_folder
+from runner.common.runtime import autocast_dtype, pick_device
+from runner.common.trust import require_trusted
 from runner.data import datasets, loaders
 from runner.data.settings import validate as validate_dataset
-from runner.errors import UserError, one_line
 from runner.evaluation import metrics, predictions, reports, results, variants
 from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (assert_eval_mode: for tests)
 from runner.evaluation.metric_names import METRICS
 from runner.evaluation.run_dirs import run_checkpoints
 from runner.evaluation.tables import print_table, warn_if_flipping_hurts
-from runner.io import remove_stale_temporaries
-from runner.provenance import now
-from runner.run_folders import relative, tensorboard_folder
-from runner.runtime import autocast_dtype, pick_device
-from runner.trust import require_trusted
 
 log = logging.getLogger("runner.evaluate")  # also when run as __main__
 
@@ -41,7 +42,7 @@ log = logging.getLogger("runner.evaluate")  # also when run as __main__
 # one checkpoint
 
 
-def build_model(config: dict, state: dict, path: Path, device: torch.device, trusted: list[str]) -> torch.nn.Module:
+def model_of_checkpoint(config: dict, state: dict, path: Path, device: torch.device, trusted: list[str]) -> torch.nn.Module:
     """The checkpoint's model, from its own config, in eval mode; only trusted callables are called."""
     require_trusted(config, trusted, source=str(path))  # the model and the data
     model_cfg = OmegaConf.create(config["model"])
@@ -109,7 +110,7 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
         return skipped(error, strict)
     require_trusted(state["config"], trusted, source=str(path))  # untrusted code: a refusal, not a skip
     try:
-        model = build_model(state["config"], state, path, device, trusted)
+        model = model_of_checkpoint(state["config"], state, path, device, trusted)
     except UserError as error:
         return skipped(error, strict)
     try:
@@ -262,7 +263,7 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
 
 def stop_if_signalled(last: str = "none") -> None:
     """The evaluator's safe point, between two checkpoints: after a stop signal (SLURM's warning before the time
-    limit, SIGTERM, Ctrl-C; runner/stop_signals.py) Preempted, naming the last checkpoint evaluated."""
+    limit, SIGTERM, Ctrl-C; runner/common/stop_signals.py) Preempted, naming the last checkpoint evaluated."""
     name = stop_signals.received()
     if name is not None:
         raise stop_signals.Preempted(name, last, -1, "during the evaluation")

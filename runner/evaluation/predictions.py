@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from runner import checkpoint_files
-from runner.errors import UserError
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
 from runner.evaluation.variants import row_settings
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 Schema = dict[str, tuple[tuple[str, ...], bool]]
 
-# run.json (runner/provenance.py): what the runs table, compare and the watcher read of it
+# run.json (runner/common/provenance.py): what the runs table, compare and the watcher read of it
 RUN_RECORD: Schema = {
     "status": (("str",), False),
     "start_time": (("str", "null"), False),

@@ -17,9 +17,9 @@ matplotlib.use("Agg")  # files only: no display needed, on a cluster node or in 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from runner.common.io import write_atomic, write_csv_atomic  # noqa: E402
 from runner.data import introspect, transforms  # noqa: E402
 from runner.evaluation import metrics  # noqa: E402
-from runner.io import write_atomic, write_csv_atomic  # noqa: E402
 
 QUANTILES = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
 

@@ -27,19 +27,19 @@ import json
 import logging
 from pathlib import Path
 
-from runner.errors import UserError
-from runner.evaluation import records
-from runner.evaluation.metric_names import METRICS, direction
-from runner.evaluation.records import inside_run
-from runner.evaluation.variants import other_than_tta, row_settings, variant_of, variant_slug
-from runner.io import (
+from runner.common.errors import UserError
+from runner.common.io import (
     append_line,
     exclusive,
     refuse_links,
     write_csv_atomic,
     write_json_atomic,
 )
-from runner.provenance import now
+from runner.common.provenance import now
+from runner.evaluation import records
+from runner.evaluation.metric_names import METRICS, direction
+from runner.evaluation.records import inside_run
+from runner.evaluation.variants import other_than_tta, row_settings, variant_of, variant_slug
 
 log = logging.getLogger("runner.evaluate")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner import checkpoint_files
-from runner.errors import UserError
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
+from runner.common.run_folders import relative
 from runner.evaluation import results
-from runner.run_folders import relative
 
 
 def run_directory(settings: DictConfig) -> Path:

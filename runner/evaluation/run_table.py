@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 from runner.evaluation import records
 from runner.evaluation.records import inside_run
 

@@ -9,8 +9,8 @@ from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run 
 
 from omegaconf import DictConfig
 
+from runner.common.rules import device_name, fail, int_at_least, one_of, positive_number
 from runner.evaluation.metric_names import METRICS
-from runner.rules import device_name, fail, int_at_least, one_of, positive_number
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 from runner.evaluation import records, results
 from runner.evaluation.evaluator import evaluate_pending, evaluate_run, stop_if_signalled
 from runner.evaluation.run_dirs import run_checkpoints, run_directory

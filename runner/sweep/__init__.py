@@ -2,6 +2,6 @@
 
 space (search-space grammar), study (sampler, budget, lost trials), queued (trials the worker did
 not create, checked before they run), results (files in the sweep directory). The training job's
-side of a trial is runner/training/trial.py; both meet in the study's storage
-(runner/study_storage.py). Only the Hydra glue, hydra_plugins/runner_sweeper, imports this package.
+side of a trial is runner/sweep/trial_link.py; both meet in the study's storage
+(runner/common/study_storage.py). Only the Hydra glue, hydra_plugins/runner_sweeper, imports this package.
 """

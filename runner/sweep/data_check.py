@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.errors import UserError, one_line
+from runner.common.errors import UserError, one_line
 
 log = logging.getLogger("runner.sweep")
 

@@ -15,7 +15,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from runner.errors import UserError, one_line
+from runner.common.errors import UserError, one_line
 from runner.evaluation import records
 from runner.evaluation.metric_names import METRICS, direction
 from runner.evaluation.results import read_best

@@ -18,7 +18,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 from runner.sweep.space import canonical, check_point
 from runner.sweep.study import REFUSED, note, run_folder
 

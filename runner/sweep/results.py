@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from runner.io import write_atomic, write_csv_atomic, write_text_atomic
+from runner.common.io import write_atomic, write_csv_atomic, write_text_atomic
 from runner.sweep.space import as_overrides, end_overrides, narrowed, parse
 from runner.sweep.study import COPIED
 

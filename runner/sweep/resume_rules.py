@@ -12,7 +12,7 @@ import logging
 
 import optuna
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 from runner.sweep.study import AskTellGridSampler, budget_used, ran_or_runs
 
 log = logging.getLogger("runner.sweep")

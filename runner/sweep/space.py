@@ -22,7 +22,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 
 def distribution(override: Override) -> BaseDistribution:

@@ -1,8 +1,8 @@
 """The Optuna study behind a sweep: storage, sampler and pruner by name, the trial budget, lost trials.
 
 Used by the `runner_optuna` Hydra sweeper (hydra_plugins/runner_sweeper) and by each trial's
-training job (runner/training/trial.py), which talk only through the study's storage
-(runner/study_storage.py).
+training job (runner/sweep/trial_link.py), which talk only through the study's storage
+(runner/common/study_storage.py).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from runner.errors import UserError
-from runner.io import exclusive
-from runner.study_storage import HEARTBEAT, storage_for
+from runner.common.errors import UserError
+from runner.common.io import exclusive
+from runner.common.study_storage import HEARTBEAT, storage_for
 from runner.sweep.objectives import values_of
 
 log = logging.getLogger("runner.sweep")

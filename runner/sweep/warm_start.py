@@ -18,8 +18,8 @@ from pathlib import Path
 import optuna
 from optuna.distributions import BaseDistribution
 
-from runner.errors import UserError
-from runner.study_storage import redact, redacted, storage_for
+from runner.common.errors import UserError
+from runner.common.study_storage import redact, redacted, storage_for
 from runner.sweep.results import best_first
 from runner.sweep.space import as_overrides, canonical, check_point
 from runner.sweep.study import COPIED

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 log = logging.getLogger("runner.sweep")
 SHARERS = "RUNNER_WORKERS_ON_HOST"  # the trial processes sharing this machine's cores (runtime.available_cores)
@@ -123,7 +123,7 @@ def held(path: Path) -> bool:
 
 def say_share(share: int, num_threads: int | None) -> int:
     """Log what each trial takes of this machine's cores when `share` trial processes share them; returns share."""
-    from runner.runtime import available_cores
+    from runner.common.runtime import available_cores
 
     saved = os.environ.get(SHARERS)
     os.environ[SHARERS] = str(share)  # as the trial's process will see it (hydra.job.env_set)

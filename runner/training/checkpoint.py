@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint_files
-from runner.checkpoint_files import list_checkpoints, list_preempted
-from runner.errors import UserError
-from runner.io import remove_stale_temporaries
-from runner.rules import may_change_on_resume
-from runner.run_folders import relative
+from runner.common import checkpoint_files
+from runner.common.checkpoint_files import list_checkpoints, list_preempted
+from runner.common.errors import UserError
+from runner.common.io import remove_stale_temporaries
+from runner.common.rules import may_change_on_resume
+from runner.common.run_folders import relative
 from runner.training.optim import depends_on_total_epochs
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str 
         return None, None
     path, state = found
     current = OmegaConf.to_container(cfg, resolve=True)
-    # the schemas mark what may change (runner/rules.py: resumable): nothing computed depends on it
+    # the schemas mark what may change (runner/common/rules.py: resumable): nothing computed depends on it
     changes = [c for c in changed_settings(state["config"], current) if not may_change_on_resume(cfg, c.split(":")[0])]
     if changes:
         raise UserError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner.study_storage import redact
+from runner.common.study_storage import redact
 
 log = logging.getLogger("runner")
 

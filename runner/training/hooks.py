@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from runner.runtime import random_state_kept
+from runner.common.runtime import random_state_kept
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Hooks:
     """After the run: the evaluator on the run's checkpoints; returns the best validation row (or None)."""
     after_checkpoint: Callable[[Path, int], None] | None = None
     """Set by the training job, not by run.py: a sweep trial's pruning report, (path, epochs done) -> None;
-    raises optuna.TrialPruned to stop (runner/training/trial.py, built on validation_metric)."""
+    raises optuna.TrialPruned to stop (runner/sweep/trial_link.py, built on validation_metric)."""
 
     def run_preflight(self, splits: dict, device: torch.device) -> None:
         kept_streams(self.preflight, splits, device)

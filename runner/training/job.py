@@ -14,16 +14,17 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint_files, models, provenance, stop_signals
+from runner import models
+from runner.common import checkpoint_files, provenance, run_lock, stop_signals
+from runner.common.errors import UserError
+from runner.common.io import remove_stale_temporaries, write_text_atomic
+from runner.common.run_folders import tensorboard_folder
+from runner.common.runtime import pick_device, seed_everything, use_threads
+from runner.common.stop_signals import Preempted, requeue_slurm_job
 from runner.data import datasets, introspect
 from runner.data.image_files import Screening
 from runner.data.loaders import EpochSampler
-from runner.errors import UserError
-from runner.io import remove_stale_temporaries, write_text_atomic
-from runner.run_folders import tensorboard_folder
-from runner.runtime import pick_device, seed_everything, use_threads
-from runner.stop_signals import Preempted, requeue_slurm_job
-from runner.training import distributed, run_lock
+from runner.training import distributed
 from runner.training.checkpoint import find_resume_state, refuse_weights_that_do_not_fit
 from runner.training.describe import hydra_overrides
 from runner.training.hooks import NO_HOOKS, Hooks
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 def train_job(cfg: DictConfig, run_dir: Path, hooks: Hooks = NO_HOOKS) -> dict:
     """Train in run_dir; returns {"train": last epoch's figures, "best": what hooks.evaluate returned}.
 
-    `cfg` has passed `runner.config.validate`. The other stages come in as `hooks` (training/hooks.py:
+    `cfg` has passed `runner.config.schema.validate`. The other stages come in as `hooks` (training/hooks.py:
     before training, after each checkpoint, after the run), so that training never imports them
     (runner/run.py fills them). Under torchrun every process runs this; rank 0 alone logs, writes and
     calls the hooks.
@@ -138,7 +139,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
     main = processes.is_main
     trial = None
     if cfg.sweep.trial_id is not None:  # a trial of the runner_optuna sweeper
-        from runner.training.trial import TrialLink
+        from runner.sweep.trial_link import TrialLink
 
         trial = TrialLink(cfg.sweep)
         record["sweep"] = trial.record()

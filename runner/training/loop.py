@@ -29,10 +29,10 @@ import torch
 from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from runner import stop_signals
-from runner.checkpoint_files import checkpoint_name, save_atomic
-from runner.errors import UserError
-from runner.stop_signals import Preempted, StopRequest
+from runner.common import stop_signals
+from runner.common.checkpoint_files import checkpoint_name, save_atomic
+from runner.common.errors import UserError
+from runner.common.stop_signals import Preempted, StopRequest
 from runner.training import checkpoint
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process, gather
 from runner.training.hooks import NO_HOOKS, Hooks
@@ -45,7 +45,7 @@ from runner.training.meter import (
     report_interval,
 )
 from runner.training.state import Training, start, wrap_for_speed_and_processes
-from runner.training.step import micro_batch_loss, to_device, trainable
+from runner.training.step import images_to_device, micro_batch_loss, trainable
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def train_step(run: Training, batch: LearningBatch) -> Update:
     loss_sum, correct, samples = torch.zeros((), device=run.device), torch.zeros((), device=run.device), 0
     share = batch.size / processes.world_size  # DDP averages over processes: scale to the batch's mean
     for x, y, last in batch.micro_batches:  # this process's share of the learning batch
-        x = to_device(x, run.device, run.settings.channels_last)
+        x = images_to_device(x, run.device, run.settings.channels_last)
         y = y.to(run.device, non_blocking=True)
         # gradients are synchronized across processes once per learning batch, at its last micro-batch
         with model.no_sync() if processes.active and not last else contextlib.nullcontext():

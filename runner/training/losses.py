@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

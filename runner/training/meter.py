@@ -17,10 +17,10 @@ import time
 import torch
 from tqdm import tqdm
 
+from runner.common.errors import UserError
+from runner.common.runtime import random_state_kept
 from runner.data.transforms import channel_stats, denormalize
-from runner.errors import UserError
 from runner.models import has_batch_norm
-from runner.runtime import random_state_kept
 from runner.training.distributed import all_sum
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import UserError
-from runner.rules import device_name, fail, int_at_least, one_of, positive_number, resumable
+from runner.common.errors import UserError
+from runner.common.rules import device_name, fail, int_at_least, one_of, positive_number, resumable
 from runner.training import processes
 
 PRECISIONS = ("auto", "32", "bf16", "16")
@@ -85,7 +85,7 @@ class SweepLink:
     trial_id: int | None = None
     """The trial's id in the storage."""
     pruner: str = "none"
-    """The study's pruner (runner/study_storage.py: PRUNERS): with one, checkpoints are reported to the study."""
+    """The study's pruner (runner/common/study_storage.py: PRUNERS): with one, checkpoints are reported to the study."""
     heartbeat_seconds: float = 10
     """How often the trial's job tells the study it is alive."""
 
@@ -133,11 +133,11 @@ def validate(cfg: DictConfig) -> None:
         fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
     validate_optimizer_and_schedule(cfg)
     if cfg.sweep.storage is not None:  # a password would be copied into the config, run.json, checkpoints, tb
-        from runner.study_storage import refuse_passwords
+        from runner.common.study_storage import refuse_passwords
 
         refuse_passwords([f"sweep.storage={cfg.sweep.storage}"])
     if cfg.sweep.pruner != "none":  # a sweep trial (optuna is imported only then)
-        from runner.study_storage import PRUNERS
+        from runner.common.study_storage import PRUNERS
 
         one_of("sweep.pruner", cfg.sweep.pruner, PRUNERS)
     if processes.from_environment().active and cfg.sweep.pruner != "none":

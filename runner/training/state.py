@@ -12,8 +12,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from runner.common.runtime import autocast_dtype
 from runner.data.loaders import train_loader
-from runner.runtime import autocast_dtype
 from runner.training import checkpoint
 from runner.training.distributed import Processes
 from runner.training.hooks import Hooks

@@ -13,7 +13,7 @@ from runner.data.loaders import on_device
 from runner.training.losses import Loss, summed_loss
 
 
-def to_device(x, device: torch.device, channels_last: bool) -> torch.Tensor:
+def images_to_device(x, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = on_device(x, device)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)

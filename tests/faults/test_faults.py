@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from runner import checkpoint_files
 from runner.checks.settings import ChecksSettings, LrFindSettings
 from runner.cli.evaluate import evaluate
-from runner.config import validate, validate_evaluate_command
-from runner.errors import UserError
+from runner.common import checkpoint_files
+from runner.common.errors import UserError
+from runner.config.precheck import refuse_bad_command_line
+from runner.config.schema import validate, validate_evaluate_command
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
-from runner.precheck import refuse_bad_command_line
 from runner.run import train_and_evaluate
 from runner.training.settings import CheckpointSettings, TrainerSettings
 from tests.conftest import (

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from runner import checkpoint_files
+from runner.common import checkpoint_files
 from tests.conftest import STOPPABLE, assert_identical, checkpoint_weights, cli_env, run_cli
 
 pytestmark = pytest.mark.faults

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from runner.config import validate_evaluate_command
-from runner.errors import UserError, one_line
+from runner.common.errors import UserError, one_line
+from runner.config.schema import validate_evaluate_command
 from runner.evaluation import records
 from tests.conftest import TINY, compose_config, run_cli
 

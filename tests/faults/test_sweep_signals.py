@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from hydra_plugins.runner_sweeper import runner_sweeper
-from runner import stop_signals
+from runner.common import stop_signals
 from tests.conftest import cli_env, run_cli
 from tests.test_sweep import LR, load, sweep_args
 from tests.test_sweep_seams import SEARCH, sweeper_on

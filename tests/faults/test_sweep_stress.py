@@ -21,7 +21,7 @@ import time
 import optuna
 import pytest
 
-from runner.study_storage import storage_for
+from runner.common.study_storage import storage_for
 from tests.conftest import cli_env, run_cli
 from tests.test_sweep import LR, TINY_SWEEP
 

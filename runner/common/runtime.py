@@ -10,7 +10,7 @@ import random
 import numpy as np
 import torch
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 
 def pick_device(name: str, key: str = "device") -> torch.device:

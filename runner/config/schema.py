@@ -21,19 +21,19 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner.checks.settings import ChecksSettings, LrFindSettings
 from runner.checks.settings import validate as validate_checks
+from runner.common.errors import UserError
+from runner.common.rules import fail, resumable
+from runner.common.trust import keyword_arguments
 from runner.data.settings import SCHEMAS as DATASET_SCHEMAS
 from runner.data.settings import DatasetSettings, class_folders
 from runner.data.settings import validate as validate_dataset
-from runner.errors import UserError
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.evaluation.settings import validate as validate_evaluation
-from runner.rules import fail, resumable
 from runner.training.settings import CheckpointSettings, SweepLink, TrainerSettings
 from runner.training.settings import validate as validate_training
-from runner.trust import keyword_arguments
 
 # absolute: given a relative path, Hydra reads it as a Python package when the entry is a console command
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 # keys of a `_target_` group that Hydra or runner.models.build consume, not the callable
 # the `_target_` groups: open (any callable, any arguments it takes), checked against the callable
@@ -83,7 +83,7 @@ class TrainConfig:
 def register_configs() -> None:
     """What Hydra must know before it composes: the `${run_id:}` resolver (run folder names, see
     run_folders.run_id), `${class_folders:ROOT}` (imagefolder's classes) and the schemas. Every entry point and the tests call this first."""
-    from runner.run_folders import run_id
+    from runner.common.run_folders import run_id
 
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
@@ -122,7 +122,7 @@ def validate(cfg: DictConfig, import_targets: bool = True) -> None:
              "evaluate.metric=top1")
     validate_checks(cfg)
     if cfg.require_clean_git:  # before any run directory: the run must come from committed code
-        from runner import provenance
+        from runner.common import provenance
 
         provenance.require_committed_code(provenance.git_state(Path.cwd()), Path.cwd())
     if cfg.resume is not None and not Path(cfg.resume).is_file():

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The Optuna study's storage, shared by the sweeper (runner/sweep/) and each trial's training job
-(runner/training/trial.py), which talk only through it: a journal file in the sweep directory
+(runner/sweep/trial_link.py), which talk only through it: a journal file in the sweep directory
 by default, or any Optuna storage URL (postgresql://...). Also the pruner by name and the
 heartbeat attribute, which both sides must agree on.
 
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, unquote_plus
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 SCHEMA_LOCK = 0x72756E6E  # PostgreSQL advisory lock key of the schema creation ("runn")
 HEARTBEAT = "runner:heartbeat"  # trial system attr: time.time() of the trial job's last sign of life

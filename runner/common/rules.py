@@ -3,7 +3,7 @@
     trainer.epochs=0 must be an integer >= 1. Fix: trainer.epochs=10
 
 Each block's schema and validator live beside the component that owns it (training/settings.py,
-data/settings.py, evaluation/settings.py, checks/settings.py); runner/config.py runs them all.
+data/settings.py, evaluation/settings.py, checks/settings.py); runner/config/schema.py runs them all.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 RESUMABLE = "resumable"
 

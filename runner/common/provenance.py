@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.errors import UserError
-from runner.io import write_json_atomic, write_text_atomic
+from runner.common.errors import UserError
+from runner.common.io import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     import torch

@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 
 from runner.checks.setup import Setup, fresh, setup_for
 from runner.checks.training import Stepper
+from runner.common.io import write_atomic, write_csv_atomic
 from runner.data import loaders
-from runner.io import write_atomic, write_csv_atomic
 
 log = logging.getLogger("runner.lr_find")
 
@@ -147,7 +147,7 @@ def plot(curve: dict, suggestion: float, path: Path) -> None:
 
 
 def lr_find(cfg: DictConfig, run_dir: Path) -> int:
-    from runner.runtime import pick_device
+    from runner.common.runtime import pick_device
 
     setup = setup_for(cfg, pick_device(str(cfg.trainer.device), key="trainer.device"))
     curve = range_test(setup, cfg.lr_find)

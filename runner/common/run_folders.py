@@ -22,7 +22,7 @@ def relative(path: Path, run_dir: Path) -> str:
 def tensorboard_folder(run_dir: Path) -> str:
     """The run's tb/ folder for a SummaryWriter, refused in one line when it (or a folder on the way) is a
     symbolic link: TensorBoard would write its event files wherever the link points."""
-    from runner.io import refuse_links
+    from runner.common.io import refuse_links
 
     folder = Path(run_dir) / "tb"
     refuse_links(folder, root=run_dir)

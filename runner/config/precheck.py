@@ -25,14 +25,14 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner.config import (
+from runner.common.errors import UserError, one_line
+from runner.config.schema import (
     CONF,
     TARGET_GROUPS,
     register_configs,
     target_arguments,
     unknown_key_message,
 )
-from runner.errors import UserError, one_line
 
 
 def refuse_bad_command_line(config_name: str, validate: Callable[[DictConfig], None], argv: list[str]) -> None:

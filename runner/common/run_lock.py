@@ -21,9 +21,9 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.errors import UserError
-from runner.io import open_unlinked
-from runner.provenance import now
+from runner.common.errors import UserError
+from runner.common.io import open_unlinked
+from runner.common.provenance import now
 
 log = logging.getLogger(__name__)
 

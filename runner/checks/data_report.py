@@ -26,9 +26,9 @@ from runner.checks import report_views  # noqa: E402
 from runner.checks.data import scan_files  # noqa: E402
 from runner.checks.pictures import Figures, as_model_sees, as_stored, grid  # noqa: E402
 from runner.checks.setup import Setup, fmt, setup_for  # noqa: E402
+from runner.common.io import write_atomic, write_text_atomic  # noqa: E402
+from runner.common.run_folders import tensorboard_folder
 from runner.data import introspect, transforms  # noqa: E402
-from runner.io import write_atomic, write_text_atomic  # noqa: E402
-from runner.run_folders import tensorboard_folder
 
 log = logging.getLogger("runner.inspect_data")
 

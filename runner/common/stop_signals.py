@@ -21,7 +21,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 
-log = logging.getLogger("runner.stop_signals")
+log = logging.getLogger("runner.common.stop_signals")
 
 DEFAULT = ("SIGUSR1", "SIGTERM")  # trainer.stop_signals' default; Ctrl-C (SIGINT) is always caught
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from runner.errors import UserError
-from runner.io import remove_stale_temporaries, write_atomic
-from runner.trust import keyword_arguments
+from runner.common.errors import UserError
+from runner.common.io import remove_stale_temporaries, write_atomic
+from runner.common.trust import keyword_arguments
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ PART_TYPES = {"epoch": int, "global_step": int, "model": dict, "optimizer": dict
 EVALUATED_PARTS = ("epoch", "global_step", "model", "config")  # what the evaluator reads
 TRAINING_PARTS = (*EVALUATED_PARTS, "optimizer", "schedule", "scaler", "rng")  # what a resume restores
 CONFIG_BLOCKS = ("model", "dataset", "trainer")
-# keys of a model config that Hydra or runner.models.build consume, not the builder (runner/config.py's NOT_ARGUMENTS)
+# keys of a model config that Hydra or runner.models.build consume, not the builder (runner/config/schema.py's NOT_ARGUMENTS)
 NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", "init_output_bias"}  # what the evaluator and a resume build from the saved config
 
 
@@ -167,7 +167,7 @@ def check_config(config: dict) -> str | None:
 
 def builder_arguments(target: str) -> list[str] | None:
     """The keyword arguments of runner's or torchvision's model builder `target`; None for any other callable
-    (it is not imported before the user trusts it: runner/trust.py) or one that takes **kwargs."""
+    (it is not imported before the user trusts it: runner/common/trust.py) or one that takes **kwargs."""
     import importlib
 
     module, _, name = target.rpartition(".")

@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
-from runner.study_storage import HEARTBEAT, make_pruner, storage_for
+from runner.common.study_storage import HEARTBEAT, make_pruner, storage_for
 
 log = logging.getLogger("runner.sweep")
 

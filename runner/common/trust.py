@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from runner.errors import UserError
+from runner.common.errors import UserError
 
 RUNNER_BUILDERS = ("linear", "mlp", "lenet", "convnet", "resnet")  # runner.models' public model builders
 
