@@ -329,7 +329,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small images and sets: minutes on 2 cores")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each figure (of a ratio: at least)")
     parser.add_argument("--max-rounds", type=int, default=MAX_ROUNDS,
-                        help=f"rounds of a ratio at most, when its spread stays over {SPREAD_GOAL:.0%}")
+                        help=f"rounds of a ratio at most, when its spread stays over {SPREAD_GOAL:.0%}".replace("%", "%%"))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--sections", default="loop,jpeg,launch,gpu",
                         help="which figures: loop, jpeg (end to end, evaluator, cache), launch, gpu (when CUDA is there)")

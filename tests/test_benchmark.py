@@ -72,3 +72,10 @@ def test_without_cuda_the_gpu_section_says_it_is_skipped(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sections", "gpu",
                              "--out", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "gpu figures: skipped, no CUDA device here" in result.stdout
+
+
+def test_the_benchmark_answers_help():
+    """--help crashed in argparse ('incomplete format': a '5%' in a help text is a format directive there)."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "--max-rounds" in result.stdout and "5%" in result.stdout, result.stderr[-500:]
