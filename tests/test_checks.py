@@ -339,3 +339,17 @@ def test_the_data_report_names_its_classes_and_its_odd_files(tmp_path, workdir):
     assert "- 1 do not decode: odd_random_bytes.jpg" in report
     assert "converted 1 CMYK (CMYK), 1 grayscale (L)" in report
     assert "| class | name | train | val |" in report and "| 1 | class_1 |" in report
+
+
+def test_images_in_two_splits_are_found_where_a_split_augments_its_images():
+    """The hash is of the stored image, not of a random draw: a training split that augments every read (here
+    noise added, within a Subset) hashed a new image each time, so its images leaked to test went unseen."""
+    from runner.data.transforms import TransformedTensors
+
+    setup = digits_setup()
+    images, labels = (torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                      torch.arange(40) % 10)
+    augmented = Subset(TransformedTensors(images, labels, lambda x: x + 0.01 * torch.randn_like(x)), list(range(40)))
+    splits = {"train": augmented, "val": setup.splits["val"], "test": TensorDataset(images[:3], labels[:3])}
+    result = verdict(Setup(setup.cfg, splits, setup.make_model), "splits")
+    assert result.verdict == "FAIL" and len(result.details["duplicates_across_splits"]) == 3, result

@@ -7,13 +7,13 @@ outliers: the image files themselves (sizes, aspect ratios, grayscale, files tha
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from runner.checks.setup import Result, Setup, counts_of, fmt
-from runner.data import datasets, introspect, transforms
+from runner.data import introspect, transforms
+from runner.data.stored import content_hash, stored_item
 
 
 def check_data(setup: Setup) -> Result:
@@ -50,13 +50,8 @@ def check_data(setup: Setup) -> Result:
 
 
 def content_hashes(dataset) -> list[str]:
-    """One hash per sample: of the file's bytes where the dataset reads files, else of the stored tensor."""
-    files = introspect.image_files(dataset)
-    if files is not None:
-        return [hashlib.sha1(Path(f).read_bytes()).hexdigest() for f in files]
-    if isinstance(dataset, datasets.TransformedTensors):  # hash what is stored, not a random augmentation
-        return [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in dataset.images]
-    return [hashlib.sha1(dataset[i][0].numpy().tobytes()).hexdigest() for i in range(len(dataset))]
+    """One hash per sample, of what is stored (a file's bytes, the pixels), never of a random augmented draw."""
+    return [content_hash(stored_item(dataset, index)) for index in range(len(dataset))]
 
 
 # integer types labels are stored in by mistake: (values it holds, name, width); unsigned ones wrap

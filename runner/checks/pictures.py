@@ -10,12 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from torch.utils.data import Subset, TensorDataset  # noqa: E402
 
-from runner.data import introspect, transforms  # noqa: E402
-from runner.data.custom import UserSplit  # noqa: E402
-from runner.data.pixels import ImagePixels  # noqa: E402
-from runner.data.transforms import TransformedTensors  # noqa: E402
+from runner.data import transforms  # noqa: E402
+from runner.data.stored import stored_item  # noqa: E402
 
 Figures = dict[str, tuple[plt.Figure, str]]  # name -> (figure, caption)
 
@@ -24,25 +21,6 @@ def as_model_sees(x: torch.Tensor):
     """A standardized image on a fixed scale: -3..3 std maps to black..white (bad scaling shows)."""
     image = ((x.float().clamp(-3, 3) + 3) / 6).permute(1, 2, 0).numpy()
     return image[..., 0] if image.shape[2] == 1 else image
-
-
-def stored_item(dataset, index: int):
-    """The image a dataset holds at index, before its transform (augmentation included): a path, a PIL image,
-    a uint8 (height, width, channels) array or a standardized tensor; through Subsets to the dataset beneath."""
-    while isinstance(dataset, Subset):
-        dataset, index = dataset.dataset, dataset.indices[index]
-    files = introspect.image_files(dataset)
-    if files is not None:
-        return files[index]
-    if isinstance(dataset, TransformedTensors):
-        return dataset.images[index]
-    if isinstance(dataset, TensorDataset):
-        return dataset.tensors[0][index]
-    if isinstance(dataset, ImagePixels):
-        return dataset.pixels(index).numpy()
-    if isinstance(dataset, UserSplit):  # the user's item itself; a transform inside their dataset is theirs
-        return dataset.raw(index)[0]
-    return dataset[index][0]
 
 
 def as_stored(dataset, index: int, mean, std):
