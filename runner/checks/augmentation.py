@@ -18,7 +18,6 @@ are compared with them unpaired (at most a WARN: the two splits may differ for o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +27,8 @@ from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.checks.training import train_steps
 from runner.data import datasets, introspect
 from runner.data.batch_augment import SCALE
+from runner.data.loaders import SeededSamples
+from runner.evaluation.paired import fair_coin_lower_tail, two_proportion_p_value
 
 LARGE, NOTABLE = 0.6, 0.8  # share of the above-chance accuracy a view keeps: below LARGE fails a flip, below NOTABLE warns
 SIGNIFICANT = 1e-3
@@ -54,10 +55,8 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def drawn(dataset, index: int, seed: int):
-    """dataset[index] with torch's generator seeded for this sample, as the loader seeds it (loaders.SeededSamples)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(sample_seed(seed, index))
-        return dataset[index]
+    """dataset[index] with torch's generator seeded for this sample, as the loader seeds it."""
+    return SeededSamples(dataset)[(index, sample_seed(seed, index))]
 
 
 def stacked(dataset, indices: list[int], seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,16 +90,12 @@ def sign_test(clean: torch.Tensor, view: torch.Tensor) -> float:
     """One-sided p-value that the view is right less often than the clean image, on the same images
     (exact binomial on the images only one of the two gets right)."""
     lost, gained = int((clean > view).sum()), int((view > clean).sum())
-    n = lost + gained
-    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n if n else 1.0
+    return fair_coin_lower_tail(gained, lost + gained)  # P(at least `lost` of them lost) = P(at most `gained` gained)
 
 
 def two_proportion_test(clean: torch.Tensor, view: torch.Tensor) -> float:
     """One-sided p-value that the view's accuracy is below the clean one, on different images."""
-    a, b = float(clean.mean()), float(view.mean())
-    pooled = (a * len(clean) + b * len(view)) / (len(clean) + len(view))
-    spread = math.sqrt(max(pooled * (1 - pooled) * (1 / len(clean) + 1 / len(view)), 1e-12))
-    return 0.5 * math.erfc((a - b) / spread / math.sqrt(2))
+    return two_proportion_p_value(float(clean.mean()), float(view.mean()), len(clean), len(view))
 
 
 def quick_model(setup: Setup, x: torch.Tensor, y: torch.Tensor):

@@ -17,6 +17,7 @@ from torch import nn
 from runner.checks import diagnose, evidence
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.common.runtime import autocast_dtype
+from runner.evaluation.paired import two_proportion_p_value
 from runner.training.losses import Loss, cross_entropy
 from runner.training.optim import build_optimizer
 from runner.training.step import images_to_device, micro_batch_loss, trainable
@@ -217,9 +218,9 @@ def inputs_verdict(real: dict, zeroed: dict, floor: float, n: int) -> str | None
     p < 0.001), or take a tenth off the zeroed model's distance to the loss's floor without lowering
     accuracy; FAIL when they lower accuracy as clearly (a loss that rewards wrong answers); None: undecided.
     A loss without a floor is judged on accuracy alone."""
-    if accuracy_p_value(real["accuracy"], zeroed["accuracy"], n) < 1e-3:
+    if two_proportion_p_value(real["accuracy"], zeroed["accuracy"], n, n) < 1e-3:
         return "PASS"
-    if accuracy_p_value(zeroed["accuracy"], real["accuracy"], n) < 1e-3:
+    if two_proportion_p_value(zeroed["accuracy"], real["accuracy"], n, n) < 1e-3:
         return "FAIL"
     room = zeroed["loss"] - floor
     if math.isfinite(floor) and room > 0 and zeroed["loss"] - real["loss"] > 0.1 * room \
@@ -228,8 +229,3 @@ def inputs_verdict(real: dict, zeroed: dict, floor: float, n: int) -> str | None
     return None
 
 
-def accuracy_p_value(better: float, baseline: float, n: int) -> float:
-    """One-sided p-value that accuracy `better` exceeds `baseline` by chance, both measured on n samples."""
-    pooled = (better + baseline) / 2
-    spread = math.sqrt(max(2 * pooled * (1 - pooled) / n, 1e-12))
-    return 0.5 * math.erfc((better - baseline) / spread / math.sqrt(2))

@@ -11,12 +11,24 @@ import math
 import numpy as np
 
 
+def fair_coin_lower_tail(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2): the exact tail of a sign (McNemar) test; 1 when n is 0."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 1.0
+
+
+def two_proportion_p_value(better: float, baseline: float, n_better: int, n_baseline: int) -> float:
+    """One-sided p-value that accuracy `better` (on n_better samples) exceeds `baseline` (on n_baseline
+    others) by chance: the two-proportion z-test with the pooled proportion."""
+    pooled = (better * n_better + baseline * n_baseline) / (n_better + n_baseline)
+    spread = math.sqrt(max(pooled * (1 - pooled) * (1 / n_better + 1 / n_baseline), 1e-12))
+    return 0.5 * math.erfc((better - baseline) / spread / math.sqrt(2))
+
+
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     """Exact (binomial) McNemar test: of the samples exactly one run gets right, is the split 50/50?"""
     only_a = int((a_correct & ~b_correct).sum())
     only_b = int((~a_correct & b_correct).sum())
-    n = only_a + only_b
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n if n else 1.0
+    tail = fair_coin_lower_tail(min(only_a, only_b), only_a + only_b)
     return {"only_a_right": only_a, "only_b_right": only_b, "p_value": min(1.0, 2 * tail)}
 
 
