@@ -318,3 +318,16 @@ def test_a_sweep_folder_and_study_name_with_commas_reach_the_trial(workdir):
     study = optuna.load_study(study_name="st,udy", storage=storage_for(str(sweep_dir / "study.journal")))
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert (sweep_dir / "trial_0000" / "run.json").is_file()
+
+
+def test_a_worker_killed_between_asking_and_naming_the_folder_leaves_a_folderless_trial_retried_in_a_new_one(
+        tmp_path):
+    sweeper, the_study, storage = sweeper_on(tmp_path, n_trials=1)
+    sweeper.settings.grace_seconds = 0.0
+    the_study.ask(SEARCH)  # the killed worker got this far: a RUNNING trial, no folder named yet
+    run(sweeper, the_study, tmp_path, storage)
+    lost, retry = the_study.get_trials()
+    assert lost.state.name == "FAIL" and lost.system_attrs["runner:fail_reason"].startswith("worker lost")
+    assert "runner:run_dir" not in lost.system_attrs and "run_dir" not in lost.user_attrs  # it never had one
+    assert retry.state.name == "COMPLETE" and retry.params == lost.params
+    assert retry.system_attrs["runner:run_dir"] == retry.user_attrs["run_dir"] == "trial_0001"

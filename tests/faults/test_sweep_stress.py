@@ -65,7 +65,10 @@ def assert_consistent(study: optuna.Study, sweep_dir) -> None:
     finished_points = [tuple(sorted(t.params.items())) for t in counted]
     assert len(set(finished_points)) == len(finished_points)  # no point trained to the end twice
     assert all(t.system_attrs["runner:fail_reason"].startswith("worker lost") for t in trials if t.state.name == "FAIL")
-    last_in_folder = {t.system_attrs["runner:run_dir"]: t for t in trials}  # a retry continues in the lost one's folder
+    # a retry continues in the lost one's folder; a worker killed between asking and naming the folder
+    # leaves a FAIL trial with none (its retry gets a folder of its own)
+    assert all(t.state.name == "FAIL" for t in trials if "runner:run_dir" not in t.system_attrs)
+    last_in_folder = {t.system_attrs["runner:run_dir"]: t for t in trials if "runner:run_dir" in t.system_attrs}
     for run_dir, trial in last_in_folder.items():  # no finished run recorded FAIL, and each value is its run's
         record = json.loads((sweep_dir / run_dir / "run.json").read_text())
         best = json.loads((sweep_dir / run_dir / "eval" / "best.json").read_text())
