@@ -72,7 +72,9 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
     if resume_state is not None:
         refuse_weights_that_do_not_fit(resume_state, model, resumed_from)
     record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
-              "parameters": models.count_parameters(model)[0]}
+              "parameters": models.count_parameters(model)[0],
+              # which pretrained weights it started from ({name, source, file, sha256}); None: from scratch
+              "weights": getattr(model, "pretrained_weights", None)}
     figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record, hooks, processes)
     best = evaluate_after_training(hooks, run_dir, record, processes)
     if main:
