@@ -13,7 +13,7 @@ import torch
 
 from runner.checks.setup import Result, Setup, counts_of, fmt
 from runner.data import introspect, transforms
-from runner.data.stored import content_hash, stored_item
+from runner.data.stored import content_hash, stored_reader
 
 
 def check_data(setup: Setup) -> Result:
@@ -51,7 +51,8 @@ def check_data(setup: Setup) -> Result:
 
 def content_hashes(dataset) -> list[str]:
     """One hash per sample, of what is stored (a file's bytes, the pixels), never of a random augmented draw."""
-    return [content_hash(stored_item(dataset, index)) for index in range(len(dataset))]
+    read = stored_reader(dataset)
+    return [content_hash(read(index)) for index in range(len(dataset))]
 
 
 # integer types labels are stored in by mistake: (values it holds, name, width); unsigned ones wrap

@@ -8,6 +8,7 @@ neither the picture nor the hash would be the sample's own.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +25,26 @@ from runner.data.transforms import TransformedTensors
 def stored_item(dataset, index: int):
     """The image a dataset holds at index, before its transform (augmentation included): a path, a PIL image,
     a uint8 (height, width, channels) array or a standardized tensor; through Subsets to the dataset beneath."""
-    while isinstance(dataset, Subset):
-        dataset, index = dataset.dataset, dataset.indices[index]
+    return stored_reader(dataset)(index)
+
+
+def stored_reader(dataset) -> Callable[[int], object]:
+    """stored_item's reading of one dataset, worked out once: a split of N files is listed once, not N times."""
     files = introspect.image_files(dataset)
     if files is not None:
-        return files[index]
+        return files.__getitem__
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        dataset, indices = dataset.dataset, [dataset.indices[i] for i in indices]
     if isinstance(dataset, TransformedTensors):
-        return dataset.images[index]
+        return lambda index: dataset.images[indices[index]]
     if isinstance(dataset, TensorDataset):
-        return dataset.tensors[0][index]
+        return lambda index: dataset.tensors[0][indices[index]]
     if isinstance(dataset, ImagePixels):
-        return dataset.pixels(index).numpy()
+        return lambda index: dataset.pixels(indices[index]).numpy()
     if isinstance(dataset, UserSplit):  # the user's item itself; a transform inside their dataset is theirs
-        return dataset.raw(index)[0]
-    return dataset[index][0]
+        return lambda index: dataset.raw(indices[index])[0]
+    return lambda index: dataset[indices[index]][0]
 
 
 def content_hash(item) -> str:
