@@ -100,7 +100,7 @@ def test_cache_device_refuses_a_split_larger_than_half_the_free_memory(images, m
     import torch
 
     from runner.data import pixels
-    from runner.data.loaders import train_loader
+    from runner.data.loaders import on_device, train_loader
 
     train = datasets.build_splits(folder_config(images, "dataset.cache=device").dataset)["train"]
     size = len(train) * 18 * 18 * 3
@@ -110,7 +110,7 @@ def test_cache_device_refuses_a_split_larger_than_half_the_free_memory(images, m
                                         r"the .* GiB free on cpu. Fix: dataset.cache=memory"):
         next(iter(loader))
     monkeypatch.setattr(pixels, "free_memory", lambda device: 2 * size)
-    x, _ = next(iter(loader))
+    x = on_device(next(iter(loader))[0], torch.device("cpu"))  # uint8 on the device, finished there
     assert x.shape == (4, 3, 16, 16) and torch.isfinite(x).all()
 
 

@@ -106,14 +106,17 @@ class Finish:
     std: tuple[float, ...]
     augment: bool
 
-    def __call__(self, pixels: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor, seeds: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """`size`: this epoch's (height, width) under trainer.progressive_resize; None: `self.size`. The crop boxes
+        do not depend on it (they are drawn on the stored image), so a smaller epoch sees the same crops in fewer pixels."""
+        size = tuple(size or self.size)
         images = pixels.permute(0, 3, 1, 2).float()
         if self.augment:
             boxes, mirrored = crop_boxes(seeds.cpu().numpy(), *images.shape[-2:])
             images = resized_crops(images, pinned_to_device(torch.from_numpy(boxes), images.device),
-                                   pinned_to_device(torch.from_numpy(mirrored), images.device), self.size)
-        elif tuple(images.shape[-2:]) != self.size:
-            images = F.interpolate(images, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+                                   pinned_to_device(torch.from_numpy(mirrored), images.device), size)
+        elif tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
         # the standard layout, as any other dataset's batch: channels_last only with trainer.channels_last (a
         # channels_last input crashed torch 2.14's CPU backward of the ConvNet with 8 channels)
         images = images.contiguous()

@@ -7,7 +7,7 @@ epoch is the same with 0 or 8 workers and after a resume.
 A file-backed split (runner/data/pixels.py) is loaded as `UInt8Batch`es that `on_device`
 finishes on the device (runner/data/batch_augment.py); with `dataset.cache=device`
 no DataLoader is involved: `DeviceBatches` gathers each micro-batch from the split's
-pixels already on the GPU.
+pixels already on the GPU (and `on_device` finishes it the same way).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from runner.data.batch_augment import Finish, pinned_to_device
@@ -97,11 +98,18 @@ class UInt8Batch(NamedTuple):
     finish: Finish
 
 
-def on_device(x, device: torch.device) -> torch.Tensor:
-    """A loader's batch as the model's input on the device: a UInt8Batch is moved, then finished there."""
+def on_device(x, device: torch.device, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A loader's batch as the model's input on the device: a UInt8Batch is moved, then finished there.
+
+    `size` (trainer.progressive_resize's size of the epoch; None: dataset.image_size) is where a UInt8Batch is
+    cropped to; a float batch (synthetic, digits, a custom dataset's tensors, already cropped on the CPU) is
+    resized to it on the device, bilinearly with antialiasing, the same way whichever worker loaded it."""
     if isinstance(x, UInt8Batch):
-        return x.finish(x.pixels.to(device, non_blocking=True), x.seeds)
-    return x.to(device, non_blocking=True)
+        return x.finish(x.pixels.to(device, non_blocking=True), x.seeds, size)
+    x = x.to(device, non_blocking=True)
+    if size is not None and x.dim() == 4 and tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return x
 
 
 class RawSamples(Dataset):
@@ -133,13 +141,14 @@ class DeviceBatches:
     def __len__(self) -> int:
         return -(-len(self.keys) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[UInt8Batch, torch.Tensor]]:
+        """UInt8Batches already on the device: `on_device` finishes them, as it does a loader's."""
         pixels, labels = self.dataset.on(self.device)
         keys = list(self.keys)
         for first in range(0, len(keys), self.batch_size):
             indices, seeds = torch.tensor(keys[first:first + self.batch_size], dtype=torch.int64).unbind(1)
             on_device_indices = pinned_to_device(indices, self.device)
-            yield self.dataset.finish(pixels[on_device_indices], seeds), labels[on_device_indices]
+            yield UInt8Batch(pixels[on_device_indices], seeds, self.dataset.finish), labels[on_device_indices]
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -33,7 +33,7 @@ from runner.common import stop_signals
 from runner.common.checkpoint_files import checkpoint_name, save_atomic
 from runner.common.errors import UserError
 from runner.common.stop_signals import Preempted, StopRequest
-from runner.training import checkpoint
+from runner.training import checkpoint, finetune, progressive
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process, gather
 from runner.training.hooks import NO_HOOKS, Hooks
 from runner.training.learning_batches import LearningBatch, learning_batches
@@ -64,6 +64,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     if resume_state is not None and first_sample == 0 and early_stop(run, start_epoch):
         return {"epoch": start_epoch, "finished": True, "stopped_early": True}  # a rerun of a run that stopped early
     log_plan(run, start_epoch, len(train_set))
+    finetune.enter_stage(run, start_epoch)  # the parameters that train in the first epoch: those DDP registers
     run.step_model = wrap_for_speed_and_processes(model, run.settings, processes, device)
 
     figures: dict = {}
@@ -71,7 +72,8 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     try:
         with stop_signals.caught(run.settings.stop_signals) as stop, logs_above(bar):
             for epoch in range(start_epoch, run.settings.epochs):
-                figures = train_one_epoch(run, epoch, first_sample if epoch == start_epoch else 0, stop, bar)
+                size = image_size_of(run, epoch, first=epoch == start_epoch)
+                figures = train_one_epoch(run, epoch, first_sample if epoch == start_epoch else 0, stop, bar, size)
                 if figures.get("stopped_early"):
                     break
     finally:
@@ -93,17 +95,34 @@ def logs_above(bar) -> contextlib.AbstractContextManager:
     return logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext()
 
 
-def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest, bar) -> dict:
-    """One pass over the epoch's learning batches (from sample `skip` on), then end_of_epoch's figures."""
+def image_size_of(run: Training, epoch: int, first: bool) -> tuple[int, int] | None:
+    """The epoch's training crop under trainer.progressive_resize (None: off), a pure function of the epoch (so a
+    resume trains at the same size); logged where it changes, recorded in TensorBoard each epoch (its height)."""
+    sizes = progressive.plan(run.settings.progressive_resize, run.settings.epochs, run.cfg.dataset.image_size)
+    if sizes is None:
+        return None
+    if first or sizes[epoch] != sizes[epoch - 1]:
+        log.info("epoch %d: training at %dx%d (progressive_resize)", epoch + 1, *sizes[epoch])
+    if run.writer is not None:
+        run.writer.add_scalar("train/image_size", sizes[epoch][0], run.global_step)
+    return sizes[epoch]
+
+
+def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest, bar,
+                    size: tuple[int, int] | None = None) -> dict:
+    """One pass over the epoch's learning batches (from sample `skip` on; its crops at `size`, None:
+    dataset.image_size), then end_of_epoch's figures."""
     started = time.perf_counter()
     settings, n = run.settings, run.samples_per_epoch
     run.sampler.set_epoch(epoch, skip)
     run.model.train()
+    if finetune.enter_stage(run, epoch):  # the body unfrozen: DDP must register the parameters that now train
+        run.step_model = wrap_for_speed_and_processes(run.model, settings, run.processes, run.device)
     meter = IntervalMeter(run.device)
     epoch_loss, epoch_correct = meter.zero.clone(), meter.zero.clone()
     bar.set_description(f"epoch {epoch + 1}/{settings.epochs}", refresh=False)
     for batch in learning_batches(run.loader, skip, n, settings.batch_size, run.processes, meter):
-        update = train_step(run, batch)
+        update = train_step(run, batch, size)
         meter.add_update(update.loss, update.correct, update.samples, update.grad_norm)
         epoch_loss += update.loss
         epoch_correct += update.correct
@@ -127,14 +146,15 @@ class Update(NamedTuple):
     grad_norm: torch.Tensor  # the gradient norm before clipping
 
 
-def train_step(run: Training, batch: LearningBatch) -> Update:
-    """One optimizer update from one learning batch, top to bottom. Nothing in the micro-batch loop waits for
-    the device (but the run's first micro-batch, whose loss at init is logged): the figures stay on it."""
+def train_step(run: Training, batch: LearningBatch, size: tuple[int, int] | None = None) -> Update:
+    """One optimizer update from one learning batch (its images at `size`: trainer.progressive_resize's), top to
+    bottom. Nothing in the micro-batch loop waits for the device (but the run's first micro-batch, whose loss at
+    init is logged): the figures stay on it."""
     model, optimizer, scaler, processes = run.step_model, run.optimizer, run.scaler, run.processes
     loss_sum, correct, samples = torch.zeros((), device=run.device), torch.zeros((), device=run.device), 0
     share = batch.size / processes.world_size  # DDP averages over processes: scale to the batch's mean
     for x, y, last in batch.micro_batches:  # this process's share of the learning batch
-        x = images_to_device(x, run.device, run.settings.channels_last)
+        x = images_to_device(x, run.device, run.settings.channels_last, size)
         y = y.to(run.device, non_blocking=True)
         # gradients are synchronized across processes once per learning batch, at its last micro-batch
         with model.no_sync() if processes.active and not last else contextlib.nullcontext():

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
+from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner.common.errors import UserError
 from runner.common.rules import device_name, fail, int_at_least, one_of, positive_number, resumable
-from runner.training import processes
+from runner.training import processes, progressive
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 
@@ -62,6 +63,22 @@ class TrainerSettings:
     always catches SIGUSR1, SIGTERM and SIGINT (Ctrl-C) from its first line; these add to them."""
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     """Stop when the evaluator's metric stops improving (the evaluator measures each checkpoint)."""
+    # untyped: OmegaConf 2.3 cannot override a null structured field with a dict; `validate` checks the keys
+    progressive_resize: Any = None
+    """null: train at dataset.image_size; {start: 0.5, end_epoch: 0.75}: the training crop grows from start x
+    dataset.image_size to it over the first end_epoch of the epochs, in 16-pixel steps (runner/training/progressive.py)."""
+
+
+@dataclass
+class FinetuneSettings:
+    """Staged fine-tuning of a pretrained model (runner/training/finetune.py)."""
+
+    freeze_epochs: int = 0
+    """N: the first N epochs train the head alone, the body frozen (its BatchNorm statistics kept); 0: no frozen stage."""
+    train_norm: bool = False
+    """In the frozen stage the norm layers' scale and shift train too (their statistics are still kept)."""
+    lr_mult: float = 1.0
+    """fastai's discriminative learning rates: the body at optimizer.lr / lr_mult, the head at optimizer.lr; 1: one lr."""
 
 
 @dataclass
@@ -125,6 +142,8 @@ def validate(cfg: DictConfig) -> None:
     if unknown:
         fail("trainer.stop_signals", list(trainer.stop_signals), f"names unknown signals {unknown}",
              "trainer.stop_signals=[SIGUSR1,SIGTERM]")
+    if trainer.progressive_resize is not None:
+        validate_progressive_resize(cfg)
     int_at_least("checkpoint.every_epochs", cfg.checkpoint.every_epochs, 1, "checkpoint.every_epochs=1")
     if cfg.checkpoint.keep_last is not None:
         int_at_least("checkpoint.keep_last", cfg.checkpoint.keep_last, 1, "checkpoint.keep_last=3, or null to keep all")
@@ -132,6 +151,7 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
     validate_optimizer_and_schedule(cfg)
+    validate_finetune(cfg)
     if cfg.sweep.storage is not None:  # a password would be copied into the config, run.json, checkpoints, tb
         from runner.common.study_storage import refuse_passwords
 
@@ -145,6 +165,34 @@ def validate(cfg: DictConfig) -> None:
                         "would stop rank 0 alone). Fix: hydra.sweeper.pruner=none, or one process per trial")
 
 
+def validate_progressive_resize(cfg: DictConfig) -> None:
+    """Its two keys, both fractions in (0, 1], a first size of 16 pixels or more, a model that takes any size."""
+    ramp = cfg.trainer.progressive_resize
+    example = "trainer.progressive_resize={start:0.5,end_epoch:0.75}"
+    if not isinstance(ramp, DictConfig):
+        fail("trainer.progressive_resize", ramp, "is not a ramp", f"{example}, or null")
+    unknown = sorted(set(ramp) - set(progressive.DEFAULTS))
+    if unknown:
+        raise UserError(f"trainer.progressive_resize.{unknown[0]} is not a setting (the ramp has start and "
+                        f"end_epoch). Fix: {example}")
+    ramp = {**progressive.DEFAULTS, **ramp}
+    for key, fix in (("start", "0.5"), ("end_epoch", "0.75")):
+        value = ramp[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            fail(f"trainer.progressive_resize.{key}", value, "must be in (0, 1]", f"trainer.progressive_resize.{key}={fix}")
+    size = cfg.dataset.get("image_size")
+    sizes = [size, size] if isinstance(size, int) else list(size or [])
+    if len(sizes) == 2 and all(isinstance(s, int) and s > 0 for s in sizes):  # else the dataset's rules say why
+        why = progressive.refusal((sizes[0], sizes[1]), ramp["start"])
+        if why:
+            raise UserError(f"trainer.progressive_resize.start={ramp['start']} with dataset.image_size={size} {why}")
+    if "image_size" in cfg.model:  # mlp, linear, lenet: their first layer is built for dataset.image_size
+        written = ",".join(f"{key}:{value}" for key, value in ramp.items())
+        raise UserError(f"trainer.progressive_resize={{{written}}} needs a model that takes any "
+                        f"image size; {cfg.model.get('_target_')} is built for one (it takes model.image_size). "
+                        "Fix: model=convnet (or resnet18), or trainer.progressive_resize=null")
+
+
 def validate_optimizer_and_schedule(cfg: DictConfig) -> None:
     positive_number("optimizer.lr", cfg.optimizer.get("lr"), "optimizer.lr=3e-4 (a positive learning rate)")
     if "weight_decay" in cfg.optimizer:
@@ -155,6 +203,36 @@ def validate_optimizer_and_schedule(cfg: DictConfig) -> None:
                         allow_zero=True)
     if "step_epochs" in cfg.schedule:
         positive_number("schedule.step_epochs", cfg.schedule.step_epochs, "schedule.step_epochs=30")
+
+
+def validate_finetune(cfg: DictConfig) -> None:
+    """finetune.* and the optimizer's own group settings (layer_decay, no_decay_norm_and_bias)."""
+    finetune, epochs = cfg.finetune, cfg.trainer.epochs
+    int_at_least("finetune.freeze_epochs", finetune.freeze_epochs, 0, "finetune.freeze_epochs=0 (no frozen stage) or more")
+    if finetune.freeze_epochs >= epochs:
+        fail("finetune.freeze_epochs", finetune.freeze_epochs, f"leaves no epoch of trainer.epochs={epochs} to train "
+             "the whole model in", f"finetune.freeze_epochs={epochs - 1} or fewer, or trainer.epochs="
+             f"{finetune.freeze_epochs + 1} or more")
+    if finetune.freeze_epochs > 0 and cfg.model.get("freeze", "none") != "none":
+        fail("finetune.freeze_epochs", finetune.freeze_epochs, f"unfreezes what model.freeze={cfg.model.freeze} "
+             "keeps frozen for the whole run", "model.freeze=none for staged fine-tuning, or finetune.freeze_epochs=0")
+    lr_mult = finetune.lr_mult
+    if isinstance(lr_mult, bool) or not isinstance(lr_mult, (int, float)) or lr_mult < 1:
+        fail("finetune.lr_mult", lr_mult, "must be a number >= 1 (the body trains at optimizer.lr / lr_mult)",
+             "finetune.lr_mult=10, or 1 for one learning rate")
+    layer_decay = cfg.optimizer.get("layer_decay")
+    if layer_decay is not None and (isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float))
+                                    or not 0 < layer_decay <= 1):
+        fail("optimizer.layer_decay", layer_decay, "must be in (0, 1] (each layer down from the head gets that "
+             "factor of the learning rate)", "optimizer.layer_decay=0.75, or null for none")
+    if layer_decay is not None and lr_mult != 1:  # two rules for the body's learning rate: neither would be the one asked
+        raise UserError(f"finetune.lr_mult={lr_mult} and optimizer.layer_decay={layer_decay} are two rules for the "
+                        "body's learning rates (fastai's split and timm's layer-wise decay): pick one. "
+                        "Fix: finetune.lr_mult=1 or optimizer.layer_decay=null")
+    no_decay = cfg.optimizer.get("no_decay_norm_and_bias", True)
+    if not isinstance(no_decay, bool):
+        fail("optimizer.no_decay_norm_and_bias", no_decay, "must be true or false",
+             "optimizer.no_decay_norm_and_bias=true (no weight decay on norm and bias parameters) or false")
 
 
 def batch_divides(batch_size: int, micro_batch_size: int, processes: int) -> None:

@@ -13,8 +13,9 @@ from runner.data.loaders import on_device
 from runner.training.losses import Loss, summed_loss
 
 
-def images_to_device(x, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = on_device(x, device)
+def images_to_device(x, device: torch.device, channels_last: bool, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The model's input; `size`: the epoch's crop under trainer.progressive_resize (None: dataset.image_size)."""
+    x = on_device(x, device, size)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
