@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runner.checks import augmentation, data, model, samples, spatial, training
+from runner.checks import augmentation, data, model, pretrained_inputs, samples, spatial, training
 from runner.checks.crash import crash_row
 from runner.checks.setup import Result, Setup
 
 CHECKS: dict[str, Callable[[Setup], Result]] = {
     "data": data.check_data,
+    "pretrained_inputs": pretrained_inputs.check_pretrained_inputs,  # a pretrained model's inputs
     "splits": data.check_splits,
     "outliers": data.check_outliers,
     "loss_at_init": model.check_loss_at_init,
@@ -35,8 +36,8 @@ CHECKS: dict[str, Callable[[Setup], Result]] = {
 ENTRY_CHECKS = ("dry_run",)
 
 # no pass over the files and at most a few learning batches: seconds, even on the flagship
-PREFLIGHT = ("data", "loss_at_init", "batch_independence", "spatial_dependencies", "gradients_flow", "normalization",
-             "train_eval_mode", "dry_run")
+PREFLIGHT = ("data", "pretrained_inputs", "loss_at_init", "batch_independence", "spatial_dependencies", "gradients_flow",
+             "normalization", "train_eval_mode", "dry_run")
 
 
 def run(setup: Setup, names, entry_checks: dict[str, Callable[[Setup], Result]] | None = None) -> list[Result]:

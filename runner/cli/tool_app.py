@@ -53,6 +53,13 @@ def run_tool(name: str, work: Callable[[DictConfig, Path], int], help_text: str)
     def main(cfg: DictConfig) -> None:
         try:
             validate(cfg)
+            from runner.data.standardization import (
+                standardize_as_the_weights_expect,  # as training decides it
+            )
+
+            standardization = standardize_as_the_weights_expect(cfg, list(HydraConfig.get().overrides.task))
+            if standardization:
+                log.info("%s", standardization)
             code = work(cfg, Path(HydraConfig.get().runtime.output_dir))
         except UserError as error:
             log.error("%s", one_line(error))

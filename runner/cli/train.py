@@ -38,6 +38,12 @@ def main(cfg: DictConfig) -> float | None:
     )
 
     try:
+        # once, before anything is built: the checkpoints' config, and so the evaluator, carry the choice
+        from runner.data.standardization import standardize_as_the_weights_expect
+
+        standardization = standardize_as_the_weights_expect(cfg, list(hydra_cfg.overrides.task))
+        if standardization and processes.from_environment().is_main:
+            log.info("%s", standardization)
         if cfg.trainer.dry_run:
             from runner.dry_run import dry_run
 

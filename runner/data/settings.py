@@ -31,6 +31,10 @@ class DatasetSettings:
     """Per-channel mean to standardize with (one value: every channel)."""
     std: list[float] = field(default_factory=lambda: [0.5])
     """Per-channel standard deviation to standardize with."""
+    normalize: str = "auto"
+    """auto: a model that starts from pretrained weights gets data standardized with the weights' own mean/std,
+    unless dataset.mean or dataset.std is set on the command line | weights: the weights' always |
+    dataset: dataset.mean/std as configured (runner/data/standardization.py)."""
     root: str | None = resumable(None)
     """Where the data lives (or is downloaded to)."""
     download: bool = resumable(False)
@@ -130,6 +134,8 @@ def validate(dataset: DictConfig) -> None:
                  f"dataset.{key}=[{', '.join(['0.5'] * dataset.channels)}]")
     if any(s <= 0 for s in dataset.std):
         fail("dataset.std", list(dataset.std), "must be positive", "use the per-channel standard deviation of the pixels")
+    if "normalize" in dataset:  # a checkpoint written before the setting has none
+        one_of("dataset.normalize", dataset.normalize, ("auto", "weights", "dataset"))
     if dataset.subset is not None and (not isinstance(dataset.subset, int) or dataset.subset < 1):
         fail("dataset.subset", dataset.subset, "must be a positive integer", "dataset.subset=64, or null for all")
     if dataset.augment not in ("none", "basic"):

@@ -21,7 +21,7 @@ from runner.common.io import remove_stale_temporaries, write_text_atomic
 from runner.common.run_folders import tensorboard_folder
 from runner.common.runtime import pick_device, seed_everything, use_threads
 from runner.common.stop_signals import Preempted, requeue_slurm_job
-from runner.data import datasets, introspect
+from runner.data import datasets, introspect, standardization
 from runner.data.image_files import Screening
 from runner.data.loaders import EpochSampler
 from runner.training import distributed
@@ -74,7 +74,9 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
     record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
               "parameters": models.count_parameters(model)[0],
               # which pretrained weights it started from ({name, source, file, sha256}); None: from scratch
-              "weights": getattr(model, "pretrained_weights", None)}
+              "weights": getattr(model, "pretrained_weights", None),
+              # the mean/std the data got and what the weights expect (runner/data/standardization.py)
+              "standardization": standardization.record(cfg)}
     figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record, hooks, processes)
     best = evaluate_after_training(hooks, run_dir, record, processes)
     if main:
