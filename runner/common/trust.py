@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 
 from runner.common.errors import UserError
 
-RUNNER_BUILDERS = ("linear", "mlp", "lenet", "convnet", "resnet")  # runner.models' public model builders
+RUNNER_BUILDERS = ("linear", "mlp", "lenet", "convnet", "resnet", "timm_model", "torchvision_model")  # runner.models' builders
 
 
 def module_of(target: str) -> str:

@@ -29,7 +29,7 @@ from runner.data.settings import DatasetSettings, class_folders
 from runner.data.settings import validate as validate_dataset
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.evaluation.settings import validate as validate_evaluation
-from runner.training.settings import CheckpointSettings, SweepLink, TrainerSettings
+from runner.training.settings import CheckpointSettings, FinetuneSettings, SweepLink, TrainerSettings
 from runner.training.settings import validate as validate_training
 
 # absolute: given a relative path, Hydra reads it as a Python package when the entry is a console command
@@ -39,9 +39,10 @@ CONF = str(Path(__file__).resolve().parents[2] / "conf")
 # the `_target_` groups: open (any callable, any arguments it takes), checked against the callable
 TARGET_GROUPS = {"optimizer": "adamw, adam, sgd, rmsprop",
                  "schedule": "constant, step, cosine, warmup_cosine, onecycle, linear",
-                 "model": "linear, mlp, lenet, convnet, resnet18, resnet50",
+                 "model": "linear, mlp, lenet, convnet, resnet18, resnet50, timm, torchvision",
                  "loss": "cross_entropy"}
-NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", "init_output_bias"}
+NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", "init_output_bias",
+                 "layer_decay", "no_decay_norm_and_bias"}  # the last two: the optimizer's groups (training/optim.py)
 
 
 @dataclass
@@ -67,6 +68,8 @@ class TrainConfig:
     """Refuse to start when the git tree has uncommitted changes."""
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     """The loop (runner/training/settings.py)."""
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    """Staged fine-tuning: a frozen body first, discriminative learning rates (runner/training/settings.py)."""
     checkpoint: CheckpointSettings = resumable(default_factory=CheckpointSettings)
     """When checkpoints are written and how many are kept."""
     loss: Any = MISSING
@@ -109,6 +112,10 @@ def validate(cfg: DictConfig, import_targets: bool = True) -> None:
     validate_dataset(cfg.dataset)
     for group, choices in TARGET_GROUPS.items() if import_targets else ():
         validate_target(cfg[group], group, choices)
+    if import_targets:  # model names, weights enums, weights files (imports timm/torchvision for their names)
+        from runner.models.validation import validate_model
+
+        validate_model(cfg.model)
     if cfg.dataset.name == "custom" and import_targets:
         validate_target(cfg.dataset, "dataset", "a module.function of yours that returns the splits",
                         ignore={f.name for f in fields(DatasetSettings)})
