@@ -29,7 +29,12 @@ from runner.data.settings import DatasetSettings, class_folders
 from runner.data.settings import validate as validate_dataset
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.evaluation.settings import validate as validate_evaluation
-from runner.training.settings import CheckpointSettings, FinetuneSettings, SweepLink, TrainerSettings
+from runner.training.settings import (
+    CheckpointSettings,
+    FinetuneSettings,
+    SweepLink,
+    TrainerSettings,
+)
 from runner.training.settings import validate as validate_training
 
 # absolute: given a relative path, Hydra reads it as a Python package when the entry is a console command

@@ -50,6 +50,7 @@ def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_s
 def restore(state: dict, model, optimizer, schedule, scaler, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
     """Load a checkpoint's full state (RNG last: this process's own); returns (completed epochs, global step)."""
     model.load_state_dict(state["model"])
+    refuse_other_parameter_groups(state["optimizer"], optimizer)
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     if state["scaler"] or not scaler.is_enabled():
@@ -62,6 +63,19 @@ def restore(state: dict, model, optimizer, schedule, scaler, rank: int = 0, worl
                     "random streams, so the run is not the uninterrupted one", len(by_rank), world_size)
     set_rng_state(by_rank[rank] if len(by_rank) == world_size else state["rng"])
     return state["epoch"], state["global_step"]
+
+
+def refuse_other_parameter_groups(saved: dict, optimizer) -> None:
+    """The optimizer's parameter groups (training/param_groups.py) as the checkpoint has them, in one line:
+    a checkpoint written before norm and bias lost their weight decay has one group where runner now makes two."""
+    written, now = len(saved["param_groups"]), len(optimizer.param_groups)
+    if written != now or any(len(a["params"]) != len(b["params"])
+                             for a, b in zip(saved["param_groups"], optimizer.param_groups, strict=True)):
+        raise UserError(
+            f"the checkpoint's optimizer has {written} parameter group{'s' * (written != 1)}, this config makes "
+            f"{now} (optimizer.no_decay_norm_and_bias, optimizer.layer_decay and finetune.lr_mult split the "
+            "parameters; a checkpoint written before runner split them has one). Fix: optimizer.no_decay_norm_and_bias"
+            "=false to resume a checkpoint written before, or resume with the settings it was written with")
 
 
 def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:

@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules: `python -m runner optimizer=sgd schedule=warmup_cosine`.
 
 Optimizers are torch's own, built from `cfg.optimizer` (`_partial_: true`) once the parameters
-exist. Schedules are written in epochs and stepped once per optimizer update: each schedule
+exist, over parameter groups of their own learning rate and weight decay (param_groups.py). Schedules are written in epochs and stepped once per optimizer update: each schedule
 below maps (epoch, total_epochs) to a factor of the optimizer's lr, where epoch is fractional
 (update / updates_per_epoch), so a schedule means the same at any batch size.
 """
@@ -14,7 +14,10 @@ from collections.abc import Callable
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
+
+from runner.training.param_groups import parameter_groups
 
 
 def constant(epoch: float, total_epochs: int) -> float:
@@ -55,10 +58,15 @@ def linear(epoch: float, total_epochs: int, end_factor: float = 0.0) -> float:
     return 1.0 + (end_factor - 1.0) * min(epoch / total_epochs, 1.0)
 
 
-def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The configured optimizer over the trainable parameters."""
-    make = instantiate(cfg)
-    return make([p for p in model.parameters() if p.requires_grad])
+def build_optimizer(cfg, model: torch.nn.Module, lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """The configured optimizer over the trainable parameters, in groups of their own learning rate and weight
+    decay (param_groups.py: optimizer.layer_decay, optimizer.no_decay_norm_and_bias, and finetune.lr_mult,
+    which training passes and the checks leave at 1)."""
+    settings = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    layer_decay = settings.pop("layer_decay", None)  # the groups' settings, not the torch optimizer's arguments
+    no_decay_norm_and_bias = settings.pop("no_decay_norm_and_bias", True)
+    make = instantiate(settings)
+    return make(parameter_groups(model, settings["lr"], no_decay_norm_and_bias, layer_decay, lr_mult))
 
 
 def depends_on_total_epochs(cfg, total: int, other_total: int, points: int = 256) -> bool:
@@ -72,7 +80,8 @@ def depends_on_total_epochs(cfg, total: int, other_total: int, points: int = 256
 
 
 def build_schedule(cfg, optimizer: torch.optim.Optimizer, updates_per_epoch: int, total_epochs: int) -> LambdaLR:
-    """A LambdaLR stepped per update; its state_dict holds only counters (checkpoint-safe)."""
+    """A LambdaLR stepped per update; its state_dict holds only counters (checkpoint-safe). It multiplies each
+    parameter group's own initial lr (param_groups.py), so every group follows the schedule."""
     factor: Callable[..., float] = instantiate(cfg)
     # a schedule that asks for it learns one update's length in epochs (warmup_cosine does)
     extra = {"update_epochs": 1 / updates_per_epoch} if "update_epochs" in inspect.signature(factor).parameters else {}

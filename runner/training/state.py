@@ -19,7 +19,7 @@ from runner.training.distributed import Processes
 from runner.training.hooks import Hooks
 from runner.training.losses import build_loss
 from runner.training.optim import build_optimizer, build_schedule
-from runner.training.settings import CheckpointSettings, TrainerSettings, typed
+from runner.training.settings import CheckpointSettings, FinetuneSettings, TrainerSettings, typed
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Training:
     cfg: DictConfig  # the whole config, saved in every checkpoint
     settings: TrainerSettings  # cfg.trainer, typed
     checkpoints: CheckpointSettings  # cfg.checkpoint, typed
+    finetune: FinetuneSettings  # cfg.finetune, typed: the stages (training/finetune.py)
     run_dir: Path
     processes: Processes
     hooks: Hooks  # what runs before training, after each checkpoint and after the run (runner/run.py's)
@@ -73,14 +74,16 @@ def start(cfg: DictConfig, run_dir: Path, train_set, model: nn.Module, device: t
     model.to(device)
     if settings.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, model)
+    finetune = typed(cfg.get("finetune") or {}, FinetuneSettings)
+    # over every parameter, in groups of their own lr: a frozen stage's parameters are in it, without gradients
+    optimizer = build_optimizer(cfg.optimizer, model, lr_mult=finetune.lr_mult)
     loader, sampler = train_loader(train_set, settings.micro_batch_size, settings.seed, settings.num_workers,
                                    pin_memory=device.type == "cuda", batch_size=settings.batch_size,
                                    rank=processes.rank, world_size=processes.world_size, device=device)
     updates_per_epoch = math.ceil(sampler.samples_per_epoch / settings.batch_size)
     schedule = build_schedule(cfg.schedule, optimizer, updates_per_epoch, settings.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return Training(cfg, settings, typed(cfg.checkpoint, CheckpointSettings), run_dir, processes, hooks,
+    return Training(cfg, settings, typed(cfg.checkpoint, CheckpointSettings), finetune, run_dir, processes, hooks,
                     model, model, build_loss(cfg.loss), optimizer, schedule, scaler, device, amp_dtype,
                     loader, sampler, writer, provenance,
                     first_bad_step=torch.full((), -1, dtype=torch.int64, device=device))
@@ -88,7 +91,9 @@ def start(cfg: DictConfig, run_dir: Path, train_set, model: nn.Module, device: t
 
 def wrap_for_speed_and_processes(model: nn.Module, settings: TrainerSettings, processes: Processes,
                                  device: torch.device) -> nn.Module:
-    """DDP across processes (gradients averaged at the last micro-batch), then torch.compile if asked."""
+    """DDP across processes (gradients averaged at the last micro-batch), then torch.compile if asked. Called again
+    where finetune's stage changes the parameters that train: DDP registers those it is built with (and
+    torch.compile then compiles once more)."""
     if processes.active:
         from torch.nn.parallel import DistributedDataParallel
 
