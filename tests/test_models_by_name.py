@@ -208,3 +208,11 @@ def test_the_resnet_presets_are_torchvision_models_and_old_configs_still_build()
     old = {"_target_": "runner.models.resnet", "depth": 18, "num_classes": 7, "in_channels": 3}
     assert models.build(OmegaConf.create(old)).fc.out_features == 7
     assert json.dumps(models.build(OmegaConf.create(old)).pretrained_weights) == "null"
+
+
+def test_a_builder_refusal_through_build_stays_a_user_error():
+    """Hydra's instantiate wraps what the builder raises; the one line must survive it (exit 2, not a traceback)."""
+    bad = {"_target_": "runner.models.timm_model", "name": "resnet18", "num_classes": 7, "in_channels": 3,
+           "freeze": "head"}
+    with pytest.raises(UserError, match=r"^model.freeze='head' is not known"):
+        models.build(OmegaConf.create(bad))

@@ -22,12 +22,11 @@ def build(cfg, class_counts: torch.Tensor | None = None) -> nn.Module:
     The practice: a classifier whose bias starts at the class prior begins at the loss of
     predicting the prior (its entropy) instead of paying for learning the imbalance first.
     """
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     settings = OmegaConf.to_container(cfg, resolve=True)
     init_bias = settings.pop("init_output_bias", "none")
-    model = instantiate(settings)
+    model = instantiate_model(settings)
     if init_bias == "prior":
         if class_counts is None:
             raise UserError("model.init_output_bias=prior needs the training labels. Fix: build the model with them")
@@ -37,6 +36,20 @@ def build(cfg, class_counts: torch.Tensor | None = None) -> nn.Module:
     if not hasattr(model, "pretrained_weights"):
         model.pretrained_weights = None  # runner's own models, a user's callable: from scratch as far as runner knows
     return model
+
+
+def instantiate_model(settings: dict) -> nn.Module:
+    """Hydra's instantiate, a builder's one-line UserError passed on as it is: Hydra wraps every error of the
+    called target in an InstantiationException, which the commands would show as 'Error executing job' and exit 1."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(settings)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def set_output_bias_to_prior(model: nn.Module, class_counts: torch.Tensor) -> None:
