@@ -72,7 +72,8 @@ def fetch_failed(model: str, error: Exception) -> UserError:
 def fetch_overrides(model: str) -> str:
     """The overrides that name `model` ("timm resnet18.a1_in1k" or "torchvision resnet50 IMAGENET1K_V2")."""
     family, name, *weights = model.split()
-    return f"model={family} model.name={name}" + (f" model.weights={weights[0]}" if weights else "")
+    # the fetch builds what these settings build: model.pretrained=false (the default) would fetch nothing
+    return f"model={family} model.name={name}" + (f" model.weights={weights[0]}" if weights else " model.pretrained=true")
 
 
 def sha256_of(path: str | Path) -> str:
