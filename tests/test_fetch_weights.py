@@ -65,10 +65,13 @@ def test_fetched_weights_reach_a_job_without_internet(tmp_path, timm_weights):
                           RUNNER_WEIGHTS=str(shared), HF_ENDPOINT=hub)
     shown = fetched.stdout + fetched.stderr
     assert fetched.returncode == 0, shown[-3000:]
-    cached = [path for path in shared.rglob("*") if path.is_file() and sha256(path) == sha256(timm_weights)]
+    # the hub cache keeps the file once, as a blob (snapshots/ hold links to it)
+    cached = [path for path in shared.rglob("*")
+              if path.is_file() and not path.is_symlink() and sha256(path) == sha256(timm_weights)]
     assert len(cached) == 1, sorted(str(p.relative_to(shared)) for p in shared.rglob("*"))
     assert sha256(timm_weights) in fetched.stdout and str(cached[0].resolve()) in fetched.stdout, shown[-3000:]
     assert f"export RUNNER_WEIGHTS={shared.resolve()}" in fetched.stdout.splitlines(), shown[-3000:]
+    assert "export HF_HUB_OFFLINE=1" in fetched.stdout.splitlines(), shown[-3000:]
     assert not list(login.iterdir()), "the fetch wrote into its working folder"
 
     # the compute node: no internet (a refused port, and huggingface_hub told so), only the shared folder
@@ -87,14 +90,17 @@ def test_fetched_weights_reach_a_job_without_internet(tmp_path, timm_weights):
 def test_a_job_without_internet_or_fetched_weights_stops_before_training_in_one_line(tmp_path):
     empty = tmp_path / "weights"
     run_dir = tmp_path / "run"
+    # HF_HUB_OFFLINE=1, as runner.fetch_weights tells the job: without it huggingface_hub retries each file
+    # for about 25 s (1+2+4+8+8 s of backoff, two file names) before it gives up on an empty cache
     result = command("runner", [*TIMM_MODEL, "model.pretrained=true", *TINY_JOB, f"hydra.run.dir={run_dir}"],
-                     tmp_path, RUNNER_WEIGHTS=str(empty), HF_ENDPOINT=closed_endpoint())
+                     tmp_path, RUNNER_WEIGHTS=str(empty), HF_ENDPOINT=closed_endpoint(), HF_HUB_OFFLINE="1")
     shown = result.stdout + result.stderr
     assert result.returncode == 2, shown[-3000:]
     errors = error_lines(result)
     assert len(errors) == 1 and "Traceback" not in shown, shown[-3000:]
     assert TIMM_NAME in errors[0] and str(empty.resolve()) in errors[0], errors[0]
-    assert f"python -m runner.fetch_weights model=timm model.name={TIMM_NAME}" in errors[0], errors[0]
+    # the very command the first test fetches with (model.pretrained=false, timm's default, has nothing to fetch)
+    assert f"python -m runner.fetch_weights model=timm model.name={TIMM_NAME} model.pretrained=true" in errors[0]
     assert not run_dir.exists(), sorted(str(p) for p in run_dir.rglob("*"))
 
 

@@ -72,8 +72,9 @@ def where_the_weights_are(record: dict, home: Path | None, caches: list[str]) ->
              f"file:    {record['file'] or 'not found in ' + ' or '.join(caches)}",
              f"sha256:  {record['sha256']}"]
     if home is not None:
-        lines += ["the job reads them with (HF_HUB_OFFLINE=1 too: the hub is not asked for a newer revision):",
-                  f"export RUNNER_WEIGHTS={home}"]
+        # HF_HUB_OFFLINE: without it, a node without internet retries the hub for about a minute before reading
+        # the cache (huggingface_hub's backoff), and an empty cache fails only after that
+        lines += ["the job reads them with:", f"export RUNNER_WEIGHTS={home}", "export HF_HUB_OFFLINE=1"]
     else:
         lines += [f"the job reads them from the default caches ({' and '.join(caches)}): nothing to export where "
                   "the compute nodes share this home folder; where they do not, fetch into a folder they share: "
