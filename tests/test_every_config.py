@@ -68,9 +68,16 @@ def custom(request, tmp_path) -> list[str]:
     return ["dataset._target_=tests.byo_data.stripes", "dataset.num_classes=4"]
 
 
+def flowers_finetune(request, tmp_path) -> list[str]:
+    """The fine-tuning experiment's timm model built from scratch (no weights download here), in one stage:
+    one epoch leaves no room for a frozen one."""
+    return [*flowers102(request, tmp_path), "model.pretrained=false", "finetune.freeze_epochs=0"]
+
+
 # (group, option) -> overrides that give the option local files instead of a download
 OFFLINE = {("dataset", "flowers102"): flowers102, ("dataset", "cifar10"): cifar10,
-           ("dataset", "imagefolder"): imagefolder, ("experiment", "flowers"): flowers102, ("dataset", "custom"): custom}
+           ("dataset", "imagefolder"): imagefolder, ("experiment", "flowers"): flowers102, ("dataset", "custom"): custom,
+           ("experiment", "flowers_finetune"): flowers_finetune}
 TRAINED_GROUPS = ("dataset", "model", "optimizer", "schedule", "loss", "experiment")
 
 
