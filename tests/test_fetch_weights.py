@@ -148,7 +148,8 @@ def test_torchvision_weights_land_in_runner_weights(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("RUNNER_WEIGHTS", str(shared))
     for name in ("TORCH_HOME", "HF_HUB_CACHE"):  # use_weights_home points these into RUNNER_WEIGHTS: undo after
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", constants.HF_HUB_CACHE)
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE"):  # and the constants huggingface_hub read at its import
+        monkeypatch.setattr(constants, name, getattr(constants, name))
     record = fetch(compose_config(["model=torchvision", "model.name=mobilenet_v3_small",
                                    "model.weights=IMAGENET1K_V1", *TINY_JOB]))
     assert len(downloads) == 1
