@@ -158,6 +158,7 @@ def test_torchvision_weights_land_in_runner_weights(tmp_path, monkeypatch, capsy
     assert f"export RUNNER_WEIGHTS={shared.resolve()}" in capsys.readouterr().out.splitlines()
 
 
+@pytest.mark.slow
 def test_a_run_from_a_weights_file_records_it_and_the_runs_table_reads_it(tmp_path, timm_weights, monkeypatch):
     from runner.evaluation.run_table import table
     from runner.run import train_and_evaluate
