@@ -41,6 +41,8 @@ def dry_run(cfg: DictConfig) -> dict:
         "checkpoint": {"every_epochs": 1, "keep_last": None},
         "evaluate": {"after_training": True, "during_training": False},
         "checks": {"preflight": False},  # the dry run is one of them
+        # its first job trains 1 epoch, which a frozen stage would fill (refused): the dry run trains unfrozen
+        "finetune": {"freeze_epochs": 0},
         "resume": None,
     })
     with tempfile.TemporaryDirectory(prefix="runner-dry-run-") as folder:

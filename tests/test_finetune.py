@@ -282,3 +282,31 @@ def test_a_checkpoint_with_other_parameter_groups_is_refused_in_one_line(tmp_pat
     checkpoint_files.save_atomic(state, path)
     with pytest.raises(UserError, match=r"1 parameter group.*makes 2.*Fix: optimizer.no_decay_norm_and_bias=false"):
         train_job(compose_config(TINY), tmp_path / "run")
+
+
+def test_the_dry_run_of_a_staged_fine_tuning_passes(tmp_path, monkeypatch):
+    """Its two one-epoch jobs cannot keep a frozen stage that the first would end in (freeze_epochs >= epochs)."""
+    from runner.dry_run import dry_run
+
+    monkeypatch.chdir(tmp_path)
+    result = dry_run(compose_config([*FINETUNE, "trainer.epochs=4", "finetune.freeze_epochs=2"]))
+    assert result["best"] is not None
+
+
+@pytest.mark.parametrize("name", ["test_convnext", "test_vit"])
+def test_layer_decay_of_a_timm_model_by_name_is_timms_own(name):
+    """model=timm: every parameter's lr and weight decay as timm.optim.param_groups_layer_decay gives them."""
+    from timm.optim import param_groups_layer_decay
+
+    cfg = compose_config(["dataset=synthetic", "dataset.num_classes=5", "model=timm", f"model.name={name}",
+                          "optimizer=adamw", "optimizer.lr=0.001", "optimizer.layer_decay=0.75"])
+    model = models.build(cfg.model)
+    ours = {id(p): (group["lr"], group.get("weight_decay", 0.01))
+            for group in build_optimizer(cfg.optimizer, model).param_groups for p in group["params"]}
+    own = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    timms = {id(p): (0.001 * group["lr_scale"], group["weight_decay"])
+             for group in param_groups_layer_decay(model, 0.01, own, layer_decay=0.75)
+             for p in group["params"]}
+    assert ours.keys() == timms.keys()
+    for key, (lr, decay) in timms.items():
+        assert ours[key][0] == pytest.approx(lr, rel=1e-12) and ours[key][1] == decay

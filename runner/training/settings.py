@@ -211,7 +211,7 @@ def validate_finetune(cfg: DictConfig) -> None:
     int_at_least("finetune.freeze_epochs", finetune.freeze_epochs, 0, "finetune.freeze_epochs=0 (no frozen stage) or more")
     if finetune.freeze_epochs >= epochs:
         fail("finetune.freeze_epochs", finetune.freeze_epochs, f"leaves no epoch of trainer.epochs={epochs} to train "
-             "the whole model in", f"finetune.freeze_epochs={epochs - 1} or fewer, or trainer.epochs="
+             "the whole model in", f"finetune.freeze_epochs={epochs - 1}{' or fewer' * (epochs > 1)}, or trainer.epochs="
              f"{finetune.freeze_epochs + 1} or more")
     if finetune.freeze_epochs > 0 and cfg.model.get("freeze", "none") != "none":
         fail("finetune.freeze_epochs", finetune.freeze_epochs, f"unfreezes what model.freeze={cfg.model.freeze} "
