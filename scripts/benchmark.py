@@ -23,13 +23,19 @@ it could not get under 5% (a machine busy with other work):
   eval_ratio            the evaluator's forward pass (eval loader + predict) vs training, images/s
   first_log_s           seconds from launching `python -m runner` to its first log line
   first_update_s        ... to the log line of its first optimizer update
+  frozen_ratio          model=resnet18 model.freeze=backbone vs the same model fully trainable, images/s of
+                        the second epoch (the frozen backbone computes no backward: the ratio is the saving);
+                        frozen_/trainable_epoch_s each side's epoch time
+  resize_ratio          trainer.progressive_resize: the ConvNet's epoch at the ramp's start (half the size)
+                        vs its epoch at the final size, images/s, in the same run (3 epochs: half, about 3/4, full);
+                        resize_start_/resize_end_epoch_s each epoch's time
   gpu_*_images_per_s    on a CUDA GPU only: images/s end to end on real-size JPEGs, bf16, second epoch:
                         the flagship ConvNet at 128 px with dataset.cache=device, and ResNet-50 at 224 px
                         (channels_last, compiled) with cache=device, disk and none (`--gpu-device cpu`
                         runs the section tiny on the CPU, to check it works)
 
 --quick finishes in a few minutes on 2 CPU cores (small images and sets); `--sections` picks
-some of loop, jpeg, launch, gpu. Every figure is printed and, with --out, written to a JSON file.
+some of loop, transfer (frozen_ratio, resize_ratio), jpeg, launch, gpu. Every figure is printed and, with --out, written to a JSON file.
 """
 
 from __future__ import annotations
@@ -245,6 +251,54 @@ def loop_figures(figures: dict, samples: int, size: int, ratios: Callable) -> No
 
 
 
+def epoch_seconds(cfg, train_set) -> list[float]:
+    """fit() in a scratch folder; the seconds of each epoch."""
+    from runner import models
+
+    torch.manual_seed(0)
+    model = models.build(cfg.model)
+    seconds = []
+    real = loop.end_of_epoch
+    loop.end_of_epoch = lambda run, epoch, skip, loss, correct, s: seconds.append(s) or real(run, epoch, skip, loss,
+                                                                                             correct, s)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            loop.fit(cfg, Path(folder), train_set, model, CPU, writer=None, provenance={}, resume_state=None)
+    finally:
+        loop.end_of_epoch = real
+    return seconds
+
+
+def transfer_figures(figures: dict, samples: int, size: int, ratios: Callable) -> None:
+    """(f) a frozen backbone's epoch vs a fully trainable one; (g) progressive resizing's first vs last epoch."""
+    common = ["dataset=synthetic", f"dataset.train_size={samples}", f"dataset.image_size=[{size},{size}]",
+              "trainer.batch_size=64", "trainer.micro_batch_size=64", "trainer.epochs=2"]
+    trainable, frozen = config(*common, "model=resnet18"), config(*common, "model=resnet18", "model.freeze=backbone")
+    train_set = datasets.build_splits(trainable.dataset)["train"]
+    speeds: dict[str, list[float]] = {"trainable": [], "frozen": []}
+
+    def images_per_s(side: str, cfg) -> float:
+        speeds[side].append(runner_images_per_s(cfg, train_set))
+        return speeds[side][-1]
+    figures["frozen_ratio"] = ratios(lambda: images_per_s("trainable", trainable), lambda: images_per_s("frozen", frozen))
+    for side in speeds:
+        figures[f"{side}_epoch_s"] = [samples / speed for speed in speeds[side]]
+    print(f"frozen_ratio: {described(figures['frozen_ratio'])}; epoch {summary(figures['trainable_epoch_s'])} s "
+          f"trainable, {summary(figures['frozen_epoch_s'])} s frozen", flush=True)
+
+    resized = config(*common, "model=convnet", "trainer.epochs=3", "trainer.progressive_resize={start:0.5,end_epoch:0.6}")
+    resize_set = datasets.build_splits(resized.dataset)["train"]
+    epochs: list[list[float]] = []
+
+    def start_over_end() -> float:  # images/s at the ramp's start over images/s at its end: one run, both epochs
+        epochs.append(epoch_seconds(resized, resize_set))
+        return epochs[-1][-1] / epochs[-1][0]
+    figures["resize_ratio"] = ratios(lambda: 1.0, start_over_end)
+    figures["resize_start_epoch_s"], figures["resize_end_epoch_s"] = [e[0] for e in epochs], [e[-1] for e in epochs]
+    print(f"resize_ratio: {described(figures['resize_ratio'])}; epoch {summary(figures['resize_start_epoch_s'])} s at "
+          f"{size // 2} px, {summary(figures['resize_end_epoch_s'])} s at {size} px", flush=True)
+
+
 def jpeg_figures(figures: dict, samples: int, size: int, ratios: Callable) -> None:
     """(b) end to end on real-size JPEGs vs in memory, per cache setting; (c) the evaluator; (e) the cache build."""
     with tempfile.TemporaryDirectory() as folder:
@@ -331,8 +385,8 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, default=MAX_ROUNDS,
                         help=f"rounds of a ratio at most, when its spread stays over {SPREAD_GOAL:.0%}".replace("%", "%%"))
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--sections", default="loop,jpeg,launch,gpu",
-                        help="which figures: loop, jpeg (end to end, evaluator, cache), launch, gpu (when CUDA is there)")
+    parser.add_argument("--sections", default="loop,transfer,jpeg,launch,gpu",
+                        help="which figures: loop, transfer (frozen backbone, progressive resizing), jpeg (end to end, evaluator, cache), launch, gpu (when CUDA is there)")
     parser.add_argument("--gpu-device", default="cuda", help="where the gpu section trains (cpu: a smoke run of it)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -342,6 +396,8 @@ def main() -> None:
     ratios = partial(rounds_of, args.rounds, most=max(args.rounds, args.max_rounds))
     if "loop" in sections:
         loop_figures(figures, samples, size, ratios)
+    if "transfer" in sections:
+        transfer_figures(figures, samples, size, ratios)
     if "jpeg" in sections:
         jpeg_figures(figures, samples, size, ratios)
     if "launch" in sections:

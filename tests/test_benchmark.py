@@ -79,3 +79,17 @@ def test_the_benchmark_answers_help():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and "--max-rounds" in result.stdout and "5%" in result.stdout, result.stderr[-500:]
+
+
+@pytest.mark.slow
+def test_the_transfer_section_measures_a_frozen_backbone_and_both_ends_of_a_resize_ramp(script, capsys):
+    """Tiny, one round each: every figure is there and printed (nothing is asserted about speed)."""
+    from functools import partial
+
+    figures: dict = {}
+    script.transfer_figures(figures, samples=16, size=32, ratios=partial(script.rounds_of, 1, most=1))
+    for key in ("frozen_ratio", "trainable_epoch_s", "frozen_epoch_s", "resize_ratio", "resize_start_epoch_s",
+                "resize_end_epoch_s"):
+        assert len(figures[key]) == 1 and figures[key][0] > 0, key
+    printed = capsys.readouterr().out
+    assert "frozen_ratio: " in printed and "resize_ratio: " in printed and "s at 16 px" in printed

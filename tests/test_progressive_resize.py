@@ -200,3 +200,4 @@ def test_the_size_is_recorded_in_tensorboard(tmp_path):
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("train/image_size")] == [(0, 16.0), (2, 32.0)]
+

@@ -10,8 +10,11 @@ in each dimension: a line from start x final at the first epoch to the final siz
 end_epoch of the epochs are done (a ramp over all epochs, end_epoch=1, stops just short of
 it). The raw size is rounded to the nearest multiple of 16 pixels, or to the final size
 where that is nearer (halves go up), so it never exceeds the final size, takes few distinct
-values (`torch.compile` compiles each once: the size changes only between epochs) and lands
-on sizes the hardware likes. A start that rounds below 16 pixels is refused (`refusal`).
+values and lands on sizes the hardware likes. A start that rounds below 16 pixels is refused
+(`refusal`). With `trainer.compile=true` the size changes only between epochs, so the model is
+compiled at most once per size; torch's automatic dynamic shapes do better: the second size's
+graph is compiled with a dynamic height and width and serves every later size (measured: 12
+sizes, 2 graphs).
 
 The size is a pure function of the epoch, computed exactly from the decimals as written
 (fractions, not floats): a resumed run, also from mid-epoch, trains each epoch at the size
