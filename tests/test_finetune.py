@@ -284,6 +284,7 @@ def test_a_checkpoint_with_other_parameter_groups_is_refused_in_one_line(tmp_pat
         train_job(compose_config(TINY), tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_the_dry_run_of_a_staged_fine_tuning_passes(tmp_path, monkeypatch):
     """Its two one-epoch jobs cannot keep a frozen stage that the first would end in (freeze_epochs >= epochs)."""
     from runner.dry_run import dry_run
