@@ -73,11 +73,16 @@ def test_the_default_is_off():
     validate(cfg)
 
 
-@pytest.mark.parametrize("override", ["trainer.progressive_resize={start:0.5,size:3}", ramp(0, 0.75)])
-def test_the_command_refuses_a_bad_ramp_in_one_line_and_writes_nothing(workdir, override):
+@pytest.mark.parametrize(("override", "fix"), [
+    ("trainer.progressive_resize={start:0.5,size:3}", "Fix: trainer.progressive_resize={start:0.5,end_epoch:0.75}"),
+    (ramp(0, 0.75), "Fix: trainer.progressive_resize.start=0.5"),
+    ("trainer.progressive_resize.start=0.5", "while trainer.progressive_resize is null. "
+                                             "Fix: trainer.progressive_resize={start:0.5}"),
+])
+def test_the_command_refuses_a_bad_ramp_in_one_line_and_writes_nothing(workdir, override, fix):
     result = run_cli(["dataset=synthetic", "dataset.image_size=[64,64]", *SMALL_CONVNET, override], workdir)
     lines = (result.stdout + result.stderr).strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and "progressive_resize" in lines[0], lines
+    assert result.returncode == 2 and len(lines) == 1 and fix in lines[0], lines
     assert not (workdir / "outputs").exists()
 
 

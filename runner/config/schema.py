@@ -178,6 +178,8 @@ def unknown_key_message(key: str, value, known: list[str]) -> str:
     dotted = f"{parent}." if parent else ""
     if close:
         return f"{key} is not a setting (did you mean {dotted}{close[0]}?). Fix: {dotted}{close[0]}={value}"
+    if parent and not leaves:  # a block that is null by default (trainer.progressive_resize) is given whole
+        return f"{key} is not a setting while {parent} is null. Fix: {parent}={{{leaf}:{value}}}"
     return f"{key} is not a setting. Fix: drop it; the settings of {parent or 'the config'} are {', '.join(leaves)}"
 
 
