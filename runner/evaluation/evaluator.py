@@ -45,9 +45,7 @@ log = logging.getLogger("runner.evaluate")  # also when run as __main__
 def model_of_checkpoint(config: dict, state: dict, path: Path, device: torch.device, trusted: list[str]) -> torch.nn.Module:
     """The checkpoint's model, from its own config, in eval mode; only trusted callables are called."""
     require_trusted(config, trusted, source=str(path))  # the model and the data
-    model_cfg = OmegaConf.create(config["model"])
-    if "pretrained" in model_cfg:  # the checkpoint holds every weight: download nothing
-        model_cfg.pretrained, model_cfg.weights_path = False, None
+    model_cfg = models.without_pretrained_weights(config["model"])  # the checkpoint holds every weight
     model_cfg.init_output_bias = "none"  # and the bias too
     try:
         model = models.build(model_cfg)

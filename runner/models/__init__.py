@@ -17,6 +17,7 @@ from runner.models.building import (
     has_batch_norm,
     output_layer,
     set_output_bias_to_prior,
+    without_pretrained_weights,
 )
 from runner.models.own import (
     CheckpointedSequential,
@@ -32,4 +33,4 @@ from runner.models.torchvision_models import resnet, torchvision_model
 
 __all__ = ["CheckpointedSequential", "ConvNet", "ResidualBlock", "batch_norm_layers", "build", "convnet",
            "count_parameters", "has_batch_norm", "lenet", "linear", "mlp", "output_layer", "resnet",
-           "set_output_bias_to_prior", "timm_model", "torchvision_model"]
+           "set_output_bias_to_prior", "timm_model", "torchvision_model", "without_pretrained_weights"]

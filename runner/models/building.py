@@ -38,6 +38,19 @@ def build(cfg, class_counts: torch.Tensor | None = None) -> nn.Module:
     return model
 
 
+def without_pretrained_weights(model_cfg):
+    """The model config with nothing to fetch (no hub weights, no weights file): for a model whose every weight
+    comes from a checkpoint (a resumed run, the evaluator), so a node without internet or the file builds it."""
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else model_cfg
+    model_cfg = OmegaConf.create(settings)  # a copy
+    for key, nothing in (("pretrained", False), ("weights", None), ("weights_path", None)):
+        if key in model_cfg:
+            model_cfg[key] = nothing
+    return model_cfg
+
+
 def instantiate_model(settings: dict) -> nn.Module:
     """Hydra's instantiate, a builder's one-line UserError passed on as it is: Hydra wraps every error of the
     called target in an InstantiationException, which the commands would show as 'Error executing job' and exit 1."""

@@ -66,15 +66,15 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
         write_skipped_images(run_dir, screening)
         hooks.run_preflight(splits, device)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
-    model = build_model(cfg, splits["train"])
-    refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
     resume_state, resumed_from = find_resume_state(cfg, run_dir)
+    model = build_model(cfg, splits["train"], weights_from_checkpoint=resume_state is not None)
+    refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
     if resume_state is not None:
         refuse_weights_that_do_not_fit(resume_state, model, resumed_from)
     record = {**run_record(cfg, git, device, resumed_from), "images": screening.summary(),
               "parameters": models.count_parameters(model)[0],
               # which pretrained weights it started from ({name, source, file, sha256}); None: from scratch
-              "weights": getattr(model, "pretrained_weights", None),
+              "weights": (resume_state or {}).get("provenance", {}).get("weights", model.pretrained_weights),
               # the mean/std the data got and what the weights expect (runner/data/standardization.py)
               "standardization": standardization.record(cfg)}
     figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record, hooks, processes)
@@ -93,9 +93,12 @@ def write_skipped_images(run_dir: Path, screening: Screening) -> None:
         write_text_atomic(run_dir / "skipped_images.txt", "".join(f"{path}\t{why}\n" for path, why in screening.skipped))
 
 
-def build_model(cfg: DictConfig, train_set) -> torch.nn.Module:
+def build_model(cfg: DictConfig, train_set, weights_from_checkpoint: bool) -> torch.nn.Module:
+    """The configured model; resumed, it fetches no pretrained weights: the checkpoint holds every weight (a
+    requeued job on a node without internet or without the weights file goes on)."""
     class_counts = torch.bincount(introspect.labels_of(train_set), minlength=cfg.dataset.num_classes)
-    model = models.build(cfg.model, class_counts=class_counts)
+    model_cfg = models.without_pretrained_weights(cfg.model) if weights_from_checkpoint else cfg.model
+    model = models.build(model_cfg, class_counts=class_counts)
     total, trainable = models.count_parameters(model)
     log.info("model %s: %s parameters (%s trainable)", cfg.model._target_.rsplit(".", 1)[-1], f"{total:,}",
              f"{trainable:,}")
@@ -155,7 +158,8 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
     try:
         with trial or contextlib.nullcontext():
             figures = fit(cfg, run_dir, train_set, model, device, writer,
-                          {"git": record["git"], "environment": record["environment"]}, resume_state, processes,
+                          {"git": record["git"], "environment": record["environment"], "weights": record["weights"]},
+                          resume_state, processes,
                           hooks)
         refuse_to_go_on_after_a_stop_signal(figures, run_dir, processes)
         record["epochs_done"] = figures.get("epoch")
