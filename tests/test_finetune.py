@@ -263,7 +263,6 @@ def test_a_bad_finetune_setting_is_one_line(argv, expected, capsys):
         assert text in lines[0], lines[0]
 
 
-@pytest.mark.slow
 def test_the_command_refuses_a_frozen_stage_as_long_as_the_run_and_writes_nothing(workdir):
     result = run_cli(["trainer.epochs=3", "finetune.freeze_epochs=3"], cwd=workdir)
     assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
