@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from runner.checks.lr_range_test import range_test
 from runner.checks.registry import CHECKS, PREFLIGHT
 from tests.test_checks import digits_setup, with_model
 
@@ -98,7 +99,6 @@ def test_freezing_a_randomly_initialised_backbone_fails_with_the_fix():
 
 
 def test_the_range_test_updates_once_per_learning_batch_in_micro_batches():
-    from runner.checks.lr_range_test import range_test
 
     seen, steps = [], []
 
@@ -161,3 +161,18 @@ def test_training_at_the_default_suggestion_beats_10x_below_and_10x_above_is_no_
     assert at < 0.5 * math.log(setup.num_classes), (lr, below, at, above)  # it trains
     assert at < 0.8 * below, (lr, below, at, above)  # not too low
     assert above > at - 0.15, (lr, below, at, above)  # nor far too low: 10x more is no clear gain
+
+
+def test_the_range_test_keeps_the_layer_decays_ratios_between_the_groups(monkeypatch):
+    """optimizer.layer_decay gives each layer its share of the lr: the range test raises them all together, as
+    training's schedule does, instead of setting every group to one lr (the layers' decay was lost)."""
+    from runner.checks import training
+
+    setup = digits_setup("model=mlp", "optimizer.layer_decay=0.5", "optimizer.no_decay_norm_and_bias=false")
+    seen = []
+    real = training.Stepper.__call__
+    monkeypatch.setattr(training.Stepper, "__call__", lambda self, x, y: seen.append(
+        sorted(g["lr"] for g in self.optimizer.param_groups)) or real(self, x, y))
+    curve = range_test(setup, OmegaConf.merge(setup.cfg.lr_find, {"steps": 3, "diverge_factor": 1e9}))
+    for lr, lrs in zip(curve["lr"], seen, strict=True):  # the mlp's three layers: x0.25, x0.5, x1
+        assert lrs == pytest.approx([lr * 0.25, lr * 0.5, lr])

@@ -73,10 +73,12 @@ def range_test(setup: Setup, settings: DictConfig) -> dict:
                                            device=setup.device)
     lrs, losses = [], []
     watch = Divergence(settings.smoothing, settings.diverge_factor)
+    # each group's share of the lr (optimizer.layer_decay, finetune.lr_mult): raised together, as the schedule does
+    shares = [group["lr"] / settings.start_lr for group in optimizer.param_groups]
     for index, (x, y) in enumerate(itertools.islice(epochs_of(loader, sampler), settings.steps)):
         lr = settings.start_lr * growth**index
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group, share in zip(optimizer.param_groups, shares, strict=True):
+            group["lr"] = lr * share
         value = step(loaders.on_device(x, setup.device), y.to(setup.device))
         if not math.isfinite(value):
             break
