@@ -310,3 +310,13 @@ def test_layer_decay_of_a_timm_model_by_name_is_timms_own(name):
     assert ours.keys() == timms.keys()
     for key, (lr, decay) in timms.items():
         assert ours[key][0] == pytest.approx(lr, rel=1e-12) and ours[key][1] == decay
+
+
+def test_each_parts_learning_rate_is_in_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_job(compose_config([*FINETUNE, "finetune.lr_mult=10", "trainer.log_every_steps=1"]), tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    head, body = ([e.value for e in events.Scalars(f"train/lr/{part}")] for part in ("head", "body"))
+    assert len(head) == len(body) == 4 and head == pytest.approx([10 * lr for lr in body], rel=1e-6)

@@ -85,7 +85,7 @@ class IntervalMeter:
 def report_interval(run, figures: dict, epoch: int, bar) -> None:
     """One interval's figures to TensorBoard, and to the progress bar (a terminal) or the log."""
     if run.writer is not None:
-        for name, value in figures.items():
+        for name, value in {**figures, **part_learning_rates(run.optimizer)}.items():
             run.writer.add_scalar(f"train/{name}", value, run.global_step)
     if bar is not None:
         bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.2e}",
@@ -93,6 +93,13 @@ def report_interval(run, figures: dict, epoch: int, bar) -> None:
     else:
         log.info("step %d (epoch %d): loss %.4f, accuracy %.1f%%, lr %.3g, %.0f images/s", run.global_step,
                  epoch + 1, figures["loss"], 100 * figures["accuracy"], figures["lr"], figures["images_per_s"])
+
+
+def part_learning_rates(optimizer) -> dict[str, float]:
+    """{"lr/head": ..., "lr/body": ...} (or "lr/layer_3"): each part's learning rate where the parts differ
+    (finetune.lr_mult, optimizer.layer_decay); its groups with and without weight decay share it."""
+    rates = {"lr/" + group["name"].split(",")[0].replace(" ", "_"): group["lr"] for group in optimizer.param_groups}
+    return rates if len(set(rates.values())) > 1 else {}
 
 
 def log_plan(run, start_epoch: int, dataset_size: int) -> None:
