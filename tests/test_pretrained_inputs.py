@@ -56,6 +56,14 @@ def test_a_pretrained_models_data_gets_its_weights_mean_and_std():
     assert "dataset.mean/std ([0.5], [0.5]) set aside" in line, line
 
 
+def test_the_line_says_the_size_the_weights_were_trained_at_where_the_run_uses_another():
+    cfg, line = decided([*STRIPES, *pretrained(HALF)])  # trained at 160x160 (bicubic), run at 32x32
+    assert line.endswith("; the weights were trained at 160x160 (bicubic resizing), this run uses "
+                         "dataset.image_size=[32, 32] (bilinear): dataset.image_size=[160,160] matches them"), line
+    _, same = decided([*STRIPES, *pretrained(HALF), "dataset.image_size=[160,160]"])
+    assert "trained at" not in same
+
+
 def test_a_one_channel_dataset_gets_the_channels_average():
     """A 3-channel stem adapted to grey (filters summed) saw the three channels' average."""
     cfg, line = decided(["dataset=digits", *pretrained(IMAGENET)])

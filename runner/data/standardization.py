@@ -75,11 +75,25 @@ def standardize_as_the_weights_expect(cfg: DictConfig, overrides: list[str]) -> 
     if normalize == "dataset" or (normalize == "auto" and chosen):
         why = "as set on the command line" if normalize == "auto" else "as configured (dataset.normalize=dataset)"
         return (f"standardizing with dataset.mean/std {why}: mean {shown(data.mean)}, std {shown(data.std)}"
-                + (", as the weights expect" if agrees(data, mean, std) else f", though the weights expect {expect}"))
+                + (", as the weights expect" if agrees(data, mean, std) else f", though the weights expect {expect}")
+                + size_note(preprocessing, data))
     aside = f"dataset.mean/std ({shown(data.mean)}, {shown(data.std)}) set aside"
     data.mean, data.std = mean, std
     return (f"standardizing with the weights' mean/std ({preprocessing['source']}): mean {shown(mean)}, "
-            f"std {shown(std)}; {aside} (dataset.normalize={normalize}; to keep them: dataset.normalize=dataset)")
+            f"std {shown(std)}; {aside} (dataset.normalize={normalize}; to keep them: dataset.normalize=dataset)"
+            + size_note(preprocessing, data))
+
+
+def size_note(preprocessing: dict, data: DictConfig) -> str:
+    """Where the run's image size is not the one the weights were trained at: said, with the setting that matches
+    (not changed: a smaller size is a choice of speed, and fine-tuning at another size works)."""
+    trained = preprocessing.get("input_size")
+    size = list(data.image_size) if not isinstance(data.image_size, int) else [data.image_size] * 2
+    if not trained or list(trained) == size:
+        return ""
+    how = f" ({preprocessing['interpolation']} resizing)" if preprocessing.get("interpolation") else ""
+    return (f"; the weights were trained at {trained[0]}x{trained[1]}{how}, this run uses dataset.image_size="
+            f"{size} (bilinear): dataset.image_size=[{trained[0]},{trained[1]}] matches them")
 
 
 def record(cfg: DictConfig) -> dict:
@@ -88,6 +102,7 @@ def record(cfg: DictConfig) -> dict:
     expected = None
     if preprocessing is not None:
         mean, std = expected_stats(preprocessing, cfg.dataset.channels)
-        expected = {"mean": mean, "std": std, "source": preprocessing["source"]}
+        expected = {"mean": mean, "std": std, "source": preprocessing["source"],
+                    "input_size": preprocessing.get("input_size"), "interpolation": preprocessing.get("interpolation")}
     return {"mean": list(cfg.dataset.mean), "std": list(cfg.dataset.std),
             "normalize": cfg.dataset.get("normalize", "auto"), "weights_expect": expected}
