@@ -41,15 +41,18 @@ def dry_run(cfg: DictConfig) -> dict:
         "checkpoint": {"every_epochs": 1, "keep_last": None},
         "evaluate": {"after_training": True, "during_training": False},
         "checks": {"preflight": False},  # the dry run is one of them
-        # its first job trains 1 epoch, which a frozen stage would fill (refused): the dry run trains unfrozen
-        "finetune": {"freeze_epochs": 0},
+        # a frozen stage of one epoch, so the resume crosses the unfreeze
+        "finetune": {"freeze_epochs": min(cfg.finetune.freeze_epochs, 1)},
         "resume": None,
     })
     with tempfile.TemporaryDirectory(prefix="runner-dry-run-") as folder:
         log.info("dry run in %s: the real job on %d samples a split, 2 epochs with a resume between", folder, subset)
         with contextlib.redirect_stdout(io.StringIO()):  # each job's summary names the temporary folder
-            train_and_evaluate(OmegaConf.merge(small, {"trainer": {"epochs": 1}}), Path(folder))
-            result = train_and_evaluate(small, Path(folder))  # reloads epoch 1's checkpoint and resumes
+            # both jobs are of 2 epochs (a schedule written in the total may not stretch on resume): the first
+            # job's second checkpoint is removed, so the second job reloads epoch 1's and resumes
+            train_and_evaluate(OmegaConf.merge(small, {"evaluate": {"after_training": False}}), Path(folder))
+            (Path(folder) / "checkpoints" / "epoch-0002.pt").unlink()
+            result = train_and_evaluate(small, Path(folder))
         if not (Path(folder) / "checkpoints" / "epoch-0002.pt").is_file() or result["best"] is None:
             raise RuntimeError("the dry run ended without a second checkpoint or an evaluation")
     log.info("dry run passed in %.1f s: trained, checkpointed, resumed, evaluated. Drop trainer.dry_run to train",

@@ -58,3 +58,25 @@ def test_the_dry_run_is_a_check_that_names_what_would_stop_the_real_run(workdir)
     from runner.checks.registry import PREFLIGHT
 
     assert "dry_run" in PREFLIGHT
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine", "onecycle", "linear"])
+def test_a_dry_run_passes_with_a_schedule_written_in_the_total_epochs(tmp_path, schedule):
+    """Its first job trained 1 epoch and its second resumed that checkpoint for 2: a schedule in total epochs
+    is refused to stretch on resume, so the dry run failed on every such schedule (and on flowers_finetune)."""
+    from runner.dry_run import dry_run
+    from tests.conftest import compose_config
+
+    dry_run(compose_config(["+experiment=smoke", f"schedule={schedule}", "evaluate.galleries=false"]))
+
+
+def test_a_dry_run_goes_through_a_frozen_stage_and_the_unfreeze(tmp_path, caplog):
+    import logging
+
+    from runner.dry_run import dry_run
+    from tests.conftest import compose_config
+
+    with caplog.at_level(logging.INFO):
+        dry_run(compose_config(["+experiment=smoke", "finetune.freeze_epochs=5", "trainer.epochs=10",
+                                "evaluate.galleries=false"]))
+    assert "epoch 1: the body frozen" in caplog.text and "epoch 2: the body unfrozen" in caplog.text
