@@ -242,3 +242,19 @@ def fresh_postgres_url(postgres_url):
     with server.connect() as connection:
         connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     server.dispose()
+
+
+def stop_at_step(monkeypatch, step: int) -> None:
+    """A stop signal arrives during update `step` (the loop checkpoints mid-epoch after it and raises Preempted)."""
+    from runner.common import stop_signals
+    from runner.training import loop
+
+    real = loop.train_step
+
+    def train_step(run, *args, **kwargs):
+        update = real(run, *args, **kwargs)
+        if run.global_step == step:
+            stop_signals._request.received = "SIGUSR1"
+        return update
+    monkeypatch.setattr(loop, "train_step", train_step)
+    monkeypatch.setattr(stop_signals._request, "received", None)

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from runner import models
-from runner.common import stop_signals
 from runner.common.errors import UserError
 from runner.common.runtime import seed_everything
 from runner.common.stop_signals import Preempted
@@ -33,6 +32,7 @@ from tests.conftest import (
     compose_config,
     one_and_two_processes,
     run_cli,
+    stop_at_step,
 )
 from tests.conftest import checkpoint_weights as weights
 
@@ -196,19 +196,6 @@ def test_the_stage_freezes_the_body_and_puts_its_batchnorm_in_eval_mode():
     assert not set_stage(model, trained, frozen=True, train_norm=False)  # the same stage again: nothing changed
     assert set_stage(model, trained, frozen=False, train_norm=False)
     assert all(p.requires_grad for p in model.parameters())
-
-
-def stop_at_step(monkeypatch, step: int) -> None:
-    """A stop signal arrives during update `step` (the loop checkpoints mid-epoch after it and raises Preempted)."""
-    real = loop.train_step
-
-    def train_step(run, *args, **kwargs):
-        update = real(run, *args, **kwargs)
-        if run.global_step == step:
-            stop_signals._request.received = "SIGUSR1"
-        return update
-    monkeypatch.setattr(loop, "train_step", train_step)
-    monkeypatch.setattr(stop_signals._request, "received", None)
 
 
 @pytest.mark.slow

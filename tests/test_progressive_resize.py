@@ -8,7 +8,6 @@ import logging
 import pytest
 import torch
 
-from runner.common import stop_signals
 from runner.common.errors import UserError
 from runner.common.stop_signals import Preempted
 from runner.config.schema import validate
@@ -21,6 +20,7 @@ from tests.conftest import (
     compose_config,
     make_imagefolder,
     run_cli,
+    stop_at_step,
 )
 
 SMALL_CONVNET = ["model=convnet", "model.channels=8", "model.n_blocks=2"]
@@ -132,19 +132,6 @@ def test_every_cache_and_worker_count_trains_the_same_weights_while_the_size_gro
     train_job(plain, tmp_path / "plain")
     first = checkpoint_weights(tmp_path / "disk", 2)
     assert any(not first[k].equal(v) for k, v in checkpoint_weights(tmp_path / "plain", 2).items())  # it did resize
-
-
-def stop_at_step(monkeypatch, step: int) -> None:
-    """A stop signal arrives during update `step` (the loop checkpoints after it and raises Preempted)."""
-    real = loop.train_step
-
-    def train_step(run, batch, size=None):
-        update = real(run, batch, size)
-        if run.global_step == step:
-            stop_signals._request.received = "SIGUSR1"
-        return update
-    monkeypatch.setattr(loop, "train_step", train_step)
-    monkeypatch.setattr(stop_signals._request, "received", None)
 
 
 @pytest.mark.slow
