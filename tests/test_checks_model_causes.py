@@ -212,3 +212,25 @@ def test_negative_labels_reach_splits_instead_of_crashing_the_setup():
 
     counts = class_counts(labels_setup(ALL_300.to(torch.int8), 300))
     assert int(counts.sum()) == int((ALL_300.to(torch.int8) >= 0).sum())
+
+
+def test_zero_initialised_residual_branches_are_not_dead_parameters():
+    """timm's ResNets (as torchvision's with zero_init_residual) start each block's last norm scale at 0 (Goyal et
+    al. 2017): the branch's earlier layers get exactly zero gradient at the first update, then learn. Not dead."""
+    setup = setup_for(compose_config(["dataset=synthetic", "dataset.image_size=[16,16]", "dataset.channels=3",
+                                      "dataset.train_size=32", "model=timm", "model.name=test_resnet"]),
+                      torch.device("cpu"))
+    result = CHECKS["gradients_flow"](setup)
+    assert result.verdict == "PASS", (result.figure, result.fix)
+
+
+def test_a_parameter_whose_gradient_stays_zero_is_still_dead():
+    class Dead(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.unused_scale = inner, nn.Parameter(torch.zeros(4))
+
+        def forward(self, x):
+            return self.inner(x) + 0 * self.unused_scale.sum()
+    result = CHECKS["gradients_flow"](with_model(small_setup(), Dead))
+    assert result.verdict == "FAIL" and "unused_scale: zero gradient" in result.fix

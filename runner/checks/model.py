@@ -122,10 +122,17 @@ def parameter_problems(setup: Setup, model: nn.Module) -> tuple[dict[str, str], 
             problems[name] = "non-finite gradient"
         elif not p.grad.any():
             problems[name] = "zero gradient"
-    build_optimizer(setup.cfg.optimizer, model).step()
+    optimizer = build_optimizer(setup.cfg.optimizer, model)
+    optimizer.step()
     for name, p in model.named_parameters():
         if name in before and name not in problems and torch.equal(before[name], p.detach()):
             problems[name] = "unchanged after a step"
+    if "zero gradient" in problems.values():  # a branch behind a norm scale initialised to 0 (zero-init residual,
+        optimizer.zero_grad()                # timm's ResNets) gets its first gradient once that scale has moved
+        setup.mean_loss(model(x), y).backward()
+        grads = {name: p.grad for name, p in model.named_parameters()}
+        problems = {name: why for name, why in problems.items()
+                    if why != "zero gradient" or grads[name] is None or not grads[name].any()}
     return problems, len(before)
 
 
