@@ -75,7 +75,8 @@ def set_output_bias_to_prior(model: nn.Module, class_counts: torch.Tensor) -> No
 
 
 def output_layer(model: nn.Module) -> nn.Module:
-    """The layer that produces the logits (its bias is the output bias)."""
+    """The layer that produces the logits (its bias is the output bias); a model without a linear or convolution
+    layer (a user's, of raw parameters) is its own output layer."""
     if hasattr(model, "get_classifier"):  # timm
         return model.get_classifier()
     if isinstance(getattr(model, "head_name", None), str):  # torchvision_model's new head
@@ -84,7 +85,8 @@ def output_layer(model: nn.Module) -> nn.Module:
         return model.fc
     if hasattr(model, "head"):
         return model.head
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return layers[-1] if layers else model
 
 
 def freeze_all_but_head(model: nn.Module | None, freeze: str) -> None:
