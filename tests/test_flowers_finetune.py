@@ -26,7 +26,8 @@ def recipe(flowers_root, weights) -> list[str]:
 def test_check_and_lr_find_work_on_the_fine_tuning_recipe(workdir, flowers_root):
     weights = workdir / "test_resnet.safetensors"
     save_file(timm.create_model("test_resnet").state_dict(), str(weights))
-    checked = run_cli(["checks.overfit_steps=60", "checks.baseline_steps=20", *recipe(flowers_root, weights)],
+    checked = run_cli(["checks.overfit_steps=60", "checks.baseline_steps=20", "checks.augmentation_steps=20",
+                       "checks.augmentation_samples=64", *recipe(flowers_root, weights)],
                       module="runner.check", cwd=workdir, timeout=900)
     assert "Traceback" not in checked.stderr, checked.stderr[-3000:]
     rows = {row["check"]: row for row in json.loads(next((workdir / "outputs").rglob("checks.json")).read_text())}
