@@ -216,3 +216,14 @@ def test_a_builder_refusal_through_build_stays_a_user_error():
            "freeze": "head"}
     with pytest.raises(UserError, match=r"^model.freeze='head' is not known"):
         models.build(OmegaConf.create(bad))
+
+
+def test_the_listing_piped_into_head_ends_quietly():
+    import subprocess
+    import sys
+
+    listing = subprocess.Popen([sys.executable, "-m", "runner.models", "timm"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    listing.stdout.readline()
+    listing.stdout.close()  # what `| head -1` does
+    assert listing.wait(timeout=60) == 0 and b"Traceback" not in listing.stderr.read()

@@ -21,6 +21,8 @@ def main(argv: list[str]) -> int:
     except UserError as error:
         print(error, file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `| head` stopped reading: not an error of the listing
+        sys.stdout = None  # nothing more to flush at exit
     return 0
 
 
