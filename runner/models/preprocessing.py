@@ -9,6 +9,7 @@ it (runner/data/standardization.py) and the pretrained_inputs check compares aga
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -66,6 +67,14 @@ def runner_checkpoint_preprocessing(path: str) -> dict | None:
     """A runner checkpoint's dataset.mean/std/image_size (what its weights were trained on); None for other files."""
     if Path(path).suffix == ".safetensors":
         return None
+    file = Path(path).resolve()
+    return checkpoint_preprocessing(str(file), file.stat().st_mtime_ns, file.stat().st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def checkpoint_preprocessing(path: str, mtime_ns: int, size: int) -> dict | None:
+    """Read once per file version: the standardization decision, run.json and the pretrained_inputs check each
+    ask, and a checkpoint is the whole training state (mtime and size in the key: a rewritten file is read again)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
