@@ -45,7 +45,7 @@ from runner.training.meter import (
     report_interval,
 )
 from runner.training.state import Training, start, wrap_for_speed_and_processes
-from runner.training.step import images_to_device, micro_batch_loss, trainable
+from runner.training.step import micro_batch_inputs, micro_batch_loss, trainable
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,8 @@ def train_step(run: Training, batch: LearningBatch, size: tuple[int, int] | None
     model, optimizer, scaler, processes = run.step_model, run.optimizer, run.scaler, run.processes
     loss_sum, correct, samples = torch.zeros((), device=run.device), torch.zeros((), device=run.device), 0
     share = batch.size / processes.world_size  # DDP averages over processes: scale to the batch's mean
-    for x, y, last in batch.micro_batches:  # this process's share of the learning batch
-        x = images_to_device(x, run.device, run.settings.channels_last, size)
-        y = y.to(run.device, non_blocking=True)
+    for index, (x, y, last) in enumerate(batch.micro_batches):  # this process's share of the learning batch
+        x, y = micro_batch_inputs(run, x, y, size, index)  # on the device, finished (augmented) at `size`
         # gradients are synchronized across processes once per learning batch, at its last micro-batch
         with model.no_sync() if processes.active and not last else contextlib.nullcontext():
             # the forward under autocast (amp_dtype); loss: the micro-batch's summed loss / the learning batch's size

@@ -21,6 +21,12 @@ def images_to_device(x, device: torch.device, channels_last: bool, size: tuple[i
     return x
 
 
+def micro_batch_inputs(run, x, y, size: tuple[int, int] | None, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training loop's micro-batch number `index` of the update `run.global_step` as the model and the loss
+    take it: images on the device at `size` (trainer.progressive_resize's; None: dataset.image_size), labels there."""
+    return images_to_device(x, run.device, run.settings.channels_last, size), y.to(run.device, non_blocking=True)
+
+
 def micro_batch_loss(model: nn.Module, x, y, window_size: int, loss: Loss, amp_dtype):
     """(loss to backpropagate, summed per-sample loss, correct predictions) of one micro-batch."""
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
