@@ -80,7 +80,7 @@ def validate(settings: DictConfig, prefix: str = "") -> None:
     if settings.num_workers is not None:
         int_at_least(f"{prefix}num_workers", settings.num_workers, 0, f"{prefix}num_workers=2, or null")
     one_of(f"{prefix}precision", str(settings.precision), ("32", "bf16", "16"))
-    one_of(f"{prefix}tta", settings.tta, ("none", "flip"))
+    one_of(f"{prefix}tta", settings.tta, ("none", "flip", "translate", "flip+translate", "multicrop"))
     for module in settings.trust:
         if not all(part.isidentifier() for part in str(module).split(".")):
             fail(f"{prefix}trust", list(settings.trust), f"holds {module!r}, which is not a module name",
