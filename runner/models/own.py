@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from torchvision.ops import stochastic_depth
 
 
 def _pixels(in_channels: int, image_size) -> int:
@@ -56,10 +57,14 @@ def lenet(num_classes: int, in_channels: int, image_size) -> nn.Module:
 
 
 class ResidualBlock(nn.Module):
-    """Halves the resolution, changes the channels: two 3x3 convs with GroupNorm(1, c) and a 1x1 strided skip."""
+    """Halves the resolution, changes the channels: two 3x3 convs with GroupNorm(1, c) and a 1x1 strided skip.
 
-    def __init__(self, in_channels: int, out_channels: int):
+    drop_path_rate: stochastic depth in training: each sample's residual branch is dropped whole with this
+    probability (the survivors scaled by 1 / (1 - rate)), the skip kept; the identity in eval mode and at 0."""
+
+    def __init__(self, in_channels: int, out_channels: int, drop_path_rate: float = 0.0):
         super().__init__()
+        self.drop_path_rate = drop_path_rate
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False)
         self.norm1 = nn.GroupNorm(1, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
@@ -69,26 +74,35 @@ class ResidualBlock(nn.Module):
     def forward(self, x):
         y = torch.relu(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
+        y = stochastic_depth(y, self.drop_path_rate, "row", self.training)  # draws nothing at rate 0 or in eval
         return torch.relu(y + self.skip(x))
 
 
 class ConvNet(nn.Module):
+    """drop_rate: spatial dropout (Dropout2d) of the last feature map before the 1x1 classifier: a channel dropped
+    whole is, through the global average, exactly dropout of the pooled features that the classifier reads.
+    drop_path_rate: stochastic depth, growing linearly with depth to this rate at the last block (block i of n:
+    rate * (i + 1) / n, as in Huang et al. 2016). Neither has weights nor draws random numbers at 0: the default
+    model is the one built before these settings existed (same state_dict, same initial weights)."""
+
     def __init__(self, num_classes: int, in_channels: int, channels: int, n_blocks: int,
-                 activation_checkpointing: bool):
+                 activation_checkpointing: bool, drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, channels, 11, stride=2, padding=5, bias=False),
             nn.GroupNorm(1, channels),
             nn.ReLU(),
         )
-        blocks = [ResidualBlock(channels * 2**i, channels * 2 ** (i + 1)) for i in range(n_blocks)]
+        blocks = [ResidualBlock(channels * 2**i, channels * 2 ** (i + 1), drop_path_rate * (i + 1) / n_blocks)
+                  for i in range(n_blocks)]
         self.blocks = (CheckpointedSequential if activation_checkpointing else nn.Sequential)(*blocks)
+        self.dropout = nn.Dropout2d(drop_rate) if drop_rate > 0 else nn.Identity()
         self.head = nn.Conv2d(channels * 2**n_blocks, num_classes, 1)
 
     def forward(self, x):
-        return self.head(self.blocks(self.stem(x))).mean(dim=(2, 3))
+        return self.head(self.dropout(self.blocks(self.stem(x)))).mean(dim=(2, 3))
 
 
 def convnet(num_classes: int, in_channels: int, channels: int = 32, n_blocks: int = 4,
-            activation_checkpointing: bool = False) -> nn.Module:
-    return ConvNet(num_classes, in_channels, channels, n_blocks, activation_checkpointing)
+            activation_checkpointing: bool = False, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+    return ConvNet(num_classes, in_channels, channels, n_blocks, activation_checkpointing, drop_rate, drop_path_rate)

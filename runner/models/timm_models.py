@@ -20,16 +20,22 @@ log = logging.getLogger(__name__)
 
 def timm_model(name: str, num_classes: int, in_channels: int, pretrained: bool = False,
                weights_path: str | None = None, freeze: str = "none",
-               activation_checkpointing: bool = False) -> nn.Module:
-    """timm's `name` with a new classifier for num_classes and a stem for in_channels."""
+               activation_checkpointing: bool = False, drop_rate: float = 0.0,
+               drop_path_rate: float = 0.0) -> nn.Module:
+    """timm's `name` with a new classifier for num_classes and a stem for in_channels; drop_rate (timm's dropout
+    before the classifier) and drop_path_rate (its stochastic depth) go to timm.create_model when above 0 (at 0
+    timm builds the architecture's own default, which is no dropout and no drop path for nearly all of them)."""
     import timm
 
     check_timm_settings(name, pretrained, weights_path, freeze)
     weights.use_weights_home()
     record = None
+    regularization = {key: value for key, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate))
+                      if value}
     if pretrained:
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_channels)
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_channels,
+                                      **regularization)
         except Exception as error:  # no internet and nothing cached, a proxy, a full disk
             raise weights.fetch_failed(f"timm {name}", error) from None
         config = model.pretrained_cfg
@@ -39,7 +45,8 @@ def timm_model(name: str, num_classes: int, in_channels: int, pretrained: bool =
             log.info("model: %s's pretrained 3-channel stem adapted by timm to %d input channels (%s)", name,
                      in_channels, "its filters summed" if in_channels == 1 else "its filters repeated and scaled")
     else:
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels,
+                                  **regularization)
         if weights_path is not None:
             record = weights.load_weights_file(model, weights_path, head_prefixes(model), name=name)
     if activation_checkpointing:

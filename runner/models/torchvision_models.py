@@ -26,22 +26,27 @@ WITHOUT_AUX = {"googlenet": {"aux_logits": False}, "inception_v3": {"aux_logits"
 
 def torchvision_model(name: str, num_classes: int, in_channels: int, weights: str | None = None,
                       pretrained: bool = False, weights_path: str | None = None, freeze: str = "none",
-                      activation_checkpointing: bool = False) -> nn.Module:
-    """torchvision's `name` (weights: an enum member such as IMAGENET1K_V2; pretrained=true means DEFAULT)."""
+                      activation_checkpointing: bool = False, drop_rate: float | None = None,
+                      drop_path_rate: float | None = None) -> nn.Module:
+    """torchvision's `name` (weights: an enum member such as IMAGENET1K_V2; pretrained=true means DEFAULT).
+
+    drop_rate / drop_path_rate: the architecture's own `dropout` / `stochastic_depth_prob` where it has them
+    (REGULARIZATION); None (the default) keeps torchvision's default for the architecture."""
     import torchvision
 
     member = check_torchvision_settings(name, weights, pretrained, weights_path, freeze)
+    regularization = regularization_arguments(name, drop_rate, drop_path_rate)
     record = None
     if member is not None:
         weights_module.use_weights_home()
         try:
-            model = torchvision.models.get_model(name, weights=member, **WITHOUT_AUX.get(name, {}))
+            model = torchvision.models.get_model(name, weights=member, **WITHOUT_AUX.get(name, {}), **regularization)
         except Exception as error:  # no internet and nothing cached, a proxy, a full disk
             raise weights_module.fetch_failed(f"torchvision {name} {member.name}", error) from None
         record = weights_module.hub_record(f"{name} {type(member).__name__}.{member.name}", "torchvision",
                                          weights_module.url_cached_file(member.url))
     else:
-        model = torchvision.models.get_model(name, weights=None, **WITHOUT_AUX.get(name, {}))
+        model = torchvision.models.get_model(name, weights=None, **WITHOUT_AUX.get(name, {}), **regularization)
     model.head_name = replace_head(model, num_classes)
     set_input_channels(model, in_channels, adapt=member is not None, model_name=name)
     if weights_path is not None:
@@ -62,6 +67,31 @@ def check_torchvision_settings(name, weights, pretrained: bool, weights_path, fr
     if member is None and pretrained:
         member = names.weights_member(name, "DEFAULT")
     return member
+
+
+# runner's knob -> the keyword torchvision's builders take, and the families (torchvision.models' modules) that have it
+REGULARIZATION = {
+    "drop_rate": ("dropout", {"alexnet", "efficientnet", "googlenet", "inception", "maxvit", "mnasnet", "mobilenetv2",
+                              "mobilenetv3", "squeezenet", "swin_transformer", "vgg", "vision_transformer"}),
+    "drop_path_rate": ("stochastic_depth_prob", {"convnext", "efficientnet", "maxvit", "swin_transformer"}),
+}
+
+
+def regularization_arguments(name: str, drop_rate: float | None, drop_path_rate: float | None) -> dict:
+    """{torchvision's keyword: rate} for the knobs set; one not in `name`'s family is a one-line refusal."""
+    import torchvision
+
+    family = torchvision.models.get_model_builder(name).__module__.rsplit(".", 1)[-1]
+    arguments = {}
+    for key, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+        if value is None:
+            continue
+        keyword, families = REGULARIZATION[key]
+        if family not in families:
+            fail(f"model.{key}", value, f"is not a setting of torchvision's {name} (it has no {keyword})",
+                 f"drop it (~model.{key}), or the same model through model=timm, where every architecture takes it")
+        arguments[keyword] = float(value)
+    return arguments
 
 
 def replace_head(model: nn.Module, num_classes: int) -> str:
