@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +26,12 @@ import torch.nn.functional as F
 SCALE, RATIO, TRIES = (0.08, 1.0), (3 / 4, 4 / 3), 10
 
 
-def uniforms(seeds: np.ndarray, count: int) -> np.ndarray:
-    """(N,) integer seeds -> (N, count) floats in [0, 1): splitmix64 of (seed, k), the same on any machine."""
+def uniforms(seeds: np.ndarray, count: int, start: int = 0) -> np.ndarray:
+    """(N,) integer seeds -> (N, count) floats in [0, 1): splitmix64 of (seed, k) for k = start + 1 .. start + count,
+    the same on any machine. The crop takes k = 1..23; other draws (auto_augment.py's) start further on, so
+    turning them on or off leaves the crop's draws as they are."""
     state = seeds.astype(np.int64).astype(np.uint64)[:, None] + np.uint64(0x9E3779B97F4A7C15) * np.arange(
-        1, count + 1, dtype=np.uint64)  # unsigned arithmetic wraps modulo 2**64, as splitmix64 wants
+        start + 1, start + count + 1, dtype=np.uint64)  # unsigned arithmetic wraps modulo 2**64, as splitmix64 wants
     state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     state ^= state >> np.uint64(31)
@@ -104,7 +107,15 @@ class Finish:
     size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    augment: bool
+    augment: bool  # dataset.augment=basic: the crop and flip
+    # dataset.auto_augment and dataset.random_erasing: an auto_augment.SampleOps (not imported: it imports this
+    # module's uniforms), training only
+    ops: Any = None
+
+    @property
+    def random(self) -> bool:
+        """Does a sample's seed change what it becomes?"""
+        return self.augment or self.ops is not None
 
     def __call__(self, pixels: torch.Tensor, seeds: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """`size`: this epoch's (height, width) under trainer.progressive_resize; None: `self.size`. The crop boxes
@@ -117,8 +128,13 @@ class Finish:
                                    pinned_to_device(torch.from_numpy(mirrored), images.device), size)
         elif tuple(images.shape[-2:]) != size:
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+        if self.ops is not None and self.ops.auto_augment != "none":  # on uint8 pixels, as torchvision's ops expect
+            images = self.ops.pixels(images.round_().clamp_(0, 255).to(torch.uint8), seeds.cpu().numpy()).float()
         # the standard layout, as any other dataset's batch: channels_last only with trainer.channels_last (a
         # channels_last input crashed torch 2.14's CPU backward of the ConvNet with 8 channels)
         images = images.contiguous()
         scale, shift = standardization(self.mean, self.std, images.device)
-        return images.mul_(scale).sub_(shift)
+        images = images.mul_(scale).sub_(shift)
+        if self.ops is not None:  # random erasing: on the standardized image, as torchvision's order has it
+            images = self.ops.erase(images, seeds.cpu().numpy())
+        return images

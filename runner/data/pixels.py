@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from runner.common.errors import UserError
+from runner.data.auto_augment import sample_ops
 from runner.data.batch_augment import Finish
 from runner.data.cache import cached_array
 from runner.data.image_files import image_files
@@ -47,7 +48,8 @@ class ImagePixels(Dataset):
         self.array, self.rows = array, rows
         self.size, self.channels = stored_size(cfg), cfg.channels
         mean, std = channel_stats(cfg)
-        self.finish = Finish(image_hw(cfg.image_size), tuple(mean), tuple(std), train and cfg.augment == "basic")
+        self.finish = Finish(image_hw(cfg.image_size), tuple(mean), tuple(std), train and cfg.augment == "basic",
+                             sample_ops(cfg, train))
         self.on_device = cfg.get("cache", "none") == "device"
         self._device_copy: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
 
@@ -63,7 +65,7 @@ class ImagePixels(Dataset):
     def __getitem__(self, index: int):
         """One finished sample, for the checks and reports: its crop drawn from torch's generator
         (which loaders.SeededSamples seeds per sample)."""
-        seed = torch.randint(2**62, ()) if self.finish.augment else torch.zeros((), dtype=torch.int64)
+        seed = torch.randint(2**62, ()) if self.finish.random else torch.zeros((), dtype=torch.int64)
         return self.finish(self.pixels(index)[None], seed[None])[0], self.targets[index]
 
     def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,14 +7,43 @@ dataset has, or a typo, is refused when Hydra composes.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
 from omegaconf import MISSING, DictConfig
 
-from runner.common.rules import fail, int_at_least, one_of, resumable
+from runner.common.rules import fail, int_at_least, one_of, positive_number, resumable
 from runner.data import folders
+
+
+@dataclass
+class MixupSettings:
+    alpha: float = 0.0
+    """Mixup's Beta(alpha, alpha) (0: off; 0.2-0.8 are usual): each training micro-batch mixed with itself
+    reversed, the loss given the mixed (soft) targets (runner/data/mixing.py)."""
+    switch_prob: float = 0.5
+    """With both dataset.mixup.alpha and dataset.cutmix.alpha set: the chance a micro-batch gets cutmix instead."""
+
+
+@dataclass
+class CutmixSettings:
+    alpha: float = 0.0
+    """CutMix's Beta(alpha, alpha) (0: off; 1.0 is usual): a box of the reversed micro-batch pasted in, the
+    targets mixed by the box's area."""
+
+
+@dataclass
+class RandAugmentSettings:
+    n: int = 2
+    """Ops applied one after another to each image (dataset.auto_augment=rand)."""
+    m: int = 9
+    """Their magnitude: a bin of 31 (0..30), as torchvision's RandAugment(magnitude=m)."""
+
+
+AUGMENTS = ("none", "basic")
+AUTO_AUGMENTS = ("none", "trivial", "rand")
 
 
 @dataclass
@@ -43,6 +72,17 @@ class DatasetSettings:
     """N: a fixed, seeded miniature of N samples per split; null: everything."""
     augment: str = "none"
     """none | basic (random-resized-crop + horizontal flip, training only)."""
+    auto_augment: str = "none"
+    """none | trivial (TrivialAugment-wide: one op of 14 at a random magnitude) | rand (RandAugment:
+    dataset.rand_augment.n ops at magnitude m), on each training image's uint8 pixels after the crop."""
+    rand_augment: RandAugmentSettings = field(default_factory=RandAugmentSettings)
+    """dataset.auto_augment=rand's n (ops) and m (magnitude bin, 0..30)."""
+    random_erasing: float = 0.0
+    """P: each training image has a random box (2-33% of it) set to 0 (the mean) with probability P."""
+    mixup: MixupSettings = field(default_factory=MixupSettings)
+    """Mixup of training micro-batches (alpha 0: off); the loss takes soft targets."""
+    cutmix: CutmixSettings = field(default_factory=CutmixSettings)
+    """CutMix of training micro-batches (alpha 0: off); the loss takes soft targets."""
     split_seed: int = 0
     """Seeds the split of data without an official one, and the subset choice."""
 
@@ -138,10 +178,35 @@ def validate(dataset: DictConfig) -> None:
         one_of("dataset.normalize", dataset.normalize, ("auto", "weights", "dataset"))
     if dataset.subset is not None and (not isinstance(dataset.subset, int) or dataset.subset < 1):
         fail("dataset.subset", dataset.subset, "must be a positive integer", "dataset.subset=64, or null for all")
-    if dataset.augment not in ("none", "basic"):
-        fail("dataset.augment", dataset.augment, "is not known", "dataset.augment=none or dataset.augment=basic")
+    known_name("dataset.augment", dataset.augment, AUGMENTS)
+    validate_augmentation(dataset)
     if "cache" in dataset:  # CIFAR-10's images are in memory already: none or device
         choices = ("none", "device") if dataset.name == "cifar10" else ("none", "disk", "memory", "device")
         one_of("dataset.cache", dataset.cache, choices)
     if "bad_images" in dataset:
         one_of("dataset.bad_images", dataset.bad_images, ("raise", "skip"))
+
+
+def known_name(key: str, value, choices: tuple[str, ...]) -> None:
+    """One of `choices`, or one line naming the closest one."""
+    if value in choices:
+        return
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+    hint = f"did you mean {key}={close[0]}? " if close else ""
+    fail(key, value, "is not known", f"{hint}{key}={'|'.join(choices)} (one of them)")
+
+
+def validate_augmentation(dataset: DictConfig) -> None:
+    """The training augmentation beside dataset.augment (absent from a checkpoint written before them)."""
+    if "auto_augment" not in dataset:
+        return
+    known_name("dataset.auto_augment", dataset.auto_augment, AUTO_AUGMENTS)
+    int_at_least("dataset.rand_augment.n", dataset.rand_augment.n, 1, "dataset.rand_augment.n=2")
+    m = dataset.rand_augment.m
+    if not isinstance(m, int) or isinstance(m, bool) or not 0 <= m <= 30:
+        fail("dataset.rand_augment.m", m, "must be a magnitude bin 0..30", "dataset.rand_augment.m=9")
+    for key, value in (("random_erasing", dataset.random_erasing), ("mixup.switch_prob", dataset.mixup.switch_prob)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            fail(f"dataset.{key}", value, "must be a probability in [0, 1]", f"dataset.{key}=0.25")
+    for key in ("mixup", "cutmix"):
+        positive_number(f"dataset.{key}.alpha", dataset[key].alpha, f"dataset.{key}.alpha=0.2 (0: off)", allow_zero=True)

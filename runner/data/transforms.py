@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from runner.common.errors import UserError
+from runner.data.auto_augment import SampleOps, sample_ops
 
 
 def image_hw(image_size) -> tuple[int, int]:
@@ -146,6 +147,9 @@ def pil_transforms(cfg, train: bool) -> Callable:
     else:
         steps += [transforms.Resize(size, antialias=True)]
     steps.append(Standardize(mean, std))
+    ops = sample_ops(cfg, train)
+    if ops is not None:
+        steps.append(SeededOps(ops, mean, std))
     return transforms.Compose(steps)
 
 
@@ -155,14 +159,37 @@ def denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.T
 
 
 def tensor_augmentation(cfg) -> Callable | None:
-    """For datasets held as standardized tensors: the training augmentation, or None."""
-    if cfg.augment != "basic":
+    """For datasets held as standardized tensors: the training augmentation (crop and flip with augment=basic,
+    then dataset.auto_augment / random_erasing), or None."""
+    ops = sample_ops(cfg, train=True)
+    if cfg.augment != "basic" and ops is None:
         return None
     from torchvision import transforms
     size = image_hw(cfg.image_size)
-    return transforms.Compose(
-        [transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip()]
-    )
+    steps = [transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip()] \
+        if cfg.augment == "basic" else []
+    if ops is not None:
+        steps.append(SeededOps(ops, *channel_stats(cfg)))
+    return transforms.Compose(steps)
+
+
+class SeededOps:
+    """A standardized float image through dataset.auto_augment / random_erasing (auto_augment.SampleOps), the
+    way batch_augment.Finish runs them: back to uint8 pixels (values outside the mean +- std * [0, 1] range
+    clip, as a file's pixels would), the ops, standardized again, erased. The sample's seed is drawn after
+    the crop from torch's generator, which loaders.SeededSamples seeds per sample."""
+
+    def __init__(self, ops: SampleOps, mean: list[float], std: list[float]):
+        self.ops = ops
+        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        seed = np.array([int(torch.randint(2**62, ()))])
+        if self.ops.auto_augment != "none":
+            pixels = (image * self.std + self.mean).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+            pixels = self.ops.pixels(pixels[None], seed)[0]
+            image = (pixels.float() / 255 - self.mean) / self.std
+        return self.ops.erase(image[None].clone(), seed)[0]
 
 
 class TransformedTensors(Dataset):

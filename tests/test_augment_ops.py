@@ -1,0 +1,167 @@
+"""dataset.auto_augment / dataset.random_erasing: each op equals torchvision v2's, each sample's draw its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from runner.data import auto_augment
+from runner.data.auto_augment import (
+    RAND_SPACE,
+    TRIVIAL_SPACE,
+    SampleOps,
+    apply_op,
+    drawn_ops,
+    erased,
+    erasing_boxes,
+)
+from runner.data.batch_augment import Finish, crop_boxes, resized_crops
+
+IMAGE = torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("space, reference", [(TRIVIAL_SPACE, v2.TrivialAugmentWide), (RAND_SPACE, v2.RandAugment)])
+def test_the_op_lists_and_magnitude_bins_are_torchvisions(space, reference):
+    theirs = reference._AUGMENTATION_SPACE
+    assert list(space) == list(theirs)  # the same ops in the same order: the op draw indexes it
+    for op, (magnitudes, signed) in space.items():
+        their_magnitudes, their_signed = theirs[op]
+        assert signed == their_signed, op
+        ours, expected = magnitudes(31, 20, 24), their_magnitudes(31, 20, 24)
+        assert (ours is None) == (expected is None), op
+        if ours is not None:
+            torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op", list(TRIVIAL_SPACE))
+@pytest.mark.parametrize("bin_", [0, 7, 30])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_each_op_equals_torchvisions_v2_op_with_the_same_magnitude(op, bin_, sign):
+    """Bit-identical to what v2.TrivialAugmentWide applies for that op and magnitude (uint8 in, uint8 out)."""
+    magnitudes, signed = TRIVIAL_SPACE[op]
+    values = magnitudes(31, *IMAGE.shape[-2:])
+    magnitude = 0.0 if values is None else float(values[bin_]) * (sign if signed else 1)
+    theirs = v2.TrivialAugmentWide()
+    expected = theirs._apply_image_or_video_transform(IMAGE, op, magnitude, interpolation=theirs.interpolation,
+                                                      fill=theirs._fill)
+    assert torch.equal(apply_op(IMAGE, op, magnitude), expected)
+
+
+def their_space(reference, policy: str) -> set:
+    """Every (op, |magnitude|) torchvision's transform can apply (ops without a magnitude: the name alone)."""
+    space = set()
+    for op, (magnitudes_of, _) in reference._AUGMENTATION_SPACE.items():
+        magnitudes = magnitudes_of(31, 20, 24)
+        if magnitudes is None:
+            space.add(op)
+        else:
+            chosen = magnitudes.tolist() if policy == "trivial" else [magnitudes[reference.magnitude].item()]
+            space |= {(op, round(abs(float(m)), 5)) for m in chosen}
+    return space
+
+
+def magnitudes_are_none(reference, op):
+    return reference._AUGMENTATION_SPACE[op][0](31, 20, 24) is None
+
+
+@pytest.mark.parametrize("policy, reference", [("trivial", v2.TrivialAugmentWide()),
+                                               ("rand", v2.RandAugment(num_ops=2, magnitude=9))])
+def test_our_draws_cover_the_same_ops_and_magnitudes_as_torchvisions(policy, reference):
+    """Our draws come from each sample's seed, not torch's generator: the same space, evenly covered."""
+    ours = drawn_ops(np.arange(2000), policy, 20, 24, n=2, m=9)
+    flat = [op if magnitudes_are_none(reference, op) else (op, round(abs(magnitude), 5))
+            for ops in ours for op, magnitude in ops]
+    assert {d if isinstance(d, str) else d[0] for d in flat} == set(reference._AUGMENTATION_SPACE)
+    assert set(flat) <= their_space(reference, policy)
+    counts = np.unique([d if isinstance(d, str) else d[0] for d in flat], return_counts=True)[1]
+    assert counts.min() > 0.7 * counts.mean()  # each op about equally often
+    signs = [np.sign(magnitude) for ops in ours for op, magnitude in ops if TRIVIAL_SPACE[op][1] and magnitude != 0]
+    assert 0.45 < np.mean(np.array(signs) < 0) < 0.55
+    if policy == "rand":
+        assert all(len(ops) == 2 for ops in ours)
+
+
+def test_random_erasing_equals_torchvisions_erase_on_the_drawn_box():
+    images = torch.randn(64, 3, 20, 24, generator=torch.Generator().manual_seed(1))
+    boxes = erasing_boxes(np.arange(64), 0.5, 20, 24)
+    got = erased(images.clone(), torch.from_numpy(boxes))
+    for image, result, (top, left, h, w) in zip(images, got, boxes.tolist(), strict=True):
+        expected = TF.erase(image, top, left, h, w, torch.zeros(3, 1, 1)) if h else image
+        assert torch.equal(result, expected)
+    h, w = boxes[:, 2], boxes[:, 3]
+    assert 0.3 < (h > 0).mean() < 0.7  # p = 0.5
+    area = (h * w)[h > 0] / (20 * 24)
+    assert area.min() >= 0.015 and area.max() <= 0.36  # v2's scale (0.02, 0.33), rounded to whole pixels
+    assert ((boxes[:, 0] + h <= 20) & (boxes[:, 1] + w <= 24)).all()
+
+
+def test_the_ops_do_not_move_the_crops_draws():
+    """Off, the crop is today's; on, the crop is still today's (the ops draw at other counters)."""
+    seeds = np.arange(50)
+    before = crop_boxes(seeds, 18, 18)
+    drawn_ops(seeds, "trivial", 16, 16), erasing_boxes(seeds, 0.5, 16, 16)
+    after = crop_boxes(seeds, 18, 18)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert auto_augment.AUTO_AUGMENT_COUNTERS > 23 and auto_augment.ERASING_COUNTERS > auto_augment.AUTO_AUGMENT_COUNTERS + 6
+
+
+def finish_with(ops: SampleOps | None) -> Finish:
+    return Finish((16, 16), (0.5,) * 3, (0.5,) * 3, augment=True, ops=ops)
+
+
+@pytest.mark.parametrize("ops", [SampleOps("trivial"), SampleOps("rand", 2, 9), SampleOps("none", erasing=0.5),
+                                 SampleOps("trivial", erasing=0.25)])
+def test_a_sample_is_augmented_the_same_alone_or_in_a_batch(ops):
+    pixels = torch.randint(0, 256, (6, 18, 18, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    seeds = torch.tensor([5, 11, 17, 2**61, 3, 9])
+    finish = finish_with(ops)
+    whole = finish(pixels, seeds)
+    for i in range(6):
+        assert torch.equal(finish(pixels[i:i + 1], seeds[i:i + 1])[0], whole[i])
+    assert torch.equal(finish(pixels, seeds), whole)  # a function of the seeds alone
+    assert not torch.equal(whole, finish_with(None)(pixels, seeds))  # the ops change something
+
+
+def test_finish_applies_crop_then_ops_on_uint8_then_standardizes_then_erases():
+    """The stated order, against a hand-written sample-at-a-time reference with torchvision's functions."""
+    pixels = torch.randint(0, 256, (4, 18, 18, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    seeds = torch.tensor([1, 2, 3, 4])
+    ops = SampleOps("rand", 2, 12, erasing=1.0)
+    got = finish_with(ops)(pixels, seeds)
+    boxes, mirrored = crop_boxes(seeds.numpy(), 18, 18)
+    cropped = resized_crops(pixels.permute(0, 3, 1, 2).float(), torch.from_numpy(boxes), torch.from_numpy(mirrored),
+                            (16, 16))  # crop + flip alone, 0..255
+    for i in range(4):
+        image = cropped[i].round().clamp(0, 255).to(torch.uint8)
+        for op, magnitude in drawn_ops(seeds[i:i + 1].numpy(), "rand", 16, 16, 2, 12)[0]:
+            image = apply_op(image, op, magnitude)
+        expected = TF.normalize(image.float() / 255, [0.5] * 3, [0.5] * 3)
+        top, left, h, w = erasing_boxes(seeds[i:i + 1].numpy(), 1.0, 16, 16)[0].tolist()
+        expected = TF.erase(expected, top, left, h, w, torch.zeros(3, 1, 1))
+        torch.testing.assert_close(got[i], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["dataset.augment=basci"], ["dataset.augment='basci' is not known", "did you mean dataset.augment=basic?"]),
+    (["dataset.auto_augment=trivail"], ["dataset.auto_augment='trivail'", "did you mean dataset.auto_augment=trivial?"]),
+    (["dataset.auto_augment=rand", "dataset.rand_augment.m=31"], ["dataset.rand_augment.m=31", "0..30"]),
+    (["dataset.rand_augment.n=0"], ["dataset.rand_augment.n=0", "Fix: dataset.rand_augment.n=2"]),
+    (["dataset.random_erasing=1.5"], ["dataset.random_erasing=1.5", "probability"]),
+    (["dataset.mixup.alpha=-1"], ["dataset.mixup.alpha=-1", ">= 0"]),
+    (["dataset.mixup.switch_prob=2"], ["dataset.mixup.switch_prob=2", "probability"]),
+    (["dataset.cutmix.alpah=1"], ["did you mean dataset.cutmix.alpha?"]),
+])
+def test_a_bad_augmentation_setting_is_one_line(argv, expected, capsys):
+    from runner.config.precheck import refuse_bad_command_line
+    from runner.config.schema import validate
+
+    with pytest.raises(SystemExit) as stopped:
+        refuse_bad_command_line("train", validate, argv)
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Fix:" in lines[0], lines
+    for text in expected:
+        assert text in lines[0], lines[0]
