@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runner.data.datasets import stable_seed
 from runner.data.loaders import on_device
+from runner.data.mixing import mixing_of
 from runner.training.losses import Loss, summed_loss
 
 
@@ -23,8 +25,15 @@ def images_to_device(x, device: torch.device, channels_last: bool, size: tuple[i
 
 def micro_batch_inputs(run, x, y, size: tuple[int, int] | None, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The training loop's micro-batch number `index` of the update `run.global_step` as the model and the loss
-    take it: images on the device at `size` (trainer.progressive_resize's; None: dataset.image_size), labels there."""
-    return images_to_device(x, run.device, run.settings.channels_last, size), y.to(run.device, non_blocking=True)
+    take it: images on the device at `size` (trainer.progressive_resize's; None: dataset.image_size), labels there;
+    with dataset.mixup/cutmix, mixed (runner/data/mixing.py) from a seed of (trainer.seed, the update, the process,
+    the micro-batch) alone, so any worker count, cache setting or resume mixes the same, and the labels become
+    (N, num_classes) soft targets."""
+    x, y = images_to_device(x, run.device, run.settings.channels_last, size), y.to(run.device, non_blocking=True)
+    mixing = mixing_of(run.cfg.dataset)
+    if mixing is not None:
+        x, y = mixing(x, y, stable_seed(run.settings.seed, run.global_step, run.processes.rank, index))
+    return x, y
 
 
 def micro_batch_loss(model: nn.Module, x, y, window_size: int, loss: Loss, amp_dtype):
@@ -32,7 +41,8 @@ def micro_batch_loss(model: nn.Module, x, y, window_size: int, loss: Loss, amp_d
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(x)
     loss_sum = summed_loss(loss, logits.float(), y)
-    correct = (logits.argmax(dim=1) == y).sum()
+    # soft targets (dataset.mixup/cutmix): counted against the dominant label
+    correct = (logits.argmax(dim=1) == (y.argmax(dim=1) if y.dim() == 2 else y)).sum()
     return loss_sum / window_size, loss_sum.detach(), correct
 
 
