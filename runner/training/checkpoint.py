@@ -2,7 +2,10 @@
 Used by the loop (`training/loop.py`) and the job (`training/job.py`) of `python -m runner`.
 
 `training_state` gathers everything a bit-identical resume needs (model, optimizer, schedule,
-scaler, every RNG, the resolved config); `restore` puts it back, the RNG last.
+scaler, every RNG, the resolved config, the averaged weights); `restore` puts it back, the RNG last.
+With trainer.ema or trainer.swa a checkpoint also holds `averaged: {"ema": state_dict, "swa": state_dict}`
+(each that exists: swa once an epoch is averaged) and `averaging: {"ema": {"updates", "decay"}, "swa":
+{"count"}}` (training/averaging.py); without them neither key.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from runner.common.errors import UserError
 from runner.common.io import remove_stale_temporaries
 from runner.common.rules import may_change_on_resume
 from runner.common.run_folders import relative
+from runner.training import averaging
 from runner.training.optim import depends_on_total_epochs
 
 log = logging.getLogger(__name__)
@@ -29,8 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_step: int, provenance: dict,
-                   rng_by_rank: list[dict] | None = None) -> dict:
-    """`rng_by_rank`: every process's random streams (torchrun), which part ways where their shares differ."""
+                   rng_by_rank: list[dict] | None = None, averages: averaging.Averages | None = None) -> dict:
+    """`rng_by_rank`: every process's random streams (torchrun), which part ways where their shares differ;
+    `averages`: the EMA and SWA copies (training/averaging.py)."""
     return {
         "format_version": checkpoint_files.FORMAT_VERSION,
         "epoch": epoch,
@@ -44,12 +49,15 @@ def training_state(cfg, model, optimizer, schedule, scaler, epoch: int, global_s
         "config": OmegaConf.to_container(cfg, resolve=True),
         # plain JSON types only, so the file loads with weights_only=True
         "provenance": json.loads(json.dumps(provenance, default=str)),
+        **averaging.checkpoint_parts(averages or averaging.Averages()),
     }
 
 
-def restore(state: dict, model, optimizer, schedule, scaler, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+def restore(state: dict, model, optimizer, schedule, scaler, rank: int = 0, world_size: int = 1,
+            averages: averaging.Averages | None = None) -> tuple[int, int]:
     """Load a checkpoint's full state (RNG last: this process's own); returns (completed epochs, global step)."""
     model.load_state_dict(state["model"])
+    averaging.restore(averages or averaging.Averages(), state)
     refuse_other_parameter_groups(state["optimizer"], optimizer)
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])

@@ -2,10 +2,10 @@
 
     fit                            resume, then for each epoch:
       train_one_epoch                for each learning batch of the epoch (learning_batches.py):
-        train_step                     micro-batches: forward under autocast, backward; clip, step
+        train_step                     micro-batches: forward under autocast, backward; clip, step; the EMA
         report_interval                every trainer.log_every_steps updates (meter.py)
         stop_here                      a stop signal: a mid-epoch checkpoint, then Preempted
-      end_of_epoch                   the epoch's figures; its checkpoint when due, retention, the hooks
+      end_of_epoch                   the epoch's figures; the SWA; its checkpoint when due, retention, the hooks
 
 One learning batch (`trainer.batch_size` samples, one optimizer update) is made of micro-batches
 (`trainer.micro_batch_size`). Each micro-batch's summed loss is divided by the number of samples in
@@ -33,7 +33,7 @@ from runner.common import stop_signals
 from runner.common.checkpoint_files import checkpoint_name, save_atomic
 from runner.common.errors import UserError
 from runner.common.stop_signals import Preempted, StopRequest
-from runner.training import checkpoint, finetune, progressive
+from runner.training import averaging, checkpoint, finetune, progressive
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process, gather
 from runner.training.hooks import NO_HOOKS, Hooks
 from runner.training.learning_batches import LearningBatch, learning_batches
@@ -64,6 +64,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
     if resume_state is not None and first_sample == 0 and early_stop(run, start_epoch):
         return {"epoch": start_epoch, "finished": True, "stopped_early": True}  # a rerun of a run that stopped early
     log_plan(run, start_epoch, len(train_set))
+    log_averaging(run)
     finetune.enter_stage(run, start_epoch)  # the parameters that train in the first epoch: those DDP registers
     run.step_model = wrap_for_speed_and_processes(model, run.settings, processes, device)
 
@@ -86,8 +87,19 @@ def resume(run: Training, resume_state: dict | None) -> tuple[int, int]:
     if resume_state is None:
         return 0, 0
     start_epoch, run.global_step = checkpoint.restore(resume_state, run.model, run.optimizer, run.schedule,
-                                                      run.scaler, run.processes.rank, run.processes.world_size)
+                                                      run.scaler, run.processes.rank, run.processes.world_size,
+                                                      run.averages)
     return start_epoch, resume_state.get("epoch_samples", 0)  # a checkpoint from mid-epoch (a stop signal)
+
+
+def log_averaging(run: Training) -> None:
+    """Once a run: which averages of the weights it keeps (log and TensorBoard's text; nothing per update)."""
+    line = averaging.describe(run.averages)
+    if line is None:
+        return
+    log.info("%s", line)
+    if run.writer is not None:
+        run.writer.add_text("averaging", line, run.global_step)
 
 
 def logs_above(bar) -> contextlib.AbstractContextManager:
@@ -170,6 +182,7 @@ def train_step(run: Training, batch: LearningBatch, size: tuple[int, int] | None
     grad_norm = nn.utils.clip_grad_norm_(trainable(run.model), clip)
     scaler.step(optimizer)  # under fp16 skips the update when a gradient is inf/nan
     scaler.update()
+    averaging.after_update(run.averages)  # trainer.ema: the average moves towards the updated weights
     run.schedule.step()  # the schedule counts updates
     optimizer.zero_grad(set_to_none=True)
     run.global_step += 1
@@ -211,6 +224,7 @@ def end_of_epoch(run: Training, epoch: int, skip: int, loss: torch.Tensor, corre
     if run.writer is not None:
         run.writer.add_scalar("train/epoch_loss", figures["loss"], run.global_step)
         run.writer.add_scalar("train/epoch_accuracy", figures["accuracy"], run.global_step)
+    averaging.at_epoch_end(run.averages, epoch + 1)  # trainer.swa: the epoch's weights, before its checkpoint
     if (epoch + 1) % run.checkpoints.every_epochs == 0 or epoch + 1 == settings.epochs:
         write_checkpoint(run, epoch + 1)
         figures["stopped_early"] = early_stop(run, epoch + 1)

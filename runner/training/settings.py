@@ -28,6 +28,27 @@ class EarlyStopping:
 
 
 @dataclass
+class EmaSettings:
+    """An exponential moving average of the weights, updated after every optimizer update (training/averaging.py)."""
+
+    decay: float | None = None
+    """In (0, 1), e.g. 0.999 (about the last 1000 updates); null: no EMA."""
+    warmup: bool = True
+    """The decay grows as min(decay, (1 + t) / (10 + t)) over the first t updates, so the init fades out fast."""
+
+
+@dataclass
+class SwaSettings:
+    """Stochastic weight averaging: the mean of the weights at epoch ends (training/averaging.py); the evaluator
+    recomputes its BatchNorm statistics."""
+
+    start_epoch: int | None = None
+    """K: the average takes the weights at the end of epoch K (1-based) and after; null: no SWA."""
+    every_epochs: int = 1
+    """Every N epochs from start_epoch on."""
+
+
+@dataclass
 class TrainerSettings:
     epochs: int = resumable(20)
     """Passes over the training split."""
@@ -67,6 +88,10 @@ class TrainerSettings:
     progressive_resize: Any = None
     """null: train at dataset.image_size; {start: 0.5, end_epoch: 0.75}: the training crop grows from start x
     dataset.image_size to it over the first end_epoch of the epochs, in 16-pixel steps (runner/training/progressive.py)."""
+    ema: EmaSettings = field(default_factory=EmaSettings)
+    """An EMA of the weights beside the raw ones in each checkpoint (the evaluator's `weights` ema rows)."""
+    swa: SwaSettings = field(default_factory=SwaSettings)
+    """A SWA of the weights beside the raw ones in each checkpoint (the evaluator's `weights` swa rows)."""
 
 
 @dataclass
@@ -144,6 +169,7 @@ def validate(cfg: DictConfig) -> None:
              "trainer.stop_signals=[SIGUSR1,SIGTERM]")
     if trainer.progressive_resize is not None:
         validate_progressive_resize(cfg)
+    validate_averaging(trainer)
     int_at_least("checkpoint.every_epochs", cfg.checkpoint.every_epochs, 1, "checkpoint.every_epochs=1")
     if cfg.checkpoint.keep_last is not None:
         int_at_least("checkpoint.keep_last", cfg.checkpoint.keep_last, 1, "checkpoint.keep_last=3, or null to keep all")
@@ -191,6 +217,22 @@ def validate_progressive_resize(cfg: DictConfig) -> None:
         raise UserError(f"trainer.progressive_resize={{{written}}} needs a model that takes any "
                         f"image size; {cfg.model.get('_target_')} is built for one (it takes model.image_size). "
                         "Fix: model=convnet (or resnet18), or trainer.progressive_resize=null")
+
+
+def validate_averaging(trainer: DictConfig) -> None:
+    """trainer.ema and trainer.swa (training/averaging.py)."""
+    decay = trainer.ema.decay
+    if decay is not None and not 0 < decay < 1:
+        fail("trainer.ema.decay", decay, "must be in (0, 1) (the weight of the average so far at each update)",
+             "trainer.ema.decay=0.999, or null for no EMA")
+    start, epochs = trainer.swa.start_epoch, trainer.epochs
+    if start is not None:
+        int_at_least("trainer.swa.start_epoch", start, 1, "trainer.swa.start_epoch=1 (the first epoch) or later, "
+                     "or null for no SWA")
+        if start > epochs:
+            fail("trainer.swa.start_epoch", start, f"is after the last epoch (trainer.epochs={epochs})",
+                 f"trainer.swa.start_epoch={epochs} or earlier, or trainer.epochs={start} or more")
+    int_at_least("trainer.swa.every_epochs", trainer.swa.every_epochs, 1, "trainer.swa.every_epochs=1")
 
 
 def validate_optimizer_and_schedule(cfg: DictConfig) -> None:

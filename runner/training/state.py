@@ -1,11 +1,12 @@
 """One training run of `python -m runner` as the loop (training/loop.py) reads and updates it, and `start`,
-which builds it: the model on its device, the optimizer, the loader, the schedule and the scaler."""
+which builds it: the model on its device, the optimizer, the loader, the schedule, the scaler and the averaged
+weights (trainer.ema, trainer.swa: training/averaging.py)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 
 from runner.common.runtime import autocast_dtype
 from runner.data.loaders import train_loader
-from runner.training import checkpoint
+from runner.training import averaging, checkpoint
 from runner.training.distributed import Processes
 from runner.training.hooks import Hooks
 from runner.training.losses import build_loss
@@ -52,6 +53,7 @@ class Training:
     # the counters
     global_step: int = 0
     first_bad_step: torch.Tensor | None = None  # on the device: the first update with a non-finite loss/gradient
+    averages: averaging.Averages = field(default_factory=averaging.Averages)  # EMA and SWA copies (None: off)
 
     @property
     def samples_per_epoch(self) -> int:
@@ -63,12 +65,13 @@ class Training:
 
     def state(self, epoch: int, rng_by_rank: list[dict] | None = None) -> dict:
         return checkpoint.training_state(self.cfg, self.model, self.optimizer, self.schedule, self.scaler, epoch,
-                                         self.global_step, self.provenance, rng_by_rank)
+                                         self.global_step, self.provenance, rng_by_rank, self.averages)
 
 
 def start(cfg: DictConfig, run_dir: Path, train_set, model: nn.Module, device: torch.device, writer,
           provenance: dict, processes: Processes, hooks: Hooks) -> Training:
-    """The model on its device, the optimizer, the loader, the schedule (in updates) and the scaler."""
+    """The model on its device, the optimizer, the loader, the schedule (in updates), the scaler and the averages
+    (copies of the weights now, on the device; a resume then loads the checkpoint's into them)."""
     settings = typed(cfg.trainer, TrainerSettings)
     amp_dtype = autocast_dtype(settings.precision, device, key="trainer.precision")
     model.to(device)
@@ -86,7 +89,8 @@ def start(cfg: DictConfig, run_dir: Path, train_set, model: nn.Module, device: t
     return Training(cfg, settings, typed(cfg.checkpoint, CheckpointSettings), finetune, run_dir, processes, hooks,
                     model, model, build_loss(cfg.loss), optimizer, schedule, scaler, device, amp_dtype,
                     loader, sampler, writer, provenance,
-                    first_bad_step=torch.full((), -1, dtype=torch.int64, device=device))
+                    first_bad_step=torch.full((), -1, dtype=torch.int64, device=device),
+                    averages=averaging.build(settings, model))
 
 
 def wrap_for_speed_and_processes(model: nn.Module, settings: TrainerSettings, processes: Processes,
