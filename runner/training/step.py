@@ -40,6 +40,8 @@ def micro_batch_loss(model: nn.Module, x, y, window_size: int, loss: Loss, amp_d
     """(loss to backpropagate, summed per-sample loss, correct predictions) of one micro-batch."""
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(x)
+    if getattr(loss, "needs_inputs", False):  # loss=distill (training/distill.py): its teachers see these images
+        loss = loss.with_inputs(x, amp_dtype)
     loss_sum = summed_loss(loss, logits.float(), y)
     # soft targets (dataset.mixup/cutmix): counted against the dominant label
     correct = (logits.argmax(dim=1) == (y.argmax(dim=1) if y.dim() == 2 else y)).sum()
