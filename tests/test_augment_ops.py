@@ -165,3 +165,11 @@ def test_a_bad_augmentation_setting_is_one_line(argv, expected, capsys):
     assert len(lines) == 1 and "Fix:" in lines[0], lines
     for text in expected:
         assert text in lines[0], lines[0]
+
+
+def test_with_the_new_settings_off_the_crops_are_those_drawn_before_they_existed():
+    """Figures from batch_augment.py at the commit before dataset.auto_augment: the same crops, so a run with the
+    new settings off trains the same weights as before them (Finish's other steps are unchanged when ops is None)."""
+    boxes, mirrored = crop_boxes(np.array([0, 5, 2**61]), 18, 20)
+    assert boxes.tolist() == [[0, 2, 18, 17], [0, 8, 13, 12], [0, 0, 18, 15]] and mirrored.tolist() == [False, True, True]
+    assert auto_augment.uniforms(np.array([7]), 2).tolist() == [[0.3898297483912715, 0.01678829452815611]]

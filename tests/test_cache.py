@@ -76,6 +76,19 @@ def test_every_cache_trains_the_same_weights_with_any_number_of_workers(images, 
         assert_identical(checkpoint_weights(tmp_path / "disk", 2), checkpoint_weights(tmp_path / name, 2))
 
 
+def test_every_cache_and_worker_count_trains_the_same_weights_with_auto_augment_erasing_and_mixing(images, tmp_path):
+    """dataset.auto_augment, random_erasing (per-sample seeds in the batch finishing) and mixup/cutmix (per
+    micro-batch seeds in the step) keep the promise: bit-identical weights for every cache and worker count."""
+    common = ["trainer.batch_size=6", "trainer.micro_batch_size=3", "trainer.deterministic=true", "trainer.epochs=2",
+              "dataset.augment=basic", "dataset.auto_augment=trivial", "dataset.random_erasing=0.5",
+              "dataset.mixup.alpha=0.4", "dataset.cutmix.alpha=1.0", "evaluate.after_training=false"]
+    for name, extra in (("disk", ["dataset.cache=disk"]), ("none", []), ("memory", ["dataset.cache=memory"]),
+                        ("device", ["dataset.cache=device"]), ("workers", ["dataset.cache=disk", "trainer.num_workers=2"])):
+        train_job(folder_config(images, *common, *extra), tmp_path / name)
+    for name in ("none", "memory", "device", "workers"):
+        assert_identical(checkpoint_weights(tmp_path / "disk", 2), checkpoint_weights(tmp_path / name, 2))
+
+
 def test_the_loader_hands_over_uint8_pixels_each_cropped_by_its_own_seed(images):
     """A micro-batch is finished on the device from uint8 pixels; each sample as it would be alone."""
     import torch
