@@ -1,4 +1,4 @@
-"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, or one SWEEP_DIR)
+"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, or one SWEEP_DIR, or an ENSEMBLE)
 
 Writes compare.md and curves.png (default folder: outputs/tools/compare/<A>_vs_<B>) and prints
 compare.md. The work is in runner/evaluation/comparison.py.
@@ -14,6 +14,9 @@ a paired test on the samples both were evaluated on, per-class changes, both run
 
 python -m runner.compare RUN_A RUN_B [out=FOLDER]     two evaluated runs (or two checkpoint files)
 python -m runner.compare SWEEP_DIR                    a sweep's best trial against the runner-up
+python -m runner.compare STUDENT ENSEMBLE             a run against an ensemble (either side): its summary
+                                                      (ensemble.val.json) or its folder, as
+                                                      `python -m runner.evaluate 'ensemble=[...]'` wrote them
 (installed, `runner-compare` is the same command; it writes compare.md and curves.png into
 out=, default outputs/tools/compare/<A>_vs_<B>/)
 """

@@ -1,4 +1,5 @@
-"""Two runs side by side: `python -m runner.compare RUN_A RUN_B` (or SWEEP_DIR: the best trial and the runner-up).
+"""Two runs side by side: `python -m runner.compare RUN_A RUN_B` (or SWEEP_DIR: the best trial and the runner-up;
+or a run against an ensemble: `python -m runner.compare STUDENT ENSEMBLE`, the ensemble's summary or its folder).
 
 "Change one thing at a time": the config difference key by key (a warning when more than one
 setting changed) and what else differs (code version, torch, device, seed); both best
@@ -6,10 +7,15 @@ validation metrics with their intervals; a paired test on the very samples both 
 on (exact McNemar, and a paired bootstrap interval of the accuracy difference), from the
 evaluator's saved predictions; per-class changes; both runs' curves in one figure. All of it
 goes into compare.md beside the figure.
+
+An ensemble (`python -m runner.evaluate 'ensemble=[...]'`) is paired through the predictions saved
+beside its summary (ensemble.val.pt beside ensemble.val.json): its members stand where the config
+difference would, and it has no training curve of its own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -111,6 +117,78 @@ def chosen_checkpoint(path: Path) -> dict:
             "split": "val", "tta": "none", "metrics": row}
 
 
+def ensemble_summary(path: Path) -> Path | None:
+    """The ensemble summary an operand names: the .json itself, or the one in its folder (outputs/ensembles/<time>/);
+    None for a run folder or a checkpoint file."""
+    if path.is_file():
+        return path if path.suffix == ".json" else None
+    if (path / "eval").is_dir() or (path / "checkpoints").is_dir():
+        return None
+    found = sorted(path.glob("ensemble*.json"))
+    if len(found) > 1:
+        raise UserError(f"{path} holds {len(found)} ensemble summaries ({', '.join(f.name for f in found)}). Fix: give "
+                        f"one of them, e.g. python -m runner.compare RUN {found[0]}")
+    return found[0] if found else None
+
+
+def again(summary: Path, saved: dict) -> str:
+    """The command that evaluates an ensemble again (and saves its predictions beside its summary)."""
+    split, tta = saved.get("split", "val"), saved.get("tta", "none")
+    if summary.name.startswith("ensemble_top"):
+        return f"python -m runner.evaluate run_dir={summary.parent.parent} ensemble_top_k={len(saved['members'])} " \
+               f"split={split} tta={tta}"
+    return f"python -m runner.evaluate 'ensemble=[RUN_A,RUN_B,...]' split={split} tta={tta} (the same members)"
+
+
+def ensemble_predictions(summary: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(a best.json-shaped description of the ensemble, predicted classes, labels) from its summary and the
+    predictions saved beside it; a summary of another shape, or without them, is a one-line UserError."""
+    try:
+        saved = json.loads(summary.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{summary} cannot be read as an ensemble summary ({type(error).__name__}). Fix: give a run "
+                        "folder, a checkpoint, or the ensemble.SPLIT.json `python -m runner.evaluate 'ensemble=[...]'` "
+                        "wrote") from None
+    summary_of = saved.get("ensemble") if isinstance(saved, dict) else None
+    if not (isinstance(summary_of, dict) and records.is_kind(summary_of.get("top1"), "number")
+            and isinstance(saved.get("members"), list) and saved.get("split") in ("val", "test")):
+        raise UserError(f"{summary} is not an ensemble summary (no split, members and ensemble top-1). Fix: give a run "
+                        "folder, a checkpoint, or the ensemble.SPLIT.json `python -m runner.evaluate 'ensemble=[...]'` "
+                        "wrote")
+    if not isinstance(saved.get("predictions"), str):
+        raise UserError(f"{summary} has no saved predictions (an ensemble evaluated before they were saved beside "
+                        f"it). Fix: {again(summary, saved)}")
+    path = summary.parent / Path(saved["predictions"]).name
+    if not path.is_file():
+        raise UserError(f"{path} is missing (the ensemble's predictions, named by {summary.name}). Fix: copy it with "
+                        f"the summary, or evaluate the ensemble again: {again(summary, saved)}")
+    try:
+        log_probs, labels = predictions.load_predictions_file(path, summary.parent)
+    except UserError as error:
+        raise UserError(f"{str(error).split(' Fix: ')[0]} Fix: {again(summary, saved)}") from None
+    members = [str(m.get("member")) if isinstance(m, dict) else str(m) for m in saved["members"]]
+    described = f"an ensemble of {len(members)} members (tta={saved.get('tta', 'none')}): {', '.join(members)}"
+    best = {"checkpoint": f"an ensemble of {len(members)} members", "metric": "top1", "direction": "max",
+            "value": summary_of["top1"], "split": saved["split"], "tta": saved.get("tta", "none"),
+            "metrics": summary_of, "ensemble": described}
+    return best, log_probs.argmax(dim=1).numpy(), labels.numpy()
+
+
+def operand_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """best_predictions of a run or a checkpoint; ensemble_predictions of an ensemble."""
+    summary = ensemble_summary(path)
+    return best_predictions(path) if summary is None else ensemble_predictions(summary)
+
+
+def in_metric_of(ensemble: dict, other: dict) -> dict:
+    """The ensemble's value in the metric the other operand (a run) was chosen by, where the summary holds it."""
+    metric = other["metric"]
+    if "ensemble" in other or not records.is_kind(ensemble["metrics"].get(metric), "number"):
+        return ensemble
+    return {**ensemble, "metric": metric, "direction": other.get("direction", "auto"),
+            "value": ensemble["metrics"][metric]}
+
+
 def best_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     """(best.json or the checkpoint's row, predicted classes, labels) of a run's best checkpoint or of one checkpoint."""
     best, run = chosen_checkpoint(path), run_of(path)
@@ -136,16 +214,23 @@ def trials_of(sweep: Path) -> tuple[Path, Path]:
 
 def compare(a: Path, b: Path) -> dict:
     """Everything compare.md says, as numbers."""
-    best_a, predicted_a, labels_a = best_predictions(a)
-    best_b, predicted_b, labels_b = best_predictions(b)
+    best_a, predicted_a, labels_a = operand_predictions(a)
+    best_b, predicted_b, labels_b = operand_predictions(b)
+    best_a = in_metric_of(best_a, best_b) if "ensemble" in best_a else best_a
+    best_b = in_metric_of(best_b, best_a) if "ensemble" in best_b else best_b
     if best_a["split"] != best_b["split"] or len(labels_a) != len(labels_b) or (labels_a != labels_b).any():
         raise UserError(f"{a} and {b} were evaluated on different samples ({best_a['split']}: {len(labels_a)}, "
                         f"{best_b['split']}: {len(labels_b)} samples, or other labels): a paired comparison needs "
                         "the same ones. Fix: compare runs of the same dataset and split")
     correct_a, correct_b = predicted_a == labels_a, predicted_b == labels_b
     names = [str(c) for c in range(int(labels_a.max()) + 1)]
-    return {"a": a, "b": b, "best_a": best_a, "best_b": best_b, "config": config_difference(run_of(a), run_of(b)),
-            "other": other_differences(run_of(a), run_of(b)), "mcnemar": mcnemar_exact(correct_a, correct_b),
+    ensembles = "ensemble" in best_a or "ensemble" in best_b  # what differs: the members, not a config
+    return {"a": a, "b": b, "best_a": best_a, "best_b": best_b,
+            "config": [] if ensembles else config_difference(run_of(a), run_of(b)),
+            "other": [] if ensembles else other_differences(run_of(a), run_of(b)),
+            "ensembles": {who: best.get("ensemble") or f"the run `{path}` at {best['checkpoint']}"
+                          for who, path, best in (("A", a, best_a), ("B", b, best_b))} if ensembles else None,
+            "mcnemar": mcnemar_exact(correct_a, correct_b),
             "bootstrap": bootstrap_difference(correct_a, correct_b),
             "classes": per_class_deltas(correct_a, correct_b, labels_a, names),
             "only_a": np.flatnonzero(correct_a & ~correct_b).tolist(),
@@ -174,7 +259,10 @@ def training_losses(run: Path) -> tuple[list[int], list[float]]:
 def curves_png(a: Path, b: Path, path: Path) -> None:
     """Training loss and the validation metric of both runs, overlaid."""
     figure, (train, val) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for run, label in ((run_of(a), "A"), (run_of(b), "B")):
+    for operand, label in ((a, "A"), (b, "B")):
+        if ensemble_summary(operand) is not None:
+            continue  # an ensemble did not train: no curve of its own
+        run = run_of(operand)
         steps, losses = training_losses(run)
         train.plot(steps, losses, label=f"{label}: {run.name}")
         try:
@@ -202,9 +290,12 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
     from runner.data.transforms import channel_stats, denormalize
     from runner.evaluation.evaluator import split_dataset
 
-    config = saved_config(run_of(result["b"]))  # resolved: .hydra/config.yaml keeps its interpolations
+    shown = next((path for path in (result["b"], result["a"]) if ensemble_summary(path) is None), None)
+    if shown is None:  # two ensembles: no run to build the split from
+        return False
+    config = saved_config(run_of(shown))  # resolved: .hydra/config.yaml keeps its interpolations
     try:
-        require_trusted(config, [], source=str(result["b"]))
+        require_trusted(config, [], source=str(shown))
         dataset, dataset_cfg = split_dataset(config, result["best_b"]["split"], None)
     except UserError:
         return False
@@ -231,10 +322,13 @@ def report(result: dict) -> str:
     metric = best_a["metric"]
     lines = [f"# {b.name} (B) against {a.name} (A)", "", f"- A: `{a}`", f"- B: `{b}`", "", "## What differs", ""]
     changed = result["config"]
-    if len(changed) > 1:
-        lines += [f"**{len(changed)} settings changed: change one thing at a time**, or the difference below "
-                  "cannot be put down to any one of them.", ""]
-    lines += ["| setting | A | B |", "| --- | --- | --- |", *(f"| {k} | {va} | {vb} |" for k, va, vb in changed)]
+    if result.get("ensembles"):  # an ensemble has members, not a config of its own
+        lines += [f"- {who}: {described}" for who, described in result["ensembles"].items()]
+    else:
+        if len(changed) > 1:
+            lines += [f"**{len(changed)} settings changed: change one thing at a time**, or the difference below "
+                      "cannot be put down to any one of them.", ""]
+        lines += ["| setting | A | B |", "| --- | --- | --- |", *(f"| {k} | {va} | {vb} |" for k, va, vb in changed)]
     lines += ["", *(f"- {k}: {va} -> {vb}" for k, va, vb in result["other"])]
     mc, boot = result["mcnemar"], result["bootstrap"]
 

@@ -2,7 +2,10 @@
 
 Averages the members' predicted probabilities (each member: the best checkpoint of a run, or
 one of the K best checkpoints of one run) and reports the ensemble next to each member, on
-the chosen split. Members are evaluated first where they have not been, with the evaluator.
+the chosen split, with the chosen tta (each member is evaluated with it). Members are evaluated
+first where they have not been, with the evaluator. The summary (ensemble.val.json) and the
+ensemble's log-probabilities and labels beside it (ensemble.val.pt, a predictions file like a
+row's) are what `python -m runner.compare RUN ENSEMBLE` reads.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.common.io import write_json_atomic
 from runner.common.run_folders import relative
@@ -72,7 +76,10 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
               "batch_size": settings.batch_size, "members": rows,
               "ensemble": {k: summary[k] for k in ("n", "loss", "top1", "top5", "balanced_accuracy", "top1_ci95", "ece")}}
     out = ensemble_path(settings, members)
-    write_json_atomic(out, result)
+    # its predictions first, beside the summary that names them: `python -m runner.compare RUN ENSEMBLE` pairs them
+    saved = predictions_beside(out)
+    checkpoint_files.save_atomic({"log_probabilities": averaged, "labels": labels}, saved)
+    write_json_atomic(out, {**result, "predictions": saved.name})
     print_ensemble(result)
     print(f"written to {out}")
     return result["ensemble"]
@@ -82,6 +89,11 @@ def ensemble_path(settings: DictConfig, members: list[tuple[Path, Path]]) -> Pat
     if settings.ensemble_top_k and not settings.ensemble:
         return results.eval_dir_of(members[0][0]) / f"ensemble_top{settings.ensemble_top_k}.{settings.split}.json"
     return Path("outputs") / "ensembles" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S") / f"ensemble.{settings.split}.json"
+
+
+def predictions_beside(summary: Path) -> Path:
+    """ensemble.val.json -> ensemble.val.pt: the ensemble's log-probabilities and labels, as a row's predictions."""
+    return summary.with_name(summary.name.removesuffix(".json") + ".pt")
 
 
 def print_ensemble(result: dict) -> None:
