@@ -260,9 +260,9 @@ def test_metrics_csv_is_rewritten_whole_from_the_rows(tmp_path):
     results.append_row(tmp_path, row)
     results.append_row(tmp_path, {**row, "epoch": 2, "checkpoint": "checkpoints/epoch-0002.pt"})
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines[0] == ("checkpoint,epoch,global_step,split,tta,n,loss,top1,top5,balanced_accuracy,ece,"
+    assert lines[0] == ("checkpoint,epoch,global_step,weights,split,tta,n,loss,top1,top5,balanced_accuracy,ece,"
                         "top1_ci_low,top1_ci_high")
-    assert lines[1:] == [f"checkpoints/epoch-000{e}.pt,{e},3,val,none,14,0.5,0.75,1.0,0.7,0.1,0.5,0.9" for e in (1, 2)]
+    assert lines[1:] == [f"checkpoints/epoch-000{e}.pt,{e},3,raw,val,none,14,0.5,0.75,1.0,0.7,0.1,0.5,0.9" for e in (1, 2)]
     assert [r["epoch"] for r in read_rows(tmp_path)] == [1, 2]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 

@@ -1,4 +1,5 @@
 """python -m runner.evaluate run_dir=outputs/<run> [split=val|test] [watch=true] [tta=flip] [checkpoint=PATH]
+[weights=all|raw|ema|swa]
 
 The offline evaluator's command (conf/evaluate.yaml); the work is in runner/evaluation/.
 `python -m runner.evaluate` enters through runner/evaluate.py, which catches the stop signals

@@ -1,8 +1,10 @@
 """python -m runner.evaluate run_dir=outputs/<run> [split=val|test] [watch=true] [tta=flip] [checkpoint=PATH]
+[weights=all|raw|ema|swa]
 
 The offline evaluator: every checkpoint of a run that has not been evaluated yet, on the whole
 split, in eval mode, with the model and data built from the checkpoint's own saved config (not
-from today's conf/). Rows, best.json, predictions and the test ledger go into the run's eval/
+from today's conf/); each weights it holds (raw, and the averaged ema/swa: averaged_weights.py)
+is a row of its own. Rows, best.json, predictions and the test ledger go into the run's eval/
 (results.py), figures of the best checkpoint too (reports.py), and curves to the run's
 TensorBoard logs under eval/ at each checkpoint's global step.
 """
@@ -29,11 +31,12 @@ from runner.common.runtime import autocast_dtype, pick_device
 from runner.common.trust import require_trusted
 from runner.data import datasets, loaders
 from runner.data.settings import validate as validate_dataset
-from runner.evaluation import metrics, predictions, reports, results, variants
+from runner.evaluation import averaged_weights, metrics, predictions, reports, results, variants
 from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (assert_eval_mode: for tests)
 from runner.evaluation.metric_names import METRICS
 from runner.evaluation.run_dirs import run_checkpoints
 from runner.evaluation.tables import print_table, warn_if_flipping_hurts
+from runner.evaluation.weight_names import WEIGHTS, wanted
 
 log = logging.getLogger("runner.evaluate")  # also when run as __main__
 
@@ -91,8 +94,16 @@ def built_split(dataset_json: str, split: str, data_root: str | None):
     return dataset, dataset_cfg
 
 
-def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer, strict: bool = False) -> dict | None:
-    """Evaluate one checkpoint, save its predictions, log its curves.
+def unaugmented_train_split(config: dict, data_root: str | None):
+    """The training split as the run built it, but with the evaluation's transforms (dataset.augment=none)."""
+    dataset = {**config["dataset"], **({"augment": "none"} if "augment" in config["dataset"] else {})}
+    return split_dataset({**config, "dataset": dataset}, "train", data_root)[0]
+
+
+def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer, strict: bool = False,
+                        weights: tuple[str, ...] = WEIGHTS) -> list[dict] | None:
+    """Evaluate one checkpoint's `weights` (those of them it holds), save their predictions, log their curves;
+    their rows, raw first.
 
     An unreadable file is skipped with a warning (None), or, when `strict` (the user named it), an error.
     """
@@ -119,14 +130,64 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
     workers = settings.num_workers if settings.num_workers is not None else trainer["num_workers"]
     batch_size = settings.batch_size if settings.batch_size is not None else trainer["micro_batch_size"]
     loader = loaders.eval_loader(dataset, batch_size, workers, pin_memory=device.type == "cuda", device=device)
+    held = averaged_weights.held(state, path)
+    if not any(w in held for w in weights):
+        log.warning("%s holds no %s weights (it holds %s): nothing evaluated", name, " or ".join(weights), ", ".join(held))
+    rows = []
+    for chosen in [w for w in held if w in weights]:
+        if chosen != "raw" and not load_averaged(model, held[chosen], chosen, path):
+            del held[chosen]  # not counted as held: not tried again at each evaluation
+            continue
+        if chosen == "swa":
+            recompute_batch_norm(model, state["config"], settings, device, workers, name)
+        rows.append(evaluate_weights(model, loader, len(dataset), dataset_cfg, settings, device, state, name, chosen,
+                                     run_dir))
+    for row in rows:
+        row["weights_held"] = list(held)
+        log_row(row, writer)
+    return rows
+
+
+def load_averaged(model: torch.nn.Module, weights: dict, name: str, path: Path) -> bool:
+    """The averaged weights into the model; False, with a warning, when they do not fit it."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = " ".join(str(error).split())[:200].rstrip(".")
+        log.warning("%s: its %s weights do not fit its model (%s): left out, its other weights evaluated",
+                    path, name, first)
+        return False
+    return True
+
+
+def recompute_batch_norm(model, config: dict, settings: DictConfig, device, workers: int, name: str) -> None:
+    """SWA weights: their BatchNorm statistics measured again over the training split, in micro-batches of the
+    run's trainer.micro_batch_size (the batches its statistics were measured on in training); training does not."""
+    if not averaged_weights.batch_norm_layers(model):
+        return
+    train = unaugmented_train_split(config, settings.get("data_root"))
+    batch_size = config["trainer"]["micro_batch_size"]
+    started = time.perf_counter()
+    averaged_weights.recompute_batch_norm(
+        model, loaders.eval_loader(train, batch_size, workers, pin_memory=device.type == "cuda", device=device), device)
+    log.info("%s: BatchNorm statistics of the swa weights recomputed over the training split (%d samples without "
+             "augmentation, micro-batches of %d, a cumulative average as torch.optim.swa_utils.update_bn) in %.1f s",
+             name, len(train), batch_size, time.perf_counter() - started)
+
+
+def evaluate_weights(model, loader, size: int, dataset_cfg, settings: DictConfig, device, state: dict, name: str,
+                     weights: str, run_dir: Path) -> dict:
+    """The row of checkpoint `name` with the `weights` the model holds now; its predictions saved."""
     started = time.perf_counter()
     log_probs, labels = predict(model, loader, device, autocast_dtype(settings.precision, device), settings.tta)
-    if len(labels) != len(dataset):
-        raise RuntimeError(f"evaluated {len(labels)} samples of a split of {len(dataset)}")
+    if len(labels) != size:
+        raise RuntimeError(f"evaluated {len(labels)} samples of a split of {size}")
+    own_batch = state["config"]["trainer"]["micro_batch_size"]
+    batch_size = settings.batch_size if settings.batch_size is not None else own_batch
     summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes)
     used = {"tta": str(settings.tta), "precision": str(settings.precision), "batch_size": batch_size}
     row = {
-        "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"],
+        "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"], "weights": weights,
         "split": settings.split, "tta": settings.tta, **summary,
         "top1_ci_low": summary["top1_ci95"][0], "top1_ci_high": summary["top1_ci95"][1],
         "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
@@ -135,15 +196,23 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
         "variant": variants.variant_label(used, variants.own_settings(state["config"])),
     }
     predictions.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
-    # the run's own settings: eval/val/...; others: eval/val_flip/..., eval/val_bf16_256/...
-    tag = "_".join([settings.split, *(part.split("=", 1)[1] for part in row["variant"].split(", ") if part)])
-    for key in (k for k in METRICS if row[k] is not None):
-        writer.add_scalar(f"eval/{tag}/{key}", row[key], row["global_step"])
-    writer.flush()
-    log.info("%s (epoch %d) on %s: loss %.4f, top-1 %.2f%% [%.2f, %.2f], %d samples in %.1f s", row["checkpoint"],
-             row["epoch"], row["split"], row["loss"], 100 * row["top1"], 100 * row["top1_ci_low"],
-             100 * row["top1_ci_high"], row["n"], row["seconds"])
     return row
+
+
+def log_row(row: dict, writer) -> None:
+    """A row's curves to TensorBoard and its line to the log.
+
+    The run's own settings: eval/val/top1; others: eval/val_flip/top1, eval/val_bf16_256/top1; averaged
+    weights under their own tag after the metric's: eval/val/top1/ema."""
+    tag = "_".join([row["split"], *(part.split("=", 1)[1] for part in row["variant"].split(", ") if part)])
+    suffix = "" if row["weights"] == "raw" else f"/{row['weights']}"
+    for key in (k for k in METRICS if row[k] is not None):
+        writer.add_scalar(f"eval/{tag}/{key}{suffix}", row[key], row["global_step"])
+    writer.flush()
+    weights = "" if row["weights"] == "raw" else f", {row['weights']} weights"
+    log.info("%s (epoch %d%s) on %s: loss %.4f, top-1 %.2f%% [%.2f, %.2f], %d samples in %.1f s", row["checkpoint"],
+             row["epoch"], weights, row["split"], row["loss"], 100 * row["top1"], 100 * row["top1_ci_low"],
+             100 * row["top1_ci_high"], row["n"], row["seconds"])
 
 
 def skipped(error: UserError, strict: bool) -> None:
@@ -167,12 +236,12 @@ def update_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
     except UserError as error:
         log.warning("%s: written again", one_line(error).split(". Fix:")[0])
         previous = {}
-    same = all(previous.get(key) == best[key] for key in ("checkpoint", "split", "tta")) and \
+    same = all(previous.get(key) == best[key] for key in ("checkpoint", "split", "tta", "weights")) and \
         previous.get("variant", "") == ""
     pairs = previous.get("confused_pairs")
     if settings.galleries and not (same and reports.figures_exist(eval_dir)):
         pairs = draw_figures(run_dir, best, settings.get("data_root"))
-        log.info("figures of the best checkpoint (%s) in %s", best["checkpoint"], eval_dir)
+        log.info("figures of the best checkpoint (%s, %s weights) in %s", best["checkpoint"], best["weights"], eval_dir)
     results.write_best(eval_dir, best, settings.metric, settings.direction, pairs)
 
 
@@ -190,7 +259,8 @@ def draw_figures(run_dir: Path, best: dict, data_root: str | None) -> list[dict]
 
 
 def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) -> dict | None:
-    """Evaluate what is new in run_dir on settings.split; returns the best validation row."""
+    """Evaluate what is new in run_dir on settings.split; returns the best validation row (of any weights: the run's
+    best is chosen among all its rows, whichever `weights` this evaluation asked for)."""
     eval_dir = results.eval_dir_of(run_dir)
     with results.log_file(eval_dir), results.locked(eval_dir):
         for folder in (eval_dir, eval_dir / "predictions"):  # files an evaluator killed mid-write left
@@ -203,7 +273,8 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
         if own is not None:  # the run's result: chosen among the rows of its own evaluation settings only
             update_best(run_dir, own, settings)
         key = variants.settings_key(settings)
-        mine = [r for r in rows if variants.row_settings(r) == key and r["split"] == "val"]
+        mine = [r for r in rows if variants.row_settings(r) == key and r["split"] == "val"
+                and r["weights"] in wanted(settings.get("weights"))]
         variant = variants.variant_of(mine[-1]) if mine else ""
         best = own
         if variant:  # other settings than the run's own: their best beside the run's, labelled
@@ -220,38 +291,62 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
 
 
 def evaluate_one(run_dir: Path, settings: DictConfig, path: Path, stoppable: bool = False) -> dict | None:
-    """Evaluate one checkpoint (unless it already is) and return its row; None if unreadable.
+    """Evaluate one checkpoint (unless it already is) and return its row, that of its best weights by validation
+    (chosen_weights; on another split only those weights are evaluated); None if unreadable.
 
     Early stopping and pruning ask between the training loop's updates: the loop has safe points of its own
     (and under torchrun a stop in rank 0's evaluator alone would leave the others waiting), so a stop signal
     stops it only when `stoppable` (an ensemble's members)."""
     eval_dir = results.eval_dir_of(run_dir)
+    name, key = relative(path, run_dir), variants.settings_key(settings)
     with results.locked(eval_dir):
-        evaluate_pending(run_dir, settings, [path], stoppable=stoppable)
-    return results.find_row(eval_dir, relative(path, run_dir), settings.split, variants.settings_key(settings))
+        if settings.split == "val":
+            evaluate_pending(run_dir, settings, [path], stoppable=stoppable)
+        chosen = chosen_weights(results.read_rows(eval_dir), name, key, settings, run_dir)
+        if settings.split != "val":
+            evaluate_pending(run_dir, settings, [path], stoppable=stoppable, weights=(chosen,))
+    return results.find_row(eval_dir, name, settings.split, key, chosen)
+
+
+def chosen_weights(rows: list[dict], name: str, key: tuple, settings: DictConfig, run_dir: Path) -> str:
+    """The weights a checkpoint is looked at with: those asked for (weights=ema), else its best by validation
+    among its rows of these settings (else of the run's own), else the raw ones."""
+    if len(wanted(settings.get("weights"))) == 1:
+        return wanted(settings.get("weights"))[0]
+    its = [r for r in rows if r["checkpoint"] == name]
+    best = results.best_row(its, settings.metric, settings.direction, None, run_dir, key=key) or \
+        results.best_row(its, settings.metric, settings.direction, None, run_dir, variant="")
+    return best["weights"] if best is not None else "raw"
 
 
 def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], strict: bool = False,
-                     stoppable: bool = True) -> int:
-    """Evaluate the checkpoints in paths that have no row yet for this split and these settings (tta, precision,
-    batch size; strict: see evaluate_checkpoint). Before each one, a stop signal received stops it (unless not
-    `stoppable`): the rows written stay, the rest is for the same command (stop_if_signalled)."""
+                     stoppable: bool = True, weights: tuple[str, ...] | None = None) -> int:
+    """Evaluate the checkpoints in paths that have no row yet for this split, these settings (tta, precision,
+    batch size) and each of the `weights` they hold (default: settings.weights; strict: see evaluate_checkpoint).
+    Before each one, a stop signal received stops it (unless not `stoppable`): the rows written stay, the rest
+    is for the same command (stop_if_signalled)."""
     from torch.utils.tensorboard import SummaryWriter
 
     eval_dir = results.eval_dir_of(run_dir)
     done = results.evaluated(eval_dir)
+    held = results.weights_held(results.read_rows(eval_dir))  # unknown before a checkpoint's first row: all asked
     key = variants.settings_key(settings)
-    pending = [p for p in paths if (relative(p, run_dir), settings.split, *key) not in done]
+    asked = weights or wanted(settings.get("weights"))
+
+    def missing(path: Path) -> tuple[str, ...]:
+        name = relative(path, run_dir)
+        return tuple(w for w in asked if w in held.get(name, asked) and (name, settings.split, *key, w) not in done)
+
+    pending = [(p, missing(p)) for p in paths if missing(p)]
     if not pending:
         return 0
     evaluated, last = 0, "none"
     writer = SummaryWriter(tensorboard_folder(run_dir), filename_suffix=".eval")
     try:
-        for path in pending:
+        for path, missing_weights in pending:
             if stoppable:
                 stop_if_signalled(last)
-            row = evaluate_checkpoint(path, run_dir, settings, writer, strict)
-            if row is not None:
+            for row in evaluate_checkpoint(path, run_dir, settings, writer, strict, missing_weights) or []:
                 results.append_row(eval_dir, row)
                 evaluated, last = evaluated + 1, row["checkpoint"]
     finally:
@@ -271,23 +366,25 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
     """The final look: the best checkpoint by validation on the test split, recorded in the ledger."""
     eval_dir = results.eval_dir_of(run_dir)
     key = variants.settings_key(settings)
-    if only is None:  # the run's best by validation (of its own settings, where it has rows of them)
+    if only is None:  # the run's best by validation (of its own settings, where it has rows of them), any weights
         val_settings = OmegaConf.merge(settings, {"split": "val"})
         evaluate_pending(run_dir, val_settings, run_checkpoints(run_dir))
-        rows = results.read_rows(eval_dir)
+        rows = [r for r in results.read_rows(eval_dir) if r["weights"] in wanted(settings.get("weights"))]
         best = results.best_row(rows, settings.metric, settings.direction, None, run_dir, variant="") or \
             results.best_row(rows, settings.metric, settings.direction, None, run_dir, key=key)
         if best is None:
             raise UserError(f"{run_dir} has no evaluated checkpoint to look at. Fix: train it first")
-        only = run_dir / best["checkpoint"]
+        only, chosen = run_dir / best["checkpoint"], best["weights"]
+    else:
+        chosen = chosen_weights(results.read_rows(eval_dir), relative(only, run_dir), key, settings, run_dir)
     name = relative(only, run_dir)
-    evaluate_pending(run_dir, settings, [only], strict=True)
-    row = results.find_row(eval_dir, name, "test", key)
+    evaluate_pending(run_dir, settings, [only], strict=True, weights=(chosen,))  # those weights only: one look
+    row = results.find_row(eval_dir, name, "test", key, chosen)
     if row is None:
-        raise UserError(f"{only} could not be read. Fix: pick another checkpoint=FILE")
+        raise UserError(f"{only} could not be read, or holds no {chosen} weights. Fix: pick another checkpoint=FILE")
     variant = variants.variant_of(row)
-    results.record_test_look(eval_dir, name, settings.tta, row["top1"], variant)
-    shown = [r for r in results.read_rows(eval_dir) if variants.row_settings(r) == key]
+    results.record_test_look(eval_dir, name, settings.tta, row["top1"], variant, chosen)
+    shown = [r for r in results.read_rows(eval_dir) if variants.row_settings(r) == key and r["weights"] == chosen]
     print_table(shown, row, "test", variant, settings.metric)
     return row
 

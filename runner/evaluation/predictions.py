@@ -1,7 +1,9 @@
 """eval/predictions/: each evaluated checkpoint's log-probabilities and labels, for ensembles, compare and figures.
 
 One file per row: epoch-0003.val.pt for the run's own settings, .val.flip.pt, .val.bf16.b256.pt
-for others. A file that is missing or not of that shape is a one-line UserError naming it.
+for others; averaged weights put theirs after the checkpoint's name (epoch-0003.ema.val.pt,
+epoch-0003.swa.val.flip.pt), the raw ones keep the names they always had. A file that is missing or
+not of that shape is a one-line UserError naming it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import torch
 from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.evaluation.variants import row_settings
+from runner.evaluation.weight_names import weights_of
 
 
 def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str, precision: str = "32",
-                     batch_size: int | None = None) -> Path:
-    """eval/predictions/epoch-0003.val.pt, .val.flip.pt, .val.bf16.b256.pt: one file per row's settings."""
-    stem = Path(checkpoint_name).stem
+                     batch_size: int | None = None, weights: str = "raw") -> Path:
+    """eval/predictions/epoch-0003.val.pt, .val.flip.pt, .val.bf16.b256.pt, .ema.val.pt: one file per row."""
+    stem = Path(checkpoint_name).stem + ("" if weights == "raw" else f".{weights}")
     parts = [tta] if tta != "none" else []
     parts += [precision] if str(precision) != "32" else []
     parts += [f"b{batch_size}"] if batch_size is not None else []
@@ -26,8 +29,8 @@ def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str,
 
 
 def predictions_of(eval_dir: Path, row: dict) -> Path:
-    """Where the predictions behind a row are saved."""
-    return predictions_path(eval_dir, row["checkpoint"], row["split"], *row_settings(row))
+    """Where the predictions behind a row are saved (a row without `weights`: the raw weights')."""
+    return predictions_path(eval_dir, row["checkpoint"], row["split"], *row_settings(row), weights=weights_of(row))
 
 
 def save_predictions(eval_dir: Path, row: dict, log_probabilities: torch.Tensor, labels: torch.Tensor) -> None:
@@ -37,13 +40,15 @@ def save_predictions(eval_dir: Path, row: dict, log_probabilities: torch.Tensor,
                                  predictions_of(eval_dir, row))
 
 
-def load_predictions(eval_dir: Path, checkpoint_name: str, split: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_predictions(eval_dir: Path, checkpoint_name: str, split: str, tta: str,
+                     weights: str = "raw") -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probabilities, labels) of an evaluated checkpoint; a missing or malformed file is a one-line UserError."""
-    return load_predictions_file(predictions_path(eval_dir, checkpoint_name, split, tta), Path(eval_dir).parent)
+    return load_predictions_file(predictions_path(eval_dir, checkpoint_name, split, tta, weights=weights),
+                                 Path(eval_dir).parent)
 
 
 def load_row_predictions(eval_dir: Path, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probabilities, labels) behind a row (or a best.json, whose `metrics` is its row)."""
+    """(log-probabilities, labels) behind a row (or a best.json, whose `metrics` is its row), of the row's weights."""
     row = row.get("metrics") if isinstance(row.get("metrics"), dict) and "checkpoint" in row["metrics"] else row
     return load_predictions_file(predictions_of(eval_dir, row), Path(eval_dir).parent)
 

@@ -50,6 +50,7 @@ BEST: Schema = {
     "split": (("str",), False),
     "tta": (("str",), False),
     "variant": (("str",), False),
+    "weights": (("str",), False),
     "metrics": (("dict",), False),
     "metrics.n": (("int",), False),
     "metrics.top1_ci95": (("list[number]",), False),
@@ -76,6 +77,8 @@ ROW: Schema = {
     "precision": (("str",), False),
     "batch_size": (("int", "null"), False),
     "variant": (("str",), False),
+    "weights": (("str",), False),  # raw | ema | swa (averaged_weights.py); absent in an older row: raw
+    "weights_held": (("list[str]",), False),  # every weights its checkpoint holds
 }
 
 # a line of eval/test_ledger.jsonl (results.record_test_look)
@@ -85,6 +88,7 @@ LOOK: Schema = {
     "tta": (("str",), False),
     "top1": (("number", "null"), False),
     "variant": (("str",), False),
+    "weights": (("str",), False),
 }
 
 # .hydra/config.yaml and .hydra/hydra.yaml: what the runs table and compare read of them

@@ -1,10 +1,11 @@
 """python -m runner.evaluate run_dir=RUN   keeps its record of the run in RUN/eval/, through here:
 
-    metrics.jsonl       one row per checkpoint, split and settings (tta, precision, batch size), every
-                        field; appended, one write a row
+    metrics.jsonl       one row per checkpoint, weights (raw, ema, swa: averaged_weights.py), split and
+                        settings (tta, precision, batch size), every field; appended, one write a row
     metrics.csv         the same rows' scalars, rewritten whole after each row (never half a row)
-    best.json           the run's best checkpoint by `metric`, its row, its most confused class pairs:
-                        chosen among the rows of the run's own evaluation settings only
+    best.json           the run's best checkpoint by `metric` and the weights it was best with, its row, its
+                        most confused class pairs: chosen among all the rows (raw, ema, swa) of the run's
+                        own evaluation settings only
     best.VARIANT.json   the best under other settings (best.tta-flip.json, best.batch_size-256.json):
                         an exploratory evaluation, labelled, beside the run's result, never over it
     predictions/        each evaluated checkpoint's log-probabilities and labels
@@ -40,10 +41,12 @@ from runner.evaluation import records
 from runner.evaluation.metric_names import METRICS, direction
 from runner.evaluation.records import inside_run
 from runner.evaluation.variants import other_than_tta, row_settings, variant_of, variant_slug
+from runner.evaluation.weight_names import WEIGHTS, weights_of
 
 log = logging.getLogger("runner.evaluate")
 
-CSV_COLUMNS = ["checkpoint", "epoch", "global_step", "split", "tta", "n", *METRICS, "top1_ci_low", "top1_ci_high"]
+CSV_COLUMNS = ["checkpoint", "epoch", "global_step", "weights", "split", "tta", "n", *METRICS, "top1_ci_low",
+               "top1_ci_high"]
 
 
 def eval_dir_of(run_dir: Path) -> Path:
@@ -86,7 +89,8 @@ def log_file(eval_dir: Path):
 
 
 def read_rows(eval_dir: Path) -> list[dict]:
-    """The rows of metrics.jsonl, the last one of each checkpoint, split and settings where there are several.
+    """The rows of metrics.jsonl, the last one of each checkpoint, weights, split and settings where there are
+    several; a row without `weights` (an older evaluator's) is of the raw weights, and gets the field here.
 
     A row that is not whole (a writer killed mid-line), not of the row's shape (records.ROW) or that
     names a checkpoint outside the run is left out with a warning: its checkpoint counts as not
@@ -101,14 +105,18 @@ def read_rows(eval_dir: Path) -> list[dict]:
                       "out (a run's ranking, best.json and test ledger hold only its own checkpoints). Fix: evaluate "
                       "that checkpoint in its own run folder")
             continue
+        if weights_of(row) not in WEIGHTS:
+            warn_once(f"{path} line {number} has weights={row['weights']!r}, not one of {', '.join(WEIGHTS)}: skipped")
+            continue
+        row["weights"] = weights_of(row)
         rows.pop(row_key(row), None)
         rows[row_key(row)] = row  # a checkpoint evaluated again (its predictions were lost): the newer row
     return list(rows.values())
 
 
 def row_key(row: dict) -> tuple:
-    """What makes two rows the same evaluation: the checkpoint, the split and the settings."""
-    return row["checkpoint"], row["split"], *row_settings(row)
+    """What makes two rows the same evaluation: the checkpoint, the split, the settings and the weights."""
+    return row["checkpoint"], row["split"], *row_settings(row), weights_of(row)
 
 
 def read_records(path: Path, schema: records.Schema, consequence: str) -> list[tuple[int, dict]]:
@@ -168,11 +176,16 @@ def evaluated(eval_dir: Path) -> set[tuple[str, str, str]]:
     return done
 
 
-def find_row(eval_dir: Path, checkpoint_name: str, split: str, key: tuple | str) -> dict | None:
-    """The row of a checkpoint on a split, evaluated with the settings_key `key` (or, given a tta alone, the
-    run's own row of that tta)."""
+def weights_held(rows: list[dict]) -> dict[str, tuple[str, ...]]:
+    """checkpoint -> the weights it holds, as its rows recorded them (an older row: the raw weights only)."""
+    return {row["checkpoint"]: tuple(row.get("weights_held") or ("raw",)) for row in rows}
+
+
+def find_row(eval_dir: Path, checkpoint_name: str, split: str, key: tuple | str, weights: str = "raw") -> dict | None:
+    """The row of a checkpoint's `weights` on a split, evaluated with the settings_key `key` (or, given a tta alone,
+    the run's own row of that tta)."""
     for row in read_rows(eval_dir):
-        if (row["checkpoint"], row["split"]) != (checkpoint_name, split):
+        if (row["checkpoint"], row["split"], row["weights"]) != (checkpoint_name, split, weights):
             continue
         if row_settings(row) == key if isinstance(key, tuple) else (row["tta"] == key and not other_than_tta(row)):
             return row
@@ -188,11 +201,13 @@ def append_row(eval_dir: Path, row: dict) -> None:
 
 def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str | None, run_dir: Path, *,
            key: tuple | None = None, variant: str | None = None) -> list[dict]:
-    """The validation rows of one evaluation setting whose checkpoint file still exists, best first by `metric`.
+    """The validation rows of one evaluation setting whose checkpoint file still exists, best first by `metric`;
+    each checkpoint once, by the row of its best weights (raw, ema or swa).
 
     Which setting: `key` (a settings_key: the rows of those settings), or `variant` ("": the run's
     own), or by default the rows of `tta` in the run's own precision and batch size. A tie goes to
-    the earlier checkpoint: it reached the same figure with less training. A row whose file
+    the earlier checkpoint: it reached the same figure with less training (within a checkpoint, to raw, then
+    ema, then swa: the simpler weights). A row whose file
     retention (or a person) deleted is left out: nothing could be done with it.
     """
     def chosen(r: dict) -> bool:
@@ -205,8 +220,11 @@ def ranked(rows: list[dict], metric: str, direction_setting: str, tta: str | Non
     best_is_max = direction(metric, direction_setting) == "max"
     candidates = [r for r in rows if r["split"] == "val" and chosen(r) and inside_run(run_dir, r["checkpoint"])
                   and records.is_finite_number(r.get(metric)) and (run_dir / r["checkpoint"]).exists()]
-    # sorted() is stable: rows equal in metric and epoch keep their order in metrics.jsonl
-    return sorted(candidates, key=lambda r: (-r[metric] if best_is_max else r[metric], r["epoch"]))
+    # sorted() is stable: rows equal in metric, epoch and weights keep their order in metrics.jsonl
+    order = sorted(candidates, key=lambda r: (-r[metric] if best_is_max else r[metric], r["epoch"],
+                                              WEIGHTS.index(weights_of(r))))
+    seen: set[str] = set()
+    return [r for r in order if r["checkpoint"] not in seen and not seen.add(r["checkpoint"])]
 
 
 def best_row(rows: list[dict], metric: str, direction_setting: str, tta: str | None, run_dir: Path, *,
@@ -235,16 +253,17 @@ def read_best(eval_dir: Path, variant: str = "") -> dict:
                         f"of its own checkpoints. Fix: {fix}")
     if best["metric"] not in METRICS:
         raise UserError(f"{path} has metric={best['metric']!r}, not one of {', '.join(METRICS)}. Fix: {fix}")
-    return {"split": "val", "tta": "none", "metrics": {}, **best}
+    return {"split": "val", "tta": "none", "weights": "raw", "metrics": {}, **best}
 
 
 def write_best(eval_dir: Path, best: dict, metric: str, direction_setting: str, pairs: list | None) -> Path:
     """best.json (the run's own settings) or best.VARIANT.json (others): the best row, the metric and direction
-    that chose it, its variant, the most confused pairs if known."""
+    that chose it, its weights and variant, the most confused pairs if known."""
     variant = variant_of(best)
     record = {"checkpoint": best["checkpoint"], "epoch": best["epoch"],
               **({"global_step": best["global_step"]} if "global_step" in best else {}), "metric": metric, "direction": direction(metric, direction_setting), "value": best[metric],
-              "split": best["split"], "tta": best["tta"], "variant": variant, "metrics": best}
+              "weights": weights_of(best), "split": best["split"], "tta": best["tta"], "variant": variant,
+              "metrics": best}
     if pairs is not None:
         record["confused_pairs"] = pairs
     path = best_path(eval_dir, variant)
@@ -252,8 +271,10 @@ def write_best(eval_dir: Path, best: dict, metric: str, direction_setting: str, 
     return path
 
 
-def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float, variant: str = "") -> None:
-    """Append this look at the test split to the run's ledger; warn if it is not the first."""
+def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float, variant: str = "",
+                     weights: str = "raw") -> None:
+    """Append this look at the test split to the run's ledger (with the weights looked with, where not the raw
+    ones); warn if it is not the first."""
     if not inside_run(Path(eval_dir).parent, checkpoint_name):
         raise UserError(f"{checkpoint_name} lies outside the run {Path(eval_dir).parent}: the run's test ledger "
                         "records only its own checkpoints. Fix: look at the test split in that checkpoint's own run")
@@ -270,4 +291,5 @@ def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float
                     "after looking are no longer an unbiased estimate. Tune on val; test once.",
                     len(looks), looks[0]["time"], looks[0]["checkpoint"])
     look = {"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}
-    append_line(ledger, json.dumps({**look, "variant": variant} if variant else look))
+    look = {**look, "variant": variant} if variant else look
+    append_line(ledger, json.dumps({**look, "weights": weights} if weights != "raw" else look))

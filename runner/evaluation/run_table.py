@@ -2,7 +2,8 @@
 
 A run is a folder with a run.json. Each row reads only that run's run.json, .hydra/ and
 eval/best.json (never a checkpoint), so the table is quick on hundreds of runs and works on a
-copied or remote-mounted outputs folder.
+copied or remote-mounted outputs folder. A best row of averaged weights says so after its
+checkpoint: "checkpoints/epoch-0009.pt (ema)".
 """
 
 from __future__ import annotations
@@ -82,11 +83,19 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "metric": f"{best['metric']} ({variant})" if best and variant else best.get("metric", "-"),
         "best": best.get("value"),
         "ci95": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval and len(interval) == 2 else "-",
-        "checkpoint": best.get("checkpoint", "-"),
+        "checkpoint": checkpoint_cell(best),
         "other": other_settings(run_dir),
         "_where": {**{f"{group}": option for group, option in choices.items()},
                    **dict(o.split("=", 1) for o in (record.get("overrides") or []) if "=" in o)},
     }
+
+
+def checkpoint_cell(best: dict) -> str:
+    """The best checkpoint, and its weights where they are averaged ones (an older best.json: the raw ones)."""
+    if not best:
+        return "-"
+    weights = best.get("weights")
+    return best["checkpoint"] + (f" ({weights})" if isinstance(weights, str) and weights != "raw" else "")
 
 
 def other_settings(run_dir: Path) -> str:

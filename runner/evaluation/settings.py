@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from runner.common.rules import device_name, fail, int_at_least, one_of, positive_number
 from runner.evaluation.metric_names import METRICS
+from runner.evaluation.weight_names import CHOICES as WEIGHTS_CHOICES
 
 
 @dataclass
@@ -68,6 +69,9 @@ class EvaluateCommand(EvaluationSettings):
     """[RUN_A, RUN_B, ...]: average the members' best checkpoints."""
     ensemble_top_k: int | None = None
     """K: average the K best checkpoints of run_dir."""
+    weights: str = "all"
+    """all | raw | ema | swa: which of a checkpoint's weights to evaluate (ema, swa: the averages training saved
+    beside the raw ones). The run's best (best.json) is chosen among all the rows it has, whichever."""
 
 
 def validate(settings: DictConfig, prefix: str = "") -> None:
@@ -91,3 +95,4 @@ def validate(settings: DictConfig, prefix: str = "") -> None:
         positive_number("idle_minutes", settings.idle_minutes, "idle_minutes=60")
         if settings.ensemble_top_k is not None:
             int_at_least("ensemble_top_k", settings.ensemble_top_k, 1, "ensemble_top_k=3")
+        one_of("weights", settings.weights, WEIGHTS_CHOICES)

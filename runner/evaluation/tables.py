@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from runner.evaluation import metrics, results
+from runner.evaluation.weight_names import WEIGHTS, weights_of
 
 log = logging.getLogger("runner.evaluate")
 
@@ -25,9 +26,12 @@ def warn_if_flipping_hurts(rows: list[dict], split: str) -> None:
 
 
 def print_table(rows: list[dict], best: dict | None, split: str, variant: str, metric: str) -> None:
-    """The rows of one split and one evaluation setting; another setting than the run's own is labelled."""
-    shown = sorted((r for r in rows if r["split"] == split), key=lambda r: r["epoch"])
-    header = f"  {'checkpoint':<28} {'epoch':>5} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
+    """The rows of one split and one evaluation setting; another setting than the run's own is labelled. A
+    `weights` column (raw, ema, swa) where a checkpoint held averaged weights; the best row is marked *."""
+    shown = sorted((r for r in rows if r["split"] == split), key=lambda r: (r["epoch"], WEIGHTS.index(weights_of(r))))
+    averaged = any(weights_of(r) != "raw" for r in shown)
+    weights_header = f" {'weights':<7}" if averaged else ""
+    header = f"  {'checkpoint':<28} {'epoch':>5}{weights_header} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
     title = f"{split} split (best by {metric} marked *):"
     if variant:
         title = (f"{split} split, {variant}: other settings than the run's own, an exploratory evaluation (its best "
@@ -35,7 +39,10 @@ def print_table(rows: list[dict], best: dict | None, split: str, variant: str, m
                  f"(best by {metric} marked *):")
     lines = [title, header]
     for r in shown:
-        mark = "*" if best is not None and r["checkpoint"] == best["checkpoint"] else " "
-        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5} {r['loss']:>8.4f} {metrics.percent(r['top1']):>7} "
+        mark = "*" if best is not None and (r["checkpoint"], weights_of(r)) == (best["checkpoint"], weights_of(best)) \
+            else " "
+        weights_cell = f" {weights_of(r):<7}" if averaged else ""
+        lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5}{weights_cell} {r['loss']:>8.4f} "
+                     f"{metrics.percent(r['top1']):>7} "
                      f"{metrics.percent(r['top5']):>7} {metrics.percent(r['balanced_accuracy']):>7}")
     print("\n".join(lines))

@@ -1,7 +1,8 @@
 """What a sweep optimizes: `hydra.sweeper.objectives=[top1,parameters]`; several make a Pareto front.
 
     top1, top5, loss, balanced_accuracy, ece   the evaluator's best checkpoint (eval/best.json; the best
-                                               by evaluate.metric, so every value is of one checkpoint)
+                                               by evaluate.metric among all its rows, raw, ema and swa
+                                               weights, so every value is of one checkpoint's weights)
     parameters                                 the model's parameter count (run.json)
     train_seconds                              wall-clock seconds of training, all attempts (run.json)
 

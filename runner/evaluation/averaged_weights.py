@@ -1,0 +1,71 @@
+"""python -m runner.evaluate run_dir=RUN [weights=all|raw|ema|swa]: which weights of a checkpoint are evaluated.
+
+A checkpoint holds the raw weights (`"model"`) and, when training averaged them, the averages
+beside them: `"averaged": {"ema": state_dict, "swa": state_dict}` (only those that exist). Each
+is evaluated as a row of its own, its `weights` column "raw", "ema" or "swa"; the run's best is
+chosen among all of them. EMA weights are evaluated as saved (their BatchNorm buffers are the raw
+model's, copied). SWA weights are an average of weights the running BatchNorm statistics were
+never measured with, so before they are evaluated those statistics are recomputed here, offline,
+over the training split without augmentation, as torch.optim.swa_utils.update_bn does it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from runner.data import loaders
+from runner.evaluation.weight_names import WEIGHTS
+
+log = logging.getLogger("runner.evaluate")
+
+def held(state: dict, path) -> dict[str, dict]:
+    """{"raw": state_dict, "ema": ..., "swa": ...}: the weights a loaded checkpoint holds, raw first.
+
+    An `averaged` entry that is not a state dict of tensors is left out with a warning naming it:
+    the checkpoint's other weights are evaluated all the same."""
+    found = {"raw": state["model"]}
+    averaged = state.get("averaged") or {}
+    if not isinstance(averaged, dict):
+        log.warning("%s: its averaged weights are a %s, not a mapping of ema/swa state dicts: left out, the raw "
+                    "weights evaluated", path, type(averaged).__name__)
+        return found
+    for name, weights in averaged.items():
+        if name not in WEIGHTS[1:]:
+            log.warning("%s holds averaged weights %r, not one of ema, swa: left out", path, name)
+        elif not isinstance(weights, dict) or not weights or \
+                not all(isinstance(value, torch.Tensor) for value in weights.values()):
+            log.warning("%s: its %s weights are not a state dict of tensors: left out", path, name)
+        else:
+            found[name] = weights
+    return {name: found[name] for name in WEIGHTS if name in found}
+
+
+def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_batch_norm(model: nn.Module, batches, device: torch.device) -> bool:
+    """The running statistics of the model's BatchNorm layers, measured again over `batches` (False, untouched,
+    when it has none): torch.optim.swa_utils.update_bn's semantics (statistics reset, momentum None: a
+    cumulative average over the batches) in fp32, with only the BatchNorm layers in training mode, so that
+    dropout stays off and the result is deterministic. The model is left in eval mode."""
+    layers = batch_norm_layers(model)
+    if not layers:
+        return False
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+        layer.train()
+    try:
+        for x, _ in batches:
+            model(loaders.on_device(x, device))
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+        model.eval()
+    return True

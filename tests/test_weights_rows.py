@@ -1,0 +1,238 @@
+"""The evaluator evaluates every weights a checkpoint holds (issue 26): a `weights` column raw | ema | swa.
+
+A checkpoint may hold `"averaged": {"ema": state_dict, "swa": state_dict}` beside `"model"`. Here
+the averaged entries are written into a real tiny run's checkpoints by hand (the trainer's EMA/SWA
+is another part): the trained weights as "ema" and zeros as the raw ones, so the ema rows are the
+better ones and best.json, the runs table and the sweeper's objective must follow them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from runner.cli.evaluate import evaluate
+from runner.common import checkpoint_files
+from runner.data import loaders
+from runner.evaluation import averaged_weights, predictions, results
+from runner.evaluation.evaluator import split_dataset, unaugmented_train_split
+from runner.evaluation.run_table import formatted, table
+from runner.run import train_and_evaluate
+from runner.sweep.objectives import values_of
+from tests.conftest import TINY, compose_config
+
+# a learnable miniature (the synthetic TINY data is noise to a linear model): 60 digits a split
+DIGITS = ["dataset=digits", "dataset.subset=60", "model=linear", "trainer.epochs=3", "trainer.batch_size=12",
+          "trainer.micro_batch_size=4", "optimizer.lr=0.05", "checkpoint.every_epochs=1",
+          "evaluate.after_training=false"]
+CHECKPOINTS = [f"checkpoints/epoch-000{epoch}.pt" for epoch in (1, 2, 3)]
+
+
+def batch_norm_net(num_classes: int, in_channels: int, image_size) -> nn.Module:
+    """A model with BatchNorm (runner's own models use GroupNorm): conv, BN, ReLU, pool, the classes."""
+    return nn.Sequential(nn.Conv2d(in_channels, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, num_classes))
+
+
+def give_averaged(run_dir: Path, make) -> None:
+    """Rewrite each checkpoint with `make(raw_state) -> (new raw state, {"ema": ..., "swa": ...})`."""
+    for name in CHECKPOINTS:
+        path = run_dir / name
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["model"], state["averaged"] = make(state["model"])
+        checkpoint_files.save_atomic(state, path)
+
+
+def zeros_raw_trained_ema(raw: dict) -> tuple[dict, dict]:
+    return {k: torch.zeros_like(v) for k, v in raw.items()}, {"ema": {k: v.clone() for k, v in raw.items()}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished three-epoch linear run, not evaluated yet (run.json says finished: the sweeper reads it)."""
+    run_dir = tmp_path_factory.mktemp("weights") / "run"
+    train_and_evaluate(compose_config(DIGITS), run_dir)
+    return run_dir
+
+
+@pytest.fixture
+def with_ema(trained, tmp_path) -> Path:
+    run_dir = Path(shutil.copytree(trained, tmp_path / "run"))
+    give_averaged(run_dir, zeros_raw_trained_ema)
+    return run_dir
+
+
+def evaluator(run_dir: Path, *overrides: str):
+    return evaluate(compose_config([f"run_dir={run_dir}", *overrides], config_name="evaluate"))
+
+
+def test_each_weights_a_checkpoint_holds_is_a_row_and_the_best_is_chosen_among_all(with_ema, capsys):
+    best = evaluator(with_ema)
+    printed = capsys.readouterr().out
+    eval_dir = with_ema / "eval"
+    rows = [json.loads(line) for line in (eval_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((r["checkpoint"], r["weights"]) for r in rows) == sorted(
+        (c, w) for c in CHECKPOINTS for w in ("raw", "ema"))
+    raw = {r["checkpoint"]: r for r in rows if r["weights"] == "raw"}
+    ema = {r["checkpoint"]: r for r in rows if r["weights"] == "ema"}
+    assert all(r["loss"] == pytest.approx(torch.log(torch.tensor(10.0)).item()) for r in raw.values())  # zeros
+    assert all(ema[c]["loss"] < raw[c]["loss"] for c in CHECKPOINTS)
+    # the best among all rows: by top-1, a tie to the earlier checkpoint, raw before ema before swa
+    expected = min(rows, key=lambda r: (-r["top1"], r["epoch"], ("raw", "ema", "swa").index(r["weights"])))
+    assert expected["weights"] == "ema"
+    written = json.loads((eval_dir / "best.json").read_text())
+    assert (written["checkpoint"], written["weights"], written["value"]) == (
+        expected["checkpoint"], "ema", expected["top1"])
+    assert (best["checkpoint"], best["weights"]) == (expected["checkpoint"], "ema")
+    # metrics.csv has the column; the printed table shows every row with its weights
+    header, *lines = (eval_dir / "metrics.csv").read_text().splitlines()
+    assert "weights" in header.split(",") and len(lines) == 6
+    assert sum(" ema " in line for line in printed.splitlines()) == 3
+    assert sum(" raw " in line for line in printed.splitlines()) == 3
+    # predictions: raw under the old name, ema with the weights in it; the best's are those of its row
+    names = sorted(p.name for p in (eval_dir / "predictions").iterdir())
+    assert "epoch-0001.val.pt" in names and "epoch-0001.ema.val.pt" in names and len(names) == 6
+    log_probs, _ = predictions.load_row_predictions(eval_dir, written)
+    assert torch.equal(log_probs, torch.load(eval_dir / "predictions" /
+                                             f"{Path(expected['checkpoint']).stem}.ema.val.pt")["log_probabilities"])
+    # the runs table and the sweeper's objective follow the best row
+    row = next(r for r in table(with_ema.parent) if r["run"] == "run")
+    assert row["best"] == expected["top1"] and "ema" in row["checkpoint"]
+    assert "ema" in formatted([row], "table")
+    assert values_of(with_ema, ["top1", "loss"]) == [expected["top1"], expected["loss"]]
+    # TensorBoard: the ema rows under their own tags
+    events = EventAccumulator(str(with_ema / "tb"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("eval/val/top1/ema")] == pytest.approx([ema[c]["top1"] for c in CHECKPOINTS])
+    assert [e.value for e in events.Scalars("eval/val/top1")] == pytest.approx([raw[c]["top1"] for c in CHECKPOINTS])
+    # nothing new the second time
+    evaluator(with_ema)
+    assert len((eval_dir / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_weights_raw_evaluates_the_raw_weights_only_and_all_adds_the_rest_later(with_ema):
+    evaluator(with_ema, "weights=raw")
+    rows = results.read_rows(with_ema / "eval")
+    assert {r["weights"] for r in rows} == {"raw"} and len(rows) == 3
+    evaluator(with_ema)  # the default, weights=all: the ema rows now, the raw ones not again
+    rows = results.read_rows(with_ema / "eval")
+    assert sorted(r["weights"] for r in rows) == ["ema"] * 3 + ["raw"] * 3
+    assert json.loads((with_ema / "eval" / "best.json").read_text())["weights"] == "ema"
+
+
+def test_the_test_split_is_looked_at_with_the_best_weights_only(with_ema):
+    evaluator(with_ema)
+    row = evaluator(with_ema, "split=test")
+    assert row["weights"] == "ema"
+    test_rows = [r for r in results.read_rows(with_ema / "eval") if r["split"] == "test"]
+    assert [r["weights"] for r in test_rows] == ["ema"]  # one look: the raw weights were not evaluated on test
+    looks = [json.loads(line) for line in (with_ema / "eval" / "test_ledger.jsonl").read_text().splitlines()]
+    assert [look["weights"] for look in looks] == ["ema"]
+
+
+def test_an_ensemble_member_uses_its_runs_best_weights(with_ema):
+    result = evaluate(compose_config([f"run_dir={with_ema}", "ensemble_top_k=2"], config_name="evaluate"))
+    rows = [r for r in results.read_rows(with_ema / "eval") if r["weights"] == "ema"]
+    best_two = sorted(rows, key=lambda r: (-r["top1"], r["epoch"]))[:2]
+    members = json.loads((with_ema / "eval" / "ensemble_top2.val.json").read_text())["members"]
+    assert [m["top1"] for m in members] == [r["top1"] for r in best_two]
+    assert result["n"] == best_two[0]["n"]
+
+
+def test_an_older_metrics_jsonl_without_the_column_reads_as_raw(trained, tmp_path):
+    run_dir = Path(shutil.copytree(trained, tmp_path / "run"))
+    evaluator(run_dir)
+    path = run_dir / "eval" / "metrics.jsonl"
+    older = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        row.pop("weights"), row.pop("weights_held", None)
+        older.append(json.dumps(row))
+    path.write_text("\n".join(older) + "\n")
+    best = json.loads((run_dir / "eval" / "best.json").read_text())
+    best.pop("weights")
+    best["metrics"].pop("weights")
+    (run_dir / "eval" / "best.json").write_text(json.dumps(best))
+    rows = results.read_rows(run_dir / "eval")
+    assert len(rows) == 3 and {results.weights_of(r) for r in rows} == {"raw"}
+    assert len(results.evaluated(run_dir / "eval")) == 3  # their predictions are found under the old names
+    evaluator(run_dir)
+    assert len(path.read_text().splitlines()) == 3  # nothing evaluated again
+    assert values_of(run_dir, ["top1"]) == [best["value"]]
+    assert predictions.load_row_predictions(run_dir / "eval", best)[0].shape[0] == best["metrics"]["n"]
+
+
+def test_an_averaged_entry_that_does_not_fit_is_skipped_with_a_warning_and_the_raw_weights_evaluated(
+        trained, tmp_path, caplog):
+    run_dir = Path(shutil.copytree(trained, tmp_path / "run"))
+    give_averaged(run_dir, lambda raw: (raw, {"ema": {"nonsense": torch.zeros(2)}}))
+    evaluator(run_dir)
+    rows = results.read_rows(run_dir / "eval")
+    assert sorted(r["weights"] for r in rows) == ["raw"] * 3
+    assert "ema weights" in caplog.text and "epoch-0001.pt" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# swa: BatchNorm statistics recomputed over the training split, as torch.optim.swa_utils.update_bn
+
+
+def train_split_without_augmentation(config: dict):
+    return unaugmented_train_split(config, None)
+
+
+def test_batch_norm_recompute_equals_update_bn_on_the_same_data():
+    config = OmegaConf.to_container(compose_config([*TINY, "dataset.augment=basic"]), resolve=True)
+    train = train_split_without_augmentation(config)
+    val, _ = split_dataset(config, "val", None)
+    assert len(train) == 30 and len(val) == 14
+    torch.manual_seed(0)
+    model = batch_norm_net(7, 3, [11, 13])
+    reference = batch_norm_net(7, 3, [11, 13])
+    reference.load_state_dict(model.state_dict())
+    model.eval()
+    said = averaged_weights.recompute_batch_norm(model, loaders.eval_loader(train, 4, 0, False), torch.device("cpu"))
+    assert said and not any(m.training for m in model.modules())  # back in eval mode
+    update_bn(loaders.eval_loader(train, 4, 0, False), reference)
+    for (name, mine), (_, theirs) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.equal(mine, theirs), name
+    assert model[1].momentum == 0.1  # restored
+    assert averaged_weights.recompute_batch_norm(nn.Linear(3, 2).eval(), [], torch.device("cpu")) is False
+
+
+def test_the_swa_weights_are_evaluated_with_their_batch_norm_recomputed(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    model = ["model=linear", "model._target_=tests.test_weights_rows.batch_norm_net"]
+    train_and_evaluate(compose_config([*TINY, *model, "trainer.epochs=3", "dataset.augment=basic"]), run_dir)
+
+    def scrambled_swa(raw: dict) -> tuple[dict, dict]:
+        swa = {k: v.clone() for k, v in raw.items()}
+        swa["1.running_mean"] += 5.0  # statistics that do not fit the weights: the recompute replaces them
+        swa["1.running_var"] *= 9.0
+        return raw, {"swa": swa}
+
+    give_averaged(run_dir, scrambled_swa)
+    caplog.set_level("INFO")
+    evaluator(run_dir, "trust=[tests.test_weights_rows]")
+    assert "BatchNorm statistics of the swa weights recomputed" in caplog.text
+    rows = results.read_rows(run_dir / "eval")
+    assert sorted(r["weights"] for r in rows) == ["raw"] * 3 + ["swa"] * 3
+    # the reference: update_bn over the training split without augmentation, then the val split in eval mode
+    state = torch.load(run_dir / CHECKPOINTS[0], weights_only=True)
+    config = state["config"]
+    reference = batch_norm_net(7, 3, [11, 13])
+    reference.load_state_dict(state["averaged"]["swa"])
+    update_bn(loaders.eval_loader(train_split_without_augmentation(config), 4, 0, False), reference)
+    reference.eval()
+    val, _ = split_dataset(config, "val", None)
+    with torch.no_grad():
+        expected = torch.cat([reference(x).log_softmax(dim=1) for x, _ in loaders.eval_loader(val, 4, 0, False)])
+    saved = torch.load(run_dir / "eval" / "predictions" / "epoch-0001.swa.val.pt")["log_probabilities"]
+    assert torch.equal(saved, expected)
