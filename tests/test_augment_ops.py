@@ -173,3 +173,32 @@ def test_with_the_new_settings_off_the_crops_are_those_drawn_before_they_existed
     boxes, mirrored = crop_boxes(np.array([0, 5, 2**61]), 18, 20)
     assert boxes.tolist() == [[0, 2, 18, 17], [0, 8, 13, 12], [0, 0, 18, 15]] and mirrored.tolist() == [False, True, True]
     assert auto_augment.uniforms(np.array([7]), 2).tolist() == [[0.3898297483912715, 0.01678829452815611]]
+
+
+@pytest.mark.parametrize("extra", [["dataset=digits", "dataset.image_size=[8,8]", "model=mlp"],
+                                   ["dataset.auto_augment=rand", "dataset.random_erasing=1.0",
+                                    "dataset.mixup.alpha=0.4", "dataset=digits", "dataset.image_size=[8,8]"]])
+def test_the_training_checks_see_the_training_split_without_augmentation(extra):
+    """overfit_batch and input_independent learn clean views: the split as the evaluator sees it, no crop, no ops."""
+    from runner.checks.setup import setup_for
+    from runner.checks.training import without_augmentation
+    from tests.conftest import compose_config
+
+    setup = setup_for(compose_config(["dataset.augment=basic", *extra]), torch.device("cpu"))
+    clean = without_augmentation(setup).splits["train"]
+    train = setup.splits["train"]
+    first = [train[0][0] for _ in range(2)]
+    assert not torch.equal(*first)  # augmented: another view each time
+    assert torch.equal(clean[0][0], clean[0][0]) and torch.equal(clean[0][0], train.images[0])
+
+
+def test_the_training_checks_say_they_run_without_augmentation():
+    from runner.checks.setup import setup_for
+    from runner.checks.training import check_input_independent, check_overfit_batch
+    from tests.conftest import compose_config
+
+    setup = setup_for(compose_config(["dataset=digits", "dataset.image_size=[8,8]", "model=linear",
+                                      "dataset.auto_augment=trivial", "checks.overfit_steps=5",
+                                      "checks.baseline_steps=5"]), torch.device("cpu"))
+    for check in (check_overfit_batch, check_input_independent):
+        assert "(without augmentation)" in check(setup).figure

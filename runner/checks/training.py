@@ -1,13 +1,15 @@
 """The checks that train for a few steps: `python -m runner.check checks=[overfit_batch,input_independent]`.
 
 overfit_batch: a handful of samples must be learned by heart; input_independent: the same
-short training on zeroed inputs must do clearly worse. `train_step` is their one training
+short training on zeroed inputs must do clearly worse. Both learn the training split without
+augmentation (data/clean_views.py), and say so. `train_step` is their one training
 step, and that of the learning-rate range test (lr_find.py).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from torch import nn
 from runner.checks import diagnose, evidence
 from runner.checks.setup import Result, Setup, class_counts, fresh
 from runner.common.runtime import autocast_dtype
+from runner.data.clean_views import unaugmented
 from runner.evaluation.paired import two_proportion_p_value
 from runner.training.losses import Loss, cross_entropy
 from runner.training.optim import build_optimizer
@@ -124,11 +127,20 @@ def fit_budget(setup: Setup, step: Stepper, x: torch.Tensor, y: torch.Tensor, st
     return losses
 
 
+WITHOUT = "(without augmentation)"
+
+
+def without_augmentation(setup: Setup) -> Setup:
+    """The setup with its training split as the evaluator makes a split: these checks judge the model and the
+    loss on what the data is, not on how hard the augmentation makes it (mixup/cutmix never reach train_step)."""
+    return dataclasses.replace(setup, splits={**setup.splits, "train": unaugmented(setup.splits["train"])})
+
+
 def check_overfit_batch(setup: Setup) -> Result:
     """A handful of samples must reach the loss's floor and 100% accuracy within the step budget; a fit
     still falling steadily at the end gets a second budget, so a verdict is never decided by where a healthy
     run happened to be at step N. A failed fit is diagnosed from its evidence (diagnose.py)."""
-    settings = setup.cfg.checks
+    settings, setup = setup.cfg.checks, without_augmentation(setup)
     x, y = setup.batch(size=settings.overfit_samples)
     model = fresh(setup)
     floor = loss_floor(setup, y)
@@ -141,7 +153,7 @@ def check_overfit_batch(setup: Setup) -> Result:
             break
     final = points[-1]
     figure = (f"loss {losses[0]:.3f} -> {final.loss:.4f}, accuracy {100 * final.accuracy:.0f}% "
-              f"after {len(losses)} steps")
+              f"after {len(losses)} steps {WITHOUT}")
     expected = (f"loss < {floor + 0.05:.2f} (the loss's floor {floor:.2f} + 0.05), accuracy 100%" if math.isfinite(floor)
                 else "a loss with a floor (this one falls without bound), accuracy 100%")
     details = {"losses": losses[:: max(1, len(losses) // 50)], "final_loss": final.loss, "accuracy": final.accuracy,
@@ -187,7 +199,7 @@ def check_input_independent(setup: Setup) -> Result:
 
     Both train on the checks.baseline_classes most frequent classes only.
     """
-    settings = setup.cfg.checks
+    settings, setup = setup.cfg.checks, without_augmentation(setup)
     # on a few classes the signal shows within a short budget, also for a 102-class problem
     classes = class_counts(setup).argsort(descending=True)[: settings.baseline_classes].tolist()
     batches = [setup.batch(size=settings.baseline_batch_size, seed=seed, classes=classes) for seed in range(8)]
@@ -205,7 +217,7 @@ def check_input_independent(setup: Setup) -> Result:
     figures.update(floor=floor, steps=len(runs["real"].losses))
     figure = (f"validation loss {real['loss']:.3f} / accuracy {100 * real['accuracy']:.1f}% with inputs, "
               f"{zeroed['loss']:.3f} / {100 * zeroed['accuracy']:.1f}% with zeroed inputs "
-              f"after {len(runs['real'].losses)} steps")
+              f"after {len(runs['real'].losses)} steps {WITHOUT}")
     if verdict == "PASS":
         return Result("input_independent", figure, "clearly better with inputs", "PASS", details=figures)
     trained = diagnose.Trained(setup, runs["real"].model, val_x, val_y)
