@@ -19,7 +19,15 @@ from runner.config.precheck import refuse_bad_command_line
 from runner.config.schema import validate
 from runner.run import train_and_evaluate as train_job
 from runner.training import averaging
-from tests.conftest import TINY, assert_identical, compose_config, run_cli, stop_at_step
+from tests.conftest import (
+    TINY,
+    assert_close_weights,
+    assert_identical,
+    compose_config,
+    one_and_two_processes,
+    run_cli,
+    stop_at_step,
+)
 
 # TINY with every random stream a resume must restore (dropout, augmentation), 3 epochs of 3 updates each
 RANDOM_STREAMS = [*TINY, "trainer.deterministic=true", "model.dropout=0.3", "dataset.augment=basic", "trainer.epochs=3"]
@@ -232,7 +240,40 @@ def test_lr_find_and_the_checks_ignore_the_averages(workdir):
     averages = ["trainer.ema.decay=0.99", "trainer.swa.start_epoch=1"]
     found = run_cli([*TINY, *averages, "lr_find.steps=20"], cwd=workdir, module="runner.lr_find")
     assert found.returncode == 0, found.stdout[-3000:] + found.stderr[-3000:]
-    checked = run_cli([*TINY, *averages, "checks=[loss_at_init,overfit_batch]"], cwd=workdir, module="runner.check")
+    checked = run_cli([*TINY, *averages, "checks=[loss_at_init,gradients_flow]"], cwd=workdir, module="runner.check")
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     for result in (found, checked):
         assert "averag" not in (result.stdout + result.stderr).lower()
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_process_averages_alike_and_rank_0_writes(workdir):
+    """Two processes hold the same weights after each update (DDP), so each averages them alike: the averages
+    equal one process's to float rounding (the gradients are summed in another order)."""
+    settings = [*TINY, "trainer.ema.decay=0.8", "trainer.swa.start_epoch=1"]
+    one, two = one_and_two_processes(workdir, settings, micro_batch=4)
+    single, double = checkpoint(one, 2), checkpoint(two, 2)
+    assert single["averaging"] == double["averaging"] == {"ema": {"updates": 6, "decay": 0.8}, "swa": {"count": 2}}
+    for name in ("ema", "swa"):
+        assert_close_weights(single["averaged"][name], double["averaged"][name])
+
+
+@pytest.mark.slow
+def test_every_cache_and_worker_count_gives_the_same_averages(tmp_path, monkeypatch):
+    """The averages follow the weights, which every dataset.cache and trainer.num_workers train alike."""
+    from tests.conftest import make_imagefolder
+
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    root = make_imagefolder(tmp_path / "images", classes=3, per_class=4, size=(20, 24))
+    common = ["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=[16,16]", "dataset.augment=basic",
+              "model=convnet", "model.channels=4", "trainer.deterministic=true", "trainer.epochs=2",
+              "trainer.batch_size=6", "trainer.micro_batch_size=3", "checkpoint.every_epochs=1",
+              "evaluate.after_training=false", "trainer.ema.decay=0.8", "trainer.swa.start_epoch=1"]
+    runs = {"none": [], "memory": ["dataset.cache=memory"], "disk": ["dataset.cache=disk", "trainer.num_workers=2"],
+            "device": ["dataset.cache=device"]}
+    for name, extra in runs.items():
+        train_job(compose_config([*common, *extra]), tmp_path / name)
+    first = checkpoint(tmp_path / "none", 2)
+    for name in runs:
+        for average in ("ema", "swa"):
+            assert_identical(first["averaged"][average], checkpoint(tmp_path / name, 2)["averaged"][average])
