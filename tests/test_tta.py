@@ -167,6 +167,13 @@ def test_a_run_that_evaluates_with_a_tta_of_its_own(tmp_path):
     best = json.loads((run_dir / "eval" / "best.json").read_text())
     assert best["tta"] == "translate" and best["variant"] == ""
     assert (run_dir / "eval" / "predictions" / "epoch-0002.val.translate.pt").is_file()
+    from runner.compare import cli
+
+    # compare of two of its checkpoints pairs their rows of the run's own tta
+    cli([str(run_dir / "checkpoints" / "epoch-0001.pt"), str(run_dir / "checkpoints" / "epoch-0002.pt"),
+         f"out={tmp_path / 'compare'}"])
+    text = (tmp_path / "compare" / "compare.md").read_text()
+    assert "## Paired, on the same 14 val samples" in text and "at checkpoints/epoch-0002.pt" in text
 
 
 def test_an_ensemble_evaluated_with_translate_averages_its_members_translate_predictions(tmp_path, monkeypatch):

@@ -107,14 +107,16 @@ def chosen_checkpoint(path: Path) -> dict:
             raise UserError(f"{path} has no eval/best.json. Fix: python -m runner.evaluate run_dir={path}")
         return best
     name = f"{path.parent.name}/{path.name}"
-    row = results.find_row(run_of(path) / "eval", name, "val", "none")
+    # its row of the run's own evaluation settings (tta=translate for a run that evaluates with it), raw weights
+    row = next((r for r in results.read_rows(run_of(path) / "eval") if r["checkpoint"] == name and r["split"] == "val"
+                and variants.variant_of(r) == "" and r.get("weights", "raw") == "raw"), None)
     if row is not None and not records.is_kind(row.get("top1"), "number"):
         raise UserError(f"{run_of(path) / 'eval' / 'metrics.jsonl'} has no top-1 for {name}. Fix: python -m "
                         f"runner.evaluate checkpoint={path}")
     if row is None:
         raise UserError(f"{path} has not been evaluated on val. Fix: python -m runner.evaluate checkpoint={path}")
     return {"checkpoint": name, "epoch": row["epoch"], "metric": "top1", "direction": "max", "value": row["top1"],
-            "split": "val", "tta": "none", "metrics": row}
+            "split": "val", "tta": row["tta"], "metrics": row}
 
 
 def ensemble_summary(path: Path) -> Path | None:
