@@ -115,3 +115,21 @@ def test_mixed_training_resumes_bit_identical_from_a_stop_mid_epoch(tmp_path, mo
     train_and_evaluate(compose_config([*TINY, "trainer.deterministic=true", "dataset.image_size=[16,16]"]),
                        tmp_path / "plain")
     assert any(not mixed[k].equal(v) for k, v in checkpoint_weights(tmp_path / "plain", 2).items())  # it did mix
+
+
+def test_tensorboards_first_batch_shows_the_mixed_views_and_the_log_names_the_accuracy(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from runner.data.datasets import stable_seed
+    from runner.run import train_and_evaluate
+    from runner.training import meter
+
+    seen = []
+    monkeypatch.setattr(meter, "log_first_batch", lambda writer, x, mean, std: seen.append(x))
+    train_and_evaluate(compose_config([*TINY, "trainer.epochs=1"]), tmp_path / "plain")
+    with caplog.at_level(logging.INFO):
+        train_and_evaluate(compose_config([*TINY, "trainer.epochs=1", "dataset.mixup.alpha=0.4"]), tmp_path / "mixed")
+    plain, mixed = seen
+    lam, _ = Mixing(7, 0.4).draw(stable_seed(0, 0, 0, 0), 11, 13)  # trainer.seed 0, update 0, rank 0, micro-batch 0
+    torch.testing.assert_close(mixed, lam * plain + (1 - lam) * plain.flip(0), rtol=0, atol=1e-5)
+    assert "accuracy (dominant label, mixup/cutmix)" in caplog.text

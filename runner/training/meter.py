@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from runner.common.errors import UserError
 from runner.common.runtime import random_state_kept
+from runner.data.mixing import mixing_of
 from runner.data.transforms import channel_stats, denormalize
 from runner.models import has_batch_norm
 from runner.training.distributed import all_sum
@@ -148,6 +149,9 @@ def report_first_batch(run, x: torch.Tensor, loss_sum: torch.Tensor, samples: in
     classes = run.cfg.dataset.num_classes
     log.info("loss at init %.4f (chance level -ln(1/%d) = %.4f)", loss_sum.item() / samples, classes,
              math.log(classes))
+    if mixing_of(run.cfg.dataset) is not None:  # the targets are soft: say what train/accuracy counts
+        log.info("train accuracy: accuracy (dominant label, mixup/cutmix), the larger share of each mixed image")
+        run.writer.add_text("train/accuracy", "accuracy (dominant label, mixup/cutmix)", 0)
 
 
 FIRST_BATCH_IMAGES = 16  # enough to look at; 64 made a 3 MB event that TensorBoard checksums in pure Python
