@@ -45,7 +45,7 @@ CONF = str(Path(__file__).resolve().parents[2] / "conf")
 TARGET_GROUPS = {"optimizer": "adamw, adam, sgd, rmsprop",
                  "schedule": "constant, step, cosine, warmup_cosine, onecycle, linear",
                  "model": "linear, mlp, lenet, convnet, resnet18, resnet50, timm, torchvision",
-                 "loss": "cross_entropy"}
+                 "loss": "cross_entropy, distill"}
 NOT_ARGUMENTS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_", "init_output_bias",
                  "layer_decay", "no_decay_norm_and_bias"}  # the last two: the optimizer's groups (training/optim.py)
 
@@ -121,6 +121,10 @@ def validate(cfg: DictConfig, import_targets: bool = True) -> None:
         from runner.models.validation import validate_model
 
         validate_model(cfg.model)
+        if cfg.loss.get("_target_") == "runner.training.distill.distillation":  # the teachers: there, trusted, fitting
+            from runner.training.distill import validate_distillation
+
+            validate_distillation(cfg)
     if cfg.dataset.name == "custom" and import_targets:
         validate_target(cfg.dataset, "dataset", "a module.function of yours that returns the splits",
                         ignore={f.name for f in fields(DatasetSettings)})

@@ -26,6 +26,10 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: 
 
 
 def build_loss(loss_cfg) -> Loss:
+    if loss_cfg.get("_target_") == "runner.training.distill.distillation":  # loss=distill: its teachers loaded once
+        from runner.training import distill
+
+        return distill.build(loss_cfg)
     return instantiate(loss_cfg)
 
 
