@@ -236,3 +236,30 @@ def test_the_swa_weights_are_evaluated_with_their_batch_norm_recomputed(tmp_path
         expected = torch.cat([reference(x).log_softmax(dim=1) for x, _ in loaders.eval_loader(val, 4, 0, False)])
     saved = torch.load(run_dir / "eval" / "predictions" / "epoch-0001.swa.val.pt")["log_probabilities"]
     assert torch.equal(saved, expected)
+
+
+def test_a_bad_weights_setting_is_refused_in_one_line(capsys):
+    from runner.config.schema import validate_evaluate_command
+    from tests.test_bad_settings import refused
+
+    line = refused("evaluate", validate_evaluate_command, ["run_dir=x", "weights=average"], capsys)
+    assert "weights='average'" in line and "Fix: weights=all|raw|ema|swa" in line
+
+
+def test_early_stopping_counts_each_checkpoint_by_its_best_weights():
+    from omegaconf import OmegaConf
+
+    from runner.evaluation.early_stopping import stop_reason
+
+    def row(epoch: int, weights: str, top1: float) -> dict:
+        return {"checkpoint": f"checkpoints/epoch-000{epoch}.pt", "epoch": epoch, "split": "val", "tta": "none",
+                "weights": weights, "variant": "", "top1": top1}
+
+    settings = OmegaConf.create({"tta": "none", "metric": "top1", "direction": "auto"})
+    raw_falls_ema_rises = [row(1, "raw", 0.5), row(1, "ema", 0.4), row(2, "raw", 0.45), row(2, "ema", 0.55),
+                           row(3, "raw", 0.44), row(3, "ema", 0.6)]
+    assert stop_reason(raw_falls_ema_rises, settings, patience=2, min_delta=0.0) is None  # ema improves
+    both_fall = [row(1, "raw", 0.5), row(1, "ema", 0.6), row(2, "raw", 0.45), row(2, "ema", 0.55),
+                 row(3, "raw", 0.44), row(3, "ema", 0.58)]
+    said = stop_reason(both_fall, settings, patience=2, min_delta=0.0)
+    assert said is not None and "not improved on 0.6000 (epoch 1) for 2 checkpoints" in said
