@@ -263,3 +263,18 @@ def test_early_stopping_counts_each_checkpoint_by_its_best_weights():
                  row(3, "raw", 0.44), row(3, "ema", 0.58)]
     said = stop_reason(both_fall, settings, patience=2, min_delta=0.0)
     assert said is not None and "not improved on 0.6000 (epoch 1) for 2 checkpoints" in said
+
+
+def test_tta_flip_is_compared_with_the_same_weights_without_it(caplog):
+    from runner.evaluation.tables import warn_if_flipping_hurts
+
+    def row(weights: str, tta: str, top1: float) -> dict:
+        return {"checkpoint": "checkpoints/epoch-0001.pt", "epoch": 1, "split": "val", "weights": weights,
+                "tta": tta, "top1": top1}
+
+    # the ema weights are worse than the raw ones, and flipping helps both: no warning
+    warn_if_flipping_hurts([row("ema", "none", 0.5), row("raw", "none", 0.9), row("raw", "flip", 0.95),
+                            row("ema", "flip", 0.55)], "val")
+    assert "lowers top-1" not in caplog.text
+    warn_if_flipping_hurts([row("ema", "none", 0.5), row("ema", "flip", 0.45)], "val")
+    assert "lowers top-1 of checkpoints/epoch-0001.pt from 50.00% to 45.00%" in caplog.text

@@ -2,7 +2,8 @@
 
 Every run below FOLDER (default: outputs) in one table: start, name, folder, status, git commit
 (+dirty), its command-line overrides, epochs done, the best validation metric with its 95%
-interval, the best checkpoint. The work is in runner/evaluation/run_table.py.
+interval, the best checkpoint (with its weights where averaged: "epoch-0009.pt (ema)"). The work
+is in runner/evaluation/run_table.py.
 """
 
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 from runner.common.errors import UserError
 
 HELP = """runner.runs: every run below FOLDER (default: outputs) in one table: start, name, folder, status, git
-commit, overrides, epochs done, the best validation metric with its 95% interval, the best checkpoint.
+commit, overrides, epochs done, the best validation metric with its 95% interval, the best checkpoint
+(and its weights where averaged: "checkpoints/epoch-0009.pt (ema)").
 
 python -m runner.runs [FOLDER] [sort=KEY] [where=KEY=VALUE ...] [format=table|csv|markdown]
 python -m runner.runs outputs sort=best where=model=convnet     best first, convnet runs only

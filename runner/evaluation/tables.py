@@ -13,14 +13,17 @@ log = logging.getLogger("runner.evaluate")
 
 def warn_if_flipping_hurts(rows: list[dict], split: str) -> None:
     """tta=flip assumes a mirrored image means the same; for digits or text it does not. Say so with figures."""
-    plain = {r["checkpoint"]: r for r in rows if r["split"] == split and r["tta"] == "none"}
-    flipped = [r for r in rows if r["split"] == split and r["tta"] == "flip" and r["checkpoint"] in plain]
-    worse = [r for r in flipped if r["top1"] < plain[r["checkpoint"]]["top1"]]
+    def same(r: dict) -> tuple:  # the same checkpoint and weights
+        return r["checkpoint"], weights_of(r)
+
+    plain = {same(r): r for r in rows if r["split"] == split and r["tta"] == "none"}
+    flipped = [r for r in rows if r["split"] == split and r["tta"] == "flip" and same(r) in plain]
+    worse = [r for r in flipped if r["top1"] < plain[same(r)]["top1"]]
     if worse:
         r = max(worse, key=lambda r: r["epoch"])
         log.warning("tta=flip lowers top-1 of %s from %.2f%% to %.2f%% (%d of %d checkpoints worse): mirroring changes "
                     "what these images mean (digits, text, left and right). Fix: evaluate with tta=none",
-                    r["checkpoint"], 100 * plain[r["checkpoint"]]["top1"], 100 * r["top1"], len(worse), len(flipped))
+                    r["checkpoint"], 100 * plain[same(r)]["top1"], 100 * r["top1"], len(worse), len(flipped))
     elif not flipped:
         log.info("tta=flip assumes a mirrored image means the same (not so for digits or text): compare with tta=none")
 
