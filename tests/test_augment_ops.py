@@ -202,3 +202,29 @@ def test_the_training_checks_say_they_run_without_augmentation():
                                       "checks.baseline_steps=5"]), torch.device("cpu"))
     for check in (check_overfit_batch, check_input_independent):
         assert "(without augmentation)" in check(setup).figure
+
+
+def test_the_report_and_the_check_warn_where_test_time_mirroring_changes_the_class():
+    """evaluate.tta=flip averages mirrored views: on digits (a mirrored digit is another digit) the data report
+    and augmentation_consistency name the mirror and the fix, without any training augmentation."""
+    from runner.checks.data_report import augmentation_note
+    from runner.checks.registry import CHECKS
+    from runner.checks.setup import setup_for
+    from tests.conftest import compose_config
+
+    setup = setup_for(compose_config(["evaluate.tta=flip"]), torch.device("cpu"))  # digits, no augmentation
+    result = CHECKS["augmentation_consistency"](setup)
+    assert result.verdict == "FAIL" and "evaluate.tta=flip mirrors images" in result.fix, (result.figure, result.fix)
+    assert "evaluate.tta=none" in result.fix
+    assert "evaluate.tta=flip mirrors images" in " ".join(augmentation_note(setup))
+
+
+def test_runners_auto_augment_is_compared_with_the_same_images_clean():
+    """dataset.auto_augment is runner's own: the clean images are the training split built without it (paired)."""
+    from runner.checks.augmentation import clean_source
+    from runner.checks.setup import setup_for
+    from tests.conftest import compose_config
+
+    setup = setup_for(compose_config(["dataset.auto_augment=trivial", "dataset.random_erasing=0.5"]), torch.device("cpu"))
+    source = clean_source(setup, [0, 1], [0, 1, 2])
+    assert source.paired and source.flips == [] and "dataset.auto_augment=trivial" in source.owner

@@ -10,8 +10,12 @@ the same images, p < 0.001) and large: the view keeps less than LARGE of the acc
 has above chance (FAIL for a flip, which changes the label; WARN for the rest, such as a crop,
 which may only be harder).
 
-Where runner augments (dataset.augment=basic), the clean images are the same training images
-built without augmentation; where the training split of a user's own data augments itself
+The evaluation's mirror (evaluate.tta=flip or flip+translate) is measured the same way, on the
+training images as they are, where the training does not augment: a mirrored digit averaged into
+the prediction is as wrong at test time.
+
+Where runner augments (dataset.augment=basic, dataset.auto_augment, dataset.random_erasing), the clean
+images are the same training images built without augmentation; where the training split of a user's own data augments itself
 (dataset=custom), the clean images are the validation split's, and the training split's draws
 are compared with them unpaired (at most a WARN: the two splits may differ for other reasons).
 """
@@ -119,14 +123,30 @@ class Source:
     flips: list[int]  # the axes the augmentation flips
 
 
+RUNNERS_OWN = {"augment": "none", "auto_augment": "none", "random_erasing": 0.0}  # runner's augmentation, off
+
+
+def runners_augmentation(cfg) -> str:
+    """The settings of runner's own augmentation that are on: 'dataset.augment=basic dataset.auto_augment=trivial'."""
+    on = [f"dataset.{key}={cfg[key]}" for key, off in RUNNERS_OWN.items() if key in cfg and cfg[key] != off]
+    return " ".join(on) or "dataset.augment=none"
+
+
+def mirrors_at_test_time(setup: Setup) -> bool:
+    """evaluate.tta=flip (or flip+translate): the evaluation averages each image with its mirror."""
+    return "flip" in str(setup.cfg.get("evaluate", {}).get("tta", "none"))
+
+
 def clean_source(setup: Setup, classes: list[int], probe: list[int]) -> Source:
-    """runner's own augmentation (the training split built with dataset.augment=none reads the same every
-    time): paired with that split; else the training split augments itself: the validation split."""
+    """runner's own augmentation (the training split built without dataset.augment/auto_augment/random_erasing
+    reads the same every time): paired with that split; else the training split augments itself: the
+    validation split."""
     cfg = setup.cfg.dataset
-    plain = OmegaConf.merge(cfg, {"augment": "none"}) if "augment" in cfg else cfg
+    plain = OmegaConf.merge(cfg, {key: off for key, off in RUNNERS_OWN.items() if key in cfg})
     splits, _ = datasets.build_screened_splits(plain, refuse_bad=False)  # indices as the checks' splits have them
     if not augments(splits["train"], probe):
-        clean, paired, owner, flips = splits["train"], True, f"dataset.augment={cfg.augment}", [-1]  # basic: crop + flip
+        flips = [-1] if cfg.get("augment") == "basic" else []  # basic: crop + flip; the auto-augment ops never flip
+        clean, paired, owner = splits["train"], True, runners_augmentation(cfg)
     else:
         target = f" of dataset._target_={cfg._target_}" if "_target_" in cfg else ""
         clean, paired, owner = splits["val"], False, f"the training split's own transform{target}"
@@ -171,8 +191,11 @@ def scored_views(setup: Setup, source: Source, model, measured: list[int], class
 
 
 def flip_fix(source: Source, view: View) -> str:
-    cure = ("use dataset.augment=none (basic always flips), or your own augmentation without the flip (dataset=custom)"
-            if source.paired else "remove the flip from your training transform")
+    if source.owner.startswith("evaluate.tta"):
+        cure = "use evaluate.tta=none (or translate, which does not mirror)"
+    else:
+        cure = ("use dataset.augment=none (basic always flips), or your own augmentation without the flip "
+                "(dataset=custom)" if source.paired else "remove the flip from your training transform")
     return (f"{source.owner} {view.name}, and this dataset's classes change under it (as a mirrored digit is another "
             f"digit): a quick model keeps {view.kept:.0%} of its accuracy above chance on such images; {cure}")
 
@@ -207,10 +230,15 @@ def check_augmentation_consistency(setup: Setup) -> Result:
     train = setup.splits["train"]
     classes = class_counts(setup).argsort(descending=True)[: settings.baseline_classes].tolist()
     probe = torch.isin(introspect.labels_of(train), torch.tensor(classes)).nonzero().flatten()[:8].tolist()
-    if not augments(train, probe):
+    if not augments(train, probe) and not mirrors_at_test_time(setup):
         return Result("augmentation_consistency", "no augmentation (each training image reads the same every time)",
                       EXPECTED, "PASS", details={"augments": False})
-    source = clean_source(setup, classes, probe)
+    if augments(train, probe):
+        source = clean_source(setup, classes, probe)
+    else:  # only the evaluation mirrors: measure the mirror on the training images as they are
+        labels = introspect.labels_of(train)
+        source = Source(train, torch.isin(labels, torch.tensor(classes)).nonzero().flatten().tolist(), True,
+                        f"evaluate.tta={setup.cfg.evaluate.tta}", [-1])
     trained_on, measured = held_out(source.pool, settings)
     if len(measured) < 20:  # a sign test on fewer images cannot reach p < 0.001 for a moderate drop
         return Result("augmentation_consistency", f"{len(source.pool)} clean images of the commonest classes: too few "
