@@ -106,3 +106,19 @@ def test_an_ensemble_without_saved_predictions_is_refused_in_one_line(runs, tmp_
     said = capsys.readouterr().err
     assert stopped.value.code == 2 and said.count("\n") == 1
     assert "has no saved predictions" in said and "Fix: python -m runner.evaluate 'ensemble=[" in said
+
+
+def test_a_folder_of_two_ensemble_summaries_asks_which_in_one_line(runs, tmp_path, capsys):
+    both = tmp_path / "both"
+    both.mkdir()
+    for split in ("val", "test"):  # two ensembles written in the same second share a folder
+        summary = summary_of(runs, split)
+        for path in (summary, summary.with_name(f"ensemble.{split}.pt")):
+            (both / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(SystemExit) as stopped:
+        compare_cli(runs / "a", both, f"out={tmp_path / 'out'}")
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said.count("\n") == 1
+    assert "holds 2 ensemble summaries (ensemble.test.json, ensemble.val.json). Fix: give one of them" in said
+    compare_cli(runs / "a", both / "ensemble.val.json", f"out={tmp_path / 'out'}")  # one of them: compared
+    assert (tmp_path / "out" / "compare.md").is_file()
