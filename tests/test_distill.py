@@ -86,6 +86,17 @@ def test_the_teachers_softened_predictions_are_averaged_and_seen_without_gradien
     assert first.calls == [(False, True, (5, 4))] and second.calls == [(False, True, (5, 4))]
 
 
+def test_the_teachers_predict_in_the_training_precision_and_give_fp32_probabilities():
+    seen = []
+    teacher = nn.Linear(4, 3)
+    teacher.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    loss = distill.Distillation([teacher], temperature=2.0, alpha=0.5)
+    probs = loss.teacher_probabilities(torch.randn(5, 4), torch.bfloat16)
+    assert seen == [torch.bfloat16] and probs.dtype == torch.float32
+    assert torch.allclose(probs.sum(dim=1), torch.ones(5))
+    assert not probs.is_inference()  # an ordinary tensor: the student's backward may keep it
+
+
 def test_without_the_images_only_the_label_term_is_left():
     """runner.check probes the loss on made-up logits without images: it gets the cross-entropy."""
     loss = distill.Distillation([Constant([[0.0, 0.0, 1.0]])], temperature=4.0, alpha=0.9, label_smoothing=0.1)
@@ -202,6 +213,39 @@ def test_a_distilled_run_stopped_mid_epoch_resumes_bit_identical(teacher, tmp_pa
     straight = checkpoint_files.load(tmp_path / "straight" / "checkpoints" / "epoch-0003.pt")
     resumed = checkpoint_files.load(tmp_path / "resumed" / "checkpoints" / "epoch-0003.pt")
     assert_identical(straight["model"], resumed["model"])
+
+
+def test_distillation_takes_mixup_s_soft_targets_and_mixed_images(teacher, tmp_path):
+    cfg = compose_config([*TINY, *DISTILL, f"loss.teachers=[{teacher}]", "dataset.mixup.alpha=0.4", "trainer.epochs=1"])
+    figures = train_job(cfg, tmp_path / "student")["train"]
+    assert math.isfinite(figures["loss"]) and figures["loss"] > 0
+
+
+WAITS_ON_JOB = pytest.mark.xfail(strict=True, reason="waits on the three lines in runner/training/job.py that record "
+                                 "distill.teachers_record(cfg) in run.json and the checkpoints (helper D's report)")
+
+
+@WAITS_ON_JOB
+def test_run_json_and_the_checkpoints_name_the_teachers_with_their_sha256(teacher, tmp_path):
+    cfg = compose_config([*TINY, *DISTILL, f"loss.teachers=[{teacher}:best]", "trainer.epochs=1"])
+    train_job(cfg, tmp_path / "student")
+    recorded = json.loads((tmp_path / "student" / "run.json").read_text()).get("teachers")
+    assert recorded == distill.teachers_record(cfg) and recorded[0]["sha256"]
+    state = checkpoint_files.load(tmp_path / "student" / "checkpoints" / "epoch-0001.pt")
+    assert state["provenance"].get("teachers") == recorded
+
+
+@WAITS_ON_JOB
+def test_a_resume_after_a_teacher_file_changed_is_refused(teacher, tmp_path):
+    copied = tmp_path / "teacher.pt"
+    copied.write_bytes(sorted((teacher / "checkpoints").glob("epoch-*.pt"))[-1].read_bytes())
+    settings = [*TINY, *DISTILL, f"loss.teachers=[{copied}]"]
+    train_job(compose_config([*settings, "trainer.epochs=1"]), tmp_path / "student")
+    state = checkpoint_files.load(copied)
+    state["epoch"] += 1
+    checkpoint_files.save_atomic(state, copied)
+    with pytest.raises(UserError, match="changed since"):
+        train_job(compose_config([*settings, "trainer.epochs=2"]), tmp_path / "student")
 
 
 # ---------------------------------------------------------------------------------------------
