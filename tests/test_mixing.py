@@ -133,3 +133,17 @@ def test_tensorboards_first_batch_shows_the_mixed_views_and_the_log_names_the_ac
     lam, _ = Mixing(7, 0.4).draw(stable_seed(0, 0, 0, 0), 11, 13)  # trainer.seed 0, update 0, rank 0, micro-batch 0
     torch.testing.assert_close(mixed, lam * plain + (1 - lam) * plain.flip(0), rtol=0, atol=1e-5)
     assert "accuracy (dominant label, mixup/cutmix)" in caplog.text
+
+
+def test_the_data_report_shows_mixed_pairs_with_their_weights():
+    from runner.checks.data_report import mixing_figure
+    from runner.checks.setup import setup_for
+
+    names = [str(c) for c in range(7)]
+    assert mixing_figure(setup_for(compose_config(TINY), torch.device("cpu")), names) == {}
+    setup = setup_for(compose_config([*TINY, "dataset.cutmix.alpha=1.0"]), torch.device("cpu"))
+    figures = mixing_figure(setup, names)
+    figure, caption = figures["mixed"]
+    assert "cutmix" in caption and "dominant label" in caption
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    assert len(titles) == 8 and all("%" in title for title in titles), titles

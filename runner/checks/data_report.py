@@ -3,7 +3,7 @@
 "Know your data": writes report.md with PNG figures into a run directory (and the figures to
 TensorBoard): random samples as stored (before any augmentation) and as the model sees them, a
 row of examples per class, histograms of pixel values per channel, of labels per split and of
-image sizes, the outlier gallery of `runner.check`'s outliers check, the class table (classes
+image sizes, a micro-batch as mixup/cutmix mix it (when on), the outlier gallery of `runner.check`'s outliers check, the class table (classes
 empty in a split or about twice its median flagged), and a note when the configured augmentation
 flips images whose classes change when flipped. Prints where the report is.
 """
@@ -29,6 +29,7 @@ from runner.checks.setup import Setup, fmt, setup_for  # noqa: E402
 from runner.common.io import write_atomic, write_text_atomic  # noqa: E402
 from runner.common.run_folders import tensorboard_folder
 from runner.data import introspect, transforms  # noqa: E402
+from runner.data.mixing import mixing_of  # noqa: E402
 
 log = logging.getLogger("runner.inspect_data")
 
@@ -45,6 +46,26 @@ def sample_figures(setup: Setup, names: list[str], labels: torch.Tensor, mean, s
                                     "the same samples as the model sees them (-3..3 std = black..white)"),
                                "after preprocessing: resizing, augmentation, standardization"),
     }
+
+
+def mixing_figure(setup: Setup, names: list[str]) -> Figures:
+    """With dataset.mixup/cutmix: 8 training samples as one micro-batch of the training step mixes them, each
+    titled with its two labels and their weights (the larger is what train accuracy counts); {} when off."""
+    mixing = mixing_of(setup.cfg.dataset)
+    if mixing is None:
+        return {}
+    x, y = setup.batch(size=8)
+    mixed, targets = mixing(x, y, seed=0)
+    weights = targets.cpu().float()
+    titles = []
+    for row, own, partner in zip(weights, y.tolist(), y.flip(0).tolist(), strict=True):
+        titles.append(f"{names[own][:10]} {row[own]:.0%}" if own == partner else
+                      f"{names[own][:10]} {row[own]:.0%} / {names[partner][:10]} {row[partner]:.0%}")
+    kind = "cutmix" if mixing.draw(0, *x.shape[-2:])[1] is not None else "mixup"
+    return {"mixed": (grid([as_model_sees(image) for image in mixed.cpu()], titles, 8,
+                           f"a micro-batch as the training step mixes it ({kind})"),
+                      f"mixup/cutmix ({kind} in this draw): each image with its labels' weights; training accuracy "
+                      "counts the dominant label")}
 
 
 def per_class_figure(setup: Setup, names: list[str], labels: torch.Tensor) -> Figures:
@@ -181,7 +202,8 @@ def inspect(cfg: DictConfig, run_dir: Path) -> int:
     names = introspect.class_names(train, setup.num_classes)
     mean, std = transforms.channel_stats(cfg.dataset)
     labels = introspect.labels_of(train)
-    figures = {**sample_figures(setup, names, labels, mean, std), **per_class_figure(setup, names, labels)}
+    figures = {**sample_figures(setup, names, labels, mean, std), **per_class_figure(setup, names, labels),
+               **mixing_figure(setup, names)}
     x, _ = setup.batch(size=256)
     files = [f for ds in setup.splits.values() for f in (introspect.image_files(ds) or [])]
     records, broken, gray = scan_files(files, cfg.dataset.channels) if files else ([], [], [])
