@@ -228,3 +228,29 @@ def test_runners_auto_augment_is_compared_with_the_same_images_clean():
     setup = setup_for(compose_config(["dataset.auto_augment=trivial", "dataset.random_erasing=0.5"]), torch.device("cpu"))
     source = clean_source(setup, [0, 1], [0, 1, 2])
     assert source.paired and source.flips == [] and "dataset.auto_augment=trivial" in source.owner
+
+
+@pytest.mark.parametrize("dataset", [["dataset=digits", "dataset.image_size=[8,8]"], ["dataset=imagefolder"]])
+def test_each_samples_views_come_from_its_seed_and_the_report_draws_augmented_views(dataset, tmp_path, monkeypatch):
+    """auto_augment alone (no crop): a sample's view is a function of its loader seed (any order, any worker),
+    and reading it without a seed (the data report's views) draws other views each time."""
+    from runner.data import datasets
+    from runner.data.loaders import SeededSamples
+    from tests.conftest import compose_config, make_imagefolder
+
+    if dataset == ["dataset=imagefolder"]:
+        monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+        root = make_imagefolder(tmp_path / "images", classes=2, per_class=4, size=(20, 20))
+        dataset = [*dataset, f"dataset.root={root}", "dataset.image_size=[16,16]", "dataset.cache=memory"]
+    cfg = compose_config([*dataset, "dataset.auto_augment=rand", "dataset.rand_augment.m=20",
+                          "dataset.random_erasing=0.5"])
+    train = datasets.build_splits(cfg.dataset)["train"]
+    seeded = SeededSamples(train)
+    keys = [(i, 1000 + i) for i in range(4)]
+    forward = [seeded[key][0] for key in keys]
+    backward = [seeded[key][0] for key in reversed(keys)][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward, strict=True))
+    views = [train[0][0] for _ in range(4)]
+    assert any(not torch.equal(views[0], other) for other in views[1:])
+    clean = datasets.build_splits(compose_config(dataset).dataset)["train"]
+    assert any(not torch.equal(view, clean[0][0]) for view in views)  # the ops change the views
