@@ -307,3 +307,9 @@ def test_the_command_refuses_a_missing_teacher_with_exit_2_and_writes_nothing(tm
     assert result.returncode == 2, result.stderr[-2000:]
     assert "loss.teachers" in result.stdout + result.stderr
     assert not run_dir.exists()
+
+
+def test_the_benchmark_times_the_teachers_forward_and_the_student_step():
+    loss = distill.Distillation([nn.Linear(4, 3)], temperature=4.0, alpha=0.9)
+    seconds = distill.step_seconds(loss, nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,)), repeats=2)
+    assert set(seconds) == {"teacher_forward", "student_step"} and all(s > 0 for s in seconds.values())
