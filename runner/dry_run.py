@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from runner.checks.setup import Result, Setup
+from runner.common import checkpoint_files
 from runner.common.errors import UserError, one_line
 from runner.run import train_and_evaluate
 
@@ -36,7 +37,9 @@ def dry_run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     subset = 2 * cfg.trainer.batch_size
     small = OmegaConf.merge(cfg, {
-        "trainer": {"dry_run": False, "epochs": 2, "log_every_steps": 1, "early_stopping": {"patience": None}},
+        "trainer": {"dry_run": False, "epochs": 2, "log_every_steps": 1, "early_stopping": {"patience": None},
+                    # SWA from epoch 1, so that the resume carries an average (trainer.swa.start_epoch may be later)
+                    "swa": {"start_epoch": 1 if cfg.trainer.swa.start_epoch else None, "every_epochs": 1}},
         "dataset": {"subset": min(subset, cfg.dataset.subset or subset)},
         "checkpoint": {"every_epochs": 1, "keep_last": None},
         "evaluate": {"after_training": True, "during_training": False},
@@ -55,9 +58,19 @@ def dry_run(cfg: DictConfig) -> dict:
             result = train_and_evaluate(small, Path(folder))
         if not (Path(folder) / "checkpoints" / "epoch-0002.pt").is_file() or result["best"] is None:
             raise RuntimeError("the dry run ended without a second checkpoint or an evaluation")
+        refuse_missing_averages(small, Path(folder) / "checkpoints" / "epoch-0002.pt")
     log.info("dry run passed in %.1f s: trained, checkpointed, resumed, evaluated. Drop trainer.dry_run to train",
              time.perf_counter() - started)
     return result
+
+
+def refuse_missing_averages(cfg, path: Path) -> None:
+    """The weight averages the config asks for (trainer.ema, trainer.swa) are in the resumed run's last checkpoint."""
+    wanted = [name for name, on in (("ema", cfg.trainer.ema.decay), ("swa", cfg.trainer.swa.start_epoch)) if on]
+    held = checkpoint_files.load(path).get("averaged") or {}
+    missing = [name for name in wanted if name not in held]
+    if missing:
+        raise RuntimeError(f"the dry run's resumed checkpoint lacks the {' and '.join(missing)} weights it asks for")
 
 
 def dry_run_check(setup: Setup) -> Result:

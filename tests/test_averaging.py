@@ -277,3 +277,12 @@ def test_every_cache_and_worker_count_gives_the_same_averages(tmp_path, monkeypa
     for name in runs:
         for average in ("ema", "swa"):
             assert_identical(first["averaged"][average], checkpoint(tmp_path / name, 2)["averaged"][average])
+
+
+def test_a_dry_run_carries_a_late_swa_across_its_resume(workdir):
+    """trainer.swa.start_epoch=8 of 10: the dry run's two epochs would never average; it starts SWA at its first
+    epoch, so the resume carries an average (the dry run fails where its resumed checkpoint lacks one)."""
+    result = run_cli([*TINY, "trainer.epochs=10", "trainer.swa.start_epoch=8", "trainer.dry_run=true",
+                      f"hydra.run.dir={workdir / 'run'}"], cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "dry run passed in" in result.stdout
