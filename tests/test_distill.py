@@ -221,11 +221,6 @@ def test_distillation_takes_mixup_s_soft_targets_and_mixed_images(teacher, tmp_p
     assert math.isfinite(figures["loss"]) and figures["loss"] > 0
 
 
-WAITS_ON_JOB = pytest.mark.xfail(strict=True, reason="waits on the three lines in runner/training/job.py that record "
-                                 "distill.teachers_record(cfg) in run.json and the checkpoints (helper D's report)")
-
-
-@WAITS_ON_JOB
 def test_run_json_and_the_checkpoints_name_the_teachers_with_their_sha256(teacher, tmp_path):
     cfg = compose_config([*TINY, *DISTILL, f"loss.teachers=[{teacher}:best]", "trainer.epochs=1"])
     train_job(cfg, tmp_path / "student")
@@ -235,7 +230,6 @@ def test_run_json_and_the_checkpoints_name_the_teachers_with_their_sha256(teache
     assert state["provenance"].get("teachers") == recorded
 
 
-@WAITS_ON_JOB
 def test_a_resume_after_a_teacher_file_changed_is_refused(teacher, tmp_path):
     copied = tmp_path / "teacher.pt"
     copied.write_bytes(sorted((teacher / "checkpoints").glob("epoch-*.pt"))[-1].read_bytes())

@@ -24,7 +24,7 @@ from runner.common.stop_signals import Preempted, requeue_slurm_job
 from runner.data import datasets, introspect, standardization
 from runner.data.image_files import Screening
 from runner.data.loaders import EpochSampler
-from runner.training import distributed
+from runner.training import distill, distributed
 from runner.training.checkpoint import find_resume_state, refuse_weights_that_do_not_fit
 from runner.training.describe import hydra_overrides
 from runner.training.hooks import NO_HOOKS, Hooks
@@ -67,6 +67,8 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
         hooks.run_preflight(splits, device)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
     resume_state, resumed_from = find_resume_state(cfg, run_dir)
+    if resume_state is not None:  # loss=distill: the teachers the run started with, each file unchanged
+        distill.refuse_changed_teachers(cfg, resume_state.get("provenance", {}).get("teachers"))
     model = build_model(cfg, splits["train"], weights_from_checkpoint=resume_state is not None)
     refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
     if resume_state is not None:
@@ -76,7 +78,9 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
               # which pretrained weights it started from ({name, source, file, sha256}); None: from scratch
               "weights": (resume_state or {}).get("provenance", {}).get("weights", model.pretrained_weights),
               # the mean/std the data got and what the weights expect (runner/data/standardization.py)
-              "standardization": standardization.record(cfg)}
+              "standardization": standardization.record(cfg),
+              # loss=distill's teachers ({teacher, checkpoint, weights, sha256}, never their weights); None otherwise
+              "teachers": distill.teachers_record(cfg)}
     figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record, hooks, processes)
     best = evaluate_after_training(hooks, run_dir, record, processes)
     if main:
@@ -158,7 +162,8 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
     try:
         with trial or contextlib.nullcontext():
             figures = fit(cfg, run_dir, train_set, model, device, writer,
-                          {"git": record["git"], "environment": record["environment"], "weights": record["weights"]},
+                          {"git": record["git"], "environment": record["environment"], "weights": record["weights"],
+                           "teachers": record["teachers"]},
                           resume_state, processes,
                           hooks)
         refuse_to_go_on_after_a_stop_signal(figures, run_dir, processes)
