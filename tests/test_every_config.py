@@ -68,6 +68,13 @@ def custom(request, tmp_path) -> list[str]:
     return ["dataset._target_=tests.byo_data.stripes", "dataset.num_classes=4"]
 
 
+def distill_teacher(request, tmp_path) -> list[str]:
+    """loss=distill needs a teacher: one update of the default model on the default data, saved."""
+    teacher = tmp_path / "teacher"
+    train_and_evaluate(compose_config(ONE_UPDATE), teacher)
+    return [f"loss.teachers=[{teacher / 'checkpoints' / checkpoint_files.checkpoint_name(1)}]"]
+
+
 def flowers_finetune(request, tmp_path) -> list[str]:
     """The fine-tuning experiment's timm model built from scratch (no weights download here), in one stage:
     one epoch leaves no room for a frozen one."""
@@ -77,7 +84,7 @@ def flowers_finetune(request, tmp_path) -> list[str]:
 # (group, option) -> overrides that give the option local files instead of a download
 OFFLINE = {("dataset", "flowers102"): flowers102, ("dataset", "cifar10"): cifar10,
            ("dataset", "imagefolder"): imagefolder, ("experiment", "flowers"): flowers102, ("dataset", "custom"): custom,
-           ("experiment", "flowers_finetune"): flowers_finetune}
+           ("experiment", "flowers_finetune"): flowers_finetune, ("loss", "distill"): distill_teacher}
 TRAINED_GROUPS = ("dataset", "model", "optimizer", "schedule", "loss", "experiment")
 
 
@@ -112,6 +119,32 @@ def test_every_option_composes_instantiates_and_runs_one_update(group, option, r
     assert fresh, "the model has no trainable parameters"
     moved = [name for name, p in fresh.items() if not torch.equal(p, state["model"][name])]
     assert moved, "the one update left every trainable parameter as built (a learning rate of 0?)"
+
+
+# the settings that are not config-group options (issue 26's regularization): each for one update, on image files
+# (the uint8 batch finishing) and on the default digits (tensors augmented per sample on the CPU)
+SETTINGS = [
+    ["trainer.ema.decay=0.9"], ["trainer.swa.start_epoch=1"], ["dataset.mixup.alpha=0.2"], ["dataset.cutmix.alpha=1.0"],
+    ["dataset.mixup.alpha=0.2", "dataset.cutmix.alpha=1.0", "dataset.mixup.switch_prob=0.5"],
+    ["dataset.auto_augment=trivial"], ["dataset.auto_augment=rand", "dataset.rand_augment.n=3", "dataset.rand_augment.m=12"],
+    ["dataset.random_erasing=0.5"], ["model=convnet", "model.drop_rate=0.2", "model.drop_path_rate=0.1"],
+    ["evaluate.after_training=true", "evaluate.tta=flip+translate"], ["evaluate.after_training=true", "evaluate.tta=multicrop"],
+]
+
+
+@pytest.mark.parametrize("files", [True, False], ids=["image-files", "digits"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=[" ".join(s) for s in SETTINGS])
+def test_every_regularization_setting_runs_one_update(settings, files, tmp_path):
+    data = [*imagefolder(None, tmp_path), "dataset=imagefolder"] if files else []
+    run_dir = tmp_path / "run"
+    train_and_evaluate(compose_config([*data, *ONE_UPDATE, *settings]), run_dir)
+    state = checkpoint_files.load(run_dir / "checkpoints" / checkpoint_files.checkpoint_name(1))
+    assert state["global_step"] == 1
+    averaged = {"trainer.ema.decay": "ema", "trainer.swa.start_epoch": "swa"}
+    wanted = {averaged[s.split("=")[0]] for s in settings if s.split("=")[0] in averaged}
+    assert set(state.get("averaged") or {}) == wanted
+    if "evaluate.after_training=true" in settings:
+        assert (run_dir / "eval" / "best.json").exists()
 
 
 @pytest.mark.parametrize("search", options("search"))
