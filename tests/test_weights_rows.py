@@ -138,6 +138,30 @@ def test_the_test_split_is_looked_at_with_the_best_weights_only(with_ema):
     assert [look["weights"] for look in looks] == ["ema"]
 
 
+def test_a_test_split_ensemble_records_each_members_weights_in_the_ledger(with_ema):
+    evaluate(compose_config([f"run_dir={with_ema}", "ensemble_top_k=2", "split=test"], config_name="evaluate"))
+    test_rows = [r for r in results.read_rows(with_ema / "eval") if r["split"] == "test"]
+    assert [r["weights"] for r in test_rows] == ["ema", "ema"]  # each member looked at with its best weights
+    looks = [json.loads(line) for line in (with_ema / "eval" / "test_ledger.jsonl").read_text().splitlines()]
+    assert [(look["checkpoint"], look.get("weights", "raw")) for look in looks] == [
+        (r["checkpoint"], "ema") for r in test_rows]
+
+
+def test_compares_validation_curve_follows_the_best_weights_only(with_ema, monkeypatch):
+    """Raw and ema rows in one line would zigzag between them: the curve is that of the best's weights."""
+    from runner.evaluation import comparison
+
+    evaluator(with_ema)
+    drawn = {}
+    monkeypatch.setattr(comparison, "save_png", lambda figure, path: drawn.setdefault("figure", figure))
+    monkeypatch.setattr(comparison, "training_losses", lambda run: ([], []))
+    comparison.curves_png(with_ema, with_ema, with_ema / "curves.png")
+    line = drawn["figure"].axes[1].lines[0]
+    ema = sorted((r for r in results.read_rows(with_ema / "eval") if r["weights"] == "ema"), key=lambda r: r["epoch"])
+    assert list(line.get_xdata()) == [1, 2, 3]
+    assert list(line.get_ydata()) == [r["top1"] for r in ema]
+
+
 def test_an_ensemble_member_uses_its_runs_best_weights(with_ema):
     result = evaluate(compose_config([f"run_dir={with_ema}", "ensemble_top_k=2"], config_name="evaluate"))
     rows = [r for r in results.read_rows(with_ema / "eval") if r["weights"] == "ema"]
@@ -205,6 +229,25 @@ def test_batch_norm_recompute_equals_update_bn_on_the_same_data():
         assert torch.equal(mine, theirs), name
     assert model[1].momentum == 0.1  # restored
     assert averaged_weights.recompute_batch_norm(nn.Linear(3, 2).eval(), [], torch.device("cpu")) is False
+
+
+def test_the_swa_batch_norm_pass_sees_no_augmentation_of_any_kind():
+    """dataset.auto_augment and random_erasing, not only dataset.augment, are off in the swa BatchNorm pass: the
+    statistics are those of the same run without them."""
+    from runner.evaluation.evaluator import recompute_batch_norm
+
+    def statistics(*augmentation: str) -> dict:
+        config = OmegaConf.to_container(compose_config([*TINY, "dataset.augment=basic", *augmentation]), resolve=True)
+        torch.manual_seed(0)
+        model = batch_norm_net(7, 3, [11, 13]).eval()
+        settings = OmegaConf.create({"data_root": None})
+        recompute_batch_norm(model, config, settings, torch.device("cpu"), 0, "checkpoints/epoch-0001.pt")
+        return model.state_dict()
+
+    plain = statistics()
+    augmented = statistics("dataset.auto_augment=trivial", "dataset.random_erasing=1.0")
+    for name, value in plain.items():
+        assert torch.equal(value, augmented[name]), name
 
 
 def test_the_swa_weights_are_evaluated_with_their_batch_norm_recomputed(tmp_path, caplog):

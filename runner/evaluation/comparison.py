@@ -268,11 +268,14 @@ def curves_png(a: Path, b: Path, path: Path) -> None:
         steps, losses = training_losses(run)
         train.plot(steps, losses, label=f"{label}: {run.name}")
         try:
-            metric = results.read_best(run / "eval").get("metric", "top1")
+            best = results.read_best(run / "eval") or {}
         except UserError:
-            metric = "top1"
+            best = {}
+        metric, weights = best.get("metric", "top1"), results.weights_of(best)
+        # one line of one weights (the best's): raw and ema rows in one line would zigzag between them
         rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and variants.variant_of(r) == ""
-                       and records.is_kind(r.get(metric), "number")), key=lambda r: r["epoch"])
+                       and results.weights_of(r) == weights and records.is_kind(r.get(metric), "number")),
+                      key=lambda r: r["epoch"])
         val.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", label=f"{label}: {run.name}")
         val.set_ylabel(f"validation {metric}")
     train.set(xlabel="optimizer update", ylabel="training loss (epoch mean)", title="training")

@@ -69,7 +69,8 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
         log_probs.append(member_log_probs)
         rows.append({"member": f"{run_dir.name}/{name}", **{k: row[k] for k in ("loss", "top1", "top5", "balanced_accuracy")}})
         if settings.split == "test":
-            results.record_test_look(eval_dir, name, settings.tta, row["top1"], variants.variant_of(row))
+            results.record_test_look(eval_dir, name, settings.tta, row["top1"], variants.variant_of(row),
+                                     weights=results.weights_of(row))  # the weights it was looked at with
     averaged = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
     summary = metrics.summarize(averaged, labels, averaged.shape[1])
     result = {"split": settings.split, "tta": settings.tta, "precision": str(settings.precision),

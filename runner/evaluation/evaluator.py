@@ -30,6 +30,7 @@ from runner.common.run_folders import relative, tensorboard_folder
 from runner.common.runtime import autocast_dtype, pick_device
 from runner.common.trust import require_trusted
 from runner.data import datasets, loaders
+from runner.data.clean_views import unaugmented
 from runner.data.settings import validate as validate_dataset
 from runner.evaluation import averaged_weights, metrics, predictions, reports, results, variants
 from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (assert_eval_mode: for tests)
@@ -95,9 +96,10 @@ def built_split(dataset_json: str, split: str, data_root: str | None):
 
 
 def unaugmented_train_split(config: dict, data_root: str | None):
-    """The training split as the run built it, but with the evaluation's transforms (dataset.augment=none)."""
-    dataset = {**config["dataset"], **({"augment": "none"} if "augment" in config["dataset"] else {})}
-    return split_dataset({**config, "dataset": dataset}, "train", data_root)[0]
+    """The training split as the run built it, without any of its augmentation (crop and flip, auto_augment,
+    random_erasing: the data package's clean_views.unaugmented knows them all); mixup/cutmix are the training
+    step's and never reach a split."""
+    return unaugmented(split_dataset(config, "train", data_root)[0])
 
 
 def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer, strict: bool = False,
