@@ -32,7 +32,8 @@ class EvaluationSettings:
     num_workers: int | None = None
     """DataLoader worker processes; null: as many as the run trained with (its trainer.num_workers)."""
     tta: str = "none"
-    """none | flip (average the image and its mirror)."""
+    """none | flip | translate | flip+translate | multicrop: the views whose probabilities are averaged (the image
+    and its mirror; one-pixel shifts; both; five 7/8 crops: runner/evaluation/inference.py)."""
     galleries: bool = True
     """Confusion matrix and loss galleries for the best checkpoint."""
     trust: list[str] = field(default_factory=list)
