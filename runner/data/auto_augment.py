@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from runner.data.batch_augment import uniforms
+from runner.data.batch_augment import pinned_to_device, uniforms
 
 POLICIES = ("none", "trivial", "rand")
 TRIVIAL_BINS = 31  # v2.TrivialAugmentWide's num_magnitude_bins default
@@ -187,7 +187,7 @@ class SampleOps:
         """Standardized float (N, C, H, W) -> erased where drawn (in place)."""
         if self.erasing <= 0:
             return images
-        boxes = torch.from_numpy(erasing_boxes(seeds, self.erasing, *images.shape[-2:])).to(images.device)
+        boxes = pinned_to_device(torch.from_numpy(erasing_boxes(seeds, self.erasing, *images.shape[-2:])), images.device)
         return erased(images, boxes)
 
 
