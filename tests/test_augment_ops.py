@@ -254,3 +254,18 @@ def test_each_samples_views_come_from_its_seed_and_the_report_draws_augmented_vi
     assert any(not torch.equal(views[0], other) for other in views[1:])
     clean = datasets.build_splits(compose_config(dataset).dataset)["train"]
     assert any(not torch.equal(view, clean[0][0]) for view in views)  # the ops change the views
+
+
+@pytest.mark.parametrize("augment", ["dataset.augment=basic", "dataset.auto_augment=trivial"])
+def test_test_time_mirroring_is_named_beside_training_augmentation(augment):
+    """Training augments and the evaluation mirrors: the mirror is measured and the fix names evaluate.tta."""
+    from runner.checks.registry import CHECKS
+    from runner.checks.setup import setup_for
+    from tests.conftest import compose_config
+
+    result = CHECKS["augmentation_consistency"](setup_for(compose_config([augment, "evaluate.tta=flip+translate"]),
+                                                          torch.device("cpu")))
+    assert result.verdict == "FAIL" and "evaluate.tta=none" in result.fix, (result.figure, result.fix)
+    assert "evaluate.tta=flip+translate" in result.fix
+    if augment == "dataset.augment=basic":
+        assert "dataset.augment=basic mirrors images" in result.fix

@@ -120,7 +120,9 @@ class Source:
     pool: list[int]  # its samples of the most frequent classes
     paired: bool  # the training split's sample i is a view of clean sample i
     owner: str  # what augments, as the fix names it
-    flips: list[int]  # the axes the augmentation flips
+    flips: list[int]  # the axes measured: those the augmentation flips, and the evaluation's mirror (-1)
+    tta: str = ""  # "evaluate.tta=flip" where the evaluation mirrors too; "" where it does not
+    trained_flips: list[int] | None = None  # the axes training flips (None: all of `flips`)
 
 
 RUNNERS_OWN = {"augment": "none", "auto_augment": "none", "random_erasing": 0.0}  # runner's augmentation, off
@@ -190,13 +192,20 @@ def scored_views(setup: Setup, source: Source, model, measured: list[int], class
     return clean, chance, views
 
 
+TTA_CURE = "use evaluate.tta=none (or translate, which does not mirror)"
+
+
 def flip_fix(source: Source, view: View) -> str:
-    if source.owner.startswith("evaluate.tta"):
-        cure = "use evaluate.tta=none (or translate, which does not mirror)"
+    axis = next(axis for axis, name in FLIPS.items() if name == view.name)
+    if axis not in (source.flips if source.trained_flips is None else source.trained_flips):  # the evaluation's
+        owner, cure = source.tta, TTA_CURE
     else:
+        owner = source.owner
         cure = ("use dataset.augment=none (basic always flips), or your own augmentation without the flip "
                 "(dataset=custom)" if source.paired else "remove the flip from your training transform")
-    return (f"{source.owner} {view.name}, and this dataset's classes change under it (as a mirrored digit is another "
+        if source.tta and axis == -1:
+            cure += f"; {source.tta} mirrors them at test time too: {TTA_CURE}"
+    return (f"{owner} {view.name}, and this dataset's classes change under it (as a mirrored digit is another "
             f"digit): a quick model keeps {view.kept:.0%} of its accuracy above chance on such images; {cure}")
 
 
@@ -233,12 +242,15 @@ def check_augmentation_consistency(setup: Setup) -> Result:
     if not augments(train, probe) and not mirrors_at_test_time(setup):
         return Result("augmentation_consistency", "no augmentation (each training image reads the same every time)",
                       EXPECTED, "PASS", details={"augments": False})
+    tta = f"evaluate.tta={setup.cfg.evaluate.tta}" if mirrors_at_test_time(setup) else ""
     if augments(train, probe):
         source = clean_source(setup, classes, probe)
     else:  # only the evaluation mirrors: measure the mirror on the training images as they are
         labels = introspect.labels_of(train)
-        source = Source(train, torch.isin(labels, torch.tensor(classes)).nonzero().flatten().tolist(), True,
-                        f"evaluate.tta={setup.cfg.evaluate.tta}", [-1])
+        source = Source(train, torch.isin(labels, torch.tensor(classes)).nonzero().flatten().tolist(), True, tta, [])
+    source.tta, source.trained_flips = tta, list(source.flips)
+    if tta and -1 not in source.flips:
+        source.flips.append(-1)
     trained_on, measured = held_out(source.pool, settings)
     if len(measured) < 20:  # a sign test on fewer images cannot reach p < 0.001 for a moderate drop
         return Result("augmentation_consistency", f"{len(source.pool)} clean images of the commonest classes: too few "
