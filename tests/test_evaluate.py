@@ -18,7 +18,8 @@ from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.data import datasets, loaders
 from runner.evaluation import results
-from runner.evaluation.evaluator import assert_eval_mode, evaluate_run, predict
+from runner.evaluation.evaluator import evaluate_run
+from runner.evaluation.inference import assert_eval_mode, predict
 from runner.evaluation.results import read_rows
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, cli_env, compose_config
@@ -411,10 +412,10 @@ def test_a_confusion_matrix_of_many_classes_shows_the_most_confused_ones(tmp_pat
 def test_a_run_builds_its_split_once_and_uses_the_trainers_workers_and_micro_batch(trained, tmp_path, monkeypatch):
     """Large eval batches are slower on a CPU (about 260 vs 470 images/s at 256 vs 32 for the ConvNet at 128 px):
     by default the evaluator takes the micro-batch the run trained with, which fits the device's memory."""
-    import runner.evaluation.evaluator as evaluator
+    from runner.evaluation.saved_splits import built_split
 
     run_dir = fresh_copy(trained, tmp_path)
-    evaluator.built_split.cache_clear()
+    built_split.cache_clear()
     builds, workers, batch_sizes = [], [], []
     real_build, real_loader = datasets.build_splits, loaders.eval_loader
     monkeypatch.setattr(datasets, "build_splits", lambda cfg: builds.append(1) or real_build(cfg))

@@ -110,7 +110,7 @@ def test_every_evaluation_on_another_device_hands_the_metrics_one_device(runs, s
     monkeypatch.setenv("RUNNER_CACHE", str(runs[source].parent / "cache"))
     # lazy tensors refuse inference mode ("Cannot set version_counter for inference tensor"): the same
     # predict, under no_grad; how its batches, outputs and labels move between devices is what is tested
-    monkeypatch.setattr("runner.evaluation.evaluator.predict", torch.no_grad()(inference.predict.__wrapped__))
+    monkeypatch.setattr("runner.evaluation.weights_evaluation.predict", torch.no_grad()(inference.predict.__wrapped__))
     on_cpu = copy_of(runs[source], tmp_path / "cpu")
     elsewhere = copy_of(runs[source], tmp_path / "elsewhere")
     evaluate_everywhere(on_cpu, "cpu")

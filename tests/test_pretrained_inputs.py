@@ -174,7 +174,7 @@ def test_training_the_checks_and_the_evaluation_standardize_as_the_weights_expec
     from safetensors.torch import save_file
 
     from runner.common import checkpoint_files
-    from runner.evaluation.evaluator import split_dataset
+    from runner.evaluation.saved_splits import split_dataset
 
     weights = workdir / "pretrained.safetensors"
     save_file(timm.create_model(HALF, pretrained=False).state_dict(), str(weights))

@@ -23,8 +23,8 @@ from runner.cli.evaluate import evaluate
 from runner.common import checkpoint_files
 from runner.data import loaders
 from runner.evaluation import averaged_weights, predictions, results
-from runner.evaluation.evaluator import split_dataset, unaugmented_train_split
 from runner.evaluation.run_table import formatted, table
+from runner.evaluation.saved_splits import split_dataset, unaugmented_train_split
 from runner.run import train_and_evaluate
 from runner.sweep.objectives import values_of
 from tests.conftest import TINY, compose_config
@@ -234,14 +234,14 @@ def test_batch_norm_recompute_equals_update_bn_on_the_same_data():
 def test_the_swa_batch_norm_pass_sees_no_augmentation_of_any_kind():
     """dataset.auto_augment and random_erasing, not only dataset.augment, are off in the swa BatchNorm pass: the
     statistics are those of the same run without them."""
-    from runner.evaluation.evaluator import recompute_batch_norm
+    from runner.evaluation.weights_evaluation import recompute_swa_statistics
 
     def statistics(*augmentation: str) -> dict:
         config = OmegaConf.to_container(compose_config([*TINY, "dataset.augment=basic", *augmentation]), resolve=True)
         torch.manual_seed(0)
         model = batch_norm_net(7, 3, [11, 13]).eval()
         settings = OmegaConf.create({"data_root": None})
-        recompute_batch_norm(model, config, settings, torch.device("cpu"), 0, "checkpoints/epoch-0001.pt")
+        recompute_swa_statistics(model, config, settings, torch.device("cpu"), 0, "checkpoints/epoch-0001.pt")
         return model.state_dict()
 
     plain = statistics()

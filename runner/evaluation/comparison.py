@@ -11,11 +11,13 @@ goes into compare.md beside the figure.
 An ensemble (`python -m runner.evaluate 'ensemble=[...]'`) is paired through the predictions saved
 beside its summary (ensemble.val.pt beside ensemble.val.json): its members stand where the config
 difference would, and it has no training curve of its own.
+
+Here: the operands' predictions paired, the figures and compare.md; what differs between two runs is
+run_differences.py's, reading an ensemble operand ensemble_operands.py's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -25,74 +27,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from runner.common import checkpoint_files  # noqa: E402
 from runner.common.errors import UserError  # noqa: E402
 from runner.evaluation import predictions, records, results, variants  # noqa: E402
+from runner.evaluation.ensemble_operands import ensemble_predictions, ensemble_summary, in_metric_of  # noqa: E402
 from runner.evaluation.metric_names import direction  # noqa: E402
 from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas  # noqa: E402
 from runner.evaluation.reports import save_png  # noqa: E402
+from runner.evaluation.run_differences import config_difference, other_differences, saved_config  # noqa: E402
 
 log = logging.getLogger("runner.compare")
-
-NOT_SETTINGS = ("name", "sweep.", "resume")  # labels and bookkeeping, not what was trained
-
-
-def flat(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): node}
-
-
-def saved_config(run: Path) -> dict:
-    """The resolved config saved in the run's best checkpoint; {} with a warning when it cannot be read."""
-    try:
-        best = results.read_best(run / "eval")
-        return checkpoint_files.load(run / best["checkpoint"], parts=("config",))["config"] if best else {}
-    except UserError as error:
-        log.warning("%s: its saved config is left out", error)
-        return {}
-
-
-def run_config(run: Path) -> dict:
-    """The run's config as composed (.hydra/config.yaml), else the one saved in its best checkpoint."""
-    try:
-        composed = records.read_yaml_mapping(run / ".hydra" / "config.yaml", records.HYDRA_CONFIG,
-                                             "repair or remove it (compare then reads the best checkpoint's config)")
-    except UserError as error:
-        log.warning("%s: the config saved in the best checkpoint is compared instead", error)
-        composed = None
-    return composed or saved_config(run)
-
-
-def config_difference(a: Path, b: Path) -> list[tuple[str, object, object]]:
-    """(key, value in A, value in B) for every setting that differs."""
-    fa, fb = (flat(run_config(run)) for run in (a, b))
-    keys = sorted(set(fa) | set(fb))
-    return [(k, fa.get(k, "-"), fb.get(k, "-")) for k in keys
-            if fa.get(k) != fb.get(k) and not k.startswith(NOT_SETTINGS)]
-
-
-def other_differences(a: Path, b: Path) -> list[tuple[str, object, object]]:
-    """What else can make two runs differ: the code version, torch, the device, the seed."""
-    ra, rb = run_record(a), run_record(b)
-
-    def facts(record: dict) -> dict:
-        git, environment = record.get("git") or {}, record.get("environment") or {}
-        return {"git commit": git.get("commit", "-"), "uncommitted changes": bool(git.get("dirty")),
-                "torch": environment.get("torch", "-"), "device": environment.get("device_name") or
-                environment.get("device", "-"), "seed": record.get("seed", "-")}
-    fa, fb = facts(ra), facts(rb)
-    return [(k, fa[k], fb[k]) for k in fa if fa[k] != fb[k]]
-
-
-def run_record(run: Path) -> dict:
-    """The run's run.json; {} with a warning when it is missing or of the wrong shape."""
-    try:
-        return records.read_json_object(run / "run.json", records.RUN_RECORD, "restore the run's run.json") or {}
-    except UserError as error:
-        log.warning("%s: the code version, torch, device and seed of this run are not compared", error)
-        return {}
-
 
 def run_of(path: Path) -> Path:
     """The run folder of a run folder, or of a checkpoint file in its checkpoints/."""
@@ -119,76 +62,10 @@ def chosen_checkpoint(path: Path) -> dict:
             "split": "val", "tta": row["tta"], "metrics": row}
 
 
-def ensemble_summary(path: Path) -> Path | None:
-    """The ensemble summary an operand names: the .json itself, or the one in its folder (outputs/ensembles/<time>/);
-    None for a run folder or a checkpoint file."""
-    if path.is_file():
-        return path if path.suffix == ".json" else None
-    if (path / "eval").is_dir() or (path / "checkpoints").is_dir():
-        return None
-    found = sorted(path.glob("ensemble*.json"))
-    if len(found) > 1:
-        raise UserError(f"{path} holds {len(found)} ensemble summaries ({', '.join(f.name for f in found)}). Fix: give "
-                        f"one of them, e.g. python -m runner.compare RUN {found[0]}")
-    return found[0] if found else None
-
-
-def again(summary: Path, saved: dict) -> str:
-    """The command that evaluates an ensemble again (and saves its predictions beside its summary)."""
-    split, tta = saved.get("split", "val"), saved.get("tta", "none")
-    if summary.name.startswith("ensemble_top"):
-        return f"python -m runner.evaluate run_dir={summary.parent.parent} ensemble_top_k={len(saved['members'])} " \
-               f"split={split} tta={tta}"
-    return f"python -m runner.evaluate 'ensemble=[RUN_A,RUN_B,...]' split={split} tta={tta} (the same members)"
-
-
-def ensemble_predictions(summary: Path) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(a best.json-shaped description of the ensemble, predicted classes, labels) from its summary and the
-    predictions saved beside it; a summary of another shape, or without them, is a one-line UserError."""
-    try:
-        saved = json.loads(summary.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{summary} cannot be read as an ensemble summary ({type(error).__name__}). Fix: give a run "
-                        "folder, a checkpoint, or the ensemble.SPLIT.json `python -m runner.evaluate 'ensemble=[...]'` "
-                        "wrote") from None
-    summary_of = saved.get("ensemble") if isinstance(saved, dict) else None
-    if not (isinstance(summary_of, dict) and records.is_kind(summary_of.get("top1"), "number")
-            and isinstance(saved.get("members"), list) and saved.get("split") in ("val", "test")):
-        raise UserError(f"{summary} is not an ensemble summary (no split, members and ensemble top-1). Fix: give a run "
-                        "folder, a checkpoint, or the ensemble.SPLIT.json `python -m runner.evaluate 'ensemble=[...]'` "
-                        "wrote")
-    if not isinstance(saved.get("predictions"), str):
-        raise UserError(f"{summary} has no saved predictions (an ensemble evaluated before they were saved beside "
-                        f"it). Fix: {again(summary, saved)}")
-    path = summary.parent / Path(saved["predictions"]).name
-    if not path.is_file():
-        raise UserError(f"{path} is missing (the ensemble's predictions, named by {summary.name}). Fix: copy it with "
-                        f"the summary, or evaluate the ensemble again: {again(summary, saved)}")
-    try:
-        log_probs, labels = predictions.load_predictions_file(path, summary.parent)
-    except UserError as error:
-        raise UserError(f"{str(error).split(' Fix: ')[0]} Fix: {again(summary, saved)}") from None
-    members = [str(m.get("member")) if isinstance(m, dict) else str(m) for m in saved["members"]]
-    described = f"an ensemble of {len(members)} members (tta={saved.get('tta', 'none')}): {', '.join(members)}"
-    best = {"checkpoint": f"an ensemble of {len(members)} members", "metric": "top1", "direction": "max",
-            "value": summary_of["top1"], "split": saved["split"], "tta": saved.get("tta", "none"),
-            "metrics": summary_of, "ensemble": described}
-    return best, log_probs.argmax(dim=1).numpy(), labels.numpy()
-
-
 def operand_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     """best_predictions of a run or a checkpoint; ensemble_predictions of an ensemble."""
     summary = ensemble_summary(path)
     return best_predictions(path) if summary is None else ensemble_predictions(summary)
-
-
-def in_metric_of(ensemble: dict, other: dict) -> dict:
-    """The ensemble's value in the metric the other operand (a run) was chosen by, where the summary holds it."""
-    metric = other["metric"]
-    if "ensemble" in other or not records.is_kind(ensemble["metrics"].get(metric), "number"):
-        return ensemble
-    return {**ensemble, "metric": metric, "direction": other.get("direction", "auto"),
-            "value": ensemble["metrics"][metric]}
 
 
 def best_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -293,7 +170,7 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
     """
     from runner.common.trust import require_trusted
     from runner.data.transforms import channel_stats, denormalize
-    from runner.evaluation.evaluator import split_dataset
+    from runner.evaluation.saved_splits import split_dataset
 
     shown = next((path for path in (result["b"], result["a"]) if ensemble_summary(path) is None), None)
     if shown is None:  # two ensembles: no run to build the split from

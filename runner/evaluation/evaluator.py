@@ -5,16 +5,17 @@ The offline evaluator: every checkpoint of a run that has not been evaluated yet
 split, in eval mode, with the model and data built from the checkpoint's own saved config (not
 from today's conf/); each weights it holds (raw, and the averaged ema/swa: averaged_weights.py)
 is a row of its own. Rows, best.json, predictions and the test ledger go into the run's eval/
-(results.py), figures of the best checkpoint too (reports.py), and curves to the run's
-TensorBoard logs under eval/ at each checkpoint's global step.
+(results.py), figures of the best checkpoint too (best_checkpoint.py, reports.py), and curves to
+the run's TensorBoard logs under eval/ at each checkpoint's global step.
+
+This module decides what is evaluated (which checkpoints and weights are pending, the test look) and
+builds a checkpoint's model; the data its config builds is saved_splits.py's, and one weights' row
+(loaded, swa BatchNorm recomputed, predicted, saved, logged) weights_evaluation.py's.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -25,17 +26,20 @@ from runner import models
 from runner.common import checkpoint_files, stop_signals
 from runner.common.errors import UserError, one_line
 from runner.common.io import remove_stale_temporaries
-from runner.common.provenance import now
 from runner.common.run_folders import relative, tensorboard_folder
-from runner.common.runtime import autocast_dtype, pick_device
+from runner.common.runtime import pick_device
 from runner.common.trust import require_trusted
-from runner.data import datasets, loaders
-from runner.data.clean_views import unaugmented
-from runner.data.settings import validate as validate_dataset
-from runner.evaluation import averaged_weights, metrics, predictions, reports, results, variants
-from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (assert_eval_mode: for tests)
-from runner.evaluation.metric_names import METRICS
+from runner.data import loaders
+from runner.evaluation import (
+    averaged_weights,
+    best_checkpoint,
+    results,
+    variants,
+    weights_evaluation,
+)
+from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (scripts/benchmark.py)
 from runner.evaluation.run_dirs import run_checkpoints
+from runner.evaluation.saved_splits import split_dataset
 from runner.evaluation.tables import print_table, warn_if_flipping_hurts
 from runner.evaluation.weight_names import WEIGHTS, wanted
 
@@ -65,41 +69,6 @@ def model_of_checkpoint(config: dict, state: dict, path: Path, device: torch.dev
         raise UserError(f"{path} does not fit the model of its config ({model_cfg._target_}): {first}. "
                         "Fix: evaluate it with the run that wrote it") from None
     return model.to(device).eval()
-
-
-def split_dataset(config: dict, split: str, data_root: str | None):
-    """The split as the run built it, from the checkpoint's dataset config (root overridable).
-
-    Built once per run and process: the checkpoints of a run share their dataset config.
-    """
-    if split not in datasets.SPLITS:
-        raise UserError(f"split={split!r} is not a split. Fix: split=val or split=test")
-    return built_split(json.dumps(config["dataset"], sort_keys=True), split, data_root)
-
-
-@functools.lru_cache(maxsize=4)
-def built_split(dataset_json: str, split: str, data_root: str | None):
-    dataset_cfg = OmegaConf.create(json.loads(dataset_json))
-    if data_root is not None:
-        dataset_cfg.root = data_root
-    try:  # the rules a training config's dataset meets, before anything is built from a saved one
-        validate_dataset(dataset_cfg)
-    except UserError as error:
-        raise UserError(f"its saved dataset config does not hold: {one_line(error)}") from None
-    except Exception as error:  # a key missing, a value of another type: not a config runner wrote
-        raise UserError(f"its saved dataset config is not one runner writes ({type(error).__name__}: "
-                        f"{checkpoint_files.first_sentence(error)}). Fix: pick a checkpoint written by runner") from None
-    dataset = datasets.build_splits(dataset_cfg)[split]
-    if len(dataset) == 0:
-        raise UserError(f"dataset {dataset_cfg.name} has no {split} split here. Fix: split=val")
-    return dataset, dataset_cfg
-
-
-def unaugmented_train_split(config: dict, data_root: str | None):
-    """The training split as the run built it, without any of its augmentation (crop and flip, auto_augment,
-    random_erasing: the data package's clean_views.unaugmented knows them all); mixup/cutmix are the training
-    step's and never reach a split."""
-    return unaugmented(split_dataset(config, "train", data_root)[0])
 
 
 def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer, strict: bool = False,
@@ -137,84 +106,17 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
         log.warning("%s holds no %s weights (it holds %s): nothing evaluated", name, " or ".join(weights), ", ".join(held))
     rows = []
     for chosen in [w for w in held if w in weights]:
-        if chosen != "raw" and not load_averaged(model, held[chosen], chosen, path):
+        if chosen != "raw" and not weights_evaluation.load_averaged(model, held[chosen], chosen, path):
             del held[chosen]  # not counted as held: not tried again at each evaluation
             continue
         if chosen == "swa":
-            recompute_batch_norm(model, state["config"], settings, device, workers, name)
-        rows.append(evaluate_weights(model, loader, len(dataset), dataset_cfg, settings, device, state, name, chosen,
-                                     run_dir))
+            weights_evaluation.recompute_swa_statistics(model, state["config"], settings, device, workers, name)
+        rows.append(weights_evaluation.evaluate_weights(model, loader, len(dataset), dataset_cfg, settings, device,
+                                                        state, name, chosen, run_dir))
     for row in rows:
         row["weights_held"] = list(held)
-        log_row(row, writer)
+        weights_evaluation.log_row(row, writer)
     return rows
-
-
-def load_averaged(model: torch.nn.Module, weights: dict, name: str, path: Path) -> bool:
-    """The averaged weights into the model; False, with a warning, when they do not fit it."""
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first = " ".join(str(error).split())[:200].rstrip(".")
-        log.warning("%s: its %s weights do not fit its model (%s): left out, its other weights evaluated",
-                    path, name, first)
-        return False
-    return True
-
-
-def recompute_batch_norm(model, config: dict, settings: DictConfig, device, workers: int, name: str) -> None:
-    """SWA weights: their BatchNorm statistics measured again over the training split, in micro-batches of the
-    run's trainer.micro_batch_size (the batches its statistics were measured on in training); training does not."""
-    if not averaged_weights.batch_norm_layers(model):
-        return
-    train = unaugmented_train_split(config, settings.get("data_root"))
-    batch_size = config["trainer"]["micro_batch_size"]
-    started = time.perf_counter()
-    averaged_weights.recompute_batch_norm(
-        model, loaders.eval_loader(train, batch_size, workers, pin_memory=device.type == "cuda", device=device), device)
-    log.info("%s: BatchNorm statistics of the swa weights recomputed over the training split (%d samples without "
-             "augmentation, micro-batches of %d, a cumulative average as torch.optim.swa_utils.update_bn) in %.1f s",
-             name, len(train), batch_size, time.perf_counter() - started)
-
-
-def evaluate_weights(model, loader, size: int, dataset_cfg, settings: DictConfig, device, state: dict, name: str,
-                     weights: str, run_dir: Path) -> dict:
-    """The row of checkpoint `name` with the `weights` the model holds now; its predictions saved."""
-    started = time.perf_counter()
-    log_probs, labels = predict(model, loader, device, autocast_dtype(settings.precision, device), settings.tta)
-    if len(labels) != size:
-        raise RuntimeError(f"evaluated {len(labels)} samples of a split of {size}")
-    own_batch = state["config"]["trainer"]["micro_batch_size"]
-    batch_size = settings.batch_size if settings.batch_size is not None else own_batch
-    summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes)
-    used = {"tta": str(settings.tta), "precision": str(settings.precision), "batch_size": batch_size}
-    row = {
-        "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"], "weights": weights,
-        "split": settings.split, "tta": settings.tta, **summary,
-        "top1_ci_low": summary["top1_ci95"][0], "top1_ci_high": summary["top1_ci95"][1],
-        "seconds": round(time.perf_counter() - started, 3), "evaluated_at": now(),
-        # the settings as asked (the key of the row) and how they differ from the run's own ("": not at all)
-        "precision": str(settings.precision), "batch_size": settings.batch_size,
-        "variant": variants.variant_label(used, variants.own_settings(state["config"])),
-    }
-    predictions.save_predictions(results.eval_dir_of(run_dir), row, log_probs, labels)
-    return row
-
-
-def log_row(row: dict, writer) -> None:
-    """A row's curves to TensorBoard and its line to the log.
-
-    The run's own settings: eval/val/top1; others: eval/val_flip/top1, eval/val_bf16_256/top1; averaged
-    weights under their own tag after the metric's: eval/val/top1/ema."""
-    tag = "_".join([row["split"], *(part.split("=", 1)[1] for part in row["variant"].split(", ") if part)])
-    suffix = "" if row["weights"] == "raw" else f"/{row['weights']}"
-    for key in (k for k in METRICS if row[k] is not None):
-        writer.add_scalar(f"eval/{tag}/{key}{suffix}", row[key], row["global_step"])
-    writer.flush()
-    weights = "" if row["weights"] == "raw" else f", {row['weights']} weights"
-    log.info("%s (epoch %d%s) on %s: loss %.4f, top-1 %.2f%% [%.2f, %.2f], %d samples in %.1f s", row["checkpoint"],
-             row["epoch"], weights, row["split"], row["loss"], 100 * row["top1"], 100 * row["top1_ci_low"],
-             100 * row["top1_ci_high"], row["n"], row["seconds"])
 
 
 def skipped(error: UserError, strict: bool) -> None:
@@ -223,37 +125,6 @@ def skipped(error: UserError, strict: bool) -> None:
     if strict:
         raise error
     log.warning("skipped, not counted as evaluated (the other checkpoints are): %s", one_line(error))
-
-
-# ---------------------------------------------------------------------------------------------
-# the best checkpoint
-
-
-def update_best(run_dir: Path, best: dict, settings: DictConfig) -> None:
-    """best.json (the best of the run's own settings), with the confusion matrix, confused pairs and galleries
-    redrawn when the best changed."""
-    eval_dir = results.eval_dir_of(run_dir)
-    try:
-        previous = results.read_best(eval_dir)
-    except UserError as error:
-        log.warning("%s: written again", one_line(error).split(". Fix:")[0])
-        previous = {}
-    same = all(previous.get(key) == best[key] for key in ("checkpoint", "split", "tta", "weights")) and \
-        previous.get("variant", "") == ""
-    pairs = previous.get("confused_pairs")
-    if settings.galleries and not (same and reports.figures_exist(eval_dir)):
-        pairs = draw_figures(run_dir, best, settings.get("data_root"))
-        log.info("figures of the best checkpoint (%s, %s weights) in %s", best["checkpoint"], best["weights"], eval_dir)
-    results.write_best(eval_dir, best, settings.metric, settings.direction, pairs)
-
-
-def draw_figures(run_dir: Path, best: dict, data_root: str | None) -> list[dict]:
-    """The figures of a row's checkpoint, from its saved predictions and its own data split."""
-    eval_dir = results.eval_dir_of(run_dir)
-    log_probs, labels = predictions.load_row_predictions(eval_dir, best)
-    config = checkpoint_files.load(run_dir / best["checkpoint"], parts=("config",))["config"]
-    dataset, dataset_cfg = split_dataset(config, best["split"], data_root)
-    return reports.best_checkpoint_figures(log_probs, labels, dataset, dataset_cfg, eval_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +144,7 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
         rows = results.read_rows(eval_dir)
         own = results.best_row(rows, settings.metric, settings.direction, None, run_dir, variant="")
         if own is not None:  # the run's result: chosen among the rows of its own evaluation settings only
-            update_best(run_dir, own, settings)
+            best_checkpoint.update_best(run_dir, own, settings)
         key = variants.settings_key(settings)
         mine = [r for r in rows if variants.row_settings(r) == key and r["split"] == "val"
                 and r["weights"] in wanted(settings.get("weights"))]
@@ -390,6 +261,3 @@ def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict
     print_table(shown, row, "test", variant, settings.metric)
     return row
 
-
-# ---------------------------------------------------------------------------------------------
-# following a run while it trains
