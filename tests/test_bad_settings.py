@@ -39,6 +39,9 @@ TRAIN = [
     (["checks.only=[]"], ["checks.only=[]", "names no check", "Fix: checks=[data,"]),
     (["dataset.image_size=[1,2,3]"], ["dataset.image_size", "[height, width]", "Fix: dataset.image_size="]),
     (["trainer.epochs=[1"], ["cannot be parsed", "Fix:"]),
+    # a loss of class indices only (focal gathers by the label), given mixup's class probabilities
+    (["loss._target_=tests.byo_losses.focal", "~loss.label_smoothing", "dataset.mixup.alpha=0.2"],
+     ["tests.byo_losses.focal cannot take the soft targets", "Fix: accept probability targets"]),
 ]
 EVALUATE = [
     (["run_dir=x", "metric=accuracy"], ["metric='accuracy'", "Fix: metric=loss|top1"]),
@@ -93,3 +96,16 @@ def test_the_commands_refuse_and_leave_no_run_directory(module, argv, expected, 
     assert "Traceback" not in output and expected in output and "Fix:" in output
     assert [line for line in output.splitlines() if " ERROR " in line] == [output.strip()]
     assert not (workdir / "outputs").exists(), sorted(p for p in workdir.rglob("*"))
+
+
+@pytest.mark.slow
+def test_a_loss_that_cannot_take_mixed_targets_is_refused_before_the_run_starts(workdir):
+    """Checked after the first log line (it imports the loss): exit 2, the cause in one ERROR line, no run folder."""
+    run_dir = workdir / "outputs" / "mixed"
+    result = run_cli(["loss._target_=tests.byo_losses.focal", "~loss.label_smoothing", "dataset.cutmix.alpha=1.0",
+                      f"hydra.run.dir={run_dir}"], cwd=workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "focal cannot take the soft targets" in errors[0] and "Fix:" in errors[0]
+    assert not run_dir.exists()

@@ -125,6 +125,9 @@ def validate(cfg: DictConfig, import_targets: bool = True) -> None:
             from runner.training.distill import validate_distillation
 
             validate_distillation(cfg)
+        from runner.training.losses import refuse_loss_without_soft_targets
+
+        refuse_loss_without_soft_targets(cfg)  # mixup/cutmix: the loss must take class probabilities
     if cfg.dataset.name == "custom" and import_targets:
         validate_target(cfg.dataset, "dataset", "a module.function of yours that returns the splits",
                         ignore={f.name for f in fields(DatasetSettings)})

@@ -39,8 +39,8 @@ def refuse_loss_without_soft_targets(cfg) -> None:
     line when it raises or returns something other than per-sample losses or their mean."""
     from runner.data.mixing import mixing_of
 
-    if mixing_of(cfg.dataset) is None:
-        return
+    if mixing_of(cfg.dataset) is None or cfg.loss.get("_target_") == "runner.training.distill.distillation":
+        return  # distill's own cross-entropy takes them (and building it would load every teacher once more)
     loss = build_loss(cfg.loss)
     classes = int(cfg.dataset.num_classes)
     logits = torch.zeros(2, classes)
