@@ -15,7 +15,7 @@ from PIL import Image
 from runner.common.errors import UserError
 from runner.data import datasets
 from runner.data.image_files import image_files
-from tests.conftest import compose_config
+from tests.conftest import compose_config, make_imagefolder
 
 INVERSE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
@@ -600,3 +600,17 @@ def test_hashing_a_split_of_image_files_lists_its_files_once_not_once_per_sample
     hashes = content_hashes(dataset)
     assert hashes == [hashlib.sha1((folder / f"{i}.png").read_bytes()).hexdigest() for i in (6, 0, 3)]
     assert len(listed) == 1
+
+
+def test_the_reports_plain_splits_carry_no_augmentation_of_any_kind(tmp_path):
+    """The nearest-neighbour search compares the splits as evaluated: auto_augment and random_erasing off too
+    (with them on, a training image drew a random op and erased box each time it was read)."""
+    from runner.checks.report_views import unaugmented_splits
+
+    root = make_imagefolder(tmp_path / "images", classes=2, per_class=4)
+    cfg = compose_config(["dataset=imagefolder", f"dataset.root={root}", "dataset.num_classes=2",
+                          "dataset.image_size=[16,16]", "dataset.augment=basic", "dataset.auto_augment=trivial",
+                          "dataset.random_erasing=1.0"])
+    train = unaugmented_splits(cfg)["train"]
+    first, again = train[0][0], train[0][0]
+    assert torch.equal(first, again)

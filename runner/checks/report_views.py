@@ -16,7 +16,8 @@ from runner.data import datasets, introspect, transforms
 def unaugmented_splits(cfg) -> dict:
     """The splits as the evaluation sees them (a random crop or flip would hide a copy), files that do
     not decode left out (the report names them)."""
-    plain = {key: value for key, value in {"augment": "none", "bad_images": "skip"}.items() if key in cfg.dataset}
+    off = {"augment": "none", "auto_augment": "none", "random_erasing": 0.0, "bad_images": "skip"}
+    plain = {key: value for key, value in off.items() if key in cfg.dataset}
     return datasets.build_splits(OmegaConf.merge(cfg.dataset, plain))  # a user's own dataset has neither key
 
 
@@ -53,7 +54,10 @@ def views_figure(setup, splits: dict, names: list[str]) -> Figures:
     and a row of validation and test samples as the model sees them."""
     train = setup.splits["train"]
     mean, std = transforms.channel_stats(setup.cfg.dataset)
-    drawn = "augmented" if setup.cfg.dataset.get("augment", "none") != "none" else "training view (no augmentation)"
+    dataset = setup.cfg.dataset
+    augmented = (dataset.get("augment", "none") != "none" or dataset.get("auto_augment", "none") != "none"
+                 or dataset.get("random_erasing", 0.0) > 0)
+    drawn = "augmented" if augmented else "training view (no augmentation)"
     images, titles = [], []
     labels = introspect.labels_of(train)
     for index in range(0, len(train), max(1, len(train) // 4))[:4]:
