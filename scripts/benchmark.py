@@ -29,13 +29,20 @@ it could not get under 5% (a machine busy with other work):
   resize_ratio          trainer.progressive_resize: the ConvNet's epoch at the ramp's start (half the size)
                         vs its epoch at the final size, images/s, in the same run (3 epochs: half, about 3/4, full);
                         resize_start_/resize_end_epoch_s each epoch's time
+  aug_<name>_ratio      one micro-batch of 32 at the benchmark's size, finished (crop+flip and the augmentation:
+                        trivial, rand (n=2, m=9), erasing (p=0.25), mixup (0.2), cutmix (1.0)) then a ConvNet
+                        forward, backward and AdamW step, vs the same with crop+flip only: seconds over seconds
+                        (1.03: the augmentation costs 3% of a step)
+  ema_ratio             the same step followed by trainer.ema's update vs without it
+  distill_teacher_over_student  loss=distill with two ConvNet teachers: the teachers' forward on a micro-batch
+                        over the student's step (forward, distillation loss, backward)
   gpu_*_images_per_s    on a CUDA GPU only: images/s end to end on real-size JPEGs, bf16, second epoch:
                         the flagship ConvNet at 128 px with dataset.cache=device, and ResNet-50 at 224 px
                         (channels_last, compiled) with cache=device, disk and none (`--gpu-device cpu`
                         runs the section tiny on the CPU, to check it works)
 
 --quick finishes in a few minutes on 2 CPU cores (small images and sets); `--sections` picks
-some of loop, transfer (frozen_ratio, resize_ratio), jpeg, launch, gpu. Every figure is printed and, with --out, written to a JSON file.
+some of loop, transfer (frozen_ratio, resize_ratio), regularization (aug_*, ema, distill), jpeg, launch, gpu. Every figure is printed and, with --out, written to a JSON file.
 """
 
 from __future__ import annotations
@@ -299,6 +306,58 @@ def transfer_figures(figures: dict, samples: int, size: int, ratios: Callable) -
           f"{size // 2} px, {summary(figures['resize_end_epoch_s'])} s at {size} px", flush=True)
 
 
+def regularization_figures(figures: dict, size: int, ratios: Callable) -> None:
+    """(h) each augmentation's and the EMA's cost per micro-batch, as a share of a ConvNet step; distillation's
+    teacher forward over the student's step."""
+    from runner import models
+    from runner.data.auto_augment import SampleOps
+    from runner.data.batch_augment import Finish
+    from runner.data.mixing import Mixing
+    from runner.training import averaging, distill
+
+    cfg = config("model=convnet", "dataset=synthetic", f"dataset.image_size=[{size},{size}]")
+    torch.manual_seed(0)
+    model = models.build(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    stored = round(size * 1.15)  # the file-backed datasets store images at most 1.15x the crop
+    pixels = torch.randint(0, 256, (32, stored, stored, 3), dtype=torch.uint8)
+    labels, seeds = torch.randint(0, int(cfg.dataset.num_classes), (32,)), torch.arange(32)
+    crop_flip = Finish((size, size), (0.5,) * 3, (0.5,) * 3, True)
+    mixings = {"mixup": Mixing(int(cfg.dataset.num_classes), mixup_alpha=0.2),
+               "cutmix": Mixing(int(cfg.dataset.num_classes), cutmix_alpha=1.0)}
+    finishes = {"trivial": SampleOps("trivial"), "rand": SampleOps("rand", 2, 9), "erasing": SampleOps(erasing=0.25)}
+
+    def step_seconds(finish=crop_flip, mixing=None, ema=None, steps: int = 3) -> float:
+        """Seconds of `steps` micro-batch steps (several: one step's time is too noisy a figure)."""
+        started = time.perf_counter()
+        for step in range(steps):
+            x, y = finish(pixels, seeds + 32 * step), labels
+            if mixing is not None:
+                x, y = mixing(x, y, step)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                averaging.update_ema(ema)
+        return time.perf_counter() - started
+
+    variants = {name: partial(step_seconds, finish=Finish((size, size), (0.5,) * 3, (0.5,) * 3, True, ops))
+                for name, ops in finishes.items()}
+    variants.update({name: partial(step_seconds, mixing=mixing) for name, mixing in mixings.items()})
+    for name, measured in variants.items():
+        figures[f"aug_{name}_ratio"] = ratios(step_seconds, measured)
+        print(f"aug_{name}_ratio: {described(figures[f'aug_{name}_ratio'])}", flush=True)
+    ema = averaging.new_ema(model, 0.999)
+    figures["ema_ratio"] = ratios(step_seconds, partial(step_seconds, ema=ema))
+    print(f"ema_ratio: {described(figures['ema_ratio'])}", flush=True)
+    teachers = distill.Distillation([models.build(cfg.model), models.build(cfg.model)], temperature=4.0, alpha=0.9)
+    x = crop_flip(pixels, seeds)
+    figures["distill_teacher_over_student"] = [
+        seconds["teacher_forward"] / seconds["student_step"]
+        for seconds in (distill.step_seconds(teachers, model, x, labels) for _ in range(3))]
+    print(f"distill_teacher_over_student: {described(figures['distill_teacher_over_student'])}", flush=True)
+
+
 def jpeg_figures(figures: dict, samples: int, size: int, ratios: Callable) -> None:
     """(b) end to end on real-size JPEGs vs in memory, per cache setting; (c) the evaluator; (e) the cache build."""
     with tempfile.TemporaryDirectory() as folder:
@@ -385,8 +444,10 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, default=MAX_ROUNDS,
                         help=f"rounds of a ratio at most, when its spread stays over {SPREAD_GOAL:.0%}".replace("%", "%%"))
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--sections", default="loop,transfer,jpeg,launch,gpu",
-                        help="which figures: loop, transfer (frozen backbone, progressive resizing), jpeg (end to end, evaluator, cache), launch, gpu (when CUDA is there)")
+    parser.add_argument("--sections", default="loop,transfer,regularization,jpeg,launch,gpu",
+                        help="which figures: loop, transfer (frozen backbone, progressive resizing), regularization "
+                             "(augmentations, EMA, distillation), jpeg (end to end, evaluator, cache), launch, gpu "
+                             "(when CUDA is there)")
     parser.add_argument("--gpu-device", default="cuda", help="where the gpu section trains (cpu: a smoke run of it)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -398,6 +459,8 @@ def main() -> None:
         loop_figures(figures, samples, size, ratios)
     if "transfer" in sections:
         transfer_figures(figures, samples, size, ratios)
+    if "regularization" in sections:
+        regularization_figures(figures, size, ratios)
     if "jpeg" in sections:
         jpeg_figures(figures, samples, size, ratios)
     if "launch" in sections:

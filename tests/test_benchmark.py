@@ -64,6 +64,18 @@ def test_the_gpu_section_of_the_benchmark_runs_and_writes_every_figure(tmp_path)
         assert figures[f"{key}_images_per_s"] > 0 and figures[f"{key}_images_per_s_min"] > 0
 
 
+def test_the_regularization_section_writes_each_augmentations_ema_and_distillation_figures(tmp_path):
+    out = tmp_path / "benchmark.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sections", "regularization",
+                             "--quick", "--rounds", "1", "--max-rounds", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for name in ("trivial", "rand", "erasing", "mixup", "cutmix"):
+        assert figures[f"aug_{name}_ratio"] > 0
+    assert figures["ema_ratio"] > 0 and figures["distill_teacher_over_student"] > 0
+
+
 def test_without_cuda_the_gpu_section_says_it_is_skipped(tmp_path):
     import torch
 
