@@ -43,14 +43,20 @@ def best(run_dir: Path) -> dict:
     return json.loads((run_dir / "eval" / "best.json").read_text())
 
 
-def ensemble_top1(out: Path, members: list[Path]) -> float:
-    """The baseline ensemble's val top-1 (runner.evaluate's mean of the members' probabilities)."""
+def ensemble_summary(out: Path, members: list[Path]) -> Path:
+    """The baseline ensemble's evaluation on val (runner.evaluate's mean of the members' probabilities, saved
+    with its predictions, so that runner.compare can pair the student with it)."""
     command = [sys.executable, "-m", "runner.evaluate", f"ensemble=[{','.join(str(m) for m in members)}]"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=out)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    written = sorted(out.glob("outputs/ensembles/*/ensemble.val.json"))[-1]
-    return json.loads(written.read_text())["ensemble"]["top1"]
+    return sorted(out.glob("outputs/ensembles/*/ensemble.val.json"))[-1]
+
+
+def paired(compare, base: Path, other: Path) -> str:
+    """other vs base on the same validation samples: the top-1 difference and the exact McNemar p."""
+    result = compare(base, other)
+    return f"{result['bootstrap']['difference']:+.1%} (p={result['mcnemar']['p_value']:.2f})"
 
 
 def main() -> None:
@@ -69,26 +75,26 @@ def main() -> None:
 
     from runner.evaluation.comparison import compare
 
+    ensemble = ensemble_summary(out, teachers)
+    lines = ["| arm | val top-1, seeds 0/1/2 | mean | vs the baseline of the same seed (paired McNemar p) |",
+             "|---|---|---|---|"]
     rows = []
     for name in arms:
         top1 = [best(out / name / f"seed{seed}")["value"] for seed in SEEDS]
-        row = {"arm": name, "top1": top1, "mean": statistics.mean(top1)}
-        if name != "baseline":
-            paired = [compare(out / "baseline" / f"seed{seed}", out / name / f"seed{seed}") for seed in SEEDS]
-            row["difference"] = [p["bootstrap"]["difference"] for p in paired]
-            row["mcnemar_p"] = [p["mcnemar"]["p_value"] for p in paired]
-        rows.append(row)
-    ensemble = ensemble_top1(out, teachers)
-    lines = ["| arm | val top-1, seeds 0/1/2 | mean | vs baseline, per seed (paired McNemar p) |", "|---|---|---|---|"]
-    for row in rows:
-        paired = ", ".join(f"{d:+.1%} (p={p:.2f})" for d, p in zip(row.get("difference", []), row.get("mcnemar_p", [])))
-        lines.append(f"| {row['arm']} | {' / '.join(f'{v:.1%}' for v in row['top1'])} | {row['mean']:.1%} | "
-                     f"{paired or '-'} |")
-    lines.append(f"| ensemble of the 3 baselines (teacher) | - | {ensemble:.1%} | - |")
+        versus = [] if name == "baseline" else [paired(compare, out / "baseline" / f"seed{seed}", out / name / f"seed{seed}")
+                                                for seed in SEEDS]
+        rows.append({"arm": name, "top1": top1, "vs_baseline": versus})
+        lines.append(f"| {name} | {' / '.join(f'{v:.1%}' for v in top1)} | {statistics.mean(top1):.1%} | "
+                     f"{', '.join(versus) or '-'} |")
+    ensemble_top1 = json.loads(ensemble.read_text())["ensemble"]["top1"]
+    student_vs_teachers = [paired(compare, ensemble, out / "distilled" / f"seed{seed}") for seed in SEEDS]
+    lines.append(f"| the 3 baselines' ensemble (the teachers) | - | {ensemble_top1:.1%} | - |")
+    lines.append(f"\nEach distilled student vs the teachers' ensemble: {', '.join(student_vs_teachers)}")
+    summary = {"rows": rows, "ensemble_top1": ensemble_top1, "student_vs_teachers": student_vs_teachers}
     text = "\n".join(lines)
     print(text)
     (out / "summary.md").write_text(text + "\n")
-    (out / "summary.json").write_text(json.dumps({"rows": rows, "ensemble_top1": ensemble}, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":
