@@ -258,3 +258,17 @@ def stop_at_step(monkeypatch, step: int) -> None:
         return update
     monkeypatch.setattr(loop, "train_step", train_step)
     monkeypatch.setattr(stop_signals._request, "received", None)
+
+
+def refused_in_one_line(argv: list[str], capsys, config_name: str = "train", check=None) -> str:
+    """The command line refused before Hydra makes a run folder: exit 2 and one ERROR line, no traceback; the line."""
+    from runner.config.precheck import refuse_bad_command_line
+    from runner.config.schema import validate
+
+    with pytest.raises(SystemExit) as stopped:
+        refuse_bad_command_line(config_name, check or validate, argv)
+    assert stopped.value.code == 2
+    output = capsys.readouterr()
+    lines = [line for line in output.out.splitlines() if line.strip()]
+    assert len(lines) == 1 and " ERROR " in lines[0] and "Traceback" not in output.out + output.err, output
+    return lines[0]

@@ -19,6 +19,7 @@ from runner.data.auto_augment import (
     erasing_boxes,
 )
 from runner.data.batch_augment import Finish, crop_boxes, resized_crops
+from tests.conftest import refused_in_one_line
 
 IMAGE = torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
@@ -155,16 +156,9 @@ def test_finish_applies_crop_then_ops_on_uint8_then_standardizes_then_erases():
     (["dataset.cutmix.alpah=1"], ["did you mean dataset.cutmix.alpha?"]),
 ])
 def test_a_bad_augmentation_setting_is_one_line(argv, expected, capsys):
-    from runner.config.precheck import refuse_bad_command_line
-    from runner.config.schema import validate
-
-    with pytest.raises(SystemExit) as stopped:
-        refuse_bad_command_line("train", validate, argv)
-    assert stopped.value.code == 2
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Fix:" in lines[0], lines
+    line = refused_in_one_line(argv, capsys)
     for text in expected:
-        assert text in lines[0], lines[0]
+        assert text in line, line
 
 
 def test_with_the_new_settings_off_the_crops_are_those_drawn_before_they_existed():

@@ -15,8 +15,6 @@ from torch import nn
 from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.common.stop_signals import Preempted
-from runner.config.precheck import refuse_bad_command_line
-from runner.config.schema import validate
 from runner.run import train_and_evaluate as train_job
 from runner.training import averaging
 from tests.conftest import (
@@ -25,6 +23,7 @@ from tests.conftest import (
     assert_identical,
     compose_config,
     one_and_two_processes,
+    refused_in_one_line,
     run_cli,
     stop_at_step,
 )
@@ -211,14 +210,9 @@ BAD = [
 
 @pytest.mark.parametrize(("argv", "expected"), BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_a_bad_averaging_setting_is_one_line(argv, expected, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        refuse_bad_command_line("train", validate, argv)
-    assert stopped.value.code == 2
-    output = capsys.readouterr()
-    lines = [line for line in output.out.splitlines() if line.strip()]
-    assert len(lines) == 1 and " ERROR " in lines[0] and "Traceback" not in output.out + output.err, output
+    line = refused_in_one_line(argv, capsys)
     for text in expected:
-        assert text in lines[0], lines[0]
+        assert text in line, line
 
 
 def test_the_command_refuses_a_bad_decay_and_writes_nothing(workdir):

@@ -11,7 +11,7 @@ import pytest
 
 from runner.config.precheck import refuse_bad_command_line
 from runner.config.schema import validate, validate_evaluate_command
-from tests.conftest import run_cli
+from tests.conftest import refused_in_one_line, run_cli
 
 # (command line, what the one line must contain: the key, the value, the fix)
 TRAIN = [
@@ -50,26 +50,16 @@ EVALUATE = [
 ]
 
 
-def refused(config_name: str, check, argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as stopped:
-        refuse_bad_command_line(config_name, check, argv)
-    assert stopped.value.code == 2
-    output = capsys.readouterr()
-    lines = [line for line in output.out.splitlines() if line.strip()]
-    assert len(lines) == 1 and " ERROR " in lines[0] and "Traceback" not in output.out + output.err, output
-    return lines[0]
-
-
 @pytest.mark.parametrize(("argv", "expected"), TRAIN, ids=[" ".join(a) for a, _ in TRAIN])
 def test_a_bad_training_setting_is_one_line(argv, expected, capsys):
-    line = refused("train", validate, argv, capsys)
+    line = refused_in_one_line(argv, capsys)
     for text in expected:
         assert text in line, line
 
 
 @pytest.mark.parametrize(("argv", "expected"), EVALUATE, ids=[" ".join(a) for a, _ in EVALUATE])
 def test_a_bad_evaluator_setting_is_one_line(argv, expected, capsys):
-    line = refused("evaluate", validate_evaluate_command, argv, capsys)
+    line = refused_in_one_line(argv, capsys, "evaluate", validate_evaluate_command)
     for text in expected:
         assert text in line, line
 
