@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.ops import stochastic_depth
 
 
 def _pixels(in_channels: int, image_size) -> int:
@@ -56,6 +55,16 @@ def lenet(num_classes: int, in_channels: int, image_size) -> nn.Module:
     )
 
 
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample: torchvision.ops.stochastic_depth(x, rate, "row", training), the same random
+    numbers drawn; here so that runner's own models never import torchvision (a second at the default run's start)."""
+    if not training or rate == 0.0:
+        return x
+    survival = 1.0 - rate
+    noise = torch.empty([x.shape[0]] + [1] * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(survival)
+    return x * noise.div_(survival) if survival > 0 else x * noise
+
+
 class ResidualBlock(nn.Module):
     """Halves the resolution, changes the channels: two 3x3 convs with GroupNorm(1, c) and a 1x1 strided skip.
 
@@ -74,7 +83,7 @@ class ResidualBlock(nn.Module):
     def forward(self, x):
         y = torch.relu(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
-        y = stochastic_depth(y, self.drop_path_rate, "row", self.training)  # draws nothing at rate 0 or in eval
+        y = drop_path(y, self.drop_path_rate, self.training)  # draws nothing at rate 0 or in eval
         return torch.relu(y + self.skip(x))
 
 
