@@ -283,9 +283,9 @@ def test_the_swa_weights_are_evaluated_with_their_batch_norm_recomputed(tmp_path
 
 def test_a_bad_weights_setting_is_refused_in_one_line(capsys):
     from runner.config.schema import validate_evaluate_command
-    from tests.test_bad_settings import refused
+    from tests.conftest import refused_in_one_line
 
-    line = refused("evaluate", validate_evaluate_command, ["run_dir=x", "weights=average"], capsys)
+    line = refused_in_one_line(["run_dir=x", "weights=average"], capsys, "evaluate", validate_evaluate_command)
     assert "weights='average'" in line and "Fix: weights=all|raw|ema|swa" in line
 
 
