@@ -321,3 +321,142 @@ def test_tta_flip_is_compared_with_the_same_weights_without_it(caplog):
     assert "lowers top-1" not in caplog.text
     warn_if_flipping_hurts([row("ema", "none", 0.5), row("ema", "flip", 0.45)], "val")
     assert "lowers top-1 of checkpoints/epoch-0001.pt from 50.00% to 45.00%" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# what an adversarial tester found (issue 26): ensembles, compare and tables of one weights
+
+
+def trained_raw_at_first_only(run_dir: Path) -> None:
+    """Raw weights trained at epoch 1 and zeros after, ema the trained weights throughout: the best raw checkpoint
+    (epoch 1) is not the checkpoint of the run's best (an ema row of a later epoch)."""
+    for name in CHECKPOINTS:
+        path = run_dir / name
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trained_weights = {k: v.clone() for k, v in state["model"].items()}
+        if name != CHECKPOINTS[0]:
+            state["model"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}
+        state["averaged"] = {"ema": trained_weights}
+        checkpoint_files.save_atomic(state, path)
+
+
+@pytest.fixture
+def two_mixed(trained, tmp_path) -> tuple[Path, Path]:
+    runs = []
+    for name in ("a", "b"):
+        run_dir = Path(shutil.copytree(trained, tmp_path / name))
+        trained_raw_at_first_only(run_dir)
+        evaluator(run_dir)
+        runs.append(run_dir)
+    best = json.loads((runs[0] / "eval" / "best.json").read_text())
+    assert best["weights"] == "ema" and best["checkpoint"] != CHECKPOINTS[0], best  # the premise
+    return runs[0], runs[1]
+
+
+def test_an_ensemble_with_a_tta_is_written_beside_the_plain_one_not_over_it(with_ema, tmp_path, capsys):
+    evaluate(compose_config([f"run_dir={with_ema}", "ensemble_top_k=2", "tta=translate"], config_name="evaluate"))
+    assert "ensemble on the val split (tta=translate):" in capsys.readouterr().out
+    evaluate(compose_config([f"run_dir={with_ema}", "ensemble_top_k=2"], config_name="evaluate"))
+    assert "ensemble on the val split:" in capsys.readouterr().out
+    eval_dir = with_ema / "eval"
+    translated = eval_dir / "ensemble_top2.val.tta-translate.json"
+    plain = eval_dir / "ensemble_top2.val.json"
+    assert json.loads(translated.read_text())["tta"] == "translate"
+    assert json.loads(translated.read_text())["predictions"] == "ensemble_top2.val.tta-translate.pt"
+    assert (eval_dir / "ensemble_top2.val.tta-translate.pt").is_file()
+    assert json.loads(plain.read_text())["tta"] == "none"
+    from runner.compare import cli  # compare still reads either summary
+
+    cli([str(with_ema), str(translated), f"out={tmp_path / 'compare'}"])
+    assert "an ensemble of 2 members (tta=translate)" in (tmp_path / "compare" / "compare.md").read_text()
+
+
+def test_an_ensemble_of_asked_weights_takes_each_members_best_checkpoint_of_those_weights(two_mixed, tmp_path,
+                                                                                        monkeypatch, capsys):
+    a, b = two_mixed
+    monkeypatch.chdir(tmp_path)
+    evaluate(compose_config([f"ensemble=[{a},{b}]", "weights=raw"], config_name="evaluate"))
+    [summary] = (tmp_path / "outputs" / "ensembles").glob("*/ensemble.val.json")
+    members = json.loads(summary.read_text())["members"]
+    assert [(m["member"], m["weights"]) for m in members] == [(f"{run.name}/{CHECKPOINTS[0]}", "raw") for run in (a, b)]
+    printed = capsys.readouterr().out
+    assert f"{a.name}/{CHECKPOINTS[0]} " in printed and "(raw)" not in printed
+    shutil.rmtree(tmp_path / "outputs")
+    evaluate(compose_config([f"ensemble=[{a},{b}]", "weights=ema"], config_name="evaluate"))
+    [summary] = (tmp_path / "outputs" / "ensembles").glob("*/ensemble.val.json")
+    best = json.loads((a / "eval" / "best.json").read_text())["checkpoint"]
+    members = json.loads(summary.read_text())["members"]
+    assert [(m["member"], m["weights"]) for m in members] == [(f"{run.name}/{best} (ema)", "ema") for run in (a, b)]
+    assert f"{a.name}/{best} (ema)" in capsys.readouterr().out
+    from runner.compare import cli
+
+    cli([str(a), str(summary.parent), f"out={tmp_path / 'compare'}"])
+    assert f"an ensemble of 2 members (tta=none): {a.name}/{best} (ema), {b.name}/{best} (ema)" in (
+        tmp_path / "compare" / "compare.md").read_text()
+    # a run's top-K of the raw weights: its two best raw checkpoints (zeros tie: the earlier)
+    evaluate(compose_config([f"run_dir={a}", "ensemble_top_k=2", "weights=raw"], config_name="evaluate"))
+    members = json.loads((a / "eval" / "ensemble_top2.raw.val.json").read_text())["members"]  # not over all's
+    assert [(m["member"], m["weights"]) for m in members] == [(f"a/{c}", "raw") for c in CHECKPOINTS[:2]]
+
+
+@pytest.mark.parametrize("evaluated_before", [True, False])
+def test_weights_a_run_does_not_hold_are_refused_in_one_line_naming_the_cause(with_ema, evaluated_before):
+    from runner.common.errors import UserError
+
+    if evaluated_before:
+        evaluator(with_ema)
+    expected = (f"no checkpoint of {with_ema} holds swa weights (they hold raw, ema). Fix: weights=all, or train "
+                "with trainer.swa.start_epoch=K")
+    with pytest.raises(UserError) as refused:
+        evaluator(with_ema, "weights=swa")
+    assert str(refused.value) == expected
+    with pytest.raises(UserError) as refused:  # an ensemble member: the same cause, not "could not be evaluated"
+        evaluate(compose_config([f"ensemble=[{with_ema},{with_ema}]", "weights=swa"], config_name="evaluate"))
+    assert str(refused.value) == expected
+
+
+def test_compare_says_which_weights_each_best_is_and_reads_a_checkpoints_best_row(with_ema, tmp_path):
+    from runner.compare import cli
+    from runner.evaluation.comparison import best_predictions
+
+    evaluator(with_ema)
+    best = json.loads((with_ema / "eval" / "best.json").read_text())
+    cli([str(with_ema), str(with_ema), f"out={tmp_path / 'runs'}"])
+    assert f"at {best['checkpoint']} (ema)" in (tmp_path / "runs" / "compare.md").read_text()
+    first, second = (with_ema / c for c in CHECKPOINTS[:2])
+    cli([str(first), str(second), f"out={tmp_path / 'checkpoints'}"])
+    text = (tmp_path / "checkpoints" / "compare.md").read_text()
+    ema = {r["checkpoint"]: r for r in results.read_rows(with_ema / "eval") if r["weights"] == "ema"}
+    assert f"- A: {ema[CHECKPOINTS[0]]['top1']:.4f}" in text and f"at {CHECKPOINTS[0]} (ema)" in text
+    chosen, predicted, _ = best_predictions(first)
+    assert chosen["weights"] == "ema"
+    saved = torch.load(with_ema / "eval" / "predictions" / "epoch-0001.ema.val.pt", weights_only=True)
+    assert (predicted == saved["log_probabilities"].argmax(1).numpy()).all()
+
+
+def test_the_runs_tables_other_column_says_the_weights_of_a_variants_best(with_ema):
+    evaluator(with_ema, "tta=translate")
+    best = json.loads((with_ema / "eval" / "best.tta-translate.json").read_text())
+    shown = next(r for r in table(with_ema.parent) if r["run"] == "run")["other"]
+    assert f"tta=translate: top1 {best['value']:.4f} (epoch {best['epoch']}, ema)" == shown
+
+
+def test_the_training_jobs_closing_summary_says_the_weights(capsys):
+    from runner.training.job import print_summary
+
+    print_summary(Path("run"), {"checkpoint": "checkpoints/epoch-0003.pt", "weights": "ema", "top1": 0.9721}, "top1")
+    print_summary(Path("run"), {"checkpoint": "checkpoints/epoch-0002.pt", "weights": "raw", "top1": 0.9387}, "top1")
+    printed = capsys.readouterr().out
+    assert "best:          checkpoints/epoch-0003.pt (ema; top1 0.9721 on val)" in printed
+    assert "best:          checkpoints/epoch-0002.pt (top1 0.9387 on val)" in printed
+
+
+def test_a_table_of_one_weights_marks_its_best_and_names_the_runs_best_not_shown(with_ema, capsys):
+    evaluator(with_ema)
+    capsys.readouterr()
+    evaluator(with_ema, "weights=raw")
+    printed = capsys.readouterr().out
+    best = json.loads((with_ema / "eval" / "best.json").read_text())
+    assert f"(the run's best is {Path(best['checkpoint']).stem} ema, not shown)" in printed
+    marked = [line for line in printed.splitlines() if line.startswith("* ")]
+    assert len(marked) == 1 and CHECKPOINTS[0] in marked[0]  # zeros tie: the earliest raw row
