@@ -307,3 +307,29 @@ def test_the_benchmark_times_the_teachers_forward_and_the_student_step():
     loss = distill.Distillation([nn.Linear(4, 3)], temperature=4.0, alpha=0.9)
     seconds = distill.step_seconds(loss, nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,)), repeats=2)
     assert set(seconds) == {"teacher_forward", "student_step"} and all(s > 0 for s in seconds.values())
+
+
+@pytest.mark.slow
+def test_a_teacher_whose_best_row_is_its_swa_weights_predicts_as_that_row(tmp_path):
+    """The evaluator measured the SWA row after recomputing its BatchNorm statistics over the training split (they
+    are not saved): a RUN:best teacher of that row must predict as the row did, not with the raw statistics."""
+    from runner.data.loaders import eval_loader
+    from runner.evaluation import predictions as saved_predictions
+
+    run_dir = tmp_path / "swa-teacher"
+    common = ["dataset=synthetic", "dataset.image_size=[32,32]", "dataset.train_size=60", "dataset.val_size=20",
+              "dataset.test_size=10", "model=resnet18", "trainer.epochs=2", "trainer.batch_size=20",
+              "trainer.micro_batch_size=20", "checkpoint.every_epochs=1", "trainer.device=cpu"]
+    train_job(compose_config([*common, "trainer.swa.start_epoch=1", "optimizer.lr=0.01"]), run_dir)
+    rows = [json.loads(line) for line in (run_dir / "eval" / "metrics.jsonl").read_text().splitlines()]
+    swa = next(row for row in rows if row.get("weights") == "swa" and row["checkpoint"].endswith("0002.pt"))
+    best = json.loads((run_dir / "eval" / "best.json").read_text())
+    (run_dir / "eval" / "best.json").write_text(json.dumps({**best, "checkpoint": swa["checkpoint"], "weights": "swa",
+                                                            "metrics": swa}))  # a run whose best row is its swa
+    expected, labels = saved_predictions.load_row_predictions(run_dir / "eval", swa)
+
+    teacher = distill.distillation([f"{run_dir}:best"]).teachers[0]
+    val = datasets.build_splits(compose_config(common).dataset)["val"]
+    with torch.no_grad():
+        got = torch.cat([teacher(x).float().log_softmax(dim=1) for x, _ in eval_loader(val, 20, 0, False)])
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()

@@ -18,6 +18,7 @@ from torch import nn
 
 from runner.data import loaders
 from runner.evaluation.weight_names import WEIGHTS
+from runner.models import batch_norm
 
 log = logging.getLogger("runner.evaluate")
 
@@ -44,28 +45,10 @@ def held(state: dict, path) -> dict[str, dict]:
 
 
 def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return batch_norm.batch_norm_modules(model)
 
 
-@torch.no_grad()
 def recompute_batch_norm(model: nn.Module, batches, device: torch.device) -> bool:
-    """The running statistics of the model's BatchNorm layers, measured again over `batches` (False, untouched,
-    when it has none): torch.optim.swa_utils.update_bn's semantics (statistics reset, momentum None: a
-    cumulative average over the batches) in fp32, with only the BatchNorm layers in training mode, so that
-    dropout stays off and the result is deterministic. The model is left in eval mode."""
-    layers = batch_norm_layers(model)
-    if not layers:
-        return False
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-        layer.train()
-    try:
-        for x, _ in batches:
-            model(loaders.on_device(x, device))
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-        model.eval()
-    return True
+    """The model's BatchNorm statistics measured again over a loader's (x, y) batches, moved to `device`
+    (runner/models/batch_norm.py: update_bn's semantics); False, untouched, when it has none."""
+    return batch_norm.recompute_statistics(model, (loaders.on_device(x, device) for x, _ in batches))

@@ -20,6 +20,7 @@ Teachers in eval mode draw no random numbers, so a resumed run is bit-identical 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,13 @@ from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.common.rules import fail
 from runner.common.trust import require_trusted
+from runner.data import datasets, loaders
+from runner.data.clean_views import unaugmented
+from runner.models import batch_norm
 
 TARGET = "runner.training.distill.distillation"  # conf/loss/distill.yaml's _target_
+log = logging.getLogger(__name__)
+
 KEY = "loss.teachers"
 GIVE = "give a run folder (RUN, or RUN:best: its best checkpoint) or a checkpoint file"
 
@@ -95,8 +101,26 @@ def distillation(teachers=(), temperature: float = 4.0, alpha: float = 0.9, labe
     for given in teachers:
         found = teacher_file(str(given))
         config, weights = load_teacher(found, trusted)
-        built.append(teacher_model(config, weights, found.checkpoint))
+        model = teacher_model(config, weights, found.checkpoint)
+        if found.weights == "swa":
+            measure_swa_statistics(model, config, found)
+        built.append(model)
     return Distillation(built, temperature, alpha, label_smoothing)
+
+
+def measure_swa_statistics(model: nn.Module, config: dict, found: TeacherFile) -> None:
+    """A teacher of SWA weights predicts as its evaluator row did: the BatchNorm statistics the evaluator measured
+    (not saved in the checkpoint) measured the same way, over its training split without augmentation, in
+    micro-batches of its trainer.micro_batch_size (runner/models/batch_norm.py), on the CPU, once at start."""
+    if not batch_norm.batch_norm_modules(model):
+        return
+    started = time.perf_counter()
+    train = unaugmented(datasets.build_splits(OmegaConf.create(config["dataset"]))["train"])
+    batches = loaders.eval_loader(train, int(config["trainer"]["micro_batch_size"]), 0, pin_memory=False)
+    batch_norm.recompute_statistics(model, (loaders.on_device(x, torch.device("cpu")) for x, _ in batches))
+    log.info("%s=%s: the BatchNorm statistics of its swa weights measured over its training split (%d samples "
+             "without augmentation), as its evaluator did, in %.1f s", KEY, found.given, len(train),
+             time.perf_counter() - started)
 
 
 def build(loss_cfg: DictConfig) -> Distillation:
