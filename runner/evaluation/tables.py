@@ -28,9 +28,10 @@ def warn_if_flipping_hurts(rows: list[dict], split: str) -> None:
         log.info("tta=flip assumes a mirrored image means the same (not so for digits or text): compare with tta=none")
 
 
-def print_table(rows: list[dict], best: dict | None, split: str, variant: str, metric: str) -> None:
+def print_table(rows: list[dict], best: dict | None, split: str, variant: str, metric: str, note: str = "") -> None:
     """The rows of one split and one evaluation setting; another setting than the run's own is labelled. A
-    `weights` column (raw, ema, swa) where a checkpoint held averaged weights; the best row is marked *."""
+    `weights` column (raw, ema, swa) where a checkpoint held averaged weights; the best row is marked *, and a
+    `note` after the title (the run's best where it is not among the rows shown)."""
     shown = sorted((r for r in rows if r["split"] == split), key=lambda r: (r["epoch"], WEIGHTS.index(weights_of(r))))
     averaged = any(weights_of(r) != "raw" for r in shown)
     weights_header = f" {'weights':<7}" if averaged else ""
@@ -40,6 +41,7 @@ def print_table(rows: list[dict], best: dict | None, split: str, variant: str, m
         title = (f"{split} split, {variant}: other settings than the run's own, an exploratory evaluation (its best "
                  f"in eval/{results.best_path(Path('.'), variant).name}; the run's best stays in eval/best.json) "
                  f"(best by {metric} marked *):")
+    title = title if not note else f"{title.removesuffix(':')} ({note}):"
     lines = [title, header]
     for r in shown:
         mark = "*" if best is not None and (r["checkpoint"], weights_of(r)) == (best["checkpoint"], weights_of(best)) \
