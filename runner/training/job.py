@@ -245,7 +245,9 @@ def print_summary(run_dir: Path, best: dict | None, metric: str) -> None:
     print(f"\nrun directory: {run_dir}")
     print(f"checkpoints:   {run_dir / 'checkpoints'}")
     if best is not None:
-        print(f"best:          {best['checkpoint']} ({metric} {best[metric]:.4f} on val)")
+        weights = best.get("weights") or "raw"  # averaged weights say so: "(ema; top1 0.9721 on val)"
+        said = "" if weights == "raw" else f"{weights}; "
+        print(f"best:          {best['checkpoint']} ({said}{metric} {best[metric]:.4f} on val)")
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
 
 
