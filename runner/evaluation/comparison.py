@@ -50,16 +50,19 @@ def chosen_checkpoint(path: Path) -> dict:
             raise UserError(f"{path} has no eval/best.json. Fix: python -m runner.evaluate run_dir={path}")
         return best
     name = f"{path.parent.name}/{path.name}"
-    # its row of the run's own evaluation settings (tta=translate for a run that evaluates with it), raw weights
-    row = next((r for r in results.read_rows(run_of(path) / "eval") if r["checkpoint"] == name and r["split"] == "val"
-                and variants.variant_of(r) == "" and r.get("weights", "raw") == "raw"), None)
-    if row is not None and not records.is_kind(row.get("top1"), "number"):
-        raise UserError(f"{run_of(path) / 'eval' / 'metrics.jsonl'} has no top-1 for {name}. Fix: python -m "
-                        f"runner.evaluate checkpoint={path}")
-    if row is None:
+    # its best row of the run's own evaluation settings (tta=translate for a run that evaluates with it), by top-1
+    # among the weights it holds (raw, ema, swa), as the run's best.json is chosen
+    run = run_of(path)
+    rows = [r for r in results.read_rows(run / "eval") if r["checkpoint"] == name and r["split"] == "val"
+            and variants.variant_of(r) == ""]
+    if not rows:
         raise UserError(f"{path} has not been evaluated on val. Fix: python -m runner.evaluate checkpoint={path}")
+    row = results.best_row(rows, "top1", "max", None, run, variant="")
+    if row is None:
+        raise UserError(f"{run / 'eval' / 'metrics.jsonl'} has no top-1 for {name}. Fix: python -m "
+                        f"runner.evaluate checkpoint={path}")
     return {"checkpoint": name, "epoch": row["epoch"], "metric": "top1", "direction": "max", "value": row["top1"],
-            "split": "val", "tta": row["tta"], "metrics": row}
+            "split": "val", "tta": row["tta"], "weights": results.weights_of(row), "metrics": row}
 
 
 def operand_predictions(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -220,8 +223,11 @@ def report(result: dict) -> str:
         return f"{best['value']:.4f} (top-1 95% interval [{ci[0]:.4f}, {ci[1]:.4f}])"
     verdict = "B is better" if boot["ci95"][0] > 0 else "A is better" if boot["ci95"][1] < 0 else \
         "no difference shown"
-    lines += ["", f"## Best validation {metric}", "", f"- A: {interval(best_a)} at {best_a['checkpoint']}",
-              f"- B: {interval(best_b)} at {best_b['checkpoint']}", "",
+    def at(best):  # the weights where they are averaged ones: "checkpoints/epoch-0003.pt (ema)"
+        weights = results.weights_of(best)
+        return best["checkpoint"] + ("" if weights == "raw" else f" ({weights})")
+    lines += ["", f"## Best validation {metric}", "", f"- A: {interval(best_a)} at {at(best_a)}",
+              f"- B: {interval(best_b)} at {at(best_b)}", "",
               f"## Paired, on the same {best_a['metrics'].get('n', '?')} {best_a['split']} samples", "",
               f"- only A right: {mc['only_a_right']}, only B right: {mc['only_b_right']}; exact McNemar p = "
               f"{mc['p_value']:.4g}",

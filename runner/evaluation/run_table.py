@@ -100,7 +100,8 @@ def checkpoint_cell(best: dict) -> str:
 
 def other_settings(run_dir: Path) -> str:
     """The bests of exploratory evaluations (eval/best.VARIANT.json: tta, another batch size or precision), labelled:
-    "tta=flip: 0.9387 (epoch 10)"; "-" when there are none. A malformed one is left out with a warning."""
+    "tta=flip: top1 0.9387 (epoch 10)", with the weights where averaged ("(epoch 10, ema)"); "-" when none. A
+    malformed one is left out with a warning."""
     shown = []
     for path in sorted((run_dir / "eval").glob("best.*.json")):
         try:
@@ -109,7 +110,9 @@ def other_settings(run_dir: Path) -> str:
             log.warning("%s: left out", error)
             continue
         if best and best.get("variant") and inside_run(run_dir, best["checkpoint"]):
-            epoch = f" (epoch {best['epoch']})" if "epoch" in best else ""
+            weights = best.get("weights") if isinstance(best.get("weights"), str) else "raw"  # older: raw
+            said = [*([f"epoch {best['epoch']}"] if "epoch" in best else []), *([weights] if weights != "raw" else [])]
+            epoch = f" ({', '.join(said)})" if said else ""
             shown.append(f"{best['variant']}: {best['metric']} {best['value']:.4f}{epoch}")
     return "; ".join(shown) or "-"
 
