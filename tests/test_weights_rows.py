@@ -460,3 +460,19 @@ def test_a_table_of_one_weights_marks_its_best_and_names_the_runs_best_not_shown
     assert f"(the run's best is {Path(best['checkpoint']).stem} ema, not shown)" in printed
     marked = [line for line in printed.splitlines() if line.startswith("* ")]
     assert len(marked) == 1 and CHECKPOINTS[0] in marked[0]  # zeros tie: the earliest raw row
+
+
+def test_a_ledger_look_without_weights_reads_as_raw_and_a_raw_look_omits_them(tmp_path, caplog):
+    eval_dir = tmp_path / "run" / "eval"
+    eval_dir.mkdir(parents=True)
+    ledger = eval_dir / "test_ledger.jsonl"
+    ledger.write_text(json.dumps({"time": "then", "checkpoint": CHECKPOINTS[0], "tta": "none", "top1": 0.5}) + "\n")
+    results.record_test_look(eval_dir, CHECKPOINTS[1], "none", 0.6)  # an older look (no weights key): raw
+    assert f"(first then, {CHECKPOINTS[0]}):" in caplog.text
+    results.record_test_look(eval_dir, CHECKPOINTS[2], "none", 0.7, weights="ema")
+    looks = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert ["weights" in look for look in looks] == [False, False, True] and looks[2]["weights"] == "ema"
+    ledger.write_text(json.dumps(looks[2]) + "\n")
+    caplog.clear()
+    results.record_test_look(eval_dir, CHECKPOINTS[0], "none", 0.5)
+    assert f"(first {looks[2]['time']}, {CHECKPOINTS[2]} (ema)):" in caplog.text

@@ -289,7 +289,8 @@ def record_test_look(eval_dir: Path, checkpoint_name: str, tta: str, top1: float
     if looks:
         log.warning("the test split of this run has been looked at %d time(s) before (first %s, %s): results chosen "
                     "after looking are no longer an unbiased estimate. Tune on val; test once.",
-                    len(looks), looks[0]["time"], looks[0]["checkpoint"])
+                    len(looks), looks[0]["time"], looks[0]["checkpoint"] + (
+                        "" if weights_of(looks[0]) == "raw" else f" ({weights_of(looks[0])})"))  # no key: raw
     look = {"time": now(), "checkpoint": checkpoint_name, "tta": tta, "top1": top1}
     look = {**look, "variant": variant} if variant else look
     append_line(ledger, json.dumps({**look, "weights": weights} if weights != "raw" else look))
