@@ -154,6 +154,12 @@ def test_finish_applies_crop_then_ops_on_uint8_then_standardizes_then_erases():
     (["dataset.mixup.alpha=-1"], ["dataset.mixup.alpha=-1", ">= 0"]),
     (["dataset.mixup.switch_prob=2"], ["dataset.mixup.switch_prob=2", "probability"]),
     (["dataset.cutmix.alpah=1"], ["did you mean dataset.cutmix.alpha?"]),
+    # found by an adversarial tester: settings that would be ignored, or would change the data's distribution
+    (["dataset.rand_augment.n=3"], ["dataset.rand_augment.n=3", "only with dataset.auto_augment=rand"]),
+    (["dataset.auto_augment=trivial", "dataset.rand_augment.m=3"], ["dataset.rand_augment.m=3", "it is trivial"]),
+    (["dataset=synthetic", "dataset.auto_augment=trivial"], ["dataset.auto_augment='trivial'", "not pixels"]),
+    (["dataset.mixup.alpha=0.2", "trainer.batch_size=8", "trainer.micro_batch_size=1"],
+     ["trainer.micro_batch_size=1", "nothing to mix"]),
 ])
 def test_a_bad_augmentation_setting_is_one_line(argv, expected, capsys):
     line = refused_in_one_line(argv, capsys)

@@ -24,6 +24,7 @@ from runner.checks.settings import validate as validate_checks
 from runner.common.errors import UserError
 from runner.common.rules import fail, resumable
 from runner.common.trust import keyword_arguments
+from runner.data.mixing import refuse_micro_batches_of_one
 from runner.data.settings import SCHEMAS as DATASET_SCHEMAS
 from runner.data.settings import DatasetSettings, class_folders
 from runner.data.settings import validate as validate_dataset
@@ -115,6 +116,7 @@ def validate(cfg: DictConfig, import_targets: bool = True) -> None:
     refuse_unknown_keys(cfg)
     validate_training(cfg)
     validate_dataset(cfg.dataset)
+    refuse_micro_batches_of_one(cfg.dataset, cfg.trainer.micro_batch_size)  # mixup/cutmix pair within one
     for group, choices in TARGET_GROUPS.items() if import_targets else ():
         validate_target(cfg[group], group, choices)
     if import_targets:  # model names, weights enums, weights files (imports timm/torchvision for their names)

@@ -205,6 +205,16 @@ def validate_augmentation(dataset: DictConfig) -> None:
     m = dataset.rand_augment.m
     if not isinstance(m, int) or isinstance(m, bool) or not 0 <= m <= 30:
         fail("dataset.rand_augment.m", m, "must be a magnitude bin 0..30", "dataset.rand_augment.m=9")
+    if dataset.auto_augment != "rand":  # n and m mean nothing to trivial or none: a setting that would be ignored
+        for key, default in (("n", 2), ("m", 9)):
+            if dataset.rand_augment[key] != default:
+                fail(f"dataset.rand_augment.{key}", dataset.rand_augment[key],
+                     f"is used only with dataset.auto_augment=rand (it is {dataset.auto_augment})",
+                     f"dataset.auto_augment=rand, or drop dataset.rand_augment.{key}")
+    if dataset.auto_augment != "none" and dataset.name == "synthetic":
+        fail("dataset.auto_augment", dataset.auto_augment, "works on pixels, and synthetic's values are not pixels "
+             "(Gaussian noise around class means: the ops would clip them to [0, 1] in training only)",
+             "dataset.auto_augment=none, or digits / an image folder")
     for key, value in (("random_erasing", dataset.random_erasing), ("mixup.switch_prob", dataset.mixup.switch_prob)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
             fail(f"dataset.{key}", value, "must be a probability in [0, 1]", f"dataset.{key}=0.25")
