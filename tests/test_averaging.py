@@ -236,8 +236,20 @@ def test_lr_find_and_the_checks_ignore_the_averages(workdir):
     assert found.returncode == 0, found.stdout[-3000:] + found.stderr[-3000:]
     checked = run_cli([*TINY, *averages, "checks=[loss_at_init,gradients_flow]"], cwd=workdir, module="runner.check")
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
-    for result in (found, checked):
-        assert "averag" not in (result.stdout + result.stderr).lower()
+    for name, result in (("lr_find", found), ("check", checked)):  # they say so, once, and average nothing
+        output = result.stdout + result.stderr
+        assert f"not used by runner.{name} (the training's alone): trainer.ema/trainer.swa" in output, output[-2000:]
+        assert "weight averaging:" not in output  # the training's own line: no averages built
+
+
+def test_the_tools_name_the_training_settings_they_do_not_use():
+    from runner.cli.tool_app import training_only_settings
+
+    assert training_only_settings(compose_config(TINY)) == []
+    said = training_only_settings(compose_config([*TINY, "trainer.ema.decay=0.9", "dataset.mixup.alpha=0.2",
+                                                  "finetune.freeze_epochs=1"]))
+    assert [line.split(" ")[0] for line in said] == ["trainer.ema/trainer.swa", "dataset.mixup/cutmix",
+                                                     "finetune.freeze_epochs"]
 
 
 @pytest.mark.slow

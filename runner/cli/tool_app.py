@@ -37,6 +37,19 @@ def tool_arguments(name: str, argv: list[str]) -> list[str]:
     return args
 
 
+def training_only_settings(cfg: DictConfig) -> list[str]:
+    """What a check or the range test does not do of what the config asks training to do: average the weights,
+    mix the micro-batches, stage the fine-tuning (they train the model as it is built, every parameter)."""
+    unused = []
+    if cfg.trainer.get("ema", {}).get("decay") is not None or cfg.trainer.get("swa", {}).get("start_epoch") is not None:
+        unused.append("trainer.ema/trainer.swa (no weights averaged)")
+    if any((cfg.dataset.get(key) or {}).get("alpha", 0) for key in ("mixup", "cutmix")):
+        unused.append("dataset.mixup/cutmix (no micro-batch mixed)")
+    if (cfg.get("finetune") or {}).get("freeze_epochs", 0):
+        unused.append("finetune.freeze_epochs (no frozen stage)")
+    return unused
+
+
 def run_tool(name: str, work: Callable[[DictConfig, Path], int], help_text: str) -> None:
     """Run `work(cfg, run_dir)` as a Hydra app on the train config; its return value is the exit code.
 
@@ -60,6 +73,9 @@ def run_tool(name: str, work: Callable[[DictConfig, Path], int], help_text: str)
             standardization = standardize_as_the_weights_expect(cfg, list(HydraConfig.get().overrides.task))
             if standardization:
                 log.info("%s", standardization)
+            unused = training_only_settings(cfg) if name in ("check", "lr_find") else []
+            if unused:
+                log.info("not used by runner.%s (the training's alone): %s", name, "; ".join(unused))
             code = work(cfg, Path(HydraConfig.get().runtime.output_dir))
         except UserError as error:
             log.error("%s", one_line(error))
