@@ -478,3 +478,17 @@ def test_a_ledger_look_without_weights_reads_as_raw_and_a_raw_look_omits_them(tm
     caplog.clear()
     results.record_test_look(eval_dir, CHECKPOINTS[0], "none", 0.5)
     assert f"(first {looks[2]['time']}, {CHECKPOINTS[2]} (ema)):" in caplog.text
+
+
+def test_the_command_that_evaluates_a_top_k_ensemble_again_keeps_its_weights_and_tta(with_ema, tmp_path, capsys):
+    from runner.compare import cli
+
+    evaluator(with_ema)  # the run's best.json: compare's other operand
+    evaluate(compose_config([f"run_dir={with_ema}", "ensemble_top_k=2", "weights=ema", "tta=translate"],
+                            config_name="evaluate"))
+    summary = with_ema / "eval" / "ensemble_top2.ema.val.tta-translate.json"
+    (with_ema / "eval" / "ensemble_top2.ema.val.tta-translate.pt").unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli([str(with_ema), str(summary), f"out={tmp_path}"])
+    assert "ensemble_top_k=2 split=val tta=translate weights=ema" in capsys.readouterr().err

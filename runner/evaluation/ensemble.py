@@ -83,7 +83,8 @@ def evaluate_ensemble(settings: DictConfig) -> dict:
                                      weights=results.weights_of(row))  # the weights it was looked at with
     averaged = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
     summary = metrics.summarize(averaged, labels, averaged.shape[1])
-    result = {"split": settings.split, "tta": settings.tta, "precision": str(settings.precision),
+    result = {"split": settings.split, "tta": settings.tta, "weights": str(settings.get("weights") or "all"),
+              "precision": str(settings.precision),
               "batch_size": settings.batch_size, "members": rows,
               "ensemble": {k: summary[k] for k in ("n", "loss", "top1", "top5", "balanced_accuracy", "top1_ci95", "ece")}}
     out = ensemble_path(settings, members, variant)

@@ -35,10 +35,11 @@ def ensemble_summary(path: Path) -> Path | None:
 def again(summary: Path, saved: dict) -> str:
     """The command that evaluates an ensemble again (and saves its predictions beside its summary)."""
     split, tta = saved.get("split", "val"), saved.get("tta", "none")
+    weights = f" weights={saved['weights']}" if saved.get("weights") not in (None, "all") else ""  # older: all
     if summary.name.startswith("ensemble_top"):
         return f"python -m runner.evaluate run_dir={summary.parent.parent} ensemble_top_k={len(saved['members'])} " \
-               f"split={split} tta={tta}"
-    return f"python -m runner.evaluate 'ensemble=[RUN_A,RUN_B,...]' split={split} tta={tta} (the same members)"
+               f"split={split} tta={tta}{weights}"
+    return f"python -m runner.evaluate 'ensemble=[RUN_A,RUN_B,...]' split={split} tta={tta}{weights} (the same members)"
 
 
 def ensemble_predictions(summary: Path) -> tuple[dict, np.ndarray, np.ndarray]:
