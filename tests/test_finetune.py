@@ -302,3 +302,16 @@ def test_each_parts_learning_rate_is_in_tensorboard(tmp_path):
     events.Reload()
     head, body = ([e.value for e in events.Scalars(f"train/lr/{part}")] for part in ("head", "body"))
     assert len(head) == len(body) == 4 and head == pytest.approx([10 * lr for lr in body], rel=1e-6)
+
+
+def test_a_run_resumed_after_its_frozen_stage_says_which_stage_it_is_in(tmp_path, caplog):
+    """Found by an adversarial tester: a rerun from epoch 1's checkpoint never logged the stage (the parameters it
+    built were already all trainable: nothing changed, so nothing was said)."""
+    cfg = compose_config([*FINETUNE, "trainer.epochs=3"])
+    train_job(cfg, tmp_path / "run")
+    for later in ("epoch-0002.pt", "epoch-0003.pt"):
+        (tmp_path / "run" / "checkpoints" / later).unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="runner.training.finetune"):
+        train_job(cfg, tmp_path / "run")
+    assert "epoch 2: the body unfrozen" in caplog.text, caplog.text

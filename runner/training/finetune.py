@@ -23,14 +23,15 @@ from runner.training.param_groups import is_norm
 log = logging.getLogger(__name__)
 
 
-def enter_stage(run, epoch: int) -> bool:
+def enter_stage(run, epoch: int, first: bool = False) -> bool:
     """The stage of `epoch` for run.model (frozen body or all trainable); True when the parameters that train
-    changed, so the caller wraps the model again (DDP registers the parameters that train when it is built)."""
+    changed, so the caller wraps the model again (DDP registers the parameters that train when it is built).
+    Logged where it changes, and at the run's `first` epoch (a resume past the frozen stage changes nothing)."""
     settings = run.finetune
     frozen = epoch < settings.freeze_epochs
     trained = [p for group in run.optimizer.param_groups for p in group["params"]]
     changed = set_stage(run.model, trained, frozen, settings.train_norm)
-    if changed:
+    if changed or (first and settings.freeze_epochs > 0):
         log_stage(run, epoch, frozen, trained)
     return changed
 

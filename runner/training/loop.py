@@ -65,7 +65,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
         return {"epoch": start_epoch, "finished": True, "stopped_early": True}  # a rerun of a run that stopped early
     log_plan(run, start_epoch, len(train_set))
     log_averaging(run)
-    finetune.enter_stage(run, start_epoch)  # the parameters that train in the first epoch: those DDP registers
+    finetune.enter_stage(run, start_epoch, first=True)  # the parameters that train first: those DDP registers
     run.step_model = wrap_for_speed_and_processes(model, run.settings, processes, device)
 
     figures: dict = {}
