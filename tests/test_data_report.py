@@ -111,9 +111,16 @@ def test_the_class_table_flags_empty_and_doubled_classes():
 
 
 @pytest.mark.parametrize("augment", ["basic", "none"])
-def test_the_report_says_when_the_augmentation_mirrors_classes_that_change_when_mirrored(augment):
+def test_the_report_says_when_the_augmentation_mirrors_classes_that_change_when_mirrored(augment, caplog):
+    """In report.md and, as a warning, on the console and in inspect_data.log (only in report.md before: an
+    adversarial tester saw a silent command)."""
+    import logging
+
     from runner.checks.data_report import augmentation_note
 
     setup = setup_for(compose_config([f"dataset.augment={augment}"]), torch.device("cpu"))  # digits
-    said = " ".join(augmentation_note(setup))
+    with caplog.at_level(logging.WARNING, logger="runner.inspect_data"):
+        said = " ".join(augmentation_note(setup))
     assert ("dataset.augment=basic mirrors images" in said) == (augment == "basic"), said
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (len(warned) == 1 and "dataset.augment=basic mirrors images" in warned[0]) == (augment == "basic"), warned

@@ -161,6 +161,8 @@ def augmentation_note(setup: Setup) -> list[str]:
     result = check_augmentation_consistency(cheap)
     if not result.details.get("flips_change_class"):
         return []
+    log.warning("augmentation: %s %s (python -m runner.check checks=[augmentation_consistency] measures it)",
+                result.verdict, result.fix)
     return ["## augmentation", "", f"**{result.verdict}**: {result.fix}.", "",
             f"Measured by python -m runner.check checks=[augmentation_consistency] (here with a linear model): "
             f"{result.figure}.", ""]
