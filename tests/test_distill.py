@@ -21,7 +21,7 @@ from runner.common.stop_signals import Preempted
 from runner.config.schema import validate
 from runner.data import datasets
 from runner.run import train_and_evaluate as train_job
-from runner.training import distill
+from runner.training import distill, teachers
 from runner.training.step import micro_batch_loss
 from tests.conftest import TINY, assert_identical, compose_config, run_cli, stop_at_step
 
@@ -181,23 +181,23 @@ def test_teachers_record_names_each_teacher_s_file_and_sha256(teacher):
     from runner.models.weights import sha256_of
 
     best = json.loads((teacher / "eval" / "best.json").read_text())
-    record = distill.teachers_record(compose_config([*TINY, *DISTILL, f"loss.teachers=[{teacher}:best]"]))
+    record = teachers.teachers_record(compose_config([*TINY, *DISTILL, f"loss.teachers=[{teacher}:best]"]))
     assert record == [{"teacher": f"{teacher}:best", "checkpoint": str(teacher / best["checkpoint"]),
                        "weights": "model", "sha256": sha256_of(teacher / best["checkpoint"])}]
-    assert distill.teachers_record(compose_config(TINY)) is None
+    assert teachers.teachers_record(compose_config(TINY)) is None
 
 
 def test_a_resume_refuses_a_teacher_file_that_changed_since(teacher, tmp_path):
     copied = tmp_path / "teacher.pt"
     copied.write_bytes(sorted((teacher / "checkpoints").glob("epoch-*.pt"))[-1].read_bytes())
     cfg = compose_config([*TINY, *DISTILL, f"loss.teachers=[{copied}]"])
-    recorded = distill.teachers_record(cfg)
-    distill.refuse_changed_teachers(cfg, recorded)  # unchanged: fine
+    recorded = teachers.teachers_record(cfg)
+    teachers.refuse_changed_teachers(cfg, recorded)  # unchanged: fine
     state = checkpoint_files.load(copied)
     state["epoch"] += 1
     checkpoint_files.save_atomic(state, copied)
     with pytest.raises(UserError, match="changed since") as refused:
-        distill.refuse_changed_teachers(cfg, recorded)
+        teachers.refuse_changed_teachers(cfg, recorded)
     assert "\n" not in str(refused.value) and "Fix:" in str(refused.value)
 
 
@@ -225,7 +225,7 @@ def test_run_json_and_the_checkpoints_name_the_teachers_with_their_sha256(teache
     cfg = compose_config([*TINY, *DISTILL, f"loss.teachers=[{teacher}:best]", "trainer.epochs=1"])
     train_job(cfg, tmp_path / "student")
     recorded = json.loads((tmp_path / "student" / "run.json").read_text()).get("teachers")
-    assert recorded == distill.teachers_record(cfg) and recorded[0]["sha256"]
+    assert recorded == teachers.teachers_record(cfg) and recorded[0]["sha256"]
     state = checkpoint_files.load(tmp_path / "student" / "checkpoints" / "epoch-0001.pt")
     assert state["provenance"].get("teachers") == recorded
 

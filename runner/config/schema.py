@@ -124,7 +124,7 @@ def validate(cfg: DictConfig, import_targets: bool = True) -> None:
 
         validate_model(cfg.model)
         if cfg.loss.get("_target_") == "runner.training.distill.distillation":  # the teachers: there, trusted, fitting
-            from runner.training.distill import validate_distillation
+            from runner.training.teachers import validate_distillation
 
             validate_distillation(cfg)
         from runner.training.losses import refuse_loss_without_soft_targets

@@ -158,7 +158,7 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
                          "%s; the run's best and figures stay in %s", variant, written, eval_dir / "best.json")
         asked = mine if only is None else [r for r in mine if r["checkpoint"] == relative(only, run_dir)]
         if not asked:
-            refuse_weights_not_held(run_dir, rows, wanted(settings.get("weights")), only)
+            averaged_weights.refuse_weights_not_held(run_dir, rows, wanted(settings.get("weights")), only)
         marked, note = best, ""
         if best is not None and asked and not any(same_row(r, best) for r in asked):  # weights=raw: best is ema
             marked = results.best_row(asked, settings.metric, settings.direction, None, run_dir, key=key)
@@ -171,37 +171,6 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
 
 def same_row(row: dict, other: dict) -> bool:
     return (row["checkpoint"], weights_of(row)) == (other["checkpoint"], weights_of(other))
-
-
-def refuse_weights_not_held(run_dir: Path, rows: list[dict], asked: tuple[str, ...], only: Path | None) -> None:
-    """weights=swa on a run that kept no SWA: one line naming what its checkpoints hold, not an empty table."""
-    if "raw" in asked:  # every checkpoint holds its raw weights
-        return
-    held = weights_in(run_dir, rows, [only] if only else run_checkpoints(run_dir))
-    if not held or any(w in held for w in asked):
-        return
-    fix = "trainer.swa.start_epoch=K" if asked == ("swa",) else "trainer.ema.decay=0.999"
-    said = f"{only} holds no {asked[0]} weights (it holds" if only else \
-        f"no checkpoint of {run_dir} holds {asked[0]} weights (they hold"
-    raise UserError(f"{said} {', '.join(held)}). Fix: weights=all, or train with {fix}")
-
-
-def weights_in(run_dir: Path, rows: list[dict], paths: list[Path]) -> list[str]:
-    """The weights the checkpoints in paths hold, in WEIGHTS order: as their rows recorded them, else as the file
-    holds them (a checkpoint never evaluated: nothing of the asked weights was there to evaluate)."""
-    recorded = results.weights_held(rows)
-    held: set[str] = set()
-    for path in paths:
-        name = relative(path, run_dir)
-        if name in recorded:
-            held.update(recorded[name])
-            continue
-        try:
-            held.update(averaged_weights.held(checkpoint_files.load(path, parts=checkpoint_files.EVALUATED_PARTS),
-                                              path))
-        except UserError:  # unreadable: warned about where it was skipped
-            continue
-    return [w for w in WEIGHTS if w in held]
 
 
 def evaluate_one(run_dir: Path, settings: DictConfig, path: Path, stoppable: bool = False) -> dict | None:

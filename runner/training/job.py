@@ -24,7 +24,7 @@ from runner.common.stop_signals import Preempted, requeue_slurm_job
 from runner.data import datasets, introspect, standardization
 from runner.data.image_files import Screening
 from runner.data.loaders import EpochSampler
-from runner.training import distill, distributed
+from runner.training import distributed, teachers
 from runner.training.checkpoint import find_resume_state, refuse_weights_that_do_not_fit
 from runner.training.describe import hydra_overrides
 from runner.training.hooks import NO_HOOKS, Hooks
@@ -68,7 +68,7 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # after the checks, which draw random numbers
     resume_state, resumed_from = find_resume_state(cfg, run_dir)
     if resume_state is not None:  # loss=distill: the teachers the run started with, each file unchanged
-        distill.refuse_changed_teachers(cfg, resume_state.get("provenance", {}).get("teachers"))
+        teachers.refuse_changed_teachers(cfg, resume_state.get("provenance", {}).get("teachers"))
     model = build_model(cfg, splits["train"], weights_from_checkpoint=resume_state is not None)
     refuse_single_sample_micro_batches(cfg.trainer, model, len(splits["train"]), processes)
     if resume_state is not None:
@@ -80,7 +80,7 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
               # the mean/std the data got and what the weights expect (runner/data/standardization.py)
               "standardization": standardization.record(cfg),
               # loss=distill's teachers ({teacher, checkpoint, weights, sha256}, never their weights); None otherwise
-              "teachers": distill.teachers_record(cfg)}
+              "teachers": teachers.teachers_record(cfg)}
     figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record, hooks, processes)
     best = evaluate_after_training(hooks, run_dir, record, processes)
     if main:
