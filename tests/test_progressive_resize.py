@@ -12,7 +12,7 @@ from runner.common.errors import UserError
 from runner.common.stop_signals import Preempted
 from runner.config.schema import validate
 from runner.run import train_and_evaluate as train_job
-from runner.training import loop
+from runner.training import step
 from runner.training.progressive import sizes_per_epoch
 from tests.conftest import (
     assert_identical,
@@ -101,13 +101,13 @@ def folder_config(root, *overrides):
 def record_sizes(monkeypatch) -> list[tuple[int, int, int]]:
     """(global step, height, width) of every micro-batch the loop trains on."""
     seen = []
-    real = loop.images_to_device
+    real = step.images_to_device  # what the loop's micro_batch_inputs calls
 
     def recording(x, device, channels_last, size=None):
         images = real(x, device, channels_last, size)
         seen.append(tuple(images.shape[-2:]))
         return images
-    monkeypatch.setattr(loop, "images_to_device", recording)
+    monkeypatch.setattr(step, "images_to_device", recording)
     return seen
 
 

@@ -24,9 +24,8 @@ from runner.checks.settings import validate as validate_checks
 from runner.common.errors import UserError
 from runner.common.rules import fail, resumable
 from runner.common.trust import keyword_arguments
-from runner.data.mixing import refuse_micro_batches_of_one
 from runner.data.settings import SCHEMAS as DATASET_SCHEMAS
-from runner.data.settings import DatasetSettings, class_folders
+from runner.data.settings import DatasetSettings, class_folders, refuse_micro_batches_of_one
 from runner.data.settings import validate as validate_dataset
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.evaluation.settings import validate as validate_evaluation

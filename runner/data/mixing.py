@@ -21,8 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runner.common.rules import fail
-
 
 @dataclass(frozen=True)
 class Mixing:
@@ -70,10 +68,3 @@ def mixing_of(dataset_cfg) -> Mixing | None:
                     float(mixup.get("switch_prob", 0.5)))
     return mixing if mixing.on else None
 
-
-def refuse_micro_batches_of_one(dataset_cfg, micro_batch_size: int) -> None:
-    """A micro-batch is mixed with itself reversed: one image alone would be mixed with itself (nothing mixed)."""
-    if micro_batch_size < 2 and mixing_of(dataset_cfg) is not None:
-        fail("trainer.micro_batch_size", micro_batch_size, "leaves mixup/cutmix nothing to mix (each micro-batch is "
-             "mixed with itself reversed: one image with itself)", "trainer.micro_batch_size=2 or more, or "
-             "dataset.mixup.alpha=0 dataset.cutmix.alpha=0")

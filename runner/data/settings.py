@@ -220,3 +220,12 @@ def validate_augmentation(dataset: DictConfig) -> None:
             fail(f"dataset.{key}", value, "must be a probability in [0, 1]", f"dataset.{key}=0.25")
     for key in ("mixup", "cutmix"):
         positive_number(f"dataset.{key}.alpha", dataset[key].alpha, f"dataset.{key}.alpha=0.2 (0: off)", allow_zero=True)
+
+
+def refuse_micro_batches_of_one(dataset: DictConfig, micro_batch_size: int) -> None:
+    """mixup/cutmix mix a micro-batch with itself reversed (data/mixing.py): one image would be mixed with itself."""
+    mixing = any((dataset.get(key) or {}).get("alpha", 0) for key in ("mixup", "cutmix"))
+    if mixing and micro_batch_size < 2:
+        fail("trainer.micro_batch_size", micro_batch_size, "leaves mixup/cutmix nothing to mix (each micro-batch is "
+             "mixed with itself reversed: one image with itself)", "trainer.micro_batch_size=2 or more, or "
+             "dataset.mixup.alpha=0 dataset.cutmix.alpha=0")
