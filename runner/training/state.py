@@ -15,6 +15,7 @@ from torch import nn
 
 from runner.common.runtime import autocast_dtype
 from runner.data.loaders import train_loader
+from runner.data.mixing import mixing_of
 from runner.training import averaging, checkpoint
 from runner.training.distributed import Processes
 from runner.training.hooks import Hooks
@@ -54,6 +55,7 @@ class Training:
     global_step: int = 0
     first_bad_step: torch.Tensor | None = None  # on the device: the first update with a non-finite loss/gradient
     averages: averaging.Averages = field(default_factory=averaging.Averages)  # EMA and SWA copies (None: off)
+    mixing: object = None  # dataset.mixup/cutmix as a data.mixing.Mixing, read once at start (None: off)
 
     @property
     def samples_per_epoch(self) -> int:
@@ -90,7 +92,7 @@ def start(cfg: DictConfig, run_dir: Path, train_set, model: nn.Module, device: t
                     model, model, build_loss(cfg.loss), optimizer, schedule, scaler, device, amp_dtype,
                     loader, sampler, writer, provenance,
                     first_bad_step=torch.full((), -1, dtype=torch.int64, device=device),
-                    averages=averaging.build(settings, model))
+                    averages=averaging.build(settings, model), mixing=mixing_of(cfg.dataset))
 
 
 def wrap_for_speed_and_processes(model: nn.Module, settings: TrainerSettings, processes: Processes,

@@ -11,7 +11,6 @@ from torch import nn
 
 from runner.data.datasets import stable_seed
 from runner.data.loaders import on_device
-from runner.data.mixing import mixing_of
 from runner.training.losses import Loss, summed_loss
 
 
@@ -30,9 +29,8 @@ def micro_batch_inputs(run, x, y, size: tuple[int, int] | None, index: int) -> t
     the micro-batch) alone, so any worker count, cache setting or resume mixes the same, and the labels become
     (N, num_classes) soft targets."""
     x, y = images_to_device(x, run.device, run.settings.channels_last, size), y.to(run.device, non_blocking=True)
-    mixing = mixing_of(run.cfg.dataset)
-    if mixing is not None:
-        x, y = mixing(x, y, stable_seed(run.settings.seed, run.global_step, run.processes.rank, index))
+    if run.mixing is not None:
+        x, y = run.mixing(x, y, stable_seed(run.settings.seed, run.global_step, run.processes.rank, index))
     return x, y
 
 
