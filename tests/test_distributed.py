@@ -163,3 +163,24 @@ def test_two_torchrun_agents_as_two_nodes_make_one_run_folder(tmp_path):
     folders = sorted(p.name for p in (tmp_path / "outputs" / "default").iterdir())
     assert len(folders) == 1, folders
     assert (tmp_path / "outputs" / "default" / folders[0] / "checkpoints" / "epoch-0001.pt").is_file()
+
+
+def test_teardown_lets_go_of_every_process_group(monkeypatch):
+    """A group still referenced after destroy_process_group is destroyed at interpreter exit, where gloo's
+    threads may no longer take the GIL (pytorch#179291). Seen once in CI: a finished job's rank 1 aborted
+    ("terminate called without an active exception") and torchrun reported the run failed; not reproduced
+    in 50 tries here, so this is the likely cause, not a proven one."""
+    import torch.distributed as torch_dist
+
+    from runner.training import distributed
+    from runner.training.processes import Processes
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(29400 + os.getpid() % 500))
+    torch_dist.init_process_group("gloo", rank=0, world_size=1)
+    processes = Processes(rank=0, world_size=2)  # active: setup makes the control group over this world of one
+    distributed.setup(processes, distributed.torch.device("cpu"))
+    assert distributed._control is not None
+    distributed.teardown(processes)
+    assert not torch_dist.is_initialized()
+    assert distributed._control is None

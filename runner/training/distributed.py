@@ -48,8 +48,13 @@ def collective_timeout() -> timedelta | None:
 
 
 def teardown(processes: Processes) -> None:
+    """Destroy every group and drop this module's reference to the control group: a group still referenced
+    is destroyed at interpreter exit, where gloo's threads abort the finished process (torchrun then reports
+    the run failed)."""
+    global _control
     if processes.active and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+    _control = None
 
 
 def all_sum(tensor: torch.Tensor, processes: Processes) -> torch.Tensor:
