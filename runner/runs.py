@@ -1,4 +1,4 @@
-"""python -m runner.runs [FOLDER] [sort=best] [where=model=convnet ...] [format=table|csv|markdown]
+"""python -m runner.runs [FOLDER] [sort=best] [where=model=convnet ...] [group_by=auto] [format=table|csv|markdown]
 
 The command is runner/cli/runs.py; installed, it is the `runner-runs` command.
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.evaluation import records, results
 
@@ -28,6 +27,8 @@ def flat(node, prefix: str = "") -> dict:
 
 def saved_config(run: Path) -> dict:
     """The resolved config saved in the run's best checkpoint; {} with a warning when it cannot be read."""
+    from runner.common import checkpoint_files  # torch: only here, so the runs table stays quick
+
     try:
         best = results.read_best(run / "eval")
         return checkpoint_files.load(run / best["checkpoint"], parts=("config",))["config"] if best else {}

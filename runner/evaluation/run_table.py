@@ -19,6 +19,7 @@ import yaml
 from runner.common.errors import UserError
 from runner.evaluation import records
 from runner.evaluation.records import inside_run
+from runner.evaluation.run_differences import flat
 
 log = logging.getLogger("runner.runs")
 
@@ -87,6 +88,8 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "other": other_settings(run_dir),
         "_where": {**{f"{group}": option for group, option in choices.items()},
                    **dict(o.split("=", 1) for o in (record.get("overrides") or []) if "=" in o)},
+        # what runner.runs group_by= reads: the settings, the metric's own name, the overrides one by one
+        "_config": flat(config), "_metric": best.get("metric"), "_overrides": list(record.get("overrides") or []),
     }
 
 
@@ -136,27 +139,33 @@ def table(root: Path, sort: str | None = None, where: list[str] = ()) -> list[di
             raise UserError(f"where={condition!r} is not KEY=VALUE. Fix: where=model=convnet")
         key, value = condition.split("=", 1)
         rows = [r for r in rows if str(r["_where"].get(key, r.get(key))) == value]
-    if sort:
-        descending = not sort.startswith("-")
-        key = sort.lstrip("-")
-        if key not in COLUMNS and key not in ("top1", "loss", "top5", "balanced_accuracy", "ece"):
-            raise UserError(f"sort={sort!r} is not a column. Fix: sort=best (or one of {', '.join(COLUMNS)})")
-        key = "best" if key not in COLUMNS else key
-        present = [r for r in rows if r[key] is not None]
-        rows = sorted(present, key=lambda r: r[key], reverse=descending) + [r for r in rows if r[key] is None]
-    return rows
+    return sorted_rows(rows, sort, COLUMNS, "best")
 
 
-def formatted(rows: list[dict], style: str) -> str:
-    cells = [[f"{r[c]:.4f}" if c == "best" and isinstance(r[c], float) else str(r[c] if r[c] is not None else "-")
-              for c in COLUMNS] for r in rows]
+def sorted_rows(rows: list[dict], sort: str | None, columns: list[str], value_column: str) -> list[dict]:
+    """Rows by sort=COLUMN (highest first; sort=-COLUMN lowest first), rows without a value last; a metric's
+    name (sort=top1) sorts by the value column."""
+    if not sort:
+        return rows
+    descending = not sort.startswith("-")
+    key = sort.lstrip("-")
+    if key not in columns and key not in ("top1", "loss", "top5", "balanced_accuracy", "ece", "best"):
+        raise UserError(f"sort={sort!r} is not a column. Fix: sort={value_column} (or one of {', '.join(columns)})")
+    key = value_column if key not in columns else key
+    present = [r for r in rows if r[key] is not None]
+    return sorted(present, key=lambda r: r[key], reverse=descending) + [r for r in rows if r[key] is None]
+
+
+def formatted(rows: list[dict], style: str, columns: list[str] = COLUMNS) -> str:
+    cells = [[f"{r[c]:.4f}" if c in ("best", "mean", "std") and isinstance(r[c], float)
+              else str(r[c] if r.get(c) is not None else "-") for c in columns] for r in rows]
     if style == "csv":
         out = io.StringIO()
-        csv.writer(out).writerows([COLUMNS, *cells])
+        csv.writer(out).writerows([columns, *cells])
         return out.getvalue()
     if style == "markdown":
-        return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS),
+        return "\n".join(["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
                           *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells)]) + "\n"
-    widths = [max(len(x) for x in column) for column in zip(COLUMNS, *cells, strict=True)]
+    widths = [max(len(x) for x in column) for column in zip(columns, *cells, strict=True)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [COLUMNS, *cells]) + "\n"
+                     for row in [columns, *cells]) + "\n"

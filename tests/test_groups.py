@@ -1,0 +1,134 @@
+"""Many runs as one: seed groups and cross-validation folds in runner.runs and runner.compare, statistics by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from runner.evaluation.groups import group_rows, mean_interval, paired_t, welch
+from runner.evaluation.run_table import table
+
+
+def t_density(x: float, df: float) -> float:
+    return math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2)) * (1 + x * x / df) ** (-(df + 1) / 2)
+
+
+def two_sided_p(t: float, df: float, steps: int = 200_000) -> float:
+    """The reference p-value: 1 minus the t density integrated over [-|t|, |t|] (the trapezoid rule)."""
+    width = abs(t) / steps
+    inside = sum(t_density(i * width, df) for i in range(1, steps)) + (t_density(0, df) + t_density(abs(t), df)) / 2
+    return 1 - 2 * inside * width
+
+
+def test_mean_standard_deviation_and_t_interval_by_hand():
+    values = [0.80, 0.84, 0.82, 0.86, 0.78]
+    result = mean_interval(values)
+    mean = sum(values) / 5
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 4)
+    half = 2.776445105 * std / math.sqrt(5)  # t(0.975, 4 degrees of freedom) from a printed table
+    assert result["n"] == 5 and result["mean"] == pytest.approx(mean) and result["std"] == pytest.approx(std)
+    assert result["ci95"] == pytest.approx([mean - half, mean + half])
+    assert mean_interval([0.9])["std"] is None and mean_interval([0.9])["ci95"] is None  # one run: no spread
+
+
+def test_welch_t_test_by_hand():
+    a, b = [0.80, 0.82, 0.81], [0.85, 0.88, 0.84, 0.86]
+    result = welch(a, b)
+    ma, mb = sum(a) / 3, sum(b) / 4
+    va = sum((x - ma) ** 2 for x in a) / 2
+    vb = sum((x - mb) ** 2 for x in b) / 3
+    se2 = va / 3 + vb / 4
+    df = se2**2 / ((va / 3) ** 2 / 2 + (vb / 4) ** 2 / 3)
+    assert result["difference"] == pytest.approx(mb - ma) and result["t"] == pytest.approx((mb - ma) / math.sqrt(se2))
+    assert result["df"] == pytest.approx(df)
+    assert result["p_value"] == pytest.approx(two_sided_p(result["t"], df), abs=1e-6)
+
+
+def test_paired_t_over_samples_by_hand():
+    d = np.array([0.2, 0.0, 0.4, -0.2, 0.6, 0.2, 0.0, 0.4])
+    result = paired_t(d)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(8))
+    assert result["t"] == pytest.approx(t) and result["df"] == 7
+    assert result["p_value"] == pytest.approx(two_sided_p(t, 7), abs=1e-6)
+    assert paired_t(np.zeros(5))["p_value"] == 1.0  # no sample differs: no evidence
+
+
+def fake_run(root: Path, folder: str, top1: float | None, status: str = "finished", **settings) -> Path:
+    """A run folder as the table reads it, its config {lr, seed, fold, ...} as given."""
+    run_dir = root / folder
+    (run_dir / ".hydra").mkdir(parents=True)
+    config = {"name": "exp", "optimizer": {"lr": settings.get("lr", 0.01)}, "trainer": {"seed": settings.get("seed", 0),
+              "epochs": 3}, "dataset": {"fold": settings.get("fold"), "folds": settings.get("folds")},
+              "sweep": {"study": settings.get("study")}}
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    overrides = [f"trainer.seed={settings.get('seed', 0)}", f"optimizer.lr={settings.get('lr', 0.01)}"]
+    (run_dir / "run.json").write_text(json.dumps({"status": status, "overrides": overrides}))
+    if top1 is not None:
+        (run_dir / "eval").mkdir()
+        (run_dir / "eval" / "best.json").write_text(json.dumps({"checkpoint": "checkpoints/epoch-0003.pt",
+                                                                "metric": "top1", "value": top1}))
+    return run_dir
+
+
+@pytest.fixture
+def seeds_and_folds(tmp_path) -> Path:
+    for seed, top1 in enumerate([0.80, 0.84, 0.82]):
+        fake_run(tmp_path, f"lr01/{seed}", top1, seed=seed, study=f"s{seed}")
+    for seed, top1 in enumerate([0.70, 0.74]):
+        fake_run(tmp_path, f"lr1/{seed}", top1, seed=seed, lr=0.1)
+    fake_run(tmp_path, "lr1/2", None, status="failed: RuntimeError: out of memory", seed=2, lr=0.1)
+    for fold, top1 in enumerate([0.9, 0.8, 0.85, 0.95, 0.75]):
+        fake_run(tmp_path, f"cv/{fold}", top1, lr=0.001, fold=fold, folds=5)
+    return tmp_path
+
+
+def test_group_by_auto_one_row_per_seed_group_and_a_cross_validated_row(seeds_and_folds):
+    rows = {r["group"]: r for r in group_rows(table(seeds_and_folds), "auto")}
+    assert set(rows) == {"lr01", "lr1", "cv"}
+    seeds = rows["lr01"]
+    assert (seeds["kind"], seeds["runs"], seeds["metric"]) == ("seeds", "3", "top1")
+    assert seeds["mean"] == pytest.approx(0.82) and seeds["std"] == pytest.approx(0.02)
+    half = 4.302652730 * 0.02 / math.sqrt(3)  # t(0.975, 2)
+    assert seeds["ci95"] == f"[{0.82 - half:.4f}, {0.82 + half:.4f}]"
+    failed = rows["lr1"]
+    assert failed["runs"] == "2 of 3" and failed["status"] == "2 finished, 1 failed"
+    assert failed["mean"] == pytest.approx(0.72)
+    folds = rows["cv"]
+    assert (folds["kind"], folds["metric"], folds["runs"]) == ("folds", "cross-validated top1", "5")
+    assert folds["mean"] == pytest.approx(0.85) and folds["std"] == pytest.approx(math.sqrt(0.025 / 4))
+    assert "trainer.seed" not in seeds["overrides"] and seeds["overrides"] == "optimizer.lr=0.01"
+
+
+def test_group_by_a_key_pools_over_it_and_none_keeps_one_row_a_run(seeds_and_folds):
+    pooled = group_rows(table(seeds_and_folds), "trainer.seed,optimizer.lr")
+    assert sorted(r["runs"] for r in pooled) == ["1"] * 5 + ["5 of 6"]  # the folds: only the keys named
+    assert next(r for r in pooled if r["runs"] == "5 of 6")["kind"] == "optimizer.lr+seeds"
+    assert len(table(seeds_and_folds)) == 11  # group_by=none: today's table
+
+
+def test_runs_that_differ_beyond_the_seed_are_split_with_the_keys_named(seeds_and_folds, caplog):
+    group_rows(table(seeds_and_folds), "auto")
+    assert "runs named exp form 3 groups: they differ in dataset.folds, optimizer.lr" in caplog.text
+
+
+def test_the_command_prints_the_groups(seeds_and_folds, capsys):
+    from runner.runs import cli
+
+    cli([str(seeds_and_folds), "group_by=auto", "sort=mean", "format=csv"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("name,group,kind,runs") and [line.split(",")[1] for line in lines[1:]] == [
+        "cv", "lr01", "lr1"]
+
+
+def test_group_by_naming_no_key_is_one_line_and_exit_2(seeds_and_folds, capsys):
+    from runner.runs import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli([str(seeds_and_folds), "group_by=model=convnet"])
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said.count("\n") == 1 and "group_by='model=convnet' names no config keys" in said
