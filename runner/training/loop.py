@@ -33,7 +33,14 @@ from runner.common import stop_signals
 from runner.common.checkpoint_files import checkpoint_name, save_atomic
 from runner.common.errors import UserError
 from runner.common.stop_signals import Preempted, StopRequest
-from runner.training import averaging, checkpoint, finetune, progressive
+from runner.training import (
+    averaging,
+    checkpoint,
+    finetune,
+    histograms,
+    light_checkpoints,
+    progressive,
+)
 from runner.training.distributed import SINGLE, Processes, all_sum, any_process, gather
 from runner.training.hooks import NO_HOOKS, Hooks
 from runner.training.learning_batches import LearningBatch, learning_batches
@@ -65,6 +72,7 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
         return {"epoch": start_epoch, "finished": True, "stopped_early": True}  # a rerun of a run that stopped early
     log_plan(run, start_epoch, len(train_set))
     log_averaging(run)
+    watched = start_watching(run, fresh=resume_state is None)
     finetune.enter_stage(run, start_epoch, first=True)  # the parameters that train first: those DDP registers
     run.step_model = wrap_for_speed_and_processes(model, run.settings, processes, device)
 
@@ -74,7 +82,8 @@ def fit(cfg, run_dir: Path, train_set, model: nn.Module, device: torch.device, w
         with stop_signals.caught(run.settings.stop_signals) as stop, logs_above(bar):
             for epoch in range(start_epoch, run.settings.epochs):
                 size = image_size_of(run, epoch, first=epoch == start_epoch)
-                figures = train_one_epoch(run, epoch, first_sample if epoch == start_epoch else 0, stop, bar, size)
+                figures = train_one_epoch(run, epoch, first_sample if epoch == start_epoch else 0, stop, bar, size,
+                                          watched)
                 if figures.get("stopped_early"):
                     break
     finally:
@@ -102,6 +111,18 @@ def log_averaging(run: Training) -> None:
         run.writer.add_text("averaging", line, run.global_step)
 
 
+def start_watching(run: Training, fresh: bool) -> histograms.Histograms:
+    """Once a run: the plan's lines of checkpoint.every_updates and trainer.log_histograms_every, and a fresh
+    run's initial weights as update-00000000.pt; returns the histograms to write (a no-op when off)."""
+    for line in (light_checkpoints.describe(run.checkpoints.every_updates, run.checkpoints.keep_updates),
+                 histograms.describe(run.settings.log_histograms_every)):
+        if line is not None:
+            log.info("%s", line)
+    if fresh and run.checkpoints.every_updates is not None:
+        light_checkpoints.write(run, epoch=0)
+    return histograms.of(run)
+
+
 def logs_above(bar) -> contextlib.AbstractContextManager:
     """On a terminal, log lines print above the progress bar instead of through it."""
     return logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext()
@@ -121,9 +142,9 @@ def image_size_of(run: Training, epoch: int, first: bool) -> tuple[int, int] | N
 
 
 def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest, bar,
-                    size: tuple[int, int] | None = None) -> dict:
+                    size: tuple[int, int] | None = None, watched: histograms.Histograms = histograms.OFF) -> dict:
     """One pass over the epoch's learning batches (from sample `skip` on; its crops at `size`, None:
-    dataset.image_size), then end_of_epoch's figures."""
+    dataset.image_size), then end_of_epoch's figures. `watched`: trainer.log_histograms_every's histograms."""
     started = time.perf_counter()
     settings, n = run.settings, run.samples_per_epoch
     run.sampler.set_epoch(epoch, skip)
@@ -134,7 +155,9 @@ def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest, bar
     epoch_loss, epoch_correct = meter.zero.clone(), meter.zero.clone()
     bar.set_description(f"epoch {epoch + 1}/{settings.epochs}", refresh=False)
     for batch in learning_batches(run.loader, skip, n, settings.batch_size, run.processes, meter):
+        watched.before_update(run.global_step)
         update = train_step(run, batch, size)
+        watched.after_update(run.global_step)
         meter.add_update(update.loss, update.correct, update.samples, update.grad_norm)
         epoch_loss += update.loss
         epoch_correct += update.correct
@@ -144,6 +167,8 @@ def train_one_epoch(run: Training, epoch: int, skip: int, stop: StopRequest, bar
         if run.global_step % settings.log_every_steps == 0 or epoch_done:
             report_interval(run, meter.read(run, epoch), epoch, None if bar.disable else bar)
             meter.reset()
+        if light_checkpoints.due(run.checkpoints.every_updates, run.global_step):  # weights only, rank 0
+            light_checkpoints.write(run, epoch + epoch_done, 0 if epoch_done else batch.end)
         if not epoch_done and any_process(stop.received is not None, run.processes):
             stop_here(run, meter, epoch, batch.end, stop.received)
     return end_of_epoch(run, epoch, skip, epoch_loss, epoch_correct, time.perf_counter() - started)

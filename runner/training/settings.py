@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.common.errors import UserError
 from runner.common.rules import device_name, fail, int_at_least, one_of, positive_number, resumable
 from runner.training import processes, progressive
+from runner.training.checkpoint_settings import CheckpointSettings, validate_checkpoints  # noqa: F401 (schema.py)
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 
@@ -79,6 +80,8 @@ class TrainerSettings:
     evaluation, in seconds (runner/dry_run.py); then stop."""
     log_every_steps: int = resumable(50)
     """Optimizer updates between log lines and TensorBoard points."""
+    log_histograms_every: int | None = resumable(None)
+    """N: every N updates, each layer's weights, last update and update/weight ratio in TensorBoard; null: off."""
     stop_signals: list[str] = field(default_factory=lambda: ["SIGUSR1", "SIGTERM"])
     """On these signals: finish the step, write a checkpoint, stop (and requeue under SLURM). python -m runner
     always catches SIGUSR1, SIGTERM and SIGINT (Ctrl-C) from its first line; these add to them."""
@@ -104,14 +107,6 @@ class FinetuneSettings:
     """In the frozen stage the norm layers' scale and shift train too (their statistics are still kept)."""
     lr_mult: float = 1.0
     """fastai's discriminative learning rates: the body at optimizer.lr / lr_mult, the head at optimizer.lr; 1: one lr."""
-
-
-@dataclass
-class CheckpointSettings:
-    every_epochs: int = 5
-    """Write a checkpoint every N epochs (and after the last one)."""
-    keep_last: int | None = None
-    """Keep only the newest N periodic checkpoints; null keeps all (the evaluator wants them)."""
 
 
 @dataclass
@@ -155,6 +150,9 @@ def validate(cfg: DictConfig) -> None:
                  "trainer.num_workers=0 (load in the main process) or more")
     int_at_least("trainer.seed", trainer.seed, 0, "trainer.seed=0")
     int_at_least("trainer.log_every_steps", trainer.log_every_steps, 1, "trainer.log_every_steps=10")
+    if trainer.log_histograms_every is not None:
+        int_at_least("trainer.log_histograms_every", trainer.log_histograms_every, 1,
+                     "trainer.log_histograms_every=100, or null for none")
     device_name("trainer.device", trainer.device)
     if trainer.num_threads is not None:
         int_at_least("trainer.num_threads", trainer.num_threads, 1, "trainer.num_threads=4, or null for the cores available")
@@ -170,9 +168,7 @@ def validate(cfg: DictConfig) -> None:
     if trainer.progressive_resize is not None:
         validate_progressive_resize(cfg)
     validate_averaging(trainer)
-    int_at_least("checkpoint.every_epochs", cfg.checkpoint.every_epochs, 1, "checkpoint.every_epochs=1")
-    if cfg.checkpoint.keep_last is not None:
-        int_at_least("checkpoint.keep_last", cfg.checkpoint.keep_last, 1, "checkpoint.keep_last=3, or null to keep all")
+    validate_checkpoints(cfg.checkpoint)
     smoothing = cfg.loss.get("label_smoothing", 0.0)  # cross_entropy's; a loss of the user's may have none
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
