@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from runner.common.errors import UserError
+from runner.data.folds import Pooled, fold_positions, folding
 from runner.data.labels import class_number, listed
 from runner.data.shapes import built_for, expected_shape, shown, tensor_fix
 from runner.data.transforms import as_rgb, pil_transforms
@@ -98,6 +99,17 @@ def call_target(cfg) -> object:
     return function(**{key: cfg[key] for key in cfg if key != "_target_" and (takes_any or key in parameters)})
 
 
+def folded(cfg, train: UserSplit, val: UserSplit) -> dict[str, UserSplit]:
+    """dataset.folds: the user's train and val items pooled and dealt into folds, then prepared anew (the training
+    fold augmented, the validation fold not); their labels, read once already, go along."""
+    labels = train.targets + val.targets
+    pooled = [(0, index) for index in range(len(train))] + [(1, index) for index in range(len(val))]
+    places = dict(zip(("train", "val"), fold_positions(cfg, labels), strict=True))
+    return {split: UserSplit(Pooled([train.dataset, val.dataset], [pooled[p] for p in chosen],
+                                    [labels[p] for p in chosen]), cfg, split == "train", split, cfg._target_)
+            for split, chosen in places.items()}
+
+
 def custom(cfg) -> dict[str, Dataset]:
     """dataset=custom: the user's splits, checked and wrapped."""
     result = call_target(cfg)
@@ -113,6 +125,8 @@ def custom(cfg) -> dict[str, Dataset]:
             raise UserError(f"{cfg._target_} returned a {type(dataset).__name__} as its {split} split. "
                             f"Fix: return {EXPECTED}")
     splits = {split: UserSplit(dataset, cfg, split == "train", split, cfg._target_) for split, dataset in result.items()}
+    if folding(cfg):
+        splits = {**splits, **folded(cfg, splits["train"], splits["val"])}
     splits.setdefault("test", Subset(splits["val"], []))
     for dataset in splits.values():  # a wrong item says so now, not in a DataLoader worker an hour in
         if len(dataset):

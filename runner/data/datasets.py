@@ -22,6 +22,7 @@ from runner.common.errors import UserError
 from runner.data import introspect
 from runner.data.custom import custom
 from runner.data.folders import refuse_empty_class_folders, refuse_other_classes, refuse_wrong_level
+from runner.data.folds import fold_datasets, fold_tensors
 from runner.data.image_files import Screening, screen
 from runner.data.labels import check_labels
 from runner.data.pixels import pixel_splits
@@ -45,7 +46,9 @@ def stable_seed(*parts) -> int:
 
 
 def tensor_splits(cfg, images: dict, labels: dict) -> dict[str, Dataset]:
-    """Standardize in-memory uint/float images once and wrap them as datasets."""
+    """Standardize in-memory uint/float images once and wrap them as datasets (train and val dealt anew into
+    folds with dataset.folds)."""
+    images, labels = fold_tensors(cfg, images, labels)
     mean, std = channel_stats(cfg)
     mean_t = torch.tensor(mean).view(1, -1, 1, 1)
     std_t = torch.tensor(std).view(1, -1, 1, 1)
@@ -134,7 +137,7 @@ def flowers102(cfg) -> dict[str, Dataset]:
     def make(split):
         return Flowers102(cfg.root, split=split, download=cfg.download)  # files and labels: pixels.ImagePixels reads
 
-    return {split: _open_torchvision(lambda s=split: make(s), FLOWERS, cfg) for split in SPLITS}
+    return fold_datasets(cfg, {split: _open_torchvision(lambda s=split: make(s), FLOWERS, cfg) for split in SPLITS})
 
 
 def cifar10(cfg) -> dict[str, Dataset]:
@@ -146,11 +149,11 @@ def cifar10(cfg) -> dict[str, Dataset]:
 
     train_full = make(True)
     order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(cfg.split_seed)).tolist()
-    return {
+    return fold_datasets(cfg, {
         "train": Subset(train_full, sorted(order[cfg.val_size :])),
         "val": Subset(train_full, sorted(order[: cfg.val_size])),
         "test": make(False),
-    }
+    })
 
 
 def imagefolder(cfg) -> dict[str, Dataset]:
@@ -185,10 +188,10 @@ def imagefolder(cfg) -> dict[str, Dataset]:
         splits = {"train": make(root / "train"), "val": make(root / "val")}
         test = root / "test"
         splits["test"] = make(test) if test.is_dir() else Subset(splits["val"], [])
-        return splits
+        return fold_datasets(cfg, splits)
     every = make(root)
     index = seeded_split(len(every), (cfg.val_fraction, cfg.test_fraction), cfg.split_seed)
-    return {split: Subset(every, index[split]) for split in SPLITS}
+    return fold_datasets(cfg, {split: Subset(every, index[split]) for split in SPLITS})
 
 
 def _open_torchvision(make: Callable, data: Download, cfg):

@@ -85,6 +85,14 @@ class DatasetSettings:
     """CutMix of training micro-batches (alpha 0: off); the loss takes soft targets."""
     split_seed: int = 0
     """Seeds the split of data without an official one, and the subset choice."""
+    folds: int | None = None
+    """K: k-fold cross-validation, train and val pooled (the test split never joins) and dealt into K stratified
+    folds; null: the dataset's own train/val split (runner/data/folds.py)."""
+    fold: int | None = None
+    """With dataset.folds=K: the fold (0..K-1) that validates, the other K-1 train; -m 'dataset.fold=range(K)'
+    trains one run per fold."""
+    fold_seed: int = 0
+    """Seeds the deal into folds (not trainer.seed: every run of a seed group sees the same folds)."""
 
 
 @dataclass
@@ -179,12 +187,33 @@ def validate(dataset: DictConfig) -> None:
     if dataset.subset is not None and (not isinstance(dataset.subset, int) or dataset.subset < 1):
         fail("dataset.subset", dataset.subset, "must be a positive integer", "dataset.subset=64, or null for all")
     known_name("dataset.augment", dataset.augment, AUGMENTS)
+    validate_folds(dataset)
     validate_augmentation(dataset)
     if "cache" in dataset:  # CIFAR-10's images are in memory already: none or device
         choices = ("none", "device") if dataset.name == "cifar10" else ("none", "disk", "memory", "device")
         one_of("dataset.cache", dataset.cache, choices)
     if "bad_images" in dataset:
         one_of("dataset.bad_images", dataset.bad_images, ("raise", "skip"))
+
+
+def validate_folds(dataset: DictConfig) -> None:
+    """dataset.folds and dataset.fold go together, the fold one of the folds (a class too small for the folds is
+    found where the data is read: data/folds.py)."""
+    folds, fold = dataset.get("folds"), dataset.get("fold")
+    if folds is None and fold is None:
+        return
+    if folds is None:
+        fail("dataset.fold", fold, "needs dataset.folds (how many folds train+val is dealt into)",
+             f"dataset.folds=5 dataset.fold={fold}, or dataset.fold=null for the dataset's own split")
+    int_at_least("dataset.folds", folds, 2, "dataset.folds=5 (2 or more), or dataset.folds=null for the dataset's "
+                 "own split")
+    if fold is None:
+        fail("dataset.folds", folds, "needs dataset.fold (which fold validates)",
+             f"dataset.fold=0 (0..{folds - 1}), or -m 'dataset.fold=range({folds})' for one run per fold")
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
+        fail("dataset.fold", fold, f"is not a fold of dataset.folds={folds}", f"dataset.fold=0..{folds - 1}, "
+             f"or -m 'dataset.fold=range({folds})' for one run per fold")
+    int_at_least("dataset.fold_seed", dataset.get("fold_seed", 0), 0, "dataset.fold_seed=0")
 
 
 def known_name(key: str, value, choices: tuple[str, ...]) -> None:

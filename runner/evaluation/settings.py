@@ -38,6 +38,9 @@ class EvaluationSettings:
     """Confusion matrix and loss galleries for the best checkpoint."""
     trust: list[str] = field(default_factory=list)
     """Modules whose callables a checkpoint's saved config may name (besides runner's and torchvision's models)."""
+    allow_fold_test: bool = False
+    """split=test of a run trained on a fold (dataset.folds): refused unless true (its validation was one fold; the
+    test split is for the final model trained on all of train+val; runner/evaluation/fold_rules.py)."""
 
 
 @dataclass
