@@ -29,6 +29,8 @@ from runner.data.settings import DatasetSettings, class_folders, refuse_micro_ba
 from runner.data.settings import validate as validate_dataset
 from runner.evaluation.settings import EvaluateCommand, TrainingEvaluation
 from runner.evaluation.settings import validate as validate_evaluation
+from runner.tracking.settings import LoggerSettings
+from runner.tracking.settings import validate as validate_logger
 from runner.training.settings import (
     CheckpointSettings,
     FinetuneSettings,
@@ -86,6 +88,8 @@ class TrainConfig:
     """python -m runner.lr_find."""
     sweep: SweepLink = resumable(default_factory=SweepLink)
     """A sweep trial's link to its study (filled in by the sweeper)."""
+    logger: LoggerSettings = resumable(default_factory=LoggerSettings)
+    """Trackers besides TensorBoard (conf/logger/: logger=[tensorboard,mlflow,wandb]; runner/tracking/settings.py)."""
 
 
 def register_configs() -> None:
@@ -141,6 +145,7 @@ def validate(cfg: DictConfig, import_targets: bool = True) -> None:
         fail("evaluate.metric", "top5", f"is 100% by construction with {cfg.dataset.num_classes} classes",
              "evaluate.metric=top1")
     validate_checks(cfg)
+    validate_logger(cfg.logger)
     if cfg.require_clean_git:  # before any run directory: the run must come from committed code
         from runner.common import provenance
 
