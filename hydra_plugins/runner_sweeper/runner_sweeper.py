@@ -34,6 +34,7 @@ from runner.common import stop_signals, study_storage
 from runner.common.errors import UserError, one_line
 from runner.common.stop_signals import Preempted
 from runner.sweep import (
+    conditions,
     data_check,
     objectives,
     queued,
@@ -72,6 +73,8 @@ class RunnerOptunaSweeperConf:
     warm_start: Optional[str] = None  # noqa: UP045  # an earlier sweep's folder (or study name): its best run first
     warm_start_top: int = 3
     params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006  # the search space, as in conf/search/*.yaml
+    # {optimizer.momentum: {optimizer: sgd}}: drawn only then (None, not {}: Hydra sets a dict, not merges into one)
+    when: Any = None
     check_data: bool = True  # build the data once before the first trial (false: trials see other files than here)
 
 
@@ -131,6 +134,10 @@ class RunnerOptunaSweeper(Sweeper):
         study_storage.refuse_passwords([*(f"hydra.sweeper.{key}={value}" for key, value in s.items()
                                           if isinstance(value, str)), *arguments])  # before anything is written
         fixed, search = space.parse(arguments, dict(s.params or {}))
+        search = conditions.conditional(search, OmegaConf.to_container(s.when) if s.when else {})
+        if s.sampler == "grid" and conditions.when_of(search):  # a grid of every combination: no undrawn parameter
+            raise UserError("hydra.sweeper.sampler=grid does not take conditions (hydra.sweeper.when). Fix: "
+                            "sampler=random or tpe, or one grid sweep per value of the condition's parameter")
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
                             "or +search=NAME")
@@ -193,8 +200,8 @@ class RunnerOptunaSweeper(Sweeper):
         Returns the job's config at each of them, by its override."""
         configs = {}
         for key, distribution in search.items():
-            for override in space.end_overrides(key, distribution):
-                configs[override], problem = self.composed([*fixed, override])
+            for override in space.end_overrides(key, distribution):  # with its condition's overrides, as a trial
+                configs[override], problem = self.composed([*fixed, *conditions.needs(key, search), override])
                 if problem:
                     cause, _, fix = problem.partition(" Fix: ")
                     raise UserError(f"the search space reaches {override}, which the runner refuses: {cause} "
@@ -339,7 +346,7 @@ class RunnerOptunaSweeper(Sweeper):
 
     def report(self, the_study: optuna.Study, sweep_dir: Path, fixed: list[str], search: dict) -> None:
         results.write_trials_csv(the_study, sweep_dir)
-        best = results.write_best(the_study, sweep_dir, fixed, search, refused=lambda o: self.refusal([*fixed, o]))
+        best = results.write_best(the_study, sweep_dir, fixed, search, refused=lambda *o: self.refusal([*fixed, *o]))
         if best is None:
             log.warning("no trial completed: nothing to report (see %s)", sweep_dir / "trials.csv")
             return
@@ -370,6 +377,8 @@ def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_opt
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         the_study.set_metric_names(names)  # the dashboard's labels of the values
     the_study.set_user_attr("search_space", {key: repr(value) for key, value in search.items()})
+    the_study.set_user_attr("conditions", {key: {p: list(v) for p, v in c.items()}
+                                           for key, c in conditions.when_of(search).items()})
     the_study.set_user_attr("fixed_overrides", [study_storage.redact(o) for o in fixed])
     the_study.set_user_attr("command", study_storage.redact(" ".join(["python -m runner", *sys.argv[1:]])))
 
@@ -377,4 +386,6 @@ def describe(the_study: optuna.Study, fixed: list[str], search: dict, pruner_opt
 def default_study_name(name: str, fixed: list[str], search: dict) -> str:
     """The same sweep command names the same study, so running it again resumes it."""
     description = repr((sorted(fixed), sorted((k, repr(v)) for k, v in search.items())))
+    if conditions.when_of(search):  # another space; without conditions the name stays what it was
+        description += repr(sorted((k, sorted(c.items())) for k, c in conditions.when_of(search).items()))
     return f"{name}-{hashlib.sha1(description.encode()).hexdigest()[:8]}"

@@ -19,7 +19,8 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.common.errors import UserError
-from runner.sweep.space import canonical, check_point
+from runner.sweep.conditions import check_point, is_active
+from runner.sweep.space import canonical
 from runner.sweep.study import REFUSED, note, run_folder
 
 log = logging.getLogger("runner.sweep")
@@ -55,8 +56,10 @@ def suggested(study: optuna.Study, trial: optuna.Trial, frozen: FrozenTrial,
         fixed = {key: canonical(key, value, search[key]) for key, value in given.items()}
         study._storage.set_trial_system_attr(trial._trial_id, "fixed_params", fixed)
         trial = optuna.Trial(study, trial._trial_id)  # reads them again
-    for name, distribution in search.items():
-        trial._suggest(name, distribution)  # what study.ask(search) does
+    drawn = {}
+    for name, distribution in search.items():  # parents first: define-by-run, a conditional one only when it holds
+        if is_active(name, drawn, search):
+            drawn[name] = trial._suggest(name, distribution)  # what study.ask(search) does
     return trial
 
 

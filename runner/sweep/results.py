@@ -19,6 +19,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from runner.common.io import write_atomic, write_csv_atomic, write_text_atomic
+from runner.sweep import conditions
 from runner.sweep.space import as_overrides, end_overrides, narrowed, parse
 from runner.sweep.study import COPIED
 
@@ -140,15 +141,20 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
 
 def coarse_to_fine(space: dict[str, BaseDistribution], top: list, refused: Callable[[str], str | None]) -> dict:
     """The next, narrower sweep around the top trials: ranges whose ends `refused` (the runner's own
-    validation) takes; the others are named with the reason."""
-    suggestion, left_out = [], []
-    for key, line in narrowed(space, [t.params for t in top]).items():
+    validation, given the overrides of an end's conditions and the end) takes; the others are named with the
+    reason. Conditions keep the parents' values still swept (hydra.sweeper.when); one none is left of goes."""
+    suggestion = []
+    lines = narrowed(space, [t.params for t in top])
+    when, left_out = conditions.narrowed(space, lines, lambda key, line: parse([f"{key}={line}"], {})[1][key])
+    for key, line in lines.items():
         ends = end_overrides(key, parse([f"{key}={line}"], {})[1][key])
-        problem = next(filter(None, map(refused, ends)), None)
+        problem = next(filter(None, (refused(*conditions.needs(key, space), end) for end in ends)), None)
         if problem:  # a bug in the narrowing, not the user's: say it rather than print a sweep that fails
             left_out.append(f"{key}={line}: {problem}")
         else:
             suggestion.append(shlex.quote(f"{key}={line}"))
+    if when:
+        suggestion.append(shlex.quote(when))
     return {"from_top_trials": [t.number for t in top], "overrides": suggestion, "left_out": left_out}
 
 

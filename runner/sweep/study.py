@@ -113,7 +113,8 @@ def make_sampler(name: str, seed: int, worker: str, options: dict, space: dict[s
     samplers = {
         "random": lambda: TrialSeededRandomSampler(seed, **options),
         "tpe": lambda: optuna.samplers.TPESampler(
-            **{"seed": own, "n_startup_trials": 10, "multivariate": True, "constant_liar": True, **options}),
+            **{"seed": own, "n_startup_trials": 10, "multivariate": True, "constant_liar": True,
+               "group": bool(getattr(space, "when", None)), **options}),  # group: a conditional space's branches
         "qmc": lambda: optuna.samplers.QMCSampler(**{"qmc_type": "sobol", "scramble": True, "seed": seed, **options}),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(**{"seed": own, "warn_independent_sampling": False, **options}),
         "nsgaii": lambda: optuna.samplers.NSGAIISampler(**{"seed": own, **options}),

@@ -20,8 +20,9 @@ from optuna.distributions import BaseDistribution
 
 from runner.common.errors import UserError
 from runner.common.study_storage import redact, redacted, storage_for
+from runner.sweep.conditions import check_point, is_active, only_active
 from runner.sweep.results import best_first
-from runner.sweep.space import as_overrides, canonical, check_point
+from runner.sweep.space import as_overrides, canonical
 from runner.sweep.study import COPIED
 
 log = logging.getLogger("runner.sweep")
@@ -77,9 +78,9 @@ def known_points(source: str, top: int, storage_url: str | None, fixed: list[str
         log.warning("%s: %s not in this search space: dropped from its points (this sweep's setting instead)",
                     origin, ", ".join(dropped))
     train, known, why = [], [], set(differs)
-    for t in trials:
-        point = {key: value for key, value in t.params.items() if key in space}
-        drawn = [key for key in space if key not in t.params]
+    for t in trials:  # a parameter its own point leaves undrawn here (a condition) is dropped too
+        point = only_active(t.params, space)
+        drawn = [key for key in space if key not in point and is_active(key, point, space)]
         if differs or drawn or len(point) < len(t.params):
             train.append(point)
             why.update([*([f"{', '.join(drawn)} drawn here"] if drawn else []),
