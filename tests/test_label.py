@@ -233,3 +233,42 @@ def test_labeling_in_a_real_browser_saves_each_answer_resumes_after_a_reload_and
     assert command.returncode == 0, output
     assert f"human top-1 on these 6 val samples: 0.8333 (95% interval [{wilson(5, 6)[0]:.4f}" in output, output
     assert human.human_top1(folder)["correct"] == 5
+
+
+def test_the_page_serves_state_samples_and_answers_and_refuses_a_second_answer(tmp_path):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from runner.evaluation.labeling_page import Session, open_server, serve
+
+    folder = tmp_path / "answers"
+    human.open_answers(folder, manifest([5, 0], [2, 0]))
+    session = Session(folder, "toy val", sample=lambda k: (b"sample %d" % k, "image/png"),
+                      reference=lambda c, j: (b"reference %d %d" % (c, j), "image/png"), examples=[1, 1, 0])
+    server = open_server(session, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(sample: int, answer: int) -> dict:
+        request = urllib.request.Request(f"{url}/answer", json.dumps({"sample": sample, "answer": answer}).encode())
+        try:
+            return json.loads(urllib.request.urlopen(request).read())
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 409
+            return json.loads(refused.read())
+
+    try:
+        state = json.loads(urllib.request.urlopen(f"{url}/state").read())
+        assert (state["next"], state["n"], state["classes"], state["score"]) == (0, 2, ["a", "b", "c"], None)
+        assert urllib.request.urlopen(f"{url}/sample/1").read() == b"sample 1"
+        assert urllib.request.urlopen(f"{url}/reference/1/0").read() == b"reference 1 0"
+        assert "<script>" in urllib.request.urlopen(url).read().decode()  # one page, nothing from outside
+        assert post(0, 2)["next"] == 1
+        assert "already answered" in post(0, 1)["error"]
+        done = post(1, 1)
+        assert done["next"] is None and done["score"]["top1"] == 0.5 and session.finished.is_set()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert serve(session, 0)["answered"] == 2  # all answered: the same command again serves nothing, scores

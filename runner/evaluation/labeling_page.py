@@ -134,19 +134,26 @@ class Handler(BaseHTTPRequestHandler):
         log.debug(format, *args)  # not a line per image on the terminal
 
 
-def serve(session: Session, port: int) -> dict:
-    """Serve the page on 127.0.0.1:port (0: a free one) until every sample is answered or Ctrl-C; the score."""
+def open_server(session: Session, port: int) -> ThreadingHTTPServer:
+    """The page's server on 127.0.0.1:port (0: a free one), not yet serving."""
     handler = type("SessionHandler", (Handler,), {"session": session})
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        return ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as error:
         raise UserError(f"port={port} cannot be served ({error.strerror}). Fix: port=0 (a free one)") from None
-    address = f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def serve(session: Session, port: int) -> dict:
+    """Serve the page until every sample is answered or Ctrl-C; the score. Nothing to serve when all are answered."""
     state = session.state()
-    log.info("label %s at %s (%d of %d answered; a reload or the same command goes on at the first unanswered)",
-             session.title, address, state["answered"], state["n"])
-    log.info("on another machine: ssh -L %d:127.0.0.1:%d HOST, then open that address here",
-             server.server_address[1], server.server_address[1])
+    if state["next"] is None:
+        log.info("every one of the %d samples in %s is answered", state["n"], session.folder)
+        return human.human_top1(session.folder)
+    server = open_server(session, port)
+    port = server.server_address[1]
+    log.info("label %s at http://127.0.0.1:%d/ (%d of %d answered; a reload or the same command goes on at the "
+             "first unanswered)", session.title, port, state["answered"], state["n"])
+    log.info("on another machine: ssh -L %d:127.0.0.1:%d HOST, then open that address here", port, port)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -201,13 +208,15 @@ function render() {
   });
   chosen = Math.min(chosen, Math.max(shown.length - 1, 0));
   document.querySelectorAll("#classes li").forEach(li => li.classList.remove("chosen"));
-  if (shown.length) { const li = $("class" + shown[chosen]); li.classList.add("chosen"); li.scrollIntoView({block: "nearest"}); }
+  if (shown.length && typed) {  // nothing chosen before a key is typed: Enter alone answers nothing
+    const li = $("class" + shown[chosen]); li.classList.add("chosen"); li.scrollIntoView({block: "nearest"}); }
 }
 function listClasses() {
   $("classes").innerHTML = "";
   state.classes.forEach((name, c) => {
     const li = document.createElement("li"); li.id = "class" + c;
-    li.innerHTML = `<span class="name"><b>${c}</b> ${name.replace(/</g, "&lt;")}</span>`;
+    const named = name === String(c) ? "" : name.replace(/</g, "&lt;");  // digits: the number is the name
+    li.innerHTML = `<span class="name"><b>${c}</b> ${named}</span>`;
     for (let j = 0; j < state.examples[c]; j++) {
       const img = document.createElement("img"); img.loading = "lazy"; img.src = `/reference/${c}/${j}`;
       img.onload = () => img.style.imageRendering = img.naturalWidth < 64 && img.naturalHeight < 64 ? "pixelated" : "auto";
@@ -246,7 +255,7 @@ async function answer(c) {
   if (body.error) show(await (await fetch("/state")).json()); else show(body);
 }
 $("filter").addEventListener("keydown", e => {
-  if (e.key === "Enter") { e.preventDefault(); if (shown.length) answer(shown[chosen]); }
+  if (e.key === "Enter") { e.preventDefault(); if (shown.length && $("filter").value.trim()) answer(shown[chosen]); }
   else if (e.key === "ArrowDown") { e.preventDefault(); chosen = Math.min(chosen + 1, shown.length - 1); render(); }
   else if (e.key === "ArrowUp") { e.preventDefault(); chosen = Math.max(chosen - 1, 0); render(); }
   else if (few() && /^[0-9]$/.test(e.key) && !$("filter").value) { e.preventDefault(); answer(Number(e.key)); }
