@@ -24,7 +24,7 @@ from runner.common.stop_signals import Preempted, requeue_slurm_job
 from runner.data import datasets, introspect, standardization
 from runner.data.image_files import Screening
 from runner.data.loaders import EpochSampler
-from runner.training import distributed, teachers
+from runner.training import distributed, hparams, teachers
 from runner.training.checkpoint import find_resume_state, refuse_weights_that_do_not_fit
 from runner.training.describe import hydra_overrides
 from runner.training.hooks import NO_HOOKS, Hooks
@@ -80,11 +80,13 @@ def train_in_locked_folder(cfg: DictConfig, run_dir: Path, hooks: Hooks, process
               # the mean/std the data got and what the weights expect (runner/data/standardization.py)
               "standardization": standardization.record(cfg),
               # loss=distill's teachers ({teacher, checkpoint, weights, sha256}, never their weights); None otherwise
-              "teachers": teachers.teachers_record(cfg)}
+              "teachers": teachers.teachers_record(cfg),
+              # what the command line chose (TensorBoard's HParams columns for the folder: training/hparams.py)
+              "hparams": chosen_settings(cfg, hydra_overrides())}
     figures = train_and_record(cfg, run_dir, splits["train"], model, device, resume_state, record, hooks, processes)
     best = evaluate_after_training(hooks, run_dir, record, processes)
     if main:
-        write_hparams(cfg, run_dir, figures, best)
+        write_hparams(cfg, run_dir, record, figures, best)
         print_summary(run_dir, best, cfg.evaluate.metric)
     return {"train": figures, "best": best}
 
@@ -179,6 +181,8 @@ def train_and_record(cfg: DictConfig, run_dir: Path, train_set, model, device, r
     except BaseException as error:
         pruned = type(error).__name__ == "TrialPruned"
         record["status"] = f"pruned: {error}" if pruned else f"failed: {type(error).__name__}: {error}"
+        if pruned and main:  # its row in TensorBoard's HParams table, with its last validation figures
+            write_hparams(cfg, run_dir, record, {}, None, status="pruned")
         raise
     finally:
         if main:
@@ -254,17 +258,23 @@ def print_summary(run_dir: Path, best: dict | None, metric: str) -> None:
 VALIDATION_METRICS = ("top1", "loss", "top5", "balanced_accuracy", "ece")  # the evaluator's row (evaluation/metrics)
 
 
-def write_hparams(cfg: DictConfig, run_dir: Path, figures: dict, best: dict | None) -> None:
-    """TensorBoard's HParams table: what the command line chose (a sweep's or multirun's varied
-    settings) and the seed, against the final training loss and the best validation metrics."""
-    if "loss" not in figures:
+def write_hparams(cfg: DictConfig, run_dir: Path, record: dict, figures: dict, best: dict | None,
+                  status: str = "finished") -> None:
+    """TensorBoard's HParams table (runner/training/hparams.py): this run's session (what its command line
+    chose, against the final training loss and the best validation metrics; a pruned trial's last ones), then
+    the experiment summary of its folder, with the settings of every run there."""
+    if status == "finished" and "loss" not in figures:
         return  # nothing was trained in this call (a finished run rerun)
-    from torch.utils.tensorboard import SummaryWriter
-
-    metrics = {"hparams/final_train_loss": figures["loss"]}
-    metrics |= {f"hparams/val_{key}": best[key] for key in VALIDATION_METRICS if best and best.get(key) is not None}
-    with SummaryWriter(tensorboard_folder(run_dir)) as writer:
-        writer.add_hparams(chosen_settings(cfg, hydra_overrides()), metrics, run_name=".")
+    values = {hparams.TRAIN_LOSS: figures["loss"]} if "loss" in figures else {}
+    if status == "pruned":
+        best = hparams.last_validation_figures(run_dir, VALIDATION_METRICS)
+    values |= {f"hparams/val_{key}": best[key] for key in VALIDATION_METRICS if best and best.get(key) is not None}
+    hparams.write_session(tensorboard_folder(run_dir), record["hparams"], values,
+                          hparams.session_name(run_dir, record, status), status, step=0)
+    try:
+        hparams.write_folder_summaries(run_dir, hparams.metric_tags(cfg.evaluate.metric, VALIDATION_METRICS))
+    except OSError as error:  # a parent folder not ours to write: the run itself is done and recorded
+        log.warning("TensorBoard's HParams summary of %s not written: %s", run_dir.parent, error)
 
 
 def chosen_settings(cfg: DictConfig, overrides: list[str]) -> dict:
