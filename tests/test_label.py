@@ -111,6 +111,7 @@ def test_human_against_a_run_paired_on_the_same_samples_by_hand(tmp_path):
     human.open_answers(folder, manifest([5, 0, 3, 7, 2], [2, 0, 0, 1, 2]))
     for position, answer in [(0, 2), (1, 0), (2, 1), (3, 1)]:
         human.record_answer(folder, position, answer)
+    assert human.is_answers_folder(folder) and not human.is_answers_folder(run)
     row = human.human_vs_run(folder, run)
     # on the 4 answered samples (split indices 5, 0, 3, 7): the human is right on 5, 0, 7; the model on 0 alone
     assert row["n"] == 4 and row["human_top1"] == 0.75 and row["model_top1"] == 0.25

@@ -58,6 +58,11 @@ def answers_folder(dataset: str, split: str, n: int, seed: int) -> Path:
     return Path("outputs") / "labels" / f"{dataset}_{split}_n{n}_seed{seed}"
 
 
+def is_answers_folder(path: Path) -> bool:
+    """Whether a path runner.runs or runner.compare was given is runner.label's answers folder (not a run)."""
+    return (Path(path) / MANIFEST).is_file() and not (Path(path) / "eval").exists()
+
+
 def open_answers(folder: Path, manifest: dict) -> None:
     """Start an answers folder with its manifest, or go on with one whose manifest names the same samples."""
     folder = Path(folder)
