@@ -33,6 +33,7 @@ from runner.data import loaders
 from runner.evaluation import (
     averaged_weights,
     best_checkpoint,
+    dynamics,
     results,
     variants,
     weights_evaluation,
@@ -115,7 +116,8 @@ def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer,
                                                         state, name, chosen, run_dir))
     for row in rows:
         row["weights_held"] = list(held)
-        weights_evaluation.log_row(row, writer)
+        if writer is not None:  # None: a light checkpoint, predicted for eval/dynamics.png alone
+            weights_evaluation.log_row(row, writer)
     return rows
 
 
@@ -136,7 +138,7 @@ def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) 
     best is chosen among all its rows, whichever `weights` this evaluation asked for)."""
     eval_dir = results.eval_dir_of(run_dir)
     with results.log_file(eval_dir), results.locked(eval_dir):
-        for folder in (eval_dir, eval_dir / "predictions"):  # files an evaluator killed mid-write left
+        for folder in (eval_dir, eval_dir / "predictions", eval_dir / "predictions" / "updates"):  # killed writers' files
             remove_stale_temporaries(folder)
         if settings.split == "test":
             return look_at_test(run_dir, settings, only)
@@ -183,8 +185,8 @@ def evaluate_one(run_dir: Path, settings: DictConfig, path: Path, stoppable: boo
     eval_dir = results.eval_dir_of(run_dir)
     name, key = relative(path, run_dir), variants.settings_key(settings)
     with results.locked(eval_dir):
-        if settings.split == "val":
-            evaluate_pending(run_dir, settings, [path], stoppable=stoppable)
+        if settings.split == "val":  # in the training loop (early stopping): the light checkpoints wait
+            evaluate_pending(run_dir, settings, [path], stoppable=stoppable, dynamics_too=False)
         chosen = chosen_weights(results.read_rows(eval_dir), name, key, settings, run_dir)
         if settings.split != "val":
             evaluate_pending(run_dir, settings, [path], stoppable=stoppable, weights=(chosen,))
@@ -203,11 +205,12 @@ def chosen_weights(rows: list[dict], name: str, key: tuple, settings: DictConfig
 
 
 def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], strict: bool = False,
-                     stoppable: bool = True, weights: tuple[str, ...] | None = None) -> int:
+                     stoppable: bool = True, weights: tuple[str, ...] | None = None, dynamics_too: bool = True) -> int:
     """Evaluate the checkpoints in paths that have no row yet for this split, these settings (tta, precision,
     batch size) and each of the `weights` they hold (default: settings.weights; strict: see evaluate_checkpoint).
     Before each one, a stop signal received stops it (unless not `stoppable`): the rows written stay, the rest
-    is for the same command (stop_if_signalled)."""
+    is for the same command (stop_if_signalled). On val (when `dynamics_too`), then the light checkpoints and
+    eval/dynamics.png (dynamics.py), the figure also in TensorBoard at each new row's step."""
     from torch.utils.tensorboard import SummaryWriter
 
     eval_dir = results.eval_dir_of(run_dir)
@@ -221,9 +224,10 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
         return tuple(w for w in asked if w in held.get(name, asked) and (name, settings.split, *key, w) not in done)
 
     pending = [(p, missing(p)) for p in paths if missing(p)]
-    if not pending:
+    dynamic = dynamics_too and settings.split == "val"
+    if not pending and not (dynamic and dynamics.behind(run_dir, key)):
         return 0
-    evaluated, last = 0, "none"
+    evaluated, last, steps = 0, "none", []
     writer = SummaryWriter(tensorboard_folder(run_dir), filename_suffix=".eval")
     try:
         for path, missing_weights in pending:
@@ -232,9 +236,25 @@ def evaluate_pending(run_dir: Path, settings: DictConfig, paths: list[Path], str
             for row in evaluate_checkpoint(path, run_dir, settings, writer, strict, missing_weights) or []:
                 results.append_row(eval_dir, row)
                 evaluated, last = evaluated + 1, row["checkpoint"]
+                steps += [row["global_step"]] if row["weights"] == "raw" and row["variant"] == "" else []
+        if dynamic and (evaluate_light(run_dir, settings, key, stoppable) or steps or dynamics.missing(run_dir)):
+            dynamics.write(run_dir, writer, steps)
     finally:
         writer.close()
     return evaluated
+
+
+def evaluate_light(run_dir: Path, settings: DictConfig, key: tuple, stoppable: bool) -> int:
+    """The light checkpoints (checkpoint.every_updates) not yet predicted, on val with the run's own settings, raw
+    weights: their predictions for eval/dynamics.png alone (eval/predictions/updates/), never a row."""
+    pending = dynamics.light_pending(run_dir, key)
+    for number, path in enumerate(pending):
+        if stoppable:
+            stop_if_signalled(relative(pending[number - 1], run_dir) if number else "none")
+        evaluate_checkpoint(path, run_dir, settings, None, weights=("raw",))
+    if pending:
+        log.info("%d light checkpoints of checkpoints/updates/ predicted on val for eval/dynamics.png", len(pending))
+    return len(pending)
 
 
 def stop_if_signalled(last: str = "none") -> None:

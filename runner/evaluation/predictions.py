@@ -2,8 +2,9 @@
 
 One file per row: epoch-0003.val.pt for the run's own settings, .val.flip.pt, .val.bf16.b256.pt
 for others; averaged weights put theirs after the checkpoint's name (epoch-0003.ema.val.pt,
-epoch-0003.swa.val.flip.pt), the raw ones keep the names they always had. A file that is missing or
-not of that shape is a one-line UserError naming it.
+epoch-0003.swa.val.flip.pt), the raw ones keep the names they always had. A light checkpoint's
+(checkpoints/updates/update-00000500.pt, for eval/dynamics.png alone) go into predictions/updates/.
+A file that is missing or not of that shape is a one-line UserError naming it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from runner.evaluation.weight_names import weights_of
 
 def predictions_path(eval_dir: Path, checkpoint_name: str, split: str, tta: str, precision: str = "32",
                      batch_size: int | None = None, weights: str = "raw") -> Path:
-    """eval/predictions/epoch-0003.val.pt, .val.flip.pt, .val.bf16.b256.pt, .ema.val.pt: one file per row."""
+    """eval/predictions/epoch-0003.val.pt, .val.flip.pt, .val.bf16.b256.pt, .ema.val.pt: one file per row;
+    eval/predictions/updates/update-00000500.val.pt for a light checkpoint."""
+    folder = eval_dir / "predictions" / ("updates" if Path(checkpoint_name).parent.name == "updates" else "")
     stem = Path(checkpoint_name).stem + ("" if weights == "raw" else f".{weights}")
     parts = [tta] if tta != "none" else []
     parts += [precision] if str(precision) != "32" else []
     parts += [f"b{batch_size}"] if batch_size is not None else []
-    return eval_dir / "predictions" / ".".join([stem, split, *parts, "pt"])
+    return folder / ".".join([stem, split, *parts, "pt"])
 
 
 def predictions_of(eval_dir: Path, row: dict) -> Path:
