@@ -127,8 +127,9 @@ def test_a_nan_objective_and_a_raising_trial_are_fail_with_their_reason(tmp_path
     sweeper.config = OmegaConf.create({"evaluate": {"metric": "top1", "direction": "auto"}})
     study = optuna.create_study(storage=storage_for(str(tmp_path / "s.journal")), direction="maximize")
     nan_trial, raising_trial = study.ask(), study.ask()
-    sweeper.tell(study, nan_trial, JobReturn(status=JobStatus.COMPLETED, _return_value=float("nan")), 1.0)
-    sweeper.tell(study, raising_trial, JobReturn(status=JobStatus.FAILED, _return_value=MemoryError("out of memory")), 1.0)
+    sweeper.tell(study, nan_trial, [JobReturn(status=JobStatus.COMPLETED, _return_value=float("nan"))], 1.0)
+    sweeper.tell(study, raising_trial, [JobReturn(status=JobStatus.FAILED, _return_value=MemoryError("out of memory"))],
+                 1.0)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert "nan" in trials[0].system_attrs["runner:fail_reason"]

@@ -38,6 +38,7 @@ from runner.sweep import (
     data_check,
     objectives,
     queued,
+    repeats,
     results,
     resume_rules,
     space,
@@ -75,6 +76,7 @@ class RunnerOptunaSweeperConf:
     params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006  # the search space, as in conf/search/*.yaml
     # {optimizer.momentum: {optimizer: sgd}}: drawn only then (None, not {}: Hydra sets a dict, not merges into one)
     when: Any = None
+    repeats: int = 1  # seeds per point (trainer.seed, +1, ...): one trial of that many runs, its objective their mean
     check_data: bool = True  # build the data once before the first trial (false: trials see other files than here)
 
 
@@ -94,6 +96,7 @@ class RunnerOptunaSweeper(Sweeper):
         self.requeued = False  # a trial's own job requeued the SLURM job already
         self.worker: Optional[workers.Entry] = None  # noqa: UP045  # this worker in the sweep folder's registry
         self.share = 0  # trial processes sharing this machine's cores, as last said
+        self.pruner = "none"  # hydra.sweeper.pruner, or none with repeats
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -138,6 +141,7 @@ class RunnerOptunaSweeper(Sweeper):
         if s.sampler == "grid" and conditions.when_of(search):  # a grid of every combination: no undrawn parameter
             raise UserError("hydra.sweeper.sampler=grid does not take conditions (hydra.sweeper.when). Fix: "
                             "sampler=random or tpe, or one grid sweep per value of the condition's parameter")
+        repeats.refuse(s.repeats, search, list(s.objectives))
         if not search:
             raise UserError("the sweep has no search space. Fix: add e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))' "
                             "or +search=NAME")
@@ -150,7 +154,7 @@ class RunnerOptunaSweeper(Sweeper):
     def trial_processes(self) -> int:
         """Trials this worker runs at once: Hydra's basic launcher runs them in this process, one after another;
         the others (joblib, submitit) run n_jobs processes side by side."""
-        return 1 if type(self.launcher).__name__ == "BasicLauncher" else max(1, self.settings.n_jobs)
+        return 1 if type(self.launcher).__name__ == "BasicLauncher" else max(1, self.settings.n_jobs) * self.settings.repeats
 
     def run_worker(self, fixed: list[str], search: dict, name: str, sweep_dir: Path) -> None:
         s = self.settings
@@ -167,7 +171,12 @@ class RunnerOptunaSweeper(Sweeper):
                             "Fix: hydra.sweeper.pruner=none, or one objective")
         seed = warm_start.seed_for(s.seed, s.warm_start, storage_url) if s.warm_start else s.seed
         sampler = study.make_sampler(s.sampler, seed, study.this_worker(), dict(s.sampler_options), search)
-        pruner = study_storage.make_pruner(s.pruner, dict(s.pruner_options))
+        self.pruner = s.pruner
+        if s.repeats > 1 and s.pruner != "none":
+            log.warning("hydra.sweeper.repeats=%d: pruning is off (hydra.sweeper.pruner=%s compares one learning curve "
+                        "per trial, and each trial here is %d runs of different seeds)", s.repeats, s.pruner, s.repeats)
+            self.pruner = "none"
+        pruner = study_storage.make_pruner(self.pruner, dict(s.pruner_options))
         the_study = study.open_study(name, storage_url, directions=directions, sampler=sampler, pruner=pruner)
         resume_rules.refuse_another_objective(the_study, self.objectives, directions, shown)
         describe(the_study, fixed, search, dict(s.pruner_options), self.objectives)
@@ -288,28 +297,47 @@ class RunnerOptunaSweeper(Sweeper):
         share = workers.sharing(sweep_dir)
         if share != self.share:  # workers come and go: said when it changes
             self.share = workers.say_share(share, OmegaConf.select(self.config, "trainer.num_threads"))
-        batch = []
+        batch, seed = [], OmegaConf.select(self.config, "trainer.seed", default=0)
         for trial in trials:
             run_dir = the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
-            batch.append([
-                *fixed, *space.as_overrides(trial.params),
-                *space.as_overrides({"hydra.sweep.dir": str(sweep_dir), "hydra.sweep.subdir": run_dir,
-                                     "sweep.study": the_study.study_name,
-                                     "sweep.storage": study_storage.without_password(storage_url)}),
-                f"sweep.trial={trial.number}", f"sweep.trial_id={trial._trial_id}",
-                f"sweep.pruner={s.pruner}", f"sweep.heartbeat_seconds={s.heartbeat_seconds}",
-                f"++hydra.job.env_set.{workers.SHARERS}={share}",  # its process's share of the cores
-            ])
+            for subdir, seed_overrides in repeats.jobs(run_dir, seed, s.repeats):
+                batch.append([
+                    *(repeats.without_seed(fixed) if seed_overrides else fixed), *space.as_overrides(trial.params),
+                    *seed_overrides,
+                    *space.as_overrides({"hydra.sweep.dir": str(sweep_dir), "hydra.sweep.subdir": subdir,
+                                         "sweep.study": the_study.study_name,
+                                         "sweep.storage": study_storage.without_password(storage_url)}),
+                    f"sweep.trial={trial.number}", f"sweep.trial_id={trial._trial_id}",
+                    f"sweep.pruner={self.pruner}", f"sweep.heartbeat_seconds={s.heartbeat_seconds}",
+                    f"++hydra.job.env_set.{workers.SHARERS}={share}",  # its process's share of the cores
+                ])
             log.info("trial %d: %s", trial.number, " ".join(space.as_overrides(trial.params)))
         with study.hold(the_study, trials, s.heartbeat_seconds):  # the queued ones too, until each is told
             returns = self.launcher.launch(batch, initial_job_idx=self.job_index)
         self.job_index += len(batch)
-        for trial, job in zip(trials, returns, strict=True):
+        runs, seeds = s.repeats, [seed + k for k in range(s.repeats)]  # each trial's runs: one, or one per seed
+        for i, trial in enumerate(trials):
             run_dir = sweep_dir / the_study._storage.get_trial_system_attrs(trial._trial_id)["runner:run_dir"]
-            self.tell(the_study, trial, job, run_dir)
+            self.tell(the_study, trial, list(returns[i * runs:(i + 1) * runs]), run_dir, seeds)
 
-    def tell(self, the_study: optuna.Study, trial, job, run_dir: Path) -> None:
-        if job.status == JobStatus.COMPLETED:
+    def tell(self, the_study: optuna.Study, trial, jobs: list, run_dir: Path, seeds: list[int] = (0,)) -> None:
+        """Tell the study how the trial's run (or runs, one per seed with repeats) ended."""
+        job = jobs[0]
+        stopped = [j._return_value for j in jobs if j.status != JobStatus.COMPLETED]
+        if any(isinstance(error, Preempted) for error in stopped):  # this worker is being stopped: hand the trial on
+            error = next(error for error in stopped if isinstance(error, Preempted))
+            study.retry_later(the_study, trial, f"worker stopped: {error}")
+            self.stopped, self.requeued = self.stopped or error.signal_name, self.requeued or error.requeued
+            return
+        if len(jobs) > 1:
+            reason = repeats.failure(jobs, seeds)
+            if reason is None:
+                value = repeats.record(the_study, trial, seeds, [j.return_value for j in jobs])
+                if study.tell_unless_ended(the_study, trial, value):
+                    log.info("trial %d: %s = %.4f (the mean of %d seeds)", trial.number, self.config.evaluate.metric,
+                             value, len(jobs))
+                return
+        elif job.status == JobStatus.COMPLETED:
             value = job.return_value
             if len(self.objectives) > 1:  # the others are not returned: read them all from the run's folder
                 value = objectives.values_of(run_dir, self.objectives)
@@ -327,10 +355,6 @@ class RunnerOptunaSweeper(Sweeper):
             if isinstance(error, optuna.TrialPruned):
                 if study.tell_unless_ended(the_study, trial, state=TrialState.PRUNED):
                     log.info("trial %d: PRUNED (%s)", trial.number, error)
-                return
-            if isinstance(error, Preempted):  # this worker is being stopped: hand the trial on
-                study.retry_later(the_study, trial, f"worker stopped: {error}")
-                self.stopped, self.requeued = self.stopped or error.signal_name, self.requeued or error.requeued
                 return
             reason = f"{type(error).__name__}: {error}"
         with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # ended elsewhere
@@ -363,6 +387,8 @@ class RunnerOptunaSweeper(Sweeper):
             print(f"reproduce:  {best['reproduce']}")
         print("coarse to fine, next sweep: " + " ".join([*best["coarse_to_fine"]["overrides"],
                                                          shlex.quote(f"hydra.sweeper.warm_start={sweep_dir}")]))
+        if "noise" in best["coarse_to_fine"]:  # hydra.sweeper.repeats: the best is not alone within the noise
+            print(f"coarse to fine: {best['coarse_to_fine']['noise']}")
         for line in best["coarse_to_fine"]["left_out"]:
             log.warning("coarse to fine left out %s", line)
         print(f"results:    {sweep_dir}")

@@ -19,7 +19,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from runner.common.io import write_atomic, write_csv_atomic, write_text_atomic
-from runner.sweep import conditions
+from runner.sweep import conditions, repeats
 from runner.sweep.space import as_overrides, end_overrides, narrowed, parse
 from runner.sweep.study import COPIED
 
@@ -36,16 +36,17 @@ def write_trials_csv(study: optuna.Study, sweep_dir: Path) -> None:
     params = {t.number: t.params or queued_params(t) for t in trials}  # WAITING: enqueued ones
     names = sorted({key for p in params.values() for key in p})
     values = objective_names(study)
+    spread = ["std", "n"] if any("n" in t.user_attrs for t in trials) else []  # hydra.sweeper.repeats: value is the mean
     rows = []
     for t in trials:
         duration = t.duration.total_seconds() if t.duration else None
         attrs = t.system_attrs
         reason = attrs.get("runner:fail_reason") or (f"copied from {attrs[COPIED]}" if attrs.get(COPIED) else "")
         rows.append([t.number, t.state.name, *(params[t.number].get(n) for n in names), *(t.values or [None] * len(values)),
-                     None if duration is None else round(duration, 2), attrs.get("runner:run_dir"), reason,
+                     *(t.user_attrs.get(key) for key in spread), None if duration is None else round(duration, 2), attrs.get("runner:run_dir"), reason,
                      attrs.get("runner:host")])
     write_csv_atomic(sweep_dir / "trials.csv",
-                     ["number", "state", *names, *values, "duration_s", "run_dir", "reason", "host"], rows)
+                     ["number", "state", *names, *values, *spread, "duration_s", "run_dir", "reason", "host"], rows)
 
 
 def place(sweep_dir: Path, run_dir: str | None, host: str | None, copied_from: str | None = None) -> str:
@@ -88,6 +89,8 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     ranked = best_first(study)
     top = ranked[: max(3, len(ranked) // 4)]
+    tied = repeats.indistinguishable(ranked)  # with repeats: trials the best cannot be told from join the top
+    top += [t for t in tied if t not in top]
     results = {
         "study": study.study_name,
         "direction": "maximize" if maximize else "minimize",
@@ -99,6 +102,8 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         "trials": trial_counts(study),
         "coarse_to_fine": coarse_to_fine(space, top, refused),
     }
+    if tied:
+        results["coarse_to_fine"]["noise"] = repeats.note(best, tied)
     write_text_atomic(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
     return results
 
