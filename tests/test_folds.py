@@ -144,6 +144,17 @@ def test_the_evaluator_refuses_a_test_look_at_a_fold_run_unless_asked():
     refuse_test_of_a_fold_run({"dataset": {"name": "digits"}}, test)  # a run from before folds, or without
 
 
+def test_a_resume_keeps_its_fold():
+    from runner.common.rules import may_change_on_resume
+    from runner.training.checkpoint import changed_settings
+
+    cfg = compose_config(["dataset.folds=5", "dataset.fold=1"])
+    assert not any(may_change_on_resume(cfg, key) for key in ("dataset.folds", "dataset.fold", "dataset.fold_seed"))
+    old = {"dataset": {"folds": 5, "fold": 0, "fold_seed": 0}}
+    assert changed_settings(old, {"dataset": {"folds": 5, "fold": 1, "fold_seed": 0}}) == ["dataset.fold: 0 -> 1"]
+    assert changed_settings({"dataset": {}}, {"dataset": {"folds": None, "fold": None}}) == []  # a run from before
+
+
 def test_hydra_sweeps_range_of_folds():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
