@@ -24,6 +24,7 @@ from runner.sweep.space import as_overrides, end_overrides, narrowed, parse
 from runner.sweep.study import COPIED
 
 log = logging.getLogger("runner.sweep")
+MIN_IMPORTANCE_TRIALS = 8  # fANOVA's importances from fewer trials rank the noise
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -164,22 +165,41 @@ def coarse_to_fine(space: dict[str, BaseDistribution], top: list, refused: Calla
 
 
 def lay_out(figure) -> None:
+    """Room for every panel: the colour bar (slice plots) gets its own margin beside the panels, which share
+    the rest of the width (one panel too: no blank quarter), margins in inches hold the objective's name and
+    turned tick labels (so that category names do not overlap); a log axis within a decade gets labels."""
     import matplotlib.ticker
 
-    """Room for every panel: the colour bar (slice plots) gets its own margin instead of covering
-    the last panel, and tick labels turn so that category names do not overlap."""
     bars = [a for a in figure.axes if a.get_label() == "<colorbar>"]
     panels = [a for a in figure.axes if a not in bars]
-    figure.set_size_inches(max(6.4, 3.4 * len(panels) + (1.4 if bars else 0.4)), 4.8)
+    width, height = max(6.4, 3.4 * len(panels) + (1.4 if bars else 0.4)), 4.8
+    figure.set_size_inches(width, height)
     for axes in panels:
         axes.tick_params(axis="x", labelrotation=30)
-        if axes.get_xscale() == "log":  # a learning rate's minor ticks would print over each other
-            axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    if bars:  # tight_layout cannot place a colour bar added in figure coordinates
-        figure.subplots_adjust(left=0.08, right=0.86, bottom=0.28, top=0.88, wspace=0.35)
-        bars[0].set_position([0.9, 0.28, 0.02, 0.6])
-    else:
+        if axes.get_xscale() == "log":
+            label_log_axis(axes.xaxis, *axes.get_xlim())
+    if not bars:
         figure.tight_layout()
+        return
+    left, right, gap, bottom, top = 1.05, 1.3, 0.6, 1.1, 0.6  # inches: y label, colour bar, between, x labels, title
+    panel = (width - left - right - gap * (len(panels) - 1)) / len(panels)
+    for i, axes in enumerate(panels):  # tight_layout cannot place a colour bar added in figure coordinates
+        axes.set_position([(left + i * (panel + gap)) / width, bottom / height, panel / width,
+                           (height - bottom - top) / height])
+    bars[0].set_position([(width - right + 0.3) / width, bottom / height, 0.15 / width, (height - bottom - top) / height])
+    bars[0].yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # trial numbers
+
+
+def label_log_axis(axis, low: float, high: float) -> None:
+    """A learning rate's minor ticks would print over each other: labels at 1, 2, 5 (every digit within a
+    factor 3), none in between; within a decade Matplotlib's own locator labels nothing at all."""
+    import matplotlib.ticker
+
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if high / max(low, 1e-300) < 10:
+        subs = (1.0, 2.0, 5.0) if high / low >= 3 else tuple(range(1, 10))
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=subs))
+        axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False))
 
 
 def write_plots(study: optuna.Study, sweep_dir: Path, objective: str = "objective") -> None:
@@ -195,8 +215,11 @@ def write_plots(study: optuna.Study, sweep_dir: Path, objective: str = "objectiv
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     wanted = {"optimization_history": partial(plots.plot_optimization_history, target_name=objective),
               "slice": partial(plots.plot_slice, target_name=objective)}
-    if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
+    if len(complete) >= MIN_IMPORTANCE_TRIALS and len({k for t in complete for k in t.params}) >= 1:
         wanted["param_importances"] = partial(plots.plot_param_importances, target_name=objective)
+    elif complete and len(study.directions) == 1:
+        log.info("no param_importances.png: %d completed trials, and importances need at least %d (from fewer, "
+                 "they are noise)", len(complete), MIN_IMPORTANCE_TRIALS)
     if len(study.directions) > 1:  # one value per trial is not defined: the front of all of them
         wanted = {"pareto_front": partial(plots.plot_pareto_front, target_names=objective_names(study))}
     for name, plot in wanted.items():
@@ -212,6 +235,8 @@ def write_plots(study: optuna.Study, sweep_dir: Path, objective: str = "objectiv
         first = axes.flat[0] if hasattr(axes, "flat") else axes
         if name == "optimization_history":
             first.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if name == "param_importances":  # what the bars rest on
+            first.set_title(f"Hyperparameter importances ({len(complete)} completed trials)", loc="left")
         figure = first.get_figure()
         lay_out(figure)
         write_atomic(sweep_dir / f"{name}.png", partial(figure.savefig, format="png", dpi=100))
