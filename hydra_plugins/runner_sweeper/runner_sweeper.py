@@ -6,6 +6,8 @@ storage (a journal file in the sweep directory by default), so the same command 
 several copies of the command work on it together, and a trial's job can report to it for
 pruning. Failed, NaN and pruned trials are recorded and the sweep goes on. Before the first trial
 the search space's ends are validated and the data is built once (runner/sweep/data_check.py).
+hydra.sweeper.when makes a parameter conditional (runner/sweep/conditions.py); hydra.sweeper.repeats=N
+trains each point with N seeds as one trial, its objective their mean (runner/sweep/repeats.py).
 """
 
 import contextlib
