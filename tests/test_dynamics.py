@@ -106,19 +106,22 @@ def test_light_checkpoints_feed_the_figure_and_a_too_high_learning_rate_wiggles_
     from runner.run import train_and_evaluate as train_job
     from tests.conftest import compose_config
 
-    def wiggle_of(lr: float, name: str) -> float:
+    def wiggle_of(lr: float, name: str, galleries: bool) -> float:
         run_dir = tmp_path / name
         train_job(compose_config(WIGGLY + [f"optimizer.lr={lr}"]), run_dir)
         light_copy(run_dir / "checkpoints" / "epoch-0001.pt", 5)  # an update of its own
-        light_copy(run_dir / "checkpoints" / "epoch-0002.pt", 68)  # epoch-0002's update: the full one is drawn
-        evaluate_run(run_dir, compose_config(["galleries=false"], config_name="evaluate"))
+        light_copy(run_dir / "checkpoints" / "epoch-0002.pt", 30)  # epoch-0002's update: the full one is drawn
+        evaluate_run(run_dir, compose_config([f"galleries={str(galleries).lower()}"], config_name="evaluate"))
+        assert (run_dir / "eval" / "first_layer.png").exists() == galleries  # beside the best checkpoint's figures
         rows = read_csv(run_dir / "eval" / "dynamics.csv")
         assert all(r["checkpoint"].startswith("checkpoints/epoch-") for r in read_rows(run_dir / "eval"))  # no light row
         assert (run_dir / "eval" / "predictions" / "updates" / "update-00000005.val.pt").exists()
+        assert [(r["step"], r["checkpoint"][-8:]) for r in rows][:3] == [  # the light one at 30 gave way to epoch-0002
+            ("5", "00005.pt"), ("15", "-0001.pt"), ("30", "-0002.pt")]
         wiggles = [float(r["wiggle"]) for r in rows if r["wiggle"]]
         return sum(wiggles) / len(wiggles)
 
-    healthy, too_high = wiggle_of(3e-3, "healthy"), wiggle_of(3e-2, "too_high")
+    healthy, too_high = wiggle_of(3e-3, "healthy", galleries=True), wiggle_of(3e-2, "too_high", galleries=False)
     assert too_high > healthy + 0.05, (healthy, too_high)
     events = EventAccumulator(str(tmp_path / "healthy" / "tb"), size_guidance={"images": 0})
     events.Reload()

@@ -18,11 +18,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from runner import models
 from runner.common import checkpoint_files, stop_signals
 from runner.common.errors import UserError, one_line
 from runner.common.io import remove_stale_temporaries
@@ -38,6 +35,7 @@ from runner.evaluation import (
     variants,
     weights_evaluation,
 )
+from runner.evaluation.checkpoint_model import model_of_checkpoint  # noqa: F401 (report_views, tests)
 from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (scripts/benchmark.py)
 from runner.evaluation.run_dirs import run_checkpoints
 from runner.evaluation.saved_splits import split_dataset
@@ -49,27 +47,6 @@ log = logging.getLogger("runner.evaluate")  # also when run as __main__
 
 # ---------------------------------------------------------------------------------------------
 # one checkpoint
-
-
-def model_of_checkpoint(config: dict, state: dict, path: Path, device: torch.device, trusted: list[str]) -> torch.nn.Module:
-    """The checkpoint's model, from its own config, in eval mode; only trusted callables are called."""
-    require_trusted(config, trusted, source=str(path))  # the model and the data
-    model_cfg = models.without_pretrained_weights(config["model"])  # the checkpoint holds every weight
-    model_cfg.init_output_bias = "none"  # and the bias too
-    try:
-        model = models.build(model_cfg)
-    except InstantiationException as error:  # its arguments do not fit its callable (checked on load for runner's)
-        cause = error.__cause__ or error
-        first = (str(cause).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"{path}: its saved model config does not build ({model_cfg._target_}: {first}). "
-                        "Fix: evaluate it with the code and trust=[...] of the run that wrote it") from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        first = " ".join(str(error).split())[:240].rstrip(".")  # "Error(s) in loading state_dict for X: ..."
-        raise UserError(f"{path} does not fit the model of its config ({model_cfg._target_}): {first}. "
-                        "Fix: evaluate it with the run that wrote it") from None
-    return model.to(device).eval()
 
 
 def evaluate_checkpoint(path: Path, run_dir: Path, settings: DictConfig, writer, strict: bool = False,
