@@ -1,4 +1,4 @@
-"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, or one SWEEP_DIR)
+"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, one SWEEP_DIR, GROUP_A GROUP_B)
 
 The command is runner/cli/compare.py; installed, it is the `runner-compare` command.
 """

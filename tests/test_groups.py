@@ -132,3 +132,73 @@ def test_group_by_naming_no_key_is_one_line_and_exit_2(seeds_and_folds, capsys):
         cli([str(seeds_and_folds), "group_by=model=convnet"])
     said = capsys.readouterr().err
     assert stopped.value.code == 2 and said.count("\n") == 1 and "group_by='model=convnet' names no config keys" in said
+
+
+LABELS = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+
+
+def evaluated_run(run_dir: Path, lr: float, seed: int, right: list[int]) -> Path:
+    """A run evaluated on the 10 validation samples LABELS, right on the samples listed (3 classes)."""
+    import torch
+
+    from runner.evaluation.predictions import save_predictions
+
+    fake_run(run_dir.parent, run_dir.name, len(right) / 10, lr=lr, seed=seed)
+    best = json.loads((run_dir / "eval" / "best.json").read_text())
+    best.update(split="val", tta="none")
+    (run_dir / "eval" / "best.json").write_text(json.dumps(best))
+    predicted = [label if i in right else (label + 1) % 3 for i, label in enumerate(LABELS)]
+    log_probs = torch.log(torch.nn.functional.one_hot(torch.tensor(predicted), 3).float() * 0.8 + 0.2 / 3)
+    save_predictions(run_dir / "eval", best, log_probs, torch.tensor(LABELS))
+    return run_dir
+
+
+RIGHT_A = [[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 6], [0, 1, 2, 3, 4, 7, 8]]  # top-1 0.6, 0.5, 0.7
+RIGHT_B = [[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 9], [0, 1, 2, 3, 4, 5, 6, 8, 9]]  # 0.8, 0.7, 0.9
+
+
+@pytest.fixture
+def two_groups(tmp_path) -> Path:
+    for seed, (right_a, right_b) in enumerate(zip(RIGHT_A, RIGHT_B, strict=True)):
+        evaluated_run(tmp_path / "lr01" / str(seed), 0.01, seed, right_a)
+        evaluated_run(tmp_path / "lr1" / str(seed), 0.1, seed, right_b)
+    return tmp_path
+
+
+def test_compare_two_seed_groups_welch_across_seeds_and_paired_over_samples(two_groups, tmp_path, capsys):
+    from runner.compare import cli
+
+    out = tmp_path / "compared"
+    cli([str(two_groups / "lr01"), str(two_groups / "lr1"), f"out={out}"])
+    text = (out / "compare.md").read_text()
+    assert "| optimizer.lr | 0.01 | 0.1 |" in text and "trainer.seed" not in text.split("## What differs")[1][:200]
+    assert "- A: 3 runs (seeds), top1 mean 0.6000, std 0.1000" in text
+    welch_t = 0.2 / math.sqrt(0.01 / 3 + 0.01 / 3)  # equal spreads: df = 4
+    assert f"Welch's t-test across seeds: B - A = +0.2000, t = {welch_t:.3f}, df = 4.0, p = " in text
+    share_a = np.array([sum(i in right for right in RIGHT_A) / 3 for i in range(10)])
+    share_b = np.array([sum(i in right for right in RIGHT_B) / 3 for i in range(10)])
+    d = share_b - share_a
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(10))
+    assert f"paired t-test over the same 10 val samples of the seed-averaged correctness: B - A = +{d.mean():.4f}, " \
+           f"t = {t:.3f}, df = 9, p = {two_sided_p(t, 9):.3g}" in text
+    assert (out / "curves.png").is_file() and "compare.md" in capsys.readouterr().out
+
+
+def test_a_group_with_a_second_differing_key_is_refused_naming_it(two_groups, tmp_path, capsys):
+    from runner.compare import cli
+
+    evaluated_run(two_groups / "lr01" / "odd", 0.5, 7, [0])
+    with pytest.raises(SystemExit) as stopped:
+        cli([str(two_groups / "lr01"), str(two_groups / "lr1"), f"out={tmp_path / 'x'}"])
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said.count("\n") == 1 and not (tmp_path / "x").exists()
+    assert f"{two_groups / 'lr01'} holds runs that differ in optimizer.lr" in said
+
+
+def test_a_quoted_glob_names_a_group(two_groups, tmp_path):
+    from runner.compare import cli
+
+    evaluated_run(two_groups / "lr01" / "odd", 0.5, 7, [0])
+    out = tmp_path / "compared"
+    cli([str(two_groups / "lr01" / "[0-2]"), str(two_groups / "lr1"), f"out={out}"])
+    assert "- A: 3 runs (seeds), top1 mean 0.6000" in (out / "compare.md").read_text()

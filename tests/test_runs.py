@@ -88,3 +88,44 @@ def test_two_hundred_runs_read_quickly(tmp_path):
     seconds = time.perf_counter() - started
     assert len(rows) == 200 and rows[0]["best"] == 0.995
     assert seconds < 3, f"{seconds:.2f} s for 200 runs"  # about 0.1 s on the 2-core CI machine
+
+
+def test_failed_before_run_json_is_listed_with_the_last_error_line(tmp_path):
+    fake_run(tmp_path, "flowers", "finished", "convnet", 0.91)
+    crashed = tmp_path / "flowers" / "2026-11-23_11-00-00.000"
+    (crashed / ".hydra").mkdir(parents=True)
+    (crashed / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"name": "flowers", "trainer": {"epochs": 20}}))
+    (crashed / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["+experiment=flowers"]))
+    (crashed / "train.log").write_text(
+        "2026-11-23 11:00:00.001 INFO runner: training flowers\n"
+        "2026-11-23 11:00:01.002 ERROR runner: the run failed\nTraceback (most recent call last):\n"
+        '  File "runner/data/datasets.py", line 12, in build\n'
+        "PIL.UnidentifiedImageError: cannot identify image file 'jpg/image_00042.jpg'\n")
+    tool = tmp_path / "tools" / "check" / "2026-11-23_11-00-00.000"  # another command's folder: not a run
+    (tool / ".hydra").mkdir(parents=True)
+    (tool / "check.log").write_text("fine\n")
+    rows = table(tmp_path)
+    assert [r["status"] for r in rows] == ["finished", "failed"]
+    failed = rows[1]
+    assert failed["other"] == "PIL.UnidentifiedImageError: cannot identify image file 'jpg/image_00042.jpg'"
+    assert failed["overrides"] == "+experiment=flowers" and failed["start"] == "2026-11-23 11:00:00"
+    assert failed["best"] is None and failed["name"] == "flowers"
+
+
+def test_the_table_fits_100_columns_without_sweep_plumbing(tmp_path, monkeypatch, capsys):
+    for trial in range(3):
+        run_dir = fake_run(tmp_path, "sweep", "finished", "convnet", 0.5 + trial / 10)
+        record = json.loads((run_dir / "run.json").read_text())
+        record["overrides"] = [f"optimizer.lr={10.0 ** -trial}", "+experiment=flowers", "trainer.epochs=30",
+                               "sweep.study=flowers-lr-2026-11-23", "sweep.storage=sqlite:////home/me/outputs/x.db",
+                               f"sweep.trial={trial}", f"sweep.trial_id={trial + 1}", "hydra.job.chdir=false",
+                               "dataset.augment=strong", f"model.width={64 * (trial + 1)}"]
+        (run_dir / "run.json").write_text(json.dumps(record))
+    monkeypatch.setenv("COLUMNS", "100")
+    cli([str(tmp_path)])
+    shown = capsys.readouterr().out
+    assert "sweep." not in shown and "hydra." not in shown, shown
+    assert max(len(line) for line in shown.splitlines()) <= 100, shown
+    words = " ".join(shown.split())
+    assert "every run: +experiment=flowers trainer.epochs=30 dataset.augment=strong" in words  # once, not each row
+    assert "optimizer.lr=0.01 model.width=192" in words and shown.count("+experiment") == 1

@@ -1,4 +1,5 @@
-"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, or one SWEEP_DIR, or an ENSEMBLE)
+"""python -m runner.compare RUN_A RUN_B [out=FOLDER]    (or two checkpoint files, or one SWEEP_DIR, or an ENSEMBLE,
+or two groups of runs: GROUP_A GROUP_B, each a folder holding runs or a quoted glob of run folders)
 
 Writes compare.md and curves.png (default folder: outputs/tools/compare/<A>_vs_<B>) and prints
 compare.md. The work is in runner/evaluation/comparison.py.
@@ -17,6 +18,11 @@ python -m runner.compare SWEEP_DIR                    a sweep's best trial again
 python -m runner.compare STUDENT ENSEMBLE             a run against an ensemble (either side): its summary
                                                       (ensemble.val.json) or its folder, as
                                                       `python -m runner.evaluate 'ensemble=[...]'` wrote them
+python -m runner.compare GROUP_A GROUP_B              two groups of runs that differ only in trainer.seed (or
+                                                      dataset.fold): each a folder holding the runs, or a quoted
+                                                      glob ('outputs/exp/*/lr0.1*'); Welch's t-test across seeds,
+                                                      and a paired t-test over the shared validation samples of
+                                                      the seed-averaged correctness
 (installed, `runner-compare` is the same command; it writes compare.md and curves.png into
 out=, default outputs/tools/compare/<A>_vs_<B>/)
 """
@@ -29,11 +35,14 @@ def cli(argv: list[str] | None = None) -> None:
         print(HELP, end="")
         return
     from runner.common.io import write_text_atomic
-    from runner.evaluation import comparison  # matplotlib and numpy: after --help
+    from runner.evaluation import comparison, group_comparison  # matplotlib and numpy: after --help
 
     out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("out=")), None)
-    runs = [Path(a) for a in args if not a.startswith("out=")]
+    operands = [a for a in args if not a.startswith("out=")]
+    runs = [Path(a) for a in operands]
     try:
+        if len(operands) == 2 and any(map(group_comparison.is_group, operands)):
+            return compare_groups(operands, out)
         for run in runs:
             if not run.exists():
                 raise UserError(f"{run} does not exist. Fix: python -m runner.compare RUN_A RUN_B (run folders or "
@@ -55,3 +64,21 @@ def cli(argv: list[str] | None = None) -> None:
     print(text)
     print(f"written: {out / 'compare.md'} (with curves.png{', disagreements.png' if result['gallery'] else ''})")
 
+
+
+def compare_groups(operands: list[str], out: Path | None) -> None:
+    """compare GROUP_A GROUP_B: a folder of runs or a quoted glob each (runner/evaluation/group_comparison.py)."""
+    from runner.common.io import write_text_atomic
+    from runner.evaluation import comparison, group_comparison
+
+    if not all(map(group_comparison.is_group, operands)):
+        raise UserError(f"{' and '.join(operands)}: one is a group of runs, the other a single run. Fix: compare a "
+                        "group with a group (a folder of runs, or a quoted glob such as 'outputs/exp/*/lr0.1*')")
+    result = group_comparison.compare_groups(*operands)
+    out = out or Path("outputs/tools/compare") / f"{Path(operands[0]).name}_vs_{Path(operands[1]).name}"
+    out.mkdir(parents=True, exist_ok=True)
+    comparison.curves_png(result["runs_a"], result["runs_b"], out / "curves.png")
+    text = group_comparison.group_report(result)
+    write_text_atomic(out / "compare.md", text)
+    print(text)
+    print(f"written: {out / 'compare.md'} (with curves.png)")

@@ -12,8 +12,11 @@ An ensemble (`python -m runner.evaluate 'ensemble=[...]'`) is paired through the
 beside its summary (ensemble.val.pt beside ensemble.val.json): its members stand where the config
 difference would, and it has no training curve of its own.
 
-Here: the operands' predictions paired, the figures and compare.md; what differs between two runs is
-run_differences.py's, reading an ensemble operand ensemble_operands.py's.
+Here: the operands' predictions paired and the figures (curves.png: whole-number axes, a lone point a
+marker; disagreements.png: samples by file, true class and both predictions, by class name where the
+dataset has names); compare.md is comparison_report.py's, what
+differs between two runs run_differences.py's, reading an ensemble operand ensemble_operands.py's, two
+groups of runs (seeds, folds) group_comparison.py's.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from runner.common.errors import UserError  # noqa: E402
 from runner.evaluation import predictions, records, results, variants  # noqa: E402
+from runner.evaluation.comparison_report import report  # noqa: E402, F401 (compare.md, for the command)
 from runner.evaluation.ensemble_operands import ensemble_predictions, ensemble_summary, in_metric_of  # noqa: E402
 from runner.evaluation.metric_names import direction  # noqa: E402
 from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas  # noqa: E402
@@ -36,6 +41,8 @@ from runner.evaluation.reports import save_png  # noqa: E402
 from runner.evaluation.run_differences import config_difference, other_differences, saved_config  # noqa: E402
 
 log = logging.getLogger("runner.compare")
+SIDE_COLOURS = {"A": "tab:blue", "B": "tab:orange"}
+
 
 def run_of(path: Path) -> Path:
     """The run folder of a run folder, or of a checkpoint file in its checkpoints/."""
@@ -115,6 +122,7 @@ def compare(a: Path, b: Path) -> dict:
             "mcnemar": mcnemar_exact(correct_a, correct_b),
             "bootstrap": bootstrap_difference(correct_a, correct_b),
             "classes": per_class_deltas(correct_a, correct_b, labels_a, names),
+            "labels": labels_a, "predicted_a": predicted_a, "predicted_b": predicted_b,
             "only_a": np.flatnonzero(correct_a & ~correct_b).tolist(),
             "only_b": np.flatnonzero(~correct_a & correct_b).tolist()}
 
@@ -138,40 +146,60 @@ def training_losses(run: Path) -> tuple[list[int], list[float]]:
     return [s.step for s in scalars], [s.value for s in scalars]
 
 
-def curves_png(a: Path, b: Path, path: Path) -> None:
-    """Training loss and the validation metric of both runs, overlaid."""
+def validation_curve(run: Path) -> tuple[str, list[int], list[float]]:
+    """(metric, epochs, values) of the run's best weights (raw and ema rows in one line would zigzag)."""
+    try:
+        best = results.read_best(run / "eval") or {}
+    except UserError:
+        best = {}
+    metric, weights = best.get("metric", "top1"), results.weights_of(best)
+    rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and variants.variant_of(r) == ""
+                   and results.weights_of(r) == weights and records.is_kind(r.get(metric), "number")),
+                  key=lambda r: r["epoch"])
+    return metric, [r["epoch"] for r in rows], [r[metric] for r in rows]
+
+
+def curves_png(a, b, path: Path) -> None:
+    """Training loss and the validation metric of both sides overlaid; a side is a run (or checkpoint) or a list
+    of runs (a group); an ensemble did not train and has no curve."""
     figure, (train, val) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for operand, label in ((a, "A"), (b, "B")):
-        if ensemble_summary(operand) is not None:
-            continue  # an ensemble did not train: no curve of its own
-        run = run_of(operand)
-        steps, losses = training_losses(run)
-        train.plot(steps, losses, label=f"{label}: {run.name}")
-        try:
-            best = results.read_best(run / "eval") or {}
-        except UserError:
-            best = {}
-        metric, weights = best.get("metric", "top1"), results.weights_of(best)
-        # one line of one weights (the best's): raw and ema rows in one line would zigzag between them
-        rows = sorted((r for r in results.read_rows(run / "eval") if r["split"] == "val" and variants.variant_of(r) == ""
-                       and results.weights_of(r) == weights and records.is_kind(r.get(metric), "number")),
-                      key=lambda r: r["epoch"])
-        val.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", label=f"{label}: {run.name}")
-        val.set_ylabel(f"validation {metric}")
+    metric = "top1"
+    for side, operand in (("A", a), ("B", b)):
+        runs = [run_of(p) for p in (operand if isinstance(operand, list) else [operand]) if ensemble_summary(p) is None]
+        for number, run in enumerate(runs):
+            label = f"{side}: {run.name}" if len(runs) == 1 else f"{side}: {len(runs)} runs" if number == 0 else None
+            style = {"color": SIDE_COLOURS[side], "label": label, "linewidth": 1.5 if len(runs) == 1 else 0.9}
+            steps, losses = training_losses(run)
+            train.plot(steps, losses, marker="o" if len(steps) < 2 else None, markersize=4, **style)
+            metric, epochs, values = validation_curve(run)
+            val.plot(epochs, values, marker="o", markersize=4 if len(epochs) < 30 else 2, **style)
     train.set(xlabel="optimizer update", ylabel="training loss (epoch mean)", title="training")
-    val.set(xlabel="epoch", title="validation (the offline evaluator)")
+    val.set(xlabel="epoch", ylabel=f"validation {metric}", title="validation (the offline evaluator)")
     for axes in (train, val):
-        axes.legend(fontsize=8)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # updates and epochs are whole numbers
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
     save_png(figure, path)
 
 
+def sample_names(dataset, count: int) -> list[str]:
+    """Each sample's file name where the dataset reads files, else "#index"."""
+    from runner.data.image_files import image_files
+
+    files = image_files(dataset)
+    return [files[i].name for i in range(count)] if files and len(files) >= count else [f"#{i}" for i in range(count)]
+
+
 def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
-    """The samples only A gets right (top row) and only B gets right (bottom), as the model saw them.
+    """The samples only A gets right (top row) and only B gets right (bottom), as the model saw them, each with
+    its file, true class and both predictions; the dataset's class and sample names go into result for
+    compare.md (class_names, sample_names).
 
     The images come from the split as B's run built it: only runner's own datasets, or a custom
     one whose module is trusted (see runner/common/trust.py); otherwise no figure (False).
     """
     from runner.common.trust import require_trusted
+    from runner.data.introspect import class_names
     from runner.data.transforms import channel_stats, denormalize
     from runner.evaluation.saved_splits import split_dataset
 
@@ -185,8 +213,10 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
     except UserError:
         return False
     mean, std = channel_stats(dataset_cfg)
-    figure, axes = plt.subplots(2, per_row, figsize=(1.6 * per_row, 4), squeeze=False, layout="constrained")
-    for row, (key, who) in enumerate((("only_a", "A"), ("only_b", "B"))):
+    names = result["class_names"] = class_names(dataset, int(dataset_cfg.num_classes))
+    files = result["sample_names"] = sample_names(dataset, len(dataset))
+    figure, axes = plt.subplots(2, per_row, figsize=(1.9 * per_row, 5), squeeze=False, layout="constrained")
+    for row, key in enumerate(("only_a", "only_b")):
         for column in range(per_row):
             axis = axes[row][column]
             axis.axis("off")
@@ -194,50 +224,10 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
                 index = result[key][column]
                 image = denormalize(dataset[index][0], mean, std).permute(1, 2, 0).numpy()
                 axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
-                axis.set_title(f"#{index}: only {who} right", fontsize=7)
-    figure.suptitle(f"samples one run gets right and the other wrong ({len(result['only_a'])} only A, "
-                    f"{len(result['only_b'])} only B)", fontsize=9)
+                true, said_a, said_b = (names[int(c)] for c in (result["labels"][index], result["predicted_a"][index],
+                                                                result["predicted_b"][index]))
+                axis.set_title(f"{files[index]}\ntrue: {true}\nA: {said_a}  B: {said_b}", fontsize=7)
+    figure.suptitle(f"only A right (top row, {len(result['only_a'])} samples) and only B right (bottom row, "
+                    f"{len(result['only_b'])})", fontsize=9)
     save_png(figure, path)
     return True
-
-
-def report(result: dict) -> str:
-    """compare.md."""
-    a, b, best_a, best_b = result["a"], result["b"], result["best_a"], result["best_b"]
-    metric = best_a["metric"]
-    lines = [f"# {b.name} (B) against {a.name} (A)", "", f"- A: `{a}`", f"- B: `{b}`", "", "## What differs", ""]
-    changed = result["config"]
-    if result.get("ensembles"):  # an ensemble has members, not a config of its own
-        lines += [f"- {who}: {described}" for who, described in result["ensembles"].items()]
-    else:
-        if len(changed) > 1:
-            lines += [f"**{len(changed)} settings changed: change one thing at a time**, or the difference below "
-                      "cannot be put down to any one of them.", ""]
-        lines += ["| setting | A | B |", "| --- | --- | --- |", *(f"| {k} | {va} | {vb} |" for k, va, vb in changed)]
-    lines += ["", *(f"- {k}: {va} -> {vb}" for k, va, vb in result["other"])]
-    mc, boot = result["mcnemar"], result["bootstrap"]
-
-    def interval(best):
-        ci = best["metrics"].get("top1_ci95") or []
-        ci = ci if len(ci) == 2 else [float("nan")] * 2
-        return f"{best['value']:.4f} (top-1 95% interval [{ci[0]:.4f}, {ci[1]:.4f}])"
-    verdict = "B is better" if boot["ci95"][0] > 0 else "A is better" if boot["ci95"][1] < 0 else \
-        "no difference shown"
-    def at(best):  # the weights where they are averaged ones: "checkpoints/epoch-0003.pt (ema)"
-        weights = results.weights_of(best)
-        return best["checkpoint"] + ("" if weights == "raw" else f" ({weights})")
-    lines += ["", f"## Best validation {metric}", "", f"- A: {interval(best_a)} at {at(best_a)}",
-              f"- B: {interval(best_b)} at {at(best_b)}", "",
-              f"## Paired, on the same {best_a['metrics'].get('n', '?')} {best_a['split']} samples", "",
-              f"- only A right: {mc['only_a_right']}, only B right: {mc['only_b_right']}; exact McNemar p = "
-              f"{mc['p_value']:.4g}",
-              f"- top-1 of B minus A: {boot['difference']:+.4f}, paired bootstrap 95% interval "
-              f"[{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}] ({boot['resamples']} resamples): **{verdict}**",
-              "", "## Classes that changed most", "", "| class | samples | A | B | change |",
-              "| --- | --- | --- | --- | --- |",
-              *(f"| {r['class']} | {r['n']} | {r['a']:.3f} | {r['b']:.3f} | {r['delta']:+.3f} |"
-                for r in result["classes"][:15]),
-              "", f"Samples only A gets right: {result['only_a'][:50]}",
-              f"Samples only B gets right: {result['only_b'][:50]}", "", "![curves](curves.png)", "",
-              "![disagreements](disagreements.png)" if result.get("gallery") else "", ""]
-    return "\n".join(lines)

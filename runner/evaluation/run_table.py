@@ -12,6 +12,9 @@ import csv
 import io
 import json
 import logging
+import os
+import re
+import socket
 from pathlib import Path
 
 import yaml
@@ -20,12 +23,15 @@ from runner.common.errors import UserError
 from runner.evaluation import records
 from runner.evaluation.records import inside_run
 from runner.evaluation.run_differences import flat
+from runner.evaluation.terminal_table import fitted
 
 log = logging.getLogger("runner.runs")
 
 COLUMNS = ["start", "name", "run", "status", "git", "overrides", "epochs", "metric", "best", "ci95", "checkpoint",
            "other"]
 LOADER = records.LOADER
+PLUMBING = ("sweep.", "hydra.", "hydra/")  # the sweeper's and Hydra's own settings: never in the overrides column
+EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*:")  # "PIL.UnidentifiedImageError: ..."
 
 
 def read_json(path: Path) -> dict:
@@ -60,7 +66,8 @@ def git_cell(git: dict | None) -> str:
 def run_row(run_dir: Path, root: Path) -> dict:
     """One run's row, with its config's choices kept aside for `where=`; a file of the wrong shape is a UserError."""
     fix = "repair or remove that file; the table skips this run meanwhile"
-    record = records.read_json_object(run_dir / "run.json", records.RUN_RECORD, fix) or {}
+    record = records.read_json_object(run_dir / "run.json", records.RUN_RECORD, fix)
+    record = unrecorded_start(run_dir) if record is None else record
     config = records.read_yaml_mapping(run_dir / ".hydra" / "config.yaml", records.HYDRA_CONFIG, fix) or {}
     settings = records.read_yaml_mapping(run_dir / ".hydra" / "hydra.yaml", records.HYDRA_SETTINGS, fix) or {}
     choices = ((settings.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
@@ -79,18 +86,68 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "run": str(run_dir.relative_to(root)),
         "status": status_word(record.get("status", "")),
         "git": git_cell(record.get("git")),
-        "overrides": " ".join(record.get("overrides") or []),
+        "overrides": " ".join(shown_overrides(record.get("overrides") or [])),
         "epochs": f"{record.get('epochs_done', '-')}/{total}",
         "metric": f"{best['metric']} ({variant})" if best and variant else best.get("metric", "-"),
         "best": best.get("value"),
         "ci95": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval and len(interval) == 2 else "-",
         "checkpoint": checkpoint_cell(best),
-        "other": other_settings(run_dir),
+        "other": other_settings(run_dir) if status_word(record.get("status", "")) != "failed" else failure(record),
         "_where": {**{f"{group}": option for group, option in choices.items()},
                    **dict(o.split("=", 1) for o in (record.get("overrides") or []) if "=" in o)},
         # what runner.runs group_by= reads: the settings, the metric's own name, the overrides one by one
         "_config": flat(config), "_metric": best.get("metric"), "_overrides": list(record.get("overrides") or []),
+        "_shown": shown_overrides(record.get("overrides") or []),
     }
+
+
+def shown_overrides(overrides: list[str]) -> list[str]:
+    """The overrides a person chose: the sweeper's bookkeeping (sweep.study=, sweep.storage=, sweep.trial=) and
+    Hydra's own settings (hydra.*, hydra/launcher=) left out."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(PLUMBING)]
+
+
+def failure(record: dict) -> str:
+    """Why a failed run failed: run.json's "failed: ValueError: ..." or the last error line of its train.log."""
+    return record.get("error") or str(record.get("status", "")).partition(":")[2].strip() or "-"
+
+
+def unrecorded_start(run_dir: Path) -> dict:
+    """A run folder without run.json (it failed before writing one: data missing, a bad image at start; or it is
+    starting now): its record as far as .hydra/ and train.log tell."""
+    try:
+        lines = (run_dir / "train.log").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    overrides = read_yaml_list(run_dir / ".hydra" / "overrides.yaml")
+    errors = [line for line in lines if EXCEPTION_LINE.match(line) or " ERROR " in line or " CRITICAL " in line]
+    return {"status": "starting" if holder_alive(run_dir) else "failed", "overrides": overrides,
+            "start_time": lines[0][:19] if lines and lines[0][:4].isdigit() else "",
+            "error": next((line for line in reversed(errors) if EXCEPTION_LINE.match(line)),
+                          errors[-1] if errors else (lines[-1] if lines else "")).strip()}
+
+
+def read_yaml_list(path: Path) -> list[str]:
+    try:
+        listed = yaml.load(path.read_text(), Loader=LOADER)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return [str(item) for item in listed] if isinstance(listed, list) else []
+
+
+def holder_alive(run_dir: Path) -> bool:
+    """Whether the trainer named in the run's lock file lives on this machine (a trainer that let go empties
+    the file; one that was killed leaves its name behind, and its process is gone)."""
+    holder = read_json(run_dir / ".run.lock")
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def checkpoint_cell(best: dict) -> str:
@@ -121,10 +178,13 @@ def other_settings(run_dir: Path) -> str:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Every folder with a run.json below root (sweep trials included), oldest first by path."""
+    """Every folder with a run.json below root (sweep trials included), and every training folder that failed
+    before writing one (.hydra/ and train.log), oldest first by path."""
     if not root.is_dir():
         raise UserError(f"{root} is not a folder. Fix: python -m runner.runs outputs (where `python -m runner` writes)")
-    return sorted(path.parent for path in root.rglob("run.json"))
+    recorded = {path.parent for path in root.rglob("run.json")}
+    unrecorded = {path.parent for path in root.rglob("train.log") if (path.parent / ".hydra").is_dir()}
+    return sorted(recorded | unrecorded)
 
 
 def table(root: Path, sort: str | None = None, where: list[str] = ()) -> list[dict]:
@@ -166,6 +226,4 @@ def formatted(rows: list[dict], style: str, columns: list[str] = COLUMNS) -> str
     if style == "markdown":
         return "\n".join(["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
                           *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells)]) + "\n"
-    widths = [max(len(x) for x in column) for column in zip(columns, *cells, strict=True)]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [columns, *cells]) + "\n"
+    return fitted(columns, rows, cells)

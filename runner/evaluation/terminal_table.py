@@ -1,0 +1,89 @@
+"""`python -m runner.runs` on a terminal: the table fitted to its width (shutil.get_terminal_size).
+
+What every listed run shares (a column with one value, the overrides all runs were given) is said
+once above the table instead of on every row; when the rest is still wider than the terminal, the
+least telling columns go first (start, git, checkpoint, other, ci95), then the overrides wrap onto
+more lines. csv and markdown are left whole: they are for other programs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+
+DROPPED_FIRST = ("start", "git", "checkpoint", "other", "ci95")  # on a narrow terminal, in this order
+WRAPPED = "overrides"
+NARROWEST_WRAP = 24  # the overrides never wrap narrower than this: a column is dropped instead
+GAP = "  "
+
+
+def common_overrides(rows: list[dict]) -> list[str]:
+    """The overrides every row was given (only when there are two rows or more to compare)."""
+    lists = [r.get("_shown") for r in rows]
+    if len(rows) < 2 or any(shown is None for shown in lists):
+        return []
+    return [o for o in lists[0] if all(o in shown for shown in lists[1:])]
+
+
+def width_of(columns: list[str], cells: list[list[str]], wrap_at: int | None = None) -> int:
+    widths = [max(len(x) for x in column) for column in zip(columns, *cells, strict=True)]
+    if wrap_at is not None and WRAPPED in columns:
+        widths[columns.index(WRAPPED)] = min(widths[columns.index(WRAPPED)], wrap_at)
+    return sum(widths) + len(GAP) * (len(columns) - 1)
+
+
+def wrapped(text: str, width: int) -> list[str]:
+    """Words (overrides) onto lines of at most width: a whole override per line where it fits, split only when
+    it is longer than the line."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines += [word[i:i + width] for i in range(0, max(len(word), 1), width)]
+    return lines or [""]
+
+
+def fitted(columns: list[str], rows: list[dict], cells: list[list[str]], width: int | None = None) -> str:
+    """The plain-text table in at most `width` characters a line (the terminal's by default)."""
+    width = width or shutil.get_terminal_size().columns
+    common = common_overrides(rows)
+    if common and WRAPPED in columns:
+        at = columns.index(WRAPPED)
+        cells = [[*row[:at], " ".join(o for o in r["_shown"] if o not in common) or "-", *row[at + 1:]]
+                 for row, r in zip(cells, rows, strict=True)]
+    notes = [f"every run: {' '.join(common)}"] if common else []
+    if len(cells) > 1:  # a column with one value in every row is said once
+        same = [c for i, c in enumerate(columns) if c != WRAPPED and len({row[i] for row in cells}) == 1]
+        notes += [", ".join(f"{c} {cells[0][columns.index(c)]}" for c in same)] if same else []
+        columns, cells = drop(columns, cells, same)
+    for column in DROPPED_FIRST:
+        if width_of(columns, cells, NARROWEST_WRAP) <= width:
+            break
+        columns, cells = drop(columns, cells, [column])
+    lines = [line for note in notes for line in textwrap.wrap(note, width, subsequent_indent="  ")]
+    # a failed run's reason (the other column) goes under its row when that column did not fit
+    below = [f"    {r['other']}"[:width] if r.get("status") == "failed" and "other" not in columns
+             and r.get("other", "-") != "-" else None for r in rows]
+    return "\n".join([*lines, *table_lines(columns, cells, width, below)]) + "\n"
+
+
+def drop(columns: list[str], cells: list[list[str]], dropped: list[str]) -> tuple[list[str], list[list[str]]]:
+    kept = [i for i, c in enumerate(columns) if c not in dropped]
+    return [columns[i] for i in kept], [[row[i] for i in kept] for row in cells]
+
+
+def table_lines(columns: list[str], cells: list[list[str]], width: int, below: list[str | None]) -> list[str]:
+    """Aligned columns; the overrides wrapped into what the other columns leave of the width."""
+    widths = [max(len(x) for x in column) for column in zip(columns, *cells, strict=True)]
+    if WRAPPED in columns:
+        at = columns.index(WRAPPED)
+        widths[at] = max(NARROWEST_WRAP, min(widths[at], width - (width_of(columns, cells) - widths[at])))
+    lines = []
+    for row, under in zip([columns, *cells], [None, *below], strict=True):
+        parts = [wrapped(x, w) if c == WRAPPED else [x] for x, w, c in zip(row, widths, columns, strict=True)]
+        for depth in range(max(len(p) for p in parts)):
+            lines.append(GAP.join((p[depth] if depth < len(p) else "").ljust(w)
+                                  for p, w in zip(parts, widths, strict=True)).rstrip())
+        lines += [under] if under else []
+    return lines
