@@ -81,6 +81,11 @@ def test_flips_and_wiggle_by_hand_from_constructed_prediction_files(tmp_path):
     assert image.size[0] > 400 and image.size[1] > 300
 
 
+def test_tensorboard_images_are_thinned_evenly_keeping_the_last():
+    assert dynamics.thinned([1, 2, 3], most=5) == [1, 2, 3]
+    assert dynamics.thinned(list(range(10)), most=4) == [0, 3, 6, 9]
+
+
 def test_a_run_without_evaluated_validation_rows_gets_no_figure(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "eval").mkdir(parents=True)
