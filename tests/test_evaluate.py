@@ -17,9 +17,10 @@ from runner.cli.evaluate import evaluate
 from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.data import datasets, loaders
-from runner.evaluation import results
+from runner.evaluation import metrics, results
 from runner.evaluation.evaluator import evaluate_run
 from runner.evaluation.inference import assert_eval_mode, predict
+from runner.evaluation.predictions import load_row_predictions
 from runner.evaluation.results import read_rows
 from runner.run import train_and_evaluate as train_job
 from tests.conftest import TINY, cli_env, compose_config
@@ -262,8 +263,9 @@ def test_metrics_csv_is_rewritten_whole_from_the_rows(tmp_path):
     results.append_row(tmp_path, {**row, "epoch": 2, "checkpoint": "checkpoints/epoch-0002.pt"})
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0] == ("checkpoint,epoch,global_step,weights,split,tta,n,loss,top1,top5,balanced_accuracy,ece,"
-                        "top1_ci_low,top1_ci_high")
-    assert lines[1:] == [f"checkpoints/epoch-000{e}.pt,{e},3,raw,val,none,14,0.5,0.75,1.0,0.7,0.1,0.5,0.9" for e in (1, 2)]
+                        "cross_entropy,top1_ci_low,top1_ci_high")
+    # a row written before cross_entropy had its own column (this one) reads with that cell empty
+    assert lines[1:] == [f"checkpoints/epoch-000{e}.pt,{e},3,raw,val,none,14,0.5,0.75,1.0,0.7,0.1,,0.5,0.9" for e in (1, 2)]
     assert [r["epoch"] for r in read_rows(tmp_path)] == [1, 2]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
@@ -428,3 +430,53 @@ def test_a_run_builds_its_split_once_and_uses_the_trainers_workers_and_micro_bat
     other = fresh_copy(trained, tmp_path / "other")
     evaluate_run(other, settings(f"run_dir={other}", "batch_size=5", "num_workers=0"))  # set: as set
     assert batch_sizes[-1] == 5 and workers[-1] == 0
+
+
+FOCAL = ["loss._target_=tests.byo_losses.focal", "~loss.label_smoothing", "+loss.gamma=2",
+         "evaluate.trust=[tests.byo_losses]"]
+
+
+def test_the_evaluators_loss_is_the_configured_loss_and_cross_entropy_has_its_own_name(tmp_path, capsys):
+    """Focal loss: training logs it, so the evaluator's `loss` is it too; cross-entropy is `cross_entropy`."""
+    run_dir = tmp_path / "run"
+    train_job(compose_config([*TINY, *FOCAL, "trainer.epochs=1", "evaluate.after_training=true"]), run_dir)
+    (row,) = read_rows(run_dir / "eval")
+    table = capsys.readouterr().out
+    assert "val split (best by top1 marked *; loss: tests.byo_losses.focal):" in table
+    assert f"{row['loss']:>8.4f} {row['cross_entropy']:>8.4f}" in table and "     loss xentropy   top-1" in table
+    log_p, labels = load_row_predictions(run_dir / "eval", row)
+    log_p_true = log_p.gather(1, labels[:, None]).squeeze(1)
+    focal = -((1 - log_p_true.exp()) ** 2) * log_p_true  # by hand, gamma=2
+    assert row["loss"] == pytest.approx(float(focal.mean()), rel=1e-5)
+    assert row["cross_entropy"] == pytest.approx(float(-log_p_true.mean()), rel=1e-5)
+    assert row["loss"] < row["cross_entropy"]  # the two words no longer name one figure
+    header, values = (run_dir / "eval" / "metrics.csv").read_text().splitlines()
+    assert float(dict(zip(header.split(","), values.split(","), strict=True))["cross_entropy"]) == \
+        pytest.approx(row["cross_entropy"])
+    best = json.loads((run_dir / "eval" / "best.json").read_text())
+    assert best["metrics"]["cross_entropy"] == row["cross_entropy"]
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("eval/val/cross_entropy")] == pytest.approx([row["cross_entropy"]])
+    assert [e.value for e in events.Scalars("eval/val/loss")] == pytest.approx([row["loss"]])
+
+
+def test_label_smoothing_is_the_evaluators_loss_by_hand():
+    generator = torch.Generator().manual_seed(0)
+    log_p = torch.log_softmax(3 * torch.randn(9, 4, generator=generator), dim=1)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0])
+    config = {"loss": {"_target_": "runner.training.losses.cross_entropy", "_partial_": True, "label_smoothing": 0.1}}
+    summary = metrics.summarize(log_p, labels, 4, metrics.configured_loss(config, trusted=[]))
+    per_sample = [0.9 * -float(log_p[i, labels[i]]) + 0.1 * -float(log_p[i].mean()) for i in range(9)]
+    assert summary["loss"] == pytest.approx(sum(per_sample) / 9, rel=1e-6)
+    assert summary["cross_entropy"] == pytest.approx(-sum(float(log_p[i, labels[i]]) for i in range(9)) / 9, rel=1e-6)
+    plain = metrics.summarize(log_p, labels, 4, metrics.configured_loss({"loss": {**config["loss"], "label_smoothing": 0}},
+                                                                        trusted=[]))
+    assert plain["loss"] == pytest.approx(plain["cross_entropy"])
+
+
+def test_an_untrusted_loss_is_not_called_and_the_loss_says_cross_entropy(caplog):
+    config = {"loss": {"_target_": "tests.byo_losses.focal", "_partial_": True, "gamma": 2}}
+    loss = metrics.configured_loss(config, trusted=[])
+    assert loss.name == "cross_entropy (the run's loss tests.byo_losses.focal is not trusted: trust=[tests.byo_losses])"
+    assert "not trusted" in caplog.text and "Fix: trust=[tests.byo_losses]" in caplog.text

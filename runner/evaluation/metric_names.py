@@ -5,7 +5,8 @@ validation reads it at every start, before anything heavy is imported.
 
 from __future__ import annotations
 
-METRICS = ("loss", "top1", "top5", "balanced_accuracy", "ece")  # the scalars of a row; any can pick the best
+# the scalars of a row; any can pick the best. loss: the run's configured loss; cross_entropy: -mean log p(true)
+METRICS = ("loss", "top1", "top5", "balanced_accuracy", "ece", "cross_entropy")
 
 
 def direction(metric: str, setting: str = "auto") -> str:
@@ -15,4 +16,4 @@ def direction(metric: str, setting: str = "auto") -> str:
     """
     if setting != "auto":
         return setting
-    return "min" if metric in ("loss", "ece") else "max"
+    return "min" if metric in ("loss", "ece", "cross_entropy") else "max"

@@ -35,12 +35,14 @@ def print_table(rows: list[dict], best: dict | None, split: str, variant: str, m
     shown = sorted((r for r in rows if r["split"] == split), key=lambda r: (r["epoch"], WEIGHTS.index(weights_of(r))))
     averaged = any(weights_of(r) != "raw" for r in shown)
     weights_header = f" {'weights':<7}" if averaged else ""
-    header = f"  {'checkpoint':<28} {'epoch':>5}{weights_header} {'loss':>8} {'top-1':>7} {'top-5':>7} {'bal.acc':>7}"
-    title = f"{split} split (best by {metric} marked *):"
+    header = (f"  {'checkpoint':<28} {'epoch':>5}{weights_header} {'loss':>8} {'xentropy':>8} {'top-1':>7} {'top-5':>7} "
+              f"{'bal.acc':>7}")
+    said = loss_said(shown)
+    title = f"{split} split (best by {metric} marked *{said}):"
     if variant:
         title = (f"{split} split, {variant}: other settings than the run's own, an exploratory evaluation (its best "
                  f"in eval/{results.best_path(Path('.'), variant).name}; the run's best stays in eval/best.json) "
-                 f"(best by {metric} marked *):")
+                 f"(best by {metric} marked *{said}):")
     title = title if not note else f"{title.removesuffix(':')} ({note}):"
     lines = [title, header]
     for r in shown:
@@ -48,6 +50,18 @@ def print_table(rows: list[dict], best: dict | None, split: str, variant: str, m
             else " "
         weights_cell = f" {weights_of(r):<7}" if averaged else ""
         lines.append(f"{mark} {r['checkpoint']:<28} {r['epoch']:>5}{weights_cell} {r['loss']:>8.4f} "
-                     f"{metrics.percent(r['top1']):>7} "
+                     f"{cell(r.get('cross_entropy'))} {metrics.percent(r['top1']):>7} "
                      f"{metrics.percent(r['top5']):>7} {metrics.percent(r['balanced_accuracy']):>7}")
     print("\n".join(lines))
+
+
+def loss_said(rows: list[dict]) -> str:
+    """'; loss: tests.byo_losses.focal' where `loss` is not plain cross-entropy (then xentropy is the same figure)."""
+    named = dict.fromkeys(r.get("loss_function", "cross_entropy") for r in rows)
+    named.pop("cross_entropy", None)
+    return f"; loss: {', '.join(named)}" if named else ""
+
+
+def cell(value: float | None) -> str:
+    """A loss cell; '-' for a row written before cross_entropy had its own column."""
+    return f"{value:>8.4f}" if value is not None else f"{'-':>8}"

@@ -63,7 +63,8 @@ def evaluate_weights(model, loader, size: int, dataset_cfg, settings: DictConfig
         raise RuntimeError(f"evaluated {len(labels)} samples of a split of {size}")
     own_batch = state["config"]["trainer"]["micro_batch_size"]
     batch_size = settings.batch_size if settings.batch_size is not None else own_batch
-    summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes)
+    loss = metrics.configured_loss(state["config"], list(settings.get("trust") or []))  # `loss`: the run's own
+    summary = metrics.summarize(log_probs, labels, dataset_cfg.num_classes, loss)
     used = {"tta": str(settings.tta), "precision": str(settings.precision), "batch_size": batch_size}
     row = {
         "checkpoint": name, "epoch": state["epoch"], "global_step": state["global_step"], "weights": weights,

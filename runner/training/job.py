@@ -255,7 +255,7 @@ def print_summary(run_dir: Path, best: dict | None, metric: str) -> None:
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
 
 
-VALIDATION_METRICS = ("top1", "loss", "top5", "balanced_accuracy", "ece")  # the evaluator's row (evaluation/metrics)
+VALIDATION_METRICS = ("top1", "loss", "top5", "balanced_accuracy", "ece", "cross_entropy")  # evaluation/metric_names
 
 
 def write_hparams(cfg: DictConfig, run_dir: Path, record: dict, figures: dict, best: dict | None,
