@@ -131,3 +131,11 @@ def test_a_run_never_resumes_from_a_light_checkpoint(tmp_path):
     updates_folder(tmp_path).mkdir(parents=True)
     checkpoint_files.save_atomic(state, updates_folder(tmp_path) / light_checkpoints.update_name(6))
     assert find_resume_state(cfg, tmp_path) == (None, None)
+
+
+def test_resume_from_a_light_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    light = tmp_path / "run" / "checkpoints" / "updates" / light_checkpoints.update_name(300)
+    light.parent.mkdir(parents=True)
+    light.write_bytes(b"x")
+    line = refused_in_one_line([*TINY, f"resume={light}"], capsys)
+    assert "light checkpoint" in line and "Fix: resume=" in line and "epoch-NNNN.pt" in line

@@ -87,7 +87,8 @@ def refuse_other_parameter_groups(saved: dict, optimizer) -> None:
 
 
 def find_resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict | None, str | None]:
-    """The checkpoint to continue from: the newest in this run directory, else resume=PATH.
+    """The checkpoint to continue from: the newest in this run directory, else resume=PATH (never a light one:
+    checkpoints/updates/ is not read, training/light_checkpoints.py).
 
     resume=PATH only seeds a run folder with no checkpoint of its own (as torchtitan's initial load
     path): a SLURM requeue reruns the same command and must continue the run, not go back to PATH.

@@ -5,7 +5,9 @@ No torch here (runner/config/schema.py reads it for Tab completion and the first
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -26,8 +28,14 @@ class CheckpointSettings:
     """Keep only the newest N light checkpoints (and always update-00000000.pt); null keeps all."""
 
 
-def validate_checkpoints(checkpoint: DictConfig) -> None:
-    """checkpoint.* (one UserError at the first problem)."""
+LIGHT_NAME = re.compile(r"^update-\d+\.pt$")  # runner/training/light_checkpoints.py's names
+
+
+def validate_checkpoints(checkpoint: DictConfig, resume: str | None = None) -> None:
+    """checkpoint.*, and a resume= that names a light checkpoint (one UserError at the first problem)."""
+    if resume is not None and LIGHT_NAME.match(Path(resume).name):
+        fail("resume", resume, "is a light checkpoint (the weights only, checkpoint.every_updates): a run resumes "
+             "from a full one, with the optimizer and the random streams", "resume=RUN/checkpoints/epoch-NNNN.pt")
     int_at_least("checkpoint.every_epochs", checkpoint.every_epochs, 1, "checkpoint.every_epochs=1")
     if checkpoint.keep_last is not None:
         int_at_least("checkpoint.keep_last", checkpoint.keep_last, 1, "checkpoint.keep_last=3, or null to keep all")

@@ -6,19 +6,18 @@ for the evaluator's prediction dynamics and first-layer filters at finer steps t
 
 Each holds what a full checkpoint holds for the evaluator (format_version, epoch, global_step, model,
 config, provenance; runner/evaluation's model_of_checkpoint rebuilds the model from it) and `"light": True`,
-without the optimizer, schedule, scaler, random streams or averaged weights: a resume never starts from one
-(runner/training/checkpoint.py's find_resume_state reads checkpoints/ only, not this folder). Writing one reads
-the weights and draws no random number, so a run trains the same weights with and without them; a resumed run
-writes again those after its checkpoint (the same weights, over the ones its killed attempt left).
-Rank 0 writes, atomically (runner/common/checkpoint_files.py); `checkpoint.keep_updates=K` keeps the newest K
-and update-00000000.pt.
+without the optimizer, schedule, scaler, random streams or averaged weights. A resume never starts from one:
+runner/training/checkpoint.py's find_resume_state reads checkpoints/ only, not this folder, and resume= naming
+one is refused (checkpoint_settings.py). Writing one reads the weights and draws no random number, so a run
+trains the same weights with and without them; a resumed run writes again those after its checkpoint (the
+same weights, over those its killed attempt left). Rank 0 writes, atomically (runner/common/checkpoint_files.py);
+`checkpoint.keep_updates=K` keeps the newest K and update-00000000.pt.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import torch
@@ -26,11 +25,11 @@ from omegaconf import OmegaConf
 
 from runner.common import checkpoint_files
 from runner.common.checkpoint_files import save_atomic
+from runner.training.checkpoint_settings import LIGHT_NAME as NAME
 
 log = logging.getLogger(__name__)
 
 FOLDER = "updates"  # under the run's checkpoints/
-NAME = re.compile(r"^update-(\d+)\.pt$")
 
 
 def update_name(global_step: int) -> str:
@@ -78,7 +77,7 @@ def list_updates(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(NAME.match(p.name).group(1)))
+    return sorted(found, key=lambda p: int(p.stem.removeprefix("update-")))
 
 
 def prune(folder: Path, keep: int | None) -> None:

@@ -168,7 +168,7 @@ def validate(cfg: DictConfig) -> None:
     if trainer.progressive_resize is not None:
         validate_progressive_resize(cfg)
     validate_averaging(trainer)
-    validate_checkpoints(cfg.checkpoint)
+    validate_checkpoints(cfg.checkpoint, cfg.resume)
     smoothing = cfg.loss.get("label_smoothing", 0.0)  # cross_entropy's; a loss of the user's may have none
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         fail("loss.label_smoothing", smoothing, "must be in [0, 1)", "loss.label_smoothing=0.1")
