@@ -161,6 +161,13 @@ def test_the_test_split_is_looked_at_once_and_the_second_look_warns(trained, tmp
     assert "has been looked at 1 time(s) before" in caplog.text
     ledger = (run_dir / "eval" / "test_ledger.jsonl").read_text().splitlines()
     assert len(ledger) == 2
+    # a look at the test split is one point: a line of text in TensorBoard, not a chart of one dot a metric
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("eval/test")]
+    assert "eval/val/top1" in events.Tags()["scalars"]
+    text = events.Tensors("eval/test/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert f"top1 {row['top1']:.4f}" in text and row["checkpoint"] in text
 
 
 def test_corrupt_and_partial_checkpoints_are_skipped_and_retried(trained, tmp_path, caplog):

@@ -80,13 +80,17 @@ def evaluate_weights(model, loader, size: int, dataset_cfg, settings: DictConfig
 
 
 def log_row(row: dict, writer) -> None:
-    """A row's curves to TensorBoard and its line to the log.
+    """A row's curves to TensorBoard (a look at the test split: a line of text) and its line to the log.
 
     The run's own settings: eval/val/top1; others: eval/val_flip/top1, eval/val_bf16_256/top1; averaged
     weights under their own tag after the metric's: eval/val/top1/ema."""
     tag = "_".join([row["split"], *(part.split("=", 1)[1] for part in row["variant"].split(", ") if part)])
     suffix = "" if row["weights"] == "raw" else f"/{row['weights']}"
-    for key in (k for k in METRICS if row[k] is not None):
+    if row["split"] == "test":  # one look, one point: a line of text, not a chart of one dot for each metric
+        figures = ", ".join(f"{key} {row[key]:.4f}" for key in METRICS if row.get(key) is not None)
+        writer.add_text(f"eval/{tag}{suffix}", f"{row['checkpoint']} (epoch {row['epoch']}): {figures}",
+                        row["global_step"])
+    for key in (k for k in METRICS if row[k] is not None and row["split"] != "test"):
         writer.add_scalar(f"eval/{tag}/{key}{suffix}", row[key], row["global_step"])
     writer.flush()
     weights = "" if row["weights"] == "raw" else f", {row['weights']} weights"
