@@ -69,10 +69,12 @@ def test_zero_is_refused_in_one_line(capsys):
     assert "trainer.log_histograms_every" in line and "Fix: trainer.log_histograms_every=100" in line
 
 
-def test_a_run_with_histograms_trains_the_same_weights_and_tensorboard_reads_them(tmp_path):
+def test_a_run_with_histograms_trains_the_same_weights_and_tensorboard_reads_them(tmp_path, caplog):
     settings = [*TINY, "trainer.deterministic=true", "model.dropout=0.3", "dataset.augment=basic"]
     train_job(compose_config(settings), tmp_path / "plain")
-    train_job(compose_config([*settings, "trainer.log_histograms_every=2"]), tmp_path / "watched")
+    with caplog.at_level("INFO"):
+        train_job(compose_config([*settings, "trainer.log_histograms_every=2"]), tmp_path / "watched")
+    assert "histograms of each layer's weights and last update every 2 updates in TensorBoard" in caplog.text
     for epoch in (1, 2):
         assert_identical(weights(tmp_path / "plain", epoch), weights(tmp_path / "watched", epoch))
 

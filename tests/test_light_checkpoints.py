@@ -57,7 +57,7 @@ def test_retention_keeps_the_newest_and_the_initial_weights(tmp_path):
     assert len(list(tmp_path.glob("update-*"))) == 3
 
 
-def test_light_checkpoints_hold_the_weights_and_leave_training_unchanged(tmp_path, monkeypatch):
+def test_light_checkpoints_hold_the_weights_and_leave_training_unchanged(tmp_path, monkeypatch, caplog):
     initial = {}
     real_fit = job.fit
 
@@ -67,7 +67,10 @@ def test_light_checkpoints_hold_the_weights_and_leave_training_unchanged(tmp_pat
 
     monkeypatch.setattr(job, "fit", fit)
     train_job(compose_config(RANDOM_STREAMS), tmp_path / "plain")
-    train_job(compose_config([*RANDOM_STREAMS, *LIGHT]), tmp_path / "light")
+    with caplog.at_level("INFO"):
+        train_job(compose_config([*RANDOM_STREAMS, *LIGHT]), tmp_path / "light")
+    assert ("light checkpoints (weights only) every 3 updates in checkpoints/updates/ (the newest 2 and the initial "
+            "weights kept" in caplog.text)
     for epoch in (1, 2, 3):  # the same weights with and without light checkpoints
         assert_identical(weights(tmp_path / "plain", epoch), weights(tmp_path / "light", epoch))
 
