@@ -106,3 +106,47 @@ def test_two_checkpoints_of_one_run(three_runs, tmp_path):
     text = compare_md(str(run / "checkpoints/epoch-0001.pt"), str(run / "checkpoints/epoch-0003.pt"), f"out={tmp_path}")
     assert "# epoch-0003.pt (B) against epoch-0001.pt (A)" in text and "## What differs" in text
     assert "at checkpoints/epoch-0001.pt" in text and "at checkpoints/epoch-0003.pt" in text
+
+
+def test_curves_have_whole_number_axes_and_a_lone_point_is_a_marker(tmp_path, monkeypatch):
+    from runner.evaluation import comparison
+
+    run = tmp_path / "one-epoch"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "metrics.jsonl").write_text(json.dumps(
+        {"checkpoint": "checkpoints/epoch-0001.pt", "epoch": 1, "split": "val", "tta": "none", "top1": 0.4}) + "\n")
+    drawn = {}
+    monkeypatch.setattr(comparison, "save_png", lambda figure, path: drawn.setdefault("figure", figure))
+    monkeypatch.setattr(comparison, "training_losses", lambda run: ([7], [1.25]))
+    comparison.curves_png(run, run, tmp_path / "curves.png")
+    train, val = drawn["figure"].axes
+    assert train.lines[0].get_marker() == "o" and val.lines[0].get_marker() == "o"  # one point: seen
+    for axes in (train, val):
+        drawn["figure"].canvas.draw()
+        ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_disagreements_name_the_true_class_and_both_predictions(three_runs, tmp_path, monkeypatch):
+    from runner.evaluation import comparison
+
+    drawn = {}
+    monkeypatch.setattr(comparison, "save_png", lambda figure, path: drawn.setdefault("figure", figure))
+    result = comparison.compare(three_runs / "sweep/a", three_runs / "sweep/b")
+    index = result["only_a"][0] if result["only_a"] else 3
+    result["only_a"] = [index]  # the tiny runs may agree everywhere: draw one sample as if only A got it right
+    assert comparison.disagreements_png(result, tmp_path / "disagreements.png")
+    titles = [axis.get_title() for axis in drawn["figure"].axes if axis.get_title()]
+    label, a, b = (int(result[k][index]) for k in ("labels", "predicted_a", "predicted_b"))
+    assert f"#{index}\ntrue: {label}\nA: {a}  B: {b}" in titles  # synthetic data: no files, no class names
+
+
+def test_samples_are_named_by_their_files_where_the_dataset_reads_files():
+    from torch.utils.data import Subset
+
+    from runner.evaluation.comparison import sample_names
+
+    class Folder:  # torchvision's ImageFolder keeps (path, class) pairs
+        samples = [("/data/roses/a.jpg", 0), ("/data/tulips/b.jpg", 1), ("/data/roses/c.jpg", 0)]
+    assert sample_names(Subset(Folder(), [2, 0]), 2) == ["c.jpg", "a.jpg"]
+    assert sample_names(object(), 2) == ["#0", "#1"]

@@ -176,6 +176,16 @@ def curves_png(a, b, path: Path) -> None:
     train.set(xlabel="optimizer update", ylabel="training loss (epoch mean)", title="training")
     val.set(xlabel="epoch", ylabel=f"validation {metric}", title="validation (the offline evaluator)")
     for axes in (train, val):
+        if not any(len(line.get_xdata()) for line in axes.lines):  # say so rather than draw empty axes
+            axes.text(0.5, 0.5, "no curve saved (event files or metrics.jsonl missing)", ha="center",
+                      transform=axes.transAxes)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            continue
+        low, high = axes.get_xlim()
+        if high - low < 2:  # one point: room for whole-number ticks around it, not 6.64 ... 7.36
+            middle = round((low + high) / 2)
+            axes.set_xlim(middle - 1, middle + 1)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # updates and epochs are whole numbers
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=8)
@@ -212,6 +222,12 @@ def disagreements_png(result: dict, path: Path, per_row: int = 8) -> bool:
         dataset, dataset_cfg = split_dataset(config, result["best_b"]["split"], None)
     except UserError:
         return False
+    if not (result["only_a"] or result["only_b"]):  # a line that says so, not an empty page
+        figure = plt.figure(figsize=(6, 0.8))
+        figure.text(0.5, 0.5, f"A and B agree on every one of the {len(result['labels'])} samples", ha="center")
+        save_png(figure, path)
+        return True
+    per_row = min(per_row, max(len(result["only_a"]), len(result["only_b"])))  # no blank columns
     mean, std = channel_stats(dataset_cfg)
     names = result["class_names"] = class_names(dataset, int(dataset_cfg.num_classes))
     files = result["sample_names"] = sample_names(dataset, len(dataset))

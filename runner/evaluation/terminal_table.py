@@ -3,18 +3,27 @@
 What every listed run shares (a column with one value, the overrides all runs were given) is said
 once above the table instead of on every row; when the rest is still wider than the terminal, the
 least telling columns go first (start, git, checkpoint, other, ci95), then the overrides wrap onto
-more lines. csv and markdown are left whole: they are for other programs.
+more lines. Piped (no terminal, no $COLUMNS) and in csv and markdown the table is left whole: those
+are for other programs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import textwrap
 
 DROPPED_FIRST = ("start", "git", "checkpoint", "other", "ci95")  # on a narrow terminal, in this order
 WRAPPED = "overrides"
 NARROWEST_WRAP = 24  # the overrides never wrap narrower than this: a column is dropped instead
 GAP = "  "
+
+
+def terminal_width() -> int | None:
+    if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def common_overrides(rows: list[dict]) -> list[str]:
@@ -45,8 +54,11 @@ def wrapped(text: str, width: int) -> list[str]:
 
 
 def fitted(columns: list[str], rows: list[dict], cells: list[list[str]], width: int | None = None) -> str:
-    """The plain-text table in at most `width` characters a line (the terminal's by default)."""
-    width = width or shutil.get_terminal_size().columns
+    """The plain-text table in at most `width` characters a line: the terminal's (or $COLUMNS); piped into
+    another program without $COLUMNS, the whole table, one line a run."""
+    width = width or terminal_width()
+    if width is None:
+        return "\n".join(table_lines(columns, cells, 10**6, [None] * len(cells))) + "\n"
     common = common_overrides(rows)
     if common and WRAPPED in columns:
         at = columns.index(WRAPPED)
