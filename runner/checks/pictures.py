@@ -40,12 +40,13 @@ def as_stored(dataset, index: int, mean, std):
 
 def grid(images: list, titles: list[str], columns: int, title: str):
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows), squeeze=False)
+    lines = max((caption.count("\n") + 1 for caption in titles), default=1)  # taller rows for longer captions
+    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, (1.5 + 0.15 * lines) * rows), squeeze=False,
+                                layout="constrained")  # keeps each caption clear of the image above it
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, label in zip(axes.flat, images, titles, strict=False):
         axis.imshow(image, cmap="gray", vmin=0, vmax=1) if not isinstance(image, Image.Image) else axis.imshow(image)
         axis.set_title(label, fontsize=7)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
     return figure

@@ -2,7 +2,8 @@
 
 "Know the output, not only the metric": a gallery shows the examples at the minimum, the
 quartiles and the maximum of the per-example loss, each tile the input as the model saw it
-(de-normalized for display) with its true label, the prediction and the loss.
+(de-normalized for display) under its file name (its place in the split where the dataset has no
+files), with its true class, the prediction (by class name where the dataset has them) and the loss.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def best_checkpoint_figures(log_probabilities: torch.Tensor, labels: torch.Tenso
                      [[name, *counts] for name, counts in zip(names, confusion.tolist(), strict=True)])
     mean, std = transforms.channel_stats(dataset_cfg)
     losses = -log_probabilities.gather(1, labels[:, None]).squeeze(1)
-    loss_galleries(losses, predictions, labels, lambda i: dataset[i][0], names, mean, std, out_dir)
+    loss_galleries(losses, predictions, labels, lambda i: dataset[i][0], names, mean, std, out_dir,
+                   samples=sample_names(dataset, "val"))
     pairs = metrics.most_confused_pairs(confusion)
     for pair in pairs:
         pair["true_name"], pair["predicted_name"] = names[pair["true"]], names[pair["predicted"]]
@@ -97,10 +99,24 @@ def gallery_indices(losses: torch.Tensor, quantile: float, count: int) -> list[i
     return order[start:start + count]
 
 
+def sample_names(dataset, split: str) -> list[str]:
+    """What a person calls each sample: its file's name (image_00123.jpg; cat/001.jpg where names repeat across
+    folders) where the dataset reads files, else
+    its place in the split ('val 12')."""
+    files = introspect.image_files(dataset)
+    if files is None:
+        return [f"{split} {i}" for i in range(len(dataset))]
+    names = [path.name for path in files]  # an image folder repeats names across classes: add the class folder
+    return names if len(set(names)) == len(names) else [f"{path.parent.name}/{path.name}" for path in files]
+
+
 def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor,
                    load_image: Callable[[int], torch.Tensor], class_names: list[str],
-                   mean: list[float], std: list[float], out_dir: Path, per_gallery: int = 8) -> list[Path]:
-    """One PNG per quantile of the per-example loss: gallery_min.png ... gallery_max.png."""
+                   mean: list[float], std: list[float], out_dir: Path, per_gallery: int = 8,
+                   samples: list[str] | None = None, split: str = "val") -> list[Path]:
+    """One PNG per quantile of the per-example loss: gallery_min.png ... gallery_max.png; each tile under its
+    sample's name (`samples`; default: its place in the split)."""
+    samples = samples or [f"{split} {i}" for i in range(len(labels))]
     paths = []
     for name, quantile in QUANTILES.items():
         indices = gallery_indices(losses, quantile, per_gallery)
@@ -111,14 +127,20 @@ def loss_galleries(losses: torch.Tensor, predictions: torch.Tensor, labels: torc
             axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
             true, predicted = int(labels[index]), int(predictions[index])
             colour = "green" if true == predicted else "red"
-            axis.set_title(f"true {class_names[true][:14]}\npred {class_names[predicted][:14]}\n"
-                           f"loss {float(losses[index]):.3f}", fontsize=7, color=colour)
+            axis.set_title(f"{short(samples[index])}\ntrue {class_names[true][:18]}\npred {class_names[predicted][:18]}"
+                           f"\nloss {float(losses[index]):.3f}", fontsize=7, color=colour)
             axis.axis("off")
-        figure.suptitle(f"per-example loss at the {name} (#{', #'.join(map(str, indices))})", fontsize=9)
+        figure.suptitle(f"per-example loss at the {name}: {len(indices)} of {len(labels)} {split} samples "
+                        "(green: right, red: wrong)", fontsize=9)
         path = out_dir / f"gallery_{name}.png"
         save_png(figure, path)
         paths.append(path)
     return paths
+
+
+def short(name: str, width: int = 22) -> str:
+    """A file name that fits under a tile: its end, which tells files apart (…_00123.jpg)."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
 def save_png(figure, path: Path) -> None:
