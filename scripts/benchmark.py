@@ -36,13 +36,18 @@ it could not get under 5% (a machine busy with other work):
   ema_ratio             the same step followed by trainer.ema's update vs without it
   distill_teacher_over_student  loss=distill with two ConvNet teachers: the teachers' forward on a micro-batch
                         over the student's step (forward, distillation loss, backward)
+  histogram_step_over_update  trainer.log_histograms_every: one histogram step (every layer's weights and last
+                        update, read back and written to TensorBoard) over one ConvNet update of 32 images
+  histograms_ratio_every_100  training with log_histograms_every=100 over without, from each round's figure
+                        (1 + ratio / 100; the other updates cost a modulo); the issue's goal: under 1.02
   gpu_*_images_per_s    on a CUDA GPU only: images/s end to end on real-size JPEGs, bf16, second epoch:
                         the flagship ConvNet at 128 px with dataset.cache=device, and ResNet-50 at 224 px
                         (channels_last, compiled) with cache=device, disk and none (`--gpu-device cpu`
                         runs the section tiny on the CPU, to check it works)
 
 --quick finishes in a few minutes on 2 CPU cores (small images and sets); `--sections` picks
-some of loop, transfer (frozen_ratio, resize_ratio), regularization (aug_*, ema, distill), jpeg, launch, gpu. Every figure is printed and, with --out, written to a JSON file.
+some of loop, transfer (frozen_ratio, resize_ratio), regularization (aug_*, ema, distill), histograms, jpeg,
+launch, gpu. Every figure is printed and, with --out, written to a JSON file.
 """
 
 from __future__ import annotations
@@ -306,6 +311,47 @@ def transfer_figures(figures: dict, samples: int, size: int, ratios: Callable) -
           f"{size // 2} px, {summary(figures['resize_end_epoch_s'])} s at {size} px", flush=True)
 
 
+def histogram_figures(figures: dict, size: int, ratios: Callable) -> None:
+    """(i) trainer.log_histograms_every: one histogram step (the weights kept before the update, then every
+    layer's statistics, read back and written to TensorBoard) over one ConvNet update (a micro-batch of 32:
+    forward, backward, AdamW step); the on/off ratio at N=100 from each round's figure. Short steps timed in
+    alternation, not whole epochs: on a shared machine an epoch's time varies more than the 2% asked."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from runner import models
+    from runner.training.histograms import Histograms
+
+    cfg = config("model=convnet", "dataset=synthetic", f"dataset.image_size=[{size},{size}]")
+    torch.manual_seed(0)
+    model = models.build(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    x, y = torch.randn(32, 3, size, size), torch.randint(0, int(cfg.dataset.num_classes), (32,))
+
+    def update_seconds(steps: int = 3) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return (time.perf_counter() - started) / steps
+
+    with tempfile.TemporaryDirectory() as folder, SummaryWriter(folder) as writer:
+        histograms = Histograms(model, writer, every=1)
+
+        def histogram_seconds(steps: int = 3) -> float:
+            started = time.perf_counter()
+            for step in range(steps):
+                histograms.before_update(step)
+                histograms.after_update(step + 1)
+            return (time.perf_counter() - started) / steps
+        figures["histogram_step_over_update"] = ratios(update_seconds, histogram_seconds)
+    figures["histograms_ratio_every_100"] = [1 + ratio / 100 for ratio in figures["histogram_step_over_update"]]
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"histogram_step_over_update: {described(figures['histogram_step_over_update'])} (ConvNet, "
+          f"{parameters:,} parameters in {len(list(model.parameters()))} tensors, {size} px)", flush=True)
+    print(f"histograms_ratio_every_100: {described(figures['histograms_ratio_every_100'])}", flush=True)
+
+
 def regularization_figures(figures: dict, size: int, ratios: Callable) -> None:
     """(h) each augmentation's and the EMA's cost per micro-batch, as a share of a ConvNet step; distillation's
     teacher forward over the student's step."""
@@ -444,9 +490,9 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, default=MAX_ROUNDS,
                         help=f"rounds of a ratio at most, when its spread stays over {SPREAD_GOAL:.0%}".replace("%", "%%"))
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--sections", default="loop,transfer,regularization,jpeg,launch,gpu",
+    parser.add_argument("--sections", default="loop,transfer,regularization,histograms,jpeg,launch,gpu",
                         help="which figures: loop, transfer (frozen backbone, progressive resizing), regularization "
-                             "(augmentations, EMA, distillation), jpeg (end to end, evaluator, cache), launch, gpu "
+                             "(augmentations, EMA, distillation), histograms (trainer.log_histograms_every), jpeg (end to end, evaluator, cache), launch, gpu "
                              "(when CUDA is there)")
     parser.add_argument("--gpu-device", default="cuda", help="where the gpu section trains (cpu: a smoke run of it)")
     args = parser.parse_args()
@@ -461,6 +507,8 @@ def main() -> None:
         transfer_figures(figures, samples, size, ratios)
     if "regularization" in sections:
         regularization_figures(figures, size, ratios)
+    if "histograms" in sections:
+        histogram_figures(figures, size, ratios)
     if "jpeg" in sections:
         jpeg_figures(figures, samples, size, ratios)
     if "launch" in sections:

@@ -65,14 +65,15 @@ class Histograms:
 def statistics(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """([min, max, count, sum, sum of squares], the BINS bucket counts) of `values`, on their device (no wait)."""
     flat = values.reshape(-1)
-    low, high = flat.min(), flat.max()
+    low, high = torch.aminmax(flat)
     width = ((high - low) / BINS).clamp_min(torch.finfo(torch.float32).tiny)
-    # bucket i: (low + i*width, low + (i+1)*width]; the minimum (and a tensor of one value) in bucket 0
-    index = (torch.ceil((flat - low) / width) - 1).clamp(0, BINS - 1).long()
+    # bucket i: (low + i*width, low + (i+1)*width]; the minimum (and a tensor of one value) in bucket 0.
+    # In place: a large layer's temporaries are the histogram's main cost on the CPU
+    index = (flat - low).div_(width).ceil_().sub_(1).clamp_(0, BINS - 1).long()
     counts = torch.zeros(BINS, dtype=torch.int64, device=flat.device)
-    counts.scatter_add_(0, index, torch.ones_like(index))  # whole numbers: exact, and deterministic
+    counts.scatter_add_(0, index, torch.ones(1, dtype=torch.int64, device=flat.device).expand_as(index))  # exact
     count = torch.full((), float(flat.numel()), device=flat.device)
-    return torch.stack([low, high, count, flat.sum(), (flat * flat).sum()]), counts
+    return torch.stack([low, high, count, flat.sum(), torch.dot(flat, flat)]), counts
 
 
 def write_histogram(writer, tag: str, figures: list[float], counts: list[int], global_step: int) -> None:
