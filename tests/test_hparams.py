@@ -50,7 +50,8 @@ def metric_values(group) -> dict:
 def train_with_overrides(run_dir: Path, overrides: list[str], monkeypatch, extra: list[str] = ()) -> dict:
     """A tiny run whose command line said `overrides` (what TensorBoard's table names)."""
     monkeypatch.setattr(job, "hydra_overrides", lambda: list(overrides))
-    return train_job(compose_config([*TINY, "trainer.epochs=1", *overrides, *extra, "evaluate.after_training=true"]), run_dir)
+    return train_job(compose_config([*TINY, "trainer.epochs=1", *overrides, *extra, "evaluate.after_training=true",
+                                     "evaluate.galleries=false"]), run_dir)  # figures: not what is tested here
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,15 @@ def test_one_experiment_for_the_folder_with_the_union_of_the_chosen_settings(thr
         assert metric_values(session)["hparams/val_top1"] == pytest.approx(best["metrics"]["top1"])
         assert metric_values(session)["hparams/val_loss"] == pytest.approx(best["metrics"]["loss"])
         assert session.status == api_pb2.STATUS_SUCCESS
+
+
+def test_the_runs_name_is_no_column_and_the_summary_says_where_to_compare(tmp_path, monkeypatch, capsys):
+    assert job.chosen_settings(compose_config([*TINY, "name=smoke", "optimizer.lr=0.5"]),
+                               ["name=smoke", "optimizer.lr=0.5", "sweep.study=x"]) == \
+        {"optimizer.lr": 0.5, "trainer.seed": 0}  # every run in outputs/smoke/ has that name: not a setting
+    job.print_summary(tmp_path / "smoke" / "run", None, "top1")
+    assert f"tensorboard --logdir {tmp_path / 'smoke'}   (every run beside it: HParams compares them)" in \
+        capsys.readouterr().out
 
 
 def test_each_run_writes_only_its_session(three_runs):

@@ -253,6 +253,7 @@ def print_summary(run_dir: Path, best: dict | None, metric: str) -> None:
         said = "" if weights == "raw" else f"{weights}; "
         print(f"best:          {best['checkpoint']} ({said}{metric} {best[metric]:.4f} on val)")
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tb'}")
+    print(f"               tensorboard --logdir {run_dir.parent}   (every run beside it: HParams compares them)")
 
 
 VALIDATION_METRICS = ("top1", "loss", "top5", "balanced_accuracy", "ece", "cross_entropy")  # evaluation/metric_names
@@ -282,8 +283,8 @@ def chosen_settings(cfg: DictConfig, overrides: list[str]) -> dict:
     chosen = {}
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key.startswith(("hydra.", "hydra/", "sweep.")) or not _:
-            continue
+        if key.startswith(("hydra.", "hydra/", "sweep.")) or key == "name" or not _:
+            continue  # plumbing, and the runs' folder name (every run beside it shares it)
         found = OmegaConf.select(cfg, key, default=value)
         chosen[key] = value if isinstance(found, DictConfig) else found  # a group's option: its name
     chosen["trainer.seed"] = cfg.trainer.seed
