@@ -184,3 +184,9 @@ def test_a_multirun_over_folds_trains_one_run_per_fold(tmp_path):
         assert f"fold: {fold}" in (run_dir / ".hydra" / "config.yaml").read_text()
         log = (run_dir / "train.log").read_text()
         assert f"dataset.fold={fold} of dataset.folds=2" in log and "22 validate" in log
+    # the evaluator's test look refuses a fold's run in one line, and looks when asked
+    refused = run_cli([f"run_dir={tmp_path / 'sweep' / '0'}", "split=test"], cwd=tmp_path, module="runner.evaluate")
+    assert refused.returncode == 2 and "trained on fold 0 of 2" in refused.stdout + refused.stderr, refused.stdout
+    allowed = run_cli([f"run_dir={tmp_path / 'sweep' / '0'}", "split=test", "allow_fold_test=true"], cwd=tmp_path,
+                      module="runner.evaluate")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]

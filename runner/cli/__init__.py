@@ -6,7 +6,8 @@
     inspect_data  python -m runner.inspect_data       the data report: look at the data as the model sees it
     lr_find       python -m runner.lr_find            the learning-rate range test
     runs          python -m runner.runs               every run below a folder in one table
-    compare       python -m runner.compare            two runs side by side, with a paired test
+    compare       python -m runner.compare            two runs (or two groups of runs) side by side, with a paired test
+    label         python -m runner.label              a human baseline: label n samples yourself, scored beside the models
 
 Each `python -m` entry is a few lines in runner/<command>.py (runner/__main__.py for training)
 that catches the stop signals before importing the command from here; pyproject's

@@ -31,7 +31,9 @@ from runner.evaluation import (
     averaged_weights,
     best_checkpoint,
     dynamics,
+    fold_rules,
     results,
+    run_differences,
     variants,
     weights_evaluation,
 )
@@ -244,6 +246,7 @@ def stop_if_signalled(last: str = "none") -> None:
 
 def look_at_test(run_dir: Path, settings: DictConfig, only: Path | None) -> dict | None:
     """The final look: the best checkpoint by validation on the test split, recorded in the ledger."""
+    fold_rules.refuse_test_of_a_fold_run(run_differences.run_config(run_dir), settings)
     eval_dir = results.eval_dir_of(run_dir)
     key = variants.settings_key(settings)
     if only is None:  # the run's best by validation (of its own settings, where it has rows of them), any weights
