@@ -311,7 +311,7 @@ def transfer_figures(figures: dict, samples: int, size: int, ratios: Callable) -
           f"{size // 2} px, {summary(figures['resize_end_epoch_s'])} s at {size} px", flush=True)
 
 
-def histogram_figures(figures: dict, size: int, ratios: Callable) -> None:
+def histogram_figures(figures: dict, size: int, ratios: Callable, model_name: str = "convnet") -> None:
     """(i) trainer.log_histograms_every: one histogram step (the weights kept before the update, then every
     layer's statistics, read back and written to TensorBoard) over one ConvNet update (a micro-batch of 32:
     forward, backward, AdamW step); the on/off ratio at N=100 from each round's figure. Short steps timed in
@@ -321,7 +321,7 @@ def histogram_figures(figures: dict, size: int, ratios: Callable) -> None:
     from runner import models
     from runner.training.histograms import Histograms
 
-    cfg = config("model=convnet", "dataset=synthetic", f"dataset.image_size=[{size},{size}]")
+    cfg = config(f"model={model_name}", "dataset=synthetic", f"dataset.image_size=[{size},{size}]")
     torch.manual_seed(0)
     model = models.build(cfg.model)
     optimizer = build_optimizer(cfg.optimizer, model)
@@ -347,7 +347,7 @@ def histogram_figures(figures: dict, size: int, ratios: Callable) -> None:
         figures["histogram_step_over_update"] = ratios(update_seconds, histogram_seconds)
     figures["histograms_ratio_every_100"] = [1 + ratio / 100 for ratio in figures["histogram_step_over_update"]]
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"histogram_step_over_update: {described(figures['histogram_step_over_update'])} (ConvNet, "
+    print(f"histogram_step_over_update: {described(figures['histogram_step_over_update'])} ({model_name}, "
           f"{parameters:,} parameters in {len(list(model.parameters()))} tensors, {size} px)", flush=True)
     print(f"histograms_ratio_every_100: {described(figures['histograms_ratio_every_100'])}", flush=True)
 

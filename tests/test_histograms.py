@@ -3,6 +3,7 @@ and the update/weight norm ratio (the practice's ~1e-3 rule) as a scalar; traini
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from runner.run import train_and_evaluate as train_job
 from runner.training import histograms
-from tests.conftest import TINY, assert_identical, compose_config, refused_in_one_line
+from tests.conftest import PROJECT, TINY, assert_identical, compose_config, refused_in_one_line
 from tests.conftest import checkpoint_weights as weights
 
 
@@ -85,3 +86,16 @@ def test_a_run_with_histograms_trains_the_same_weights_and_tensorboard_reads_the
         assert [event.step for event in found.Histograms(f"updates/{layer}")] == [2, 4, 6]
         assert all(0 < event.value < 1 for event in found.Scalars(f"update_ratio/{layer}"))
     assert not [tag for tag in events(tmp_path / "plain" / "tb").Tags()["histograms"]]
+
+
+def test_the_benchmark_section_measures_a_histogram_step_against_an_update(capsys):
+    """scripts/benchmark.py --sections histograms, tiny, one round: each figure is there (the speed is not tested)."""
+    spec = importlib.util.spec_from_file_location("benchmark", PROJECT / "scripts" / "benchmark.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    figures: dict = {}
+    script.histogram_figures(figures, size=8, ratios=lambda baseline, measured: [measured() / baseline()],
+                             model_name="mlp")
+    (step_over_update,), (ratio,) = figures["histogram_step_over_update"], figures["histograms_ratio_every_100"]
+    assert step_over_update > 0 and ratio == pytest.approx(1 + step_over_update / 100)
+    assert "histograms_ratio_every_100: " in capsys.readouterr().out
