@@ -273,3 +273,31 @@ def test_the_page_serves_state_samples_and_answers_and_refuses_a_second_answer(t
         server.shutdown()
         server.server_close()
     assert serve(session, 0)["answered"] == 2  # all answered: the same command again serves nothing, scores
+
+
+def test_compare_puts_the_human_beside_the_run_on_the_same_samples(tmp_path, capsys):
+    from runner.cli.compare import cli as compare
+
+    run = constructed_run(tmp_path, predicted=[0, 2, 2, 1, 1, 0, 0, 0], labels=[0, 1, 2, 0, 1, 2, 0, 1])
+    folder = tmp_path / "answers"
+    human.open_answers(folder, manifest([5, 0, 3, 7, 2], [2, 0, 0, 1, 2]))
+    for position, answer in [(0, 2), (1, 0), (2, 1), (3, 1)]:
+        human.record_answer(folder, position, answer)
+    compare([str(run), str(folder), f"out={tmp_path / 'cmp'}"])  # either order
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "same 4 val samples" in text and "| human" in text and "| 0.7500 |" in text and "| 0.2500 |" in text
+    assert "Model minus human: -0.5000" in text and "p = 0.5" in text
+    assert text in capsys.readouterr().out
+
+
+def test_runs_lists_the_human_beside_the_runs(tmp_path, capsys):
+    from runner.cli.runs import cli as runs
+
+    folder = tmp_path / "labels" / "digits_val_n5_seed0"
+    human.open_answers(folder, manifest([5, 0, 3, 7, 2], [2, 0, 0, 1, 2]))
+    for position, answer in [(0, 2), (1, 0), (2, 1), (3, 1)]:
+        human.record_answer(folder, position, answer)
+    runs([str(tmp_path), "format=csv"])
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.split(",")[1:2] == ["human"])
+    assert "labelled 4/5" in row and ",0.7500," in row and "on 4 toy val samples" in row

@@ -18,6 +18,9 @@ python -m runner.compare SWEEP_DIR                    a sweep's best trial again
 python -m runner.compare STUDENT ENSEMBLE             a run against an ensemble (either side): its summary
                                                       (ensemble.val.json) or its folder, as
                                                       `python -m runner.evaluate 'ensemble=[...]'` wrote them
+python -m runner.compare ANSWERS RUN                  your own labels (python -m runner.label's answers folder)
+                                                      against a run's best checkpoint on the same samples:
+                                                      exact McNemar test, paired bootstrap interval
 python -m runner.compare GROUP_A GROUP_B              two groups of runs that differ only in trainer.seed (or
                                                       dataset.fold): each a folder holding the runs, or a quoted
                                                       glob ('outputs/exp/*/lr0.1*'); Welch's t-test across seeds,
@@ -36,11 +39,14 @@ def cli(argv: list[str] | None = None) -> None:
         return
     from runner.common.io import write_text_atomic
     from runner.evaluation import comparison, group_comparison  # matplotlib and numpy: after --help
+    from runner.evaluation.human import is_answers_folder
 
     out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("out=")), None)
     operands = [a for a in args if not a.startswith("out=")]
     runs = [Path(a) for a in operands]
     try:
+        if len(operands) == 2 and any(map(is_answers_folder, runs)):
+            return compare_with_human(runs, out)
         if len(operands) == 2 and any(map(group_comparison.is_group, operands)):
             return compare_groups(operands, out)
         for run in runs:
@@ -82,3 +88,31 @@ def compare_groups(operands: list[str], out: Path | None) -> None:
     write_text_atomic(out / "compare.md", text)
     print(text)
     print(f"written: {out / 'compare.md'} (with curves.png)")
+
+
+def compare_with_human(operands: list[Path], out: Path | None) -> None:
+    """compare ANSWERS RUN (either order): runner.label's human top-1 beside the run's on the same samples."""
+    from runner.common.io import write_text_atomic
+    from runner.evaluation.human import human_vs_run, is_answers_folder
+
+    answers, run = sorted(operands, key=lambda path: not is_answers_folder(path))
+    if is_answers_folder(run):
+        raise UserError(f"{answers} and {run} are both answers folders. Fix: python -m runner.compare ANSWERS RUN")
+    r = human_vs_run(answers, run)
+    text = "\n".join([
+        f"# Human against {run} ({r['checkpoint']}, {r['weights']} weights) on the same {r['n']} {r['split']} samples",
+        "", "| | top-1 | 95% interval |", "|---|---|---|",
+        f"| human ({answers}) | {r['human_top1']:.4f} | {interval(r['human_top1_ci95'])} |",
+        f"| model | {r['model_top1']:.4f} | {interval(r['model_top1_ci95'])} |", "",
+        f"Model minus human: {r['difference']:+.4f}, paired bootstrap 95% interval {interval(r['difference_ci95'])}.",
+        f"Only the human right: {r['only_human_right']}; only the model right: {r['only_model_right']}; "
+        f"exact McNemar test p = {r['p_value']:.4g}.", ""])
+    out = out or Path("outputs/tools/compare") / f"human_{Path(answers).name}_vs_{Path(run).name}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "compare.md", text)
+    print(text)
+    print(f"written: {out / 'compare.md'}")
+
+
+def interval(bounds) -> str:
+    return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"

@@ -53,7 +53,12 @@ def cli(argv: list[str] | None = None) -> None:
             raise UserError(f"format={settings['format']!r} is not known. Fix: format=table, csv or markdown")
         columns = COLUMNS
         if settings["group_by"] == "none":
-            rows = table(Path(folders[0] if folders else "outputs"), settings["sort"], where)
+            from runner.evaluation.human import human_rows
+
+            # runner.label's answers folders: the human beside the models
+            root = Path(folders[0] if folders else "outputs")
+            rows = sorted_rows(table(root, None, where) + ([] if where else human_rows(root)), settings["sort"],
+                               COLUMNS, "best")
         else:  # one row per group of runs (runner/evaluation/groups.py)
             from runner.evaluation.groups import GROUP_COLUMNS, group_rows
 

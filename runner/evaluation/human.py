@@ -177,3 +177,19 @@ def human_vs_run(folder: Path, run_dir: Path) -> dict:
             "model_top1": k_model / n, "model_top1_ci95": list(wilson_interval(k_model, n)),
             "only_human_right": mcnemar["only_a_right"], "only_model_right": mcnemar["only_b_right"],
             "p_value": mcnemar["p_value"], "difference": boot["difference"], "difference_ci95": boot["ci95"]}
+
+
+def human_rows(root: Path) -> list[dict]:
+    """runner.runs' rows for the answers folders below root: "human top-1 on these N" beside the runs (the
+    paired comparison with one run is `python -m runner.compare ANSWERS RUN`)."""
+    rows = []
+    for folder in sorted(path.parent for path in Path(root).rglob(MANIFEST) if is_answers_folder(path.parent)):
+        manifest, score = read_manifest(folder), human_top1(folder)
+        low, high = score["top1_ci95"]
+        rows.append({"name": "human", "run": str(folder.relative_to(root)),
+                     "status": f"labelled {score['answered']}/{score['n']}", "metric": "top1", "best": score["top1"],
+                     "ci95": f"[{low:.4f}, {high:.4f}]" if score["answered"] else "-",
+                     "other": f"on {score['answered']} {manifest['dataset']} {manifest['split']} samples; "
+                              f"paired with a run: python -m runner.compare {folder} RUN",
+                     "_where": {}, "_config": {}, "_metric": "top1", "_overrides": [], "_shown": []})
+    return rows
