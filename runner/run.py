@@ -19,6 +19,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from runner.common.errors import UserError
 from runner.common.trust import module_of
 from runner.config.schema import validate
+from runner.tracking.settings import trackers_of
+from runner.tracking.sync import Tracking
 from runner.training import processes
 from runner.training.hooks import Hooks
 from runner.training.job import train_job
@@ -32,23 +34,43 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path, entry_checks: dict | None
     `entry_checks`: the preflight checks that run the whole job, from the entry (runner/dry_run.py's)."""
     validate(cfg)
     watcher = start_watcher(cfg, run_dir) if cfg.evaluate.during_training else None
+    tracking = Tracking(cfg, run_dir) if trackers_of(cfg.logger) and processes.from_environment().is_main else None
     try:
-        return train_job(cfg, run_dir, hooks_for(cfg, run_dir, entry_checks))
+        return train_job(cfg, run_dir, hooks_for(cfg, run_dir, entry_checks, tracking))
     finally:
         if watcher is not None:
             stop_watcher(watcher)
+        if tracking is not None:  # after the watcher: its last rows too; a refused run (no run.json) is left alone
+            tracking.finish()
 
 
-def hooks_for(cfg: DictConfig, run_dir: Path, entry_checks: dict | None) -> Hooks:
-    """The checks and the evaluator, as training calls them (runner/training/hooks.py says when)."""
+def hooks_for(cfg: DictConfig, run_dir: Path, entry_checks: dict | None, tracking: Tracking | None = None) -> Hooks:
+    """The checks, the evaluator and the trackers, as training calls them (runner/training/hooks.py says when)."""
     return Hooks(
         preflight=((lambda splits, device: preflight(cfg, run_dir, splits, device, entry_checks))
                    if cfg.checks.preflight else None),
         best_checkpoint=lambda: best_checkpoint_so_far(run_dir, cfg),
         validation_metric=lambda path: validation_metric(run_dir, cfg, path),
-        stop_early=(lambda path: evaluate_and_ask_to_stop(run_dir, cfg, path)) if cfg.trainer.early_stopping.patience else None,
+        stop_early=after_each_checkpoint(cfg, run_dir, tracking),
         evaluate=(lambda: evaluate_after_training(run_dir, cfg)) if cfg.evaluate.after_training else None,
     )
+
+
+def after_each_checkpoint(cfg: DictConfig, run_dir: Path, tracking: Tracking | None):
+    """The hook after each checkpoint: trainer.early_stopping's question, then the trackers' sync (logger=[...]);
+    it answers why to stop, or None. Set alike in every process when either is on (the loop's agreement on
+    stopping is collective); the sync is rank 0's (`tracking` is None elsewhere)."""
+    patience = cfg.trainer.early_stopping.patience
+    if not patience and not trackers_of(cfg.logger):
+        return None
+
+    def stop_early(path: Path) -> str | None:
+        why = evaluate_and_ask_to_stop(run_dir, cfg, path) if patience else None
+        if tracking is not None:
+            tracking.sync()
+        return why
+
+    return stop_early
 
 
 # what a start writes before the run's own record (run.json): Hydra's, the log, the lock, the provenance's diff
