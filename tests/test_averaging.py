@@ -247,9 +247,10 @@ def test_the_tools_name_the_training_settings_they_do_not_use():
 
     assert training_only_settings(compose_config(TINY)) == []
     said = training_only_settings(compose_config([*TINY, "trainer.ema.decay=0.9", "dataset.mixup.alpha=0.2",
-                                                  "finetune.freeze_epochs=1"]))
+                                                  "finetune.freeze_epochs=1", "checkpoint.every_updates=5"]))
     assert [line.split(" ")[0] for line in said] == ["trainer.ema/trainer.swa", "dataset.mixup/cutmix",
-                                                     "finetune.freeze_epochs"]
+                                                     "finetune.freeze_epochs",
+                                                     "trainer.log_histograms_every/checkpoint.every_updates"]
 
 
 @pytest.mark.slow

@@ -141,7 +141,8 @@ def test_an_argument_the_users_model_does_not_take_is_refused():
 
 
 SETTINGS_MODULES = ["runner/training/settings.py", "runner/data/settings.py", "runner/evaluation/settings.py",
-                    "runner/checks/settings.py", "runner/config/schema.py"]
+                    "runner/checks/settings.py", "runner/config/schema.py",
+                    "runner/training/checkpoint_settings.py"]
 
 
 @pytest.mark.parametrize("path", SETTINGS_MODULES)

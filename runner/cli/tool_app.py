@@ -47,6 +47,8 @@ def training_only_settings(cfg: DictConfig) -> list[str]:
         unused.append("dataset.mixup/cutmix (no micro-batch mixed)")
     if (cfg.get("finetune") or {}).get("freeze_epochs", 0):
         unused.append("finetune.freeze_epochs (no frozen stage)")
+    if cfg.trainer.get("log_histograms_every") is not None or (cfg.get("checkpoint") or {}).get("every_updates") is not None:
+        unused.append("trainer.log_histograms_every/checkpoint.every_updates (no histograms, no light checkpoints)")
     return unused
 
 
