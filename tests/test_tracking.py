@@ -131,8 +131,22 @@ def test_a_tracker_not_installed_is_refused_in_one_line_naming_the_extra(tracker
     assert f'pip install -e ".[{tracker}]"' in str(refused.value) and f"logger=[tensorboard,{tracker}]" in str(refused.value)
 
 
-def test_bad_tracker_settings_are_refused_naming_the_key():
+def test_bad_tracker_settings_are_refused_naming_the_key(capsys):
+    from runner.config.precheck import refuse_bad_command_line
     from runner.config.schema import validate
+    from runner.tracking.settings import settings_of
+
+    for line, said in ((["logger.mlflow.experiment=e"], "logger.mlflow.experiment is not a setting while logger.mlflow is null"),
+                       (["logger=[tensorboard,mlflow]", "logger.mlflow.tracking_url=x"], "did you mean logger.mlflow.tracking_uri?"),
+                       (["logger=[tensorboard,mlflow]", "logger.mlflow.retries=abc"], "logger.mlflow.retries='abc' must be")):
+        with pytest.raises(SystemExit) as refused:
+            refuse_bad_command_line("train", validate, [*TINY, *line])
+        assert refused.value.code == 2 and said in capsys.readouterr().out
+    whole = compose_config([*TINY, "logger.mlflow={experiment:e}"])  # the block given whole: the rest defaults
+    validate(whole, import_targets=False)
+    assert settings_of(whole.logger, "mlflow").experiment == "e" and settings_of(whole.logger, "mlflow").retries == 1
+    with pytest.raises(UserError, match=r"logger\.mlflow\.retry is not a setting \(did you mean logger\.mlflow\.retries\?\)"):
+        validate(compose_config([*TINY, "logger.mlflow={retry:2}"]), import_targets=False)
 
     with pytest.raises(UserError, match=r"logger\.wandb\.mode='cloud' is not known. Fix: logger\.wandb\.mode=offline"):
         validate(compose_config([*TINY, "logger=[tensorboard,wandb]", "logger.wandb.mode=cloud"]), import_targets=False)

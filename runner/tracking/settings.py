@@ -9,10 +9,12 @@ line naming the extra to install.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any  # noqa: UP035 (OmegaConf reads these annotations at run time)
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.common.errors import UserError
 from runner.common.rules import int_at_least, one_of, positive_number
@@ -60,15 +62,37 @@ class LoggerSettings:
 
     tensorboard: TensorboardSettings = field(default_factory=TensorboardSettings)
     """Always written (tb/): the source the trackers are fed from."""
-    mlflow: MlflowSettings | None = None
+    mlflow: Any = None  # Any, not MlflowSettings | None: Hydra cannot set a key under a typed block that is null
     """Chosen with logger=[tensorboard,mlflow]: params, metrics, the evaluator's rows and figures to MLflow."""
-    wandb: WandbSettings | None = None
+    wandb: Any = None
     """Chosen with logger=[tensorboard,wandb]: the same to Weights & Biases (offline by default)."""
+
+
+SCHEMAS = {"mlflow": MlflowSettings, "wandb": WandbSettings}
+SCHEMA_DEFAULTS = {name: {f.name: f.default for f in fields(schema)} for name, schema in SCHEMAS.items()}
 
 
 def trackers_of(logger: DictConfig) -> list[str]:
     """The trackers a run's `logger` block turns on, in a fixed order."""
     return [name for name in TRACKERS if logger.get(name) is not None]
+
+
+def settings_of(logger: DictConfig, name: str) -> DictConfig:
+    """logger.<name> on its schema: the defaults filled in (a block given whole: logger.mlflow={experiment:x}),
+    an unknown key refused in one line."""
+    refuse_unknown_keys(logger, name)
+    return OmegaConf.merge(OmegaConf.structured(SCHEMAS[name]), dict(logger[name]))
+
+
+def refuse_unknown_keys(logger: DictConfig, name: str) -> None:
+    block = logger[name]
+    known = [f.name for f in fields(SCHEMAS[name])]
+    for key in block:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean logger.{name}.{close[0]}?" if close else f"its settings are {', '.join(known)}"
+            raise UserError(f"logger.{name}.{key} is not a setting ({hint}). Fix: logger.{name}.{close[0] if close else known[0]}"
+                            f"={block[key]}")
 
 
 def validate(logger: DictConfig) -> None:
@@ -78,7 +102,10 @@ def validate(logger: DictConfig) -> None:
             raise UserError(f"logger=[tensorboard,{name}] needs the {name} package, which is not installed. "
                             f'Fix: pip install -e ".[{name}]" (or pip install {name}), or leave {name} out of logger')
     if logger.get("mlflow") is not None:
-        positive_number("logger.mlflow.request_timeout", logger.mlflow.request_timeout, "logger.mlflow.request_timeout=10")
-        int_at_least("logger.mlflow.retries", logger.mlflow.retries, 0, "logger.mlflow.retries=1")
+        refuse_unknown_keys(logger, "mlflow")
+        mlflow = {**SCHEMA_DEFAULTS["mlflow"], **logger.mlflow}
+        positive_number("logger.mlflow.request_timeout", mlflow["request_timeout"], "logger.mlflow.request_timeout=10")
+        int_at_least("logger.mlflow.retries", mlflow["retries"], 0, "logger.mlflow.retries=1")
     if logger.get("wandb") is not None:
-        one_of("logger.wandb.mode", logger.wandb.mode, ("offline", "online"))
+        refuse_unknown_keys(logger, "wandb")
+        one_of("logger.wandb.mode", {**SCHEMA_DEFAULTS["wandb"], **logger.wandb}["mode"], ("offline", "online"))

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from runner.common.io import write_json_atomic
-from runner.tracking.settings import trackers_of
+from runner.tracking.settings import settings_of, trackers_of
 from runner.tracking.sources import config_params, files_to_send, new_points, scalar_points
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Tracking:
 
     def connect(self, name: str, state: dict):
         """Open the tracker's run: the one in the cursor, or a new one (also when its address changed)."""
-        settings = self.cfg.logger[name]
+        settings = settings_of(self.cfg.logger, name)
         if name == "mlflow":
             from runner.tracking.mlflow_tracker import MlflowTracker, tracking_uri_of
 
@@ -151,7 +151,7 @@ def tracker_class(name: str):
 def labels_of(cfg: DictConfig, run_dir: Path) -> dict:
     """What names the tracker's run: its experiment (MLflow), group (W&B: a sweep's study), name and tags."""
     study = cfg.sweep.study
-    chosen = cfg.logger.mlflow.experiment if cfg.logger.get("mlflow") is not None else None
+    chosen = (cfg.logger.get("mlflow") or {}).get("experiment")
     tags = {"runner.name": cfg.name, "runner.run_dir": str(Path(run_dir).resolve())}
     if study is not None:
         tags |= {"runner.study": study, "runner.trial": str(cfg.sweep.trial)}
