@@ -123,7 +123,8 @@ def test_a_sweep_folder_and_its_parent_show_the_same_columns(tmp_path, monkeypat
     (sweep / "4").mkdir()
     (sweep / "4" / "run.json").write_text(json.dumps(record))
 
-    written = hparams_module.write_folder_summaries(sweep / "4", hparams_module.metric_tags("loss", ("top1", "loss")))
+    written = hparams_module.write_folder_summaries(sweep / "4", hparams_module.metric_tags("loss", ("top1", "loss")),
+                                                    "smoke")
 
     assert written == [sweep / "hparams" / "events.out.tfevents.hparams", name / "hparams" / "events.out.tfevents.hparams"]
     for logdir in (name, sweep):
@@ -133,6 +134,25 @@ def test_a_sweep_folder_and_its_parent_show_the_same_columns(tmp_path, monkeypat
     assert hparams_module.session_name(sweep / "4", record) == "smoke-lr #4"
     assert hparams_module.session_name(sweep / "4", record, "pruned") == "smoke-lr #4 (pruned)"
     assert hparams_module.session_name(sweep / "5", {}) == "multirun_2026-12-03_10-00-00/5"
+
+
+def test_an_optuna_sweeps_trials_deeper_down_count_in_every_folder_up_to_the_name(tmp_path):
+    """hydra/sweeper=runner_optuna: outputs/<name>/sweeps/<study>/trial_0004/seed_1/: a summary in each folder a
+    user may point TensorBoard at, from the study's folder up to outputs/<name>/, none above it."""
+    name = tmp_path / "outputs" / "smoke"
+    trial = name / "sweeps" / "smoke-lr" / "trial_0004" / "seed_1"
+    trial.mkdir(parents=True)
+    (name / "single").mkdir()
+    (name / "single" / "run.json").write_text(json.dumps({"hparams": {"experiment": "smoke", "trainer.seed": 0}}))
+    (trial / "run.json").write_text(json.dumps({"sweep": {"study": "smoke-lr", "trial": 4},
+                                                "hparams": {"optimizer.lr": 0.05, "trainer.seed": 1}}))
+
+    written = hparams_module.write_folder_summaries(trial, hparams_module.metric_tags("top1", ("top1",)), "smoke")
+
+    assert [path.parent.parent for path in written] == [trial.parent, trial.parents[1], trial.parents[2], name]
+    experiment, _ = dashboard(name)
+    assert {h.name for h in experiment.hparam_infos} == {"experiment", "optimizer.lr", "trainer.seed"}
+    assert not (tmp_path / "outputs" / "hparams").exists()
 
 
 def test_a_pruned_trial_shows_its_last_validation_figures(tmp_path):

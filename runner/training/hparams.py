@@ -4,8 +4,8 @@ TensorBoard shows the columns (settings and metrics) of the first experiment sum
 logdir, and one row per session. So each run writes only its session into its own tb/ (the settings its
 command line chose, its figures as `hparams/...` scalars, its end), named by its study and trial number in
 a sweep, else by its folder; and after each run the experiment summary of the folder TensorBoard is
-pointed at is written again, whole and the same, in the run's parent (outputs/<name>/) and, for a trial
-of a multirun or sweep, in the sweep's folder too: the union of the settings chosen by every run found
+pointed at is written again, whole and the same, in the run's parent and each folder above it up to
+outputs/<name>/ (a multirun's or a sweep's folder, sweeps/): the union of the settings chosen by every run found
 there (run.json's `hparams`), the objective first among the metrics. A pruned trial's row shows its last
 validation figures (eval/metrics.jsonl).
 """
@@ -20,6 +20,7 @@ from runner.common.io import write_atomic
 
 SUMMARY = Path("hparams") / "events.out.tfevents.hparams"  # in a folder of runs: its experiment summary
 TRAIN_LOSS = "hparams/final_train_loss"
+DEPTH = 5  # outputs/<name>/sweeps/<study>/trial_0004/seed_1: the deepest a run lies below its name folder
 STATUS = {"finished": "STATUS_SUCCESS", "pruned": "STATUS_SUCCESS", "failed": "STATUS_FAILURE"}
 
 
@@ -42,9 +43,14 @@ def is_sweep_folder(folder: Path) -> bool:
     return (folder / "multirun.yaml").is_file()  # Hydra writes it into every multirun's (and sweep's) folder
 
 
-def summary_folders(run_dir: Path) -> list[Path]:
-    """Where TensorBoard is pointed at for this run: its parent, and above a multirun's folder its parent too."""
+def summary_folders(run_dir: Path, name: str) -> list[Path]:
+    """Where TensorBoard may be pointed at for this run: its parent, and each folder above it up to the runs'
+    name folder (outputs/<name>/: a multirun's or a sweep's trials lie deeper); just the parent elsewhere."""
     parent = Path(run_dir).resolve().parent
+    above = [parent, *parent.parents]
+    named = next((i for i, folder in enumerate(above[:DEPTH]) if folder.name == name), None)
+    if named is not None:
+        return above[:named + 1]
     return [parent, parent.parent] if is_sweep_folder(parent) else [parent]
 
 
@@ -84,10 +90,10 @@ def plugin_summary(tag: str, **content):
     return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
 
 
-def runs_below(folder: Path) -> list[dict]:
-    """run.json of each run in `folder` or in a multirun's folder inside it (two levels: never a deep walk)."""
+def runs_below(folder: Path, depth: int) -> list[dict]:
+    """run.json of each run in `folder` or in the folders inside it, `depth` levels down (never a deeper walk)."""
     records = []
-    for path in sorted([*folder.glob("*/run.json"), *folder.glob("*/*/run.json")]):
+    for path in sorted(p for level in range(1, depth + 1) for p in folder.glob("*/" * level + "run.json")):
         try:
             records.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):
@@ -119,13 +125,15 @@ def experiment(records: list[dict], metrics: list[str]):
                               metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics])
 
 
-def write_folder_summaries(run_dir: Path, metrics: list[str]) -> list[Path]:
-    """The experiment summary of the runs around run_dir, written again in each folder TensorBoard is pointed at."""
+def write_folder_summaries(run_dir: Path, metrics: list[str], name: str) -> list[Path]:
+    """The experiment summary of the runs around run_dir (`name`: the runs' name, cfg.name), written again in
+    each folder TensorBoard may be pointed at."""
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    folders = summary_folders(run_dir)
-    summary = plugin_summary("_hparams_/experiment", experiment=experiment(runs_below(folders[-1]), metrics))
+    folders = summary_folders(run_dir, name)
+    records = runs_below(folders[-1], DEPTH if folders[-1].name == name else 2)
+    summary = plugin_summary("_hparams_/experiment", experiment=experiment(records, metrics))
     now = time.time()
 
     def write(file) -> None:

@@ -273,7 +273,7 @@ def write_hparams(cfg: DictConfig, run_dir: Path, record: dict, figures: dict, b
     hparams.write_session(tensorboard_folder(run_dir), record["hparams"], values,
                           hparams.session_name(run_dir, record, status), status, step=0)
     try:
-        hparams.write_folder_summaries(run_dir, hparams.metric_tags(cfg.evaluate.metric, VALIDATION_METRICS))
+        hparams.write_folder_summaries(run_dir, hparams.metric_tags(cfg.evaluate.metric, VALIDATION_METRICS), cfg.name)
     except OSError as error:  # a parent folder not ours to write: the run itself is done and recorded
         log.warning("TensorBoard's HParams summary of %s not written: %s", run_dir.parent, error)
 
