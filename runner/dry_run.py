@@ -47,6 +47,7 @@ def dry_run(cfg: DictConfig) -> dict:
         # a frozen stage of one epoch, so the resume crosses the unfreeze
         "finetune": {"freeze_epochs": min(cfg.finetune.freeze_epochs, 1)},
         "resume": None,
+        "logger": {"mlflow": None, "wandb": None},  # no tracker run for the dry run's temporary folder
     })
     with tempfile.TemporaryDirectory(prefix="runner-dry-run-") as folder:
         log.info("dry run in %s: the real job on %d samples a split, 2 epochs with a resume between", folder, subset)

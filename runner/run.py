@@ -156,8 +156,9 @@ def best_checkpoint_so_far(run_dir: Path, cfg: DictConfig) -> Path | None:
 
 
 def evaluation_settings(cfg: DictConfig) -> DictConfig:
-    """cfg.evaluate, trusting the modules of the model and data this run trained on (the user named them)."""
-    own = [module_of(block._target_) for block in (cfg.model, cfg.dataset) if "_target_" in block]
+    """cfg.evaluate, trusting the modules of the model, data and loss this run trained on (the user named them:
+    the evaluator computes the run's own loss)."""
+    own = [module_of(block._target_) for block in (cfg.model, cfg.dataset, cfg.loss) if "_target_" in block]
     return OmegaConf.merge(cfg.evaluate, {"trust": [*cfg.evaluate.trust, *own]})
 
 

@@ -63,8 +63,10 @@ def test_default_command_trains_on_digits_and_says_where_everything_is(workdir):
     start = plugin_data_pb2.HParamsPluginData.FromString(
         events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
     assert set(start.hparams) == {"trainer.seed"}  # no override on the command line: only the seed varies
+    summary = EventAccumulator(str(run_dir.parent / "hparams"))  # one experiment summary per folder of runs
+    summary.Reload()
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+        summary.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
     assert "hparams/val_top1" in {m.name.tag for m in experiment.metric_infos}
 
 

@@ -92,3 +92,15 @@ def test_require_clean_git_is_checked_before_any_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="require_clean_git=true.*not inside a git repository"):
         validate(cfg)
+
+
+def test_a_rewritten_run_json_keeps_the_trackers_run_ids(tmp_path):
+    """A resumed attempt rewrites run.json: the MLflow/W&B run ids it holds stay (one run = one tracker run)."""
+    from runner.common.provenance import write_run_json
+
+    write_run_json(tmp_path, {"start_time": "a", "status": "running"})
+    record = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**record, "trackers": {"mlflow": {"run_id": "r1"}}}))
+    write_run_json(tmp_path, {"start_time": "b", "status": "running"})
+    again = json.loads((tmp_path / "run.json").read_text())
+    assert again["trackers"] == {"mlflow": {"run_id": "r1"}} and again["start_time"] == "b"

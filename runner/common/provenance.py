@@ -126,13 +126,14 @@ def now() -> str:
 def write_run_json(run_dir: Path, record: dict) -> None:
     """run.json: this attempt's record; earlier attempts (before a resume) are kept in `attempts`."""
     path = run_dir / "run.json"
-    attempts = []
+    attempts, kept = [], {}
     if path.exists():
         try:
             previous = json.loads(path.read_text())
             attempts = previous.get("attempts", [])
+            kept = {"trackers": previous["trackers"]} if "trackers" in previous else {}  # MLflow/W&B run ids
             if previous.get("start_time") != record.get("start_time"):
                 attempts.append({k: previous.get(k) for k in ("start_time", "end_time", "status", "resumed_from")})
         except json.JSONDecodeError:
             log.warning("run.json was unreadable; starting a new one")
-    write_json_atomic(path, {**record, "attempts": attempts})
+    write_json_atomic(path, {**kept, **record, "attempts": attempts})
