@@ -175,3 +175,12 @@ def test_a_pruned_trial_shows_its_last_validation_figures(tmp_path):
     (group,) = groups
     assert group.name == "smoke-lr #2 (pruned)"
     assert metric_values(group) == {"hparams/val_top1": 0.5, "hparams/val_loss": 1.25}  # its last raw row
+
+
+def test_a_malformed_run_json_beside_does_not_break_the_folders_summary(tmp_path):
+    """A run.json of another shape (a list, hparams not a mapping) is not a run's record: it is left out, the
+    summary is written from the others (runner.runs warns about the malformed file)."""
+    for name, record in {"a": [1, 2], "b": {"hparams": ["x"]}, "c": {"hparams": {"optimizer.lr": 0.1}}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(record))
+    assert [r["hparams"] for r in hparams_module.runs_below(tmp_path, 1)] == [{"optimizer.lr": 0.1}]

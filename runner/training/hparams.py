@@ -95,9 +95,11 @@ def runs_below(folder: Path, depth: int) -> list[dict]:
     records = []
     for path in sorted(p for level in range(1, depth + 1) for p in folder.glob("*/" * level + "run.json")):
         try:
-            records.append(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue  # a run being written or broken: the next run's summary counts it
+        if isinstance(record, dict) and isinstance(record.get("hparams") or {}, dict):
+            records.append(record)  # another shape: not a run's record (runner.runs warns about it)
     return records
 
 
