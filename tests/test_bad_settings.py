@@ -20,6 +20,9 @@ TRAIN = [
     (["trainer.compile=maybe"], ["trainer.compile='maybe'", "not a valid bool", "Fix: trainer.compile=false"]),
     (["trainer.epochs=ten"], ["trainer.epochs='ten'", "not a valid integer", "Fix: trainer.epochs=20"]),
     (["trainer.grad_clip_norm=big"], ["trainer.grad_clip_norm='big'", "not a valid float", "Fix:"]),
+    # a null default is written as the command line takes it (=None is itself refused)
+    (["checkpoint.every_updates=1.5"], ["checkpoint.every_updates='1.5'", "Fix: checkpoint.every_updates=null"]),
+    (["dataset.folds=two"], ["dataset.folds='two'", "Fix: dataset.folds=null"]),
     (["trainer.batch_size=100", "trainer.micro_batch_size=32"],
      ["trainer.batch_size=100", "trainer.micro_batch_size=32", "Fix:"]),
     (["trainer.precision=64"], ["trainer.precision='64'", "Fix: trainer.precision=auto"]),

@@ -136,4 +136,6 @@ def setting_default(key: str, config_name: str, overrides: list[str]) -> str:
         value = OmegaConf.select(compose_config(config_name, overrides), key)
     except Exception:
         return "..."
+    if value is None:
+        return "null"  # as the command line writes it: `key=None` is the string 'None', refused again
     return str(value).lower() if isinstance(value, bool) else str(value)
