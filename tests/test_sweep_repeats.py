@@ -96,3 +96,50 @@ def test_two_seeds_per_trial_the_objective_is_their_mean(workdir):
         assert trial.value == pytest.approx(sum(values) / 2)  # the objective, by hand
         assert float(row["value"]) == pytest.approx(sum(values) / 2) and row["n"] == "2"
         assert float(row["std"]) == pytest.approx(statistics.stdev(values))
+
+
+def test_a_resumed_study_keeps_its_repeats_and_refuses_another_in_one_line():
+    from runner.sweep import resume_rules
+
+    old = noisy_study({1e-3: [0.5, 0.6]})  # a study of repeats=2 from before the record: its trials show n=2
+    for asked in (1, 3):
+        with pytest.raises(UserError, match=rf"repeats=2 seeds, and this command asks repeats={asked}.*Fix: "
+                                            r"hydra.sweeper.repeats=2 .*study_name=NEW_NAME") as refused:
+            resume_rules.keep_repeats(old, asked, "here")
+        assert "\n" not in str(refused.value)
+    resume_rules.keep_repeats(old, 2, "here")  # the same: resumed, and recorded
+    assert old.user_attrs["repeats"] == 2
+    new = optuna.create_study()
+    resume_rules.keep_repeats(new, 2, "here")
+    assert new.user_attrs["repeats"] == 2
+    with pytest.raises(UserError, match="repeats=2 seeds, and this command asks repeats=1"):
+        resume_rules.keep_repeats(new, 1, "here")  # recorded before any trial finished
+    single = optuna.create_study()
+    single.add_trial(optuna.trial.create_trial(params={"optimizer.lr": 1e-3}, distributions=SPACE, value=0.5))
+    with pytest.raises(UserError, match="repeats=1 seed, and this command asks repeats=2"):
+        resume_rules.keep_repeats(single, 2, "here")
+
+
+def test_a_warm_start_copies_the_spread_and_takes_values_only_of_the_same_repeats(tmp_path, caplog):
+    from runner.common.study_storage import storage_for
+    from runner.sweep import resume_rules, warm_start
+
+    old = optuna.create_study(study_name="old", storage=storage_for(str(tmp_path / "study.journal")),
+                              direction="maximize")
+    resume_rules.keep_repeats(old, 2, "here")
+    old.set_user_attr("fixed_overrides", [])
+    old.enqueue_trial({"optimizer.lr": 1e-3})
+    trial = old.ask(SPACE)
+    old.tell(trial, repeats.record(old, trial, [0, 1], [0.5, 0.7]))
+    objective = (["value"], ["maximize"])
+    train, known = warm_start.known_points(str(tmp_path), 1, None, [], SPACE, objective, 2)
+    assert train == [] and len(known) == 1
+    new = optuna.create_study(direction="maximize")
+    warm_start.copy_known_points(new, known, SPACE, "warm start")
+    copied = new.trials[0]
+    assert copied.value == pytest.approx(0.6) and copied.user_attrs["n"] == 2
+    assert copied.user_attrs["std"] == pytest.approx(old.trials[0].user_attrs["std"])
+    assert copied.user_attrs["ci95"] == pytest.approx(old.trials[0].user_attrs["ci95"])
+    train, known = warm_start.known_points(str(tmp_path), 1, None, [], SPACE, objective, 1)  # another repeats
+    assert known == [] and train == [{"optimizer.lr": 1e-3}]
+    assert any("repeats=2 (here 1)" in r.getMessage() for r in caplog.records)

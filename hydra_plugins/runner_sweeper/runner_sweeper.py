@@ -181,6 +181,7 @@ class RunnerOptunaSweeper(Sweeper):
         pruner = study_storage.make_pruner(self.pruner, dict(s.pruner_options))
         the_study = study.open_study(name, storage_url, directions=directions, sampler=sampler, pruner=pruner)
         resume_rules.refuse_another_objective(the_study, self.objectives, directions, shown)
+        resume_rules.keep_repeats(the_study, s.repeats, shown)
         describe(the_study, fixed, search, dict(s.pruner_options), self.objectives)
         self.n_trials = s.n_trials
         if s.sampler == "grid":
@@ -230,7 +231,7 @@ class RunnerOptunaSweeper(Sweeper):
             origin = f"warm start from {study_storage.redact(s.warm_start)}"
             train, known = warm_start.known_points(s.warm_start, s.warm_start_top, storage_url,
                                                    [study_storage.redact(o) for o in fixed], search,
-                                                   (self.objectives, directions))
+                                                   (self.objectives, directions), s.repeats)
             warm_start.copy_known_points(the_study, known, search, origin)  # values known: not trained again
             points += [(point, origin) for point in train]
         for point, origin in points:

@@ -58,3 +58,27 @@ def refuse_another_objective(study: optuna.Study, names: list[str], directions: 
                     f"{said(directions, names)}: a study keeps the objective its trials were measured by. Fix: "
                     f"hydra.sweeper.study_name=NEW_NAME for a new study of this objective, or the study's own "
                     f"(hydra.sweeper.direction, hydra.sweeper.objectives, evaluate.metric) to resume it")
+
+
+def recorded_repeats(study: optuna.Study) -> int | None:
+    """The seeds per trial a study was run with (hydra.sweeper.repeats): its record, else what its finished
+    trials show (a study from before the record: n seeds each, or one run); None for a study of no trials."""
+    count = study.user_attrs.get("repeats")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    counts = [t.user_attrs["n"] for t in finished if isinstance(t.user_attrs.get("n"), int)]
+    return max(counts) if counts else (1 if finished else None)
+
+
+def keep_repeats(study: optuna.Study, count: int, where: str) -> None:
+    """A resumed study keeps its seeds per trial: a mean of N seeds ranked beside single runs (or means of
+    another number of seeds) is refused in one line; a new study records its own."""
+    had = recorded_repeats(study)
+    if had is not None and had != count:
+        raise UserError(f"study {study.study_name} in {where} runs each trial with hydra.sweeper.repeats={had} "
+                        f"seed{'s' if had > 1 else ''}, and this command asks repeats={count}: its trials' values "
+                        "would be ranked with values of another number of seeds. Fix: hydra.sweeper.repeats="
+                        f"{had} to resume it, or hydra.sweeper.study_name=NEW_NAME for a study of repeats={count}")
+    if study.user_attrs.get("repeats") != count:
+        study.set_user_attr("repeats", count)

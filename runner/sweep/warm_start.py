@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -22,8 +22,11 @@ from runner.common.errors import UserError
 from runner.common.study_storage import redact, redacted, storage_for
 from runner.sweep.conditions import check_point, is_active, only_active
 from runner.sweep.results import best_first
+from runner.sweep.resume_rules import recorded_repeats
 from runner.sweep.space import as_overrides, canonical
 from runner.sweep.study import COPIED
+
+SPREAD = ("seed_values", "std", "n", "ci95")  # a repeats trial's user attributes (runner/sweep/repeats.py record)
 
 log = logging.getLogger("runner.sweep")
 
@@ -36,6 +39,7 @@ class Known:
     values: list[float]
     label: str  # "<the earlier sweep> trial N"
     run_dir: str | None  # its run folder, where the earlier sweep is a folder
+    spread: dict = field(default_factory=dict)  # hydra.sweeper.repeats: its seeds' values, std, n and ci95
 
 
 def open_source(source: str, storage_url: str | None) -> tuple[optuna.Study, Path | None]:
@@ -67,12 +71,13 @@ def top_points(source: str, top: int, storage_url: str | None) -> list[dict]:
 
 
 def known_points(source: str, top: int, storage_url: str | None, fixed: list[str], space: dict[str, BaseDistribution],
-                 objective: tuple[list[str], list[str]]) -> tuple[list[dict], list[Known]]:
+                 objective: tuple[list[str], list[str]], count: int = 1) -> tuple[list[dict], list[Known]]:
     """The earlier sweep's best points, as (points to train, points whose values are known here), each
-    mismatch said in one line. `objective`: this sweep's (names, directions)."""
+    mismatch said in one line. `objective`: this sweep's (names, directions); `count`: its repeats."""
     study, folder = open_source(source, storage_url)
     trials, origin = best_first(study)[:top], f"warm start from {redact(source)}"
-    differs = settings_differ(study, fixed, origin) + objective_differs(study, *objective)
+    differs = [*settings_differ(study, fixed, origin), *objective_differs(study, *objective),
+               *repeats_differ(study, count, origin)]
     dropped = sorted({key for t in trials for key in t.params if key not in space})
     if dropped:
         log.warning("%s: %s not in this search space: dropped from its points (this sweep's setting instead)",
@@ -88,7 +93,8 @@ def known_points(source: str, top: int, storage_url: str | None, fixed: list[str
             continue
         run_dir = t.system_attrs.get("runner:run_dir")
         known.append(Known(point, list(t.values), f"{source} trial {t.number}",
-                           str(folder / run_dir) if folder is not None and isinstance(run_dir, str) else None))
+                           str(folder / run_dir) if folder is not None and isinstance(run_dir, str) else None,
+                           {key: t.user_attrs[key] for key in SPREAD if key in t.user_attrs}))
     if train:
         log.warning("%s: %d point%s trained again here, not taken as known (%s)", origin, len(train),
                     "s are" if len(train) > 1 else " is", "; ".join(sorted(why)))
@@ -107,6 +113,16 @@ def settings_differ(study: optuna.Study, fixed: list[str], origin: str) -> list[
     log.warning("%s: its study ran other fixed settings (%s there; %s here): another experiment's best points are "
                 "a start here, not its values", origin, " ".join(there) or "none", " ".join(here) or "none")
     return ["its fixed settings differ"]
+
+
+def repeats_differ(study: optuna.Study, count: int, origin: str) -> list[str]:
+    """Why the earlier study's values are not of this sweep's seeds per trial (said in one line), or []."""
+    theirs = recorded_repeats(study)
+    if theirs in (None, count):
+        return []
+    log.warning("%s: its study ran hydra.sweeper.repeats=%d (here %d): its values are means of another number of "
+                "seeds, so its points are a start here, not its values", origin, theirs, count)
+    return [f"it ran repeats={theirs}"]
 
 
 def objective_differs(study: optuna.Study, names: list[str], directions: list[str]) -> list[str]:
@@ -140,7 +156,7 @@ def copy_known(study: optuna.Study, known: Known, space: dict[str, BaseDistribut
             return False
     study.add_trial(optuna.trial.create_trial(
         params=known.point, distributions={key: space[key] for key in known.point}, values=known.values,
-        user_attrs={"copied_from": known.label, **({"copied_run_dir": known.run_dir} if known.run_dir else {})},
+        user_attrs={**known.spread, "copied_from": known.label, **({"copied_run_dir": known.run_dir} if known.run_dir else {})},
         system_attrs={COPIED: known.label}))
     return True
 
