@@ -202,3 +202,85 @@ def test_a_quoted_glob_names_a_group(two_groups, tmp_path):
     out = tmp_path / "compared"
     cli([str(two_groups / "lr01" / "[0-2]"), str(two_groups / "lr1"), f"out={out}"])
     assert "- A: 3 runs (seeds), top1 mean 0.6000" in (out / "compare.md").read_text()
+
+
+def swept(root: Path, folder: str, top1: float, lr: float, seed: int, name: str = "exp", **extra) -> Path:
+    """A sweep trial: its overrides carry the sweeper's plumbing and a long shared one."""
+    run_dir = fake_run(root, folder, top1, seed=seed, lr=lr, study="st", **extra)
+    overrides = [f"trainer.seed={seed}", f"optimizer.lr={lr}", "sweep.study=st", "sweep.storage=sqlite:///x.db",
+                 "model=resnet_with_a_rather_long_name_for_wrapping", f"dataset.image_size={int(lr * 1000)}"]
+    record = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**record, "overrides": overrides}))
+    if name != "exp":
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "name": name}))
+    return run_dir
+
+
+def test_grouped_table_fits_100_columns_keeps_ci95_and_shows_no_plumbing(tmp_path, monkeypatch):
+    from runner.evaluation.groups import GROUP_COLUMNS
+    from runner.evaluation.run_table import formatted
+
+    for lr in (0.01, 0.1):
+        for seed in range(3):
+            swept(tmp_path, f"a_rather_long_sweep_folder_name/lr{lr}/trial_{seed}", 0.8 + seed / 100, lr, seed)
+    rows = group_rows(table(tmp_path), "auto")
+    assert "sweep." not in formatted(rows, "csv", GROUP_COLUMNS)
+    monkeypatch.setenv("COLUMNS", "100")
+    text = formatted(rows, "table", GROUP_COLUMNS)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100, text
+    assert "ci95" in lines[[i for i, line in enumerate(lines) if line.startswith("name")][0]] and "sweep." not in text
+    assert text.count("model=resnet_with_a_rather_long_name_for_wrapping") == 1  # shared: said once
+    monkeypatch.setenv("COLUMNS", "40")
+    assert max(len(line) for line in formatted(rows, "table", GROUP_COLUMNS).splitlines()) <= 40
+
+
+def test_observing_settings_do_not_split_a_seed_group(tmp_path):
+    for seed in range(2):
+        run_dir = fake_run(tmp_path, f"g/{seed}", 0.8, seed=seed)
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        config["checkpoint"] = {"every_updates": seed + 10, "keep_updates": seed}
+        config["logger"] = {"wandb": {"project": f"p{seed}"}}
+        config["trainer"]["log_histograms_every"] = seed + 1
+        (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert [r["runs"] for r in group_rows(table(tmp_path), "auto")] == ["2"]
+
+
+@pytest.mark.parametrize(("group_by", "named"), [("bogus.key", "'bogus.key'"), ("seed", "group_by=trainer.seed"),
+                                                 ("auto,optimizer.lr", "auto is not a key")])
+def test_group_by_an_unknown_key_is_one_line_naming_the_closest(seeds_and_folds, capsys, group_by, named):
+    from runner.runs import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli([str(seeds_and_folds), f"group_by={group_by}"])
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said.count("\n") == 1 and named in said and "Fix:" in said
+
+
+def test_runs_of_two_names_are_two_groups(tmp_path):
+    for seed in range(2):
+        swept(tmp_path, f"a/{seed}", 0.8, 0.01, seed)
+        swept(tmp_path, f"b/{seed}", 0.7, 0.01, seed, name="other")
+    assert sorted((r["name"], r["runs"]) for r in group_rows(table(tmp_path), "auto")) == [("exp", "2"),
+                                                                                             ("other", "2")]
+
+
+def test_the_interval_of_an_accuracy_stays_within_0_and_1(tmp_path):
+    for seed, top1 in enumerate([0.99, 0.80, 1.0]):
+        fake_run(tmp_path, f"g/{seed}", top1, seed=seed)
+    low, high = json.loads(group_rows(table(tmp_path), "auto")[0]["ci95"])
+    assert 0 <= low < high == 1.0
+
+
+def test_a_partial_cross_validation_says_so_and_counts_each_fold_once(tmp_path, caplog):
+    fake_run(tmp_path, "cv/0", 0.9, fold=0, folds=5)
+    fake_run(tmp_path, "cv/1", 0.8, fold=1, folds=5)
+    again = fake_run(tmp_path, "cv/1-again", 0.6, fold=1, folds=5)
+    for run_dir, start in ((tmp_path / "cv/0", "2026-01-01T00"), (tmp_path / "cv/1", "2026-01-02T00"),
+                           (again, "2026-01-03T00")):
+        record = json.loads((run_dir / "run.json").read_text())
+        (run_dir / "run.json").write_text(json.dumps({**record, "start_time": start}))
+    row = group_rows(table(tmp_path), "auto")[0]
+    assert row["runs"] == "2 of 5 folds" and row["mean"] == pytest.approx(0.75)  # fold 1: its newest run, 0.6
+    assert "a fold was run more than once" in caplog.text

@@ -16,7 +16,12 @@ from runner.evaluation import records, results
 
 log = logging.getLogger("runner.compare")
 
-NOT_SETTINGS = ("name", "sweep.", "resume")  # labels and bookkeeping, not what was trained
+# What is not a setting: labels and bookkeeping (name, sweep., resume), and what only observes a run: it
+# writes logs, light checkpoints, histograms or a watching evaluator's curves, and reads the weights without
+# changing them (no random draw, no update), so two runs that differ only there trained the same weights.
+OBSERVING = ("checkpoint.every_updates", "checkpoint.keep_updates", "trainer.log_every_steps",
+             "trainer.log_histograms_every", "logger.", "evaluate.during_training")
+NOT_SETTINGS = ("name", "sweep.", "resume", *OBSERVING)
 
 
 def flat(node, prefix: str = "") -> dict:

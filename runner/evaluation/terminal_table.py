@@ -2,8 +2,9 @@
 
 What every listed run shares (a column with one value, the overrides all runs were given) is said
 once above the table instead of on every row; when the rest is still wider than the terminal, the
-least telling columns go first (start, git, checkpoint, other, ci95), then the overrides wrap onto
-more lines. Piped (no terminal, no $COLUMNS) and in csv and markdown the table is left whole: those
+least telling columns go first (start, git, checkpoint, other, ci95; a group's row keeps its mean and ci95,
+its headline, and lets kind and std go), then the overrides wrap onto more lines, whole, as narrow as the
+rest leaves them (one override longer than the line ends in an ellipsis): no line is wider than the terminal. Piped (no terminal, no $COLUMNS) and in csv and markdown the table is left whole: those
 are for other programs.
 """
 
@@ -15,6 +16,7 @@ import sys
 import textwrap
 
 DROPPED_FIRST = ("start", "git", "checkpoint", "other", "ci95")  # on a narrow terminal, in this order
+GROUP_DROPPED_FIRST = ("kind", "std", "status")  # the runs table's group rows (a "mean" column): ci95 is kept
 WRAPPED = "overrides"
 NARROWEST_WRAP = 24  # the overrides never wrap narrower than this: a column is dropped instead
 GAP = "  "
@@ -42,14 +44,14 @@ def width_of(columns: list[str], cells: list[list[str]], wrap_at: int | None = N
 
 
 def wrapped(text: str, width: int) -> list[str]:
-    """Words (overrides) onto lines of at most width: a whole override per line where it fits, split only when
-    it is longer than the line."""
+    """Words (overrides) onto lines of at most width: whole overrides, never split; one longer than the line ends
+    in an ellipsis."""
     lines: list[str] = []
     for word in text.split(" "):
         if lines and len(lines[-1]) + 1 + len(word) <= width:
             lines[-1] += " " + word
         else:
-            lines += [word[i:i + width] for i in range(0, max(len(word), 1), width)]
+            lines.append(word if len(word) <= width else word[:max(width - 1, 0)] + "…")
     return lines or [""]
 
 
@@ -69,7 +71,7 @@ def fitted(columns: list[str], rows: list[dict], cells: list[list[str]], width: 
         same = [c for i, c in enumerate(columns) if c != WRAPPED and len({row[i] for row in cells}) == 1]
         notes += [", ".join(f"{c} {cells[0][columns.index(c)]}" for c in same)] if same else []
         columns, cells = drop(columns, cells, same)
-    for column in DROPPED_FIRST:
+    for column in GROUP_DROPPED_FIRST if "mean" in columns else DROPPED_FIRST:
         if width_of(columns, cells, NARROWEST_WRAP) <= width:
             break
         columns, cells = drop(columns, cells, [column])
@@ -90,12 +92,12 @@ def table_lines(columns: list[str], cells: list[list[str]], width: int, below: l
     widths = [max(len(x) for x in column) for column in zip(columns, *cells, strict=True)]
     if WRAPPED in columns:
         at = columns.index(WRAPPED)
-        widths[at] = max(NARROWEST_WRAP, min(widths[at], width - (width_of(columns, cells) - widths[at])))
+        widths[at] = max(1, min(widths[at], width - (width_of(columns, cells) - widths[at])))
     lines = []
     for row, under in zip([columns, *cells], [None, *below], strict=True):
         parts = [wrapped(x, w) if c == WRAPPED else [x] for x, w, c in zip(row, widths, columns, strict=True)]
         for depth in range(max(len(p) for p in parts)):
             lines.append(GAP.join((p[depth] if depth < len(p) else "").ljust(w)
-                                  for p, w in zip(parts, widths, strict=True)).rstrip())
+                                  for p, w in zip(parts, widths, strict=True)).rstrip()[:width])
         lines += [under] if under else []
     return lines
