@@ -51,18 +51,22 @@ def test_a_condition_may_name_several_values_and_several_parameters():
 
 
 @pytest.mark.parametrize(("when", "message"), [
-    ({"optimizer.momentum": {"model": "mlp"}},
-     r"hydra.sweeper.when: optimizer.momentum is drawn only when model=mlp, but model is not in the search space"),
+    ({"optimizer.momentum": {"model.width": 8}},
+     r"hydra.sweeper.when: optimizer.momentum is drawn only when model.width=8, but model.width is not in the search"),
     ({"optimizer.nesterov": {"optimizer": "sgd"}},
      r"hydra.sweeper.when names optimizer.nesterov, which is not in the search space"),
     ({"optimizer.momentum": {"optimizer": "sdg"}}, r"optimizer=sdg is not one of optimizer's values"),
     ({"optimizer.momentum": "sgd"}, r"hydra.sweeper.when.optimizer.momentum is 'sgd', not a mapping"),
-    ({"optimizer.momentum": {"optimizer.lr": 0.01}, "optimizer.lr": {"optimizer.momentum": 0.9}},
-     r"go round in a circle"),
+    ({"optimizer": {"model": "mlp"}, "model": {"optimizer": "sgd"}}, r"go round in a circle"),
+    ({"optimizer.momentum": {"optimizer": []}}, r"hydra.sweeper.when.optimizer.momentum: optimizer has no values"),
+    (["optimizer.momentum"], r"hydra.sweeper.when is \['optimizer.momentum'\], not a mapping of parameters"),
+    ("optimizer.momentum", r"hydra.sweeper.when is 'optimizer.momentum', not a mapping of parameters"),
+    ({"optimizer.momentum": {"optimizer.lr": 0.01}},
+     r"hydra.sweeper.when.optimizer.momentum: optimizer.lr is not a choice .*Fix: .*optimizer.lr=choice"),
 ])
 def test_a_bad_condition_is_refused_in_one_line(when, message):
     with pytest.raises(UserError, match=message) as refused:
-        conditional_space(when)
+        conditional_space(when, [*ARGS, "model=choice(mlp, convnet)"])
     assert "\n" not in str(refused.value) and "Fix: " in str(refused.value)
 
 

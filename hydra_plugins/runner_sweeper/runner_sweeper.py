@@ -139,7 +139,8 @@ class RunnerOptunaSweeper(Sweeper):
         study_storage.refuse_passwords([*(f"hydra.sweeper.{key}={value}" for key, value in s.items()
                                           if isinstance(value, str)), *arguments])  # before anything is written
         fixed, search = space.parse(arguments, dict(s.params or {}))
-        search = conditions.conditional(search, OmegaConf.to_container(s.when) if s.when else {})
+        search = conditions.conditional(search, (OmegaConf.to_container(s.when) if OmegaConf.is_config(s.when)
+                                                   else s.when or {}))
         if s.sampler == "grid" and conditions.when_of(search):  # a grid of every combination: no undrawn parameter
             raise UserError("hydra.sweeper.sampler=grid does not take conditions (hydra.sweeper.when). Fix: "
                             "sampler=random or tpe, or one grid sweep per value of the condition's parameter")

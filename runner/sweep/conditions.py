@@ -10,7 +10,7 @@ fails is not drawn and not passed to the run (its config keeps its own default);
 
 from __future__ import annotations
 
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from runner.common.errors import UserError
 from runner.sweep import space
@@ -34,6 +34,9 @@ def conditional(search: dict[str, BaseDistribution], when: dict) -> dict[str, Ba
     """The search space with its conditions (checked, one line on the first bad one); without any, as it was."""
     if not when:
         return search
+    if not isinstance(when, dict):
+        raise UserError(f"hydra.sweeper.when is {when!r}, not a mapping of parameters to their conditions. Fix: e.g. "
+                        "'hydra.sweeper.when={optimizer.momentum:{optimizer:sgd}}'")
     checked = {key: checked_condition(key, condition, search) for key, condition in when.items()}
     return Space(ordered(search, checked), checked)
 
@@ -52,6 +55,13 @@ def checked_condition(key: str, condition, search: dict[str, BaseDistribution]) 
             raise UserError(f"hydra.sweeper.when: {key} is drawn only when {parent}={shown(values)}, but {parent} is "
                             f"not in the search space ({', '.join(search)}). Fix: sweep {parent} too (e.g. "
                             f"'{parent}=choice(...)'), or drop the condition")
+        if not values:
+            raise UserError(f"hydra.sweeper.when.{key}: {parent} has no values to be drawn under, so {key} would "
+                            f"never be. {example}")
+        if not isinstance(search[parent], CategoricalDistribution):  # a range's value is (almost) never drawn twice
+            raise UserError(f"hydra.sweeper.when.{key}: {parent} is not a choice ({search[parent]!r}), so it would "
+                            f"practically never take the values named and {key} would not be drawn. Fix: sweep "
+                            f"'{parent}=choice(...)', or condition {key} on a parameter that is a choice")
         try:
             checked[parent] = tuple(canonical(parent, value, search[parent]) for value in values)
         except ValueError as error:
