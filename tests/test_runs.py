@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -129,3 +130,15 @@ def test_the_table_fits_100_columns_without_sweep_plumbing(tmp_path, monkeypatch
     words = " ".join(shown.split())
     assert "every run: +experiment=flowers trainer.epochs=30 dataset.augment=strong" in words  # once, not each row
     assert "optimizer.lr=0.01 model.width=192" in words and shown.count("+experiment") == 1
+
+
+def test_a_run_starting_up_reads_starting_not_failed(tmp_path):
+    starting = tmp_path / "flowers" / "2026-11-23_12-00-00.000"
+    (starting / ".hydra").mkdir(parents=True)
+    (starting / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"name": "flowers", "trainer": {"epochs": 20}}))
+    (starting / "train.log").write_text("2026-11-23 12:00:00.001 INFO runner: training flowers\n")
+    (starting / ".run.lock").write_text("")  # the lock is taken, its pid not written yet
+    assert [r["status"] for r in table(tmp_path)] == ["starting"]
+    old = time.time() - 120  # a log untouched for two minutes and no run.json: it died
+    os.utime(starting / "train.log", (old, old))
+    assert [r["status"] for r in table(tmp_path)] == ["failed"]

@@ -12,9 +12,11 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 import yaml
@@ -31,6 +33,7 @@ COLUMNS = ["start", "name", "run", "status", "git", "overrides", "epochs", "metr
            "other"]
 LOADER = records.LOADER
 PLUMBING = ("sweep.", "hydra.", "hydra/")  # the sweeper's and Hydra's own settings: never in the overrides column
+STARTING_SECONDS = 60  # a train.log younger than this with no ERROR line, and no run.json: a run starting up
 EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*:")  # "PIL.UnidentifiedImageError: ..."
 
 
@@ -117,11 +120,14 @@ def unrecorded_start(run_dir: Path) -> dict:
     starting now): its record as far as .hydra/ and train.log tell."""
     try:
         lines = (run_dir / "train.log").read_text(errors="replace").splitlines()
+        age = time.time() - (run_dir / "train.log").stat().st_mtime
     except OSError:
-        lines = []
+        lines, age = [], math.inf
     overrides = read_yaml_list(run_dir / ".hydra" / "overrides.yaml")
     errors = [line for line in lines if EXCEPTION_LINE.match(line) or " ERROR " in line or " CRITICAL " in line]
-    return {"status": "starting" if holder_alive(run_dir) else "failed", "overrides": overrides,
+    # a trainer starting up has its train.log but not yet its pid in the lock: a young log without an error
+    starting = holder_alive(run_dir) or (age < STARTING_SECONDS and not errors)
+    return {"status": "starting" if starting else "failed", "overrides": overrides,
             "start_time": lines[0][:19] if lines and lines[0][:4].isdigit() else "",
             "error": next((line for line in reversed(errors) if EXCEPTION_LINE.match(line)),
                           errors[-1] if errors else (lines[-1] if lines else "")).strip()}
