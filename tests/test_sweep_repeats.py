@@ -143,3 +143,11 @@ def test_a_warm_start_copies_the_spread_and_takes_values_only_of_the_same_repeat
     train, known = warm_start.known_points(str(tmp_path), 1, None, [], SPACE, objective, 1)  # another repeats
     assert known == [] and train == [{"optimizer.lr": 1e-3}]
     assert any("repeats=2 (here 1)" in r.getMessage() for r in caplog.records)
+
+
+def test_the_best_of_a_repeats_sweep_is_reproduced_with_each_of_its_seeds(tmp_path):
+    best = results.write_best(noisy_study({1e-3: [0.5, 0.6, 0.7], 1e-2: [0.1, 0.1, 0.2]}), tmp_path,
+                              ["+experiment=smoke", "trainer.seed=0"], SPACE)
+    assert best["reproduce"] == ("for seed in 0 1 2; do python -m runner +experiment=smoke optimizer.lr=0.001 "
+                                 "trainer.seed=$seed; done")
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml").reproduce == best["reproduce"]

@@ -99,7 +99,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, fixed: list[str], space: di
         "best_trial": best.number,
         "best_params": best.params,
         **{f"best_{key}": value for key, value in whereabouts(best).items()},
-        "reproduce": command([*fixed, *as_overrides(best.params)]),
+        "reproduce": reproduce(fixed, best),
         "trials": trial_counts(study),
         "coarse_to_fine": coarse_to_fine(space, top, refused),
     }
@@ -130,6 +130,17 @@ def write_pareto_front(study: optuna.Study, sweep_dir: Path, fixed: list[str], s
 def command(overrides: list[str]) -> str:
     """The command line that runs these overrides, quoted for the shell (Hydra's own quotes kept)."""
     return " ".join(["python -m runner", *map(shlex.quote, overrides)])
+
+
+def reproduce(fixed: list[str], trial) -> str:
+    """The command that reproduces a trial: its one run, or with hydra.sweeper.repeats each of its seeds' runs
+    (its value is their mean), one after another."""
+    seeds = trial.user_attrs.get("seed_values")
+    if not (isinstance(seeds, dict) and len(seeds) > 1):
+        return command([*fixed, *as_overrides(trial.params)])
+    listed = " ".join(sorted(seeds, key=int))
+    return (f"for seed in {listed}; do {command([*repeats.without_seed(fixed), *as_overrides(trial.params)])} "
+            f"{repeats.SEED}=$seed; done")
 
 
 def best_first(study: optuna.Study) -> list:
