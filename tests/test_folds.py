@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from runner.common.errors import UserError
 from runner.config.schema import validate
@@ -190,3 +191,22 @@ def test_a_multirun_over_folds_trains_one_run_per_fold(tmp_path):
     allowed = run_cli([f"run_dir={tmp_path / 'sweep' / '0'}", "split=test", "allow_fold_test=true"], cwd=tmp_path,
                       module="runner.evaluate")
     assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
+def test_an_ensemble_of_fold_runs_refuses_a_test_look_unless_asked(tmp_path):
+    from runner.evaluation import ensemble
+
+    runs = []
+    for fold in (0, 1):
+        run = tmp_path / f"fold{fold}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(f"dataset:\n  name: digits\n  folds: 2\n  fold: {fold}\n")
+        runs.append(str(run))
+    asked = compose_config([f"ensemble=[{runs[0]},{runs[1]}]", "split=test"], config_name="evaluate")
+    with pytest.raises(UserError) as refused:
+        ensemble.evaluate_ensemble(asked)  # refused before any member is evaluated
+    message = str(refused.value)
+    assert f"ensemble member {runs[0]}" in message and "allow_fold_test=true" in message and "\n" not in message
+    assert not (tmp_path / "fold0" / "eval").exists()  # nothing evaluated, no ledger written
+    ensemble.refuse_test_of_fold_members(OmegaConf.merge(asked, {"allow_fold_test": True}))
+    ensemble.refuse_test_of_fold_members(OmegaConf.merge(asked, {"split": "val"}))

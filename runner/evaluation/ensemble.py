@@ -22,8 +22,9 @@ from runner.common import checkpoint_files
 from runner.common.errors import UserError
 from runner.common.io import write_json_atomic
 from runner.common.run_folders import relative
-from runner.evaluation import metrics, predictions, results, variants
+from runner.evaluation import fold_rules, metrics, predictions, results, variants
 from runner.evaluation.evaluator import evaluate_one, evaluate_run
+from runner.evaluation.run_differences import run_config
 from runner.evaluation.run_dirs import run_directory
 from runner.evaluation.weight_names import wanted
 
@@ -53,6 +54,21 @@ def members_of(settings: DictConfig) -> list[tuple[Path, Path]]:
     return [(run_dir, run_dir / r["checkpoint"]) for r in order[: settings.ensemble_top_k]]
 
 
+def refuse_test_of_fold_members(settings: DictConfig) -> None:
+    """split=test of an ensemble with a member trained on a fold: one line naming it (the evaluator's own rule,
+    runner/evaluation/fold_rules.py), unless allow_fold_test=true."""
+    if settings.split != "test" or settings.get("allow_fold_test", False):
+        return
+    plain = OmegaConf.merge(settings, {"checkpoint": None})
+    runs = [run_directory(OmegaConf.merge(plain, {"run_dir": run})) for run in settings.ensemble] \
+        if settings.ensemble else [run_directory(plain)]
+    for run_dir in runs:
+        try:
+            fold_rules.refuse_test_of_a_fold_run(run_config(run_dir), settings)
+        except UserError as refused:
+            raise UserError(f"ensemble member {run_dir}: {refused}") from None
+
+
 def ranked_of_weights(run_dir: Path, val: DictConfig) -> list[dict]:
     """The run's checkpoints best first by validation, each by its best row among the weights asked for."""
     rows = [r for r in results.read_rows(results.eval_dir_of(run_dir)) if r["weights"] in wanted(val.get("weights"))]
@@ -61,6 +77,7 @@ def ranked_of_weights(run_dir: Path, val: DictConfig) -> list[dict]:
 
 def evaluate_ensemble(settings: DictConfig) -> dict:
     """Evaluate each member on settings.split, average their probabilities, report all of them."""
+    refuse_test_of_fold_members(settings)  # before any member is evaluated or its ledger written
     members = members_of(settings)
     rows, log_probs, labels, variant = [], [], None, ""
     for run_dir, path in members:
