@@ -136,3 +136,21 @@ def test_light_checkpoints_feed_the_figure_and_a_too_high_learning_rate_wiggles_
 
 WIGGLY = ["dataset=digits", "dataset.subset=240", "trainer.epochs=6", "trainer.batch_size=16", "trainer.micro_batch_size=16",
           "checkpoint.every_epochs=1", "evaluate.after_training=false", "trainer.seed=0"]
+
+
+def test_a_light_checkpoint_given_to_the_evaluator_is_refused_in_one_line(tmp_path):
+    from omegaconf import OmegaConf
+
+    from runner.common.errors import UserError
+    from runner.evaluation.evaluator import evaluate_run
+    from runner.evaluation.run_dirs import run_directory
+
+    light = tmp_path / "checkpoints" / "updates" / "update-00000005.pt"
+    light.parent.mkdir(parents=True)
+    light.write_bytes(b"x")
+    for settings in ({"checkpoint": str(light), "run_dir": str(tmp_path)}, {"checkpoint": str(light)}):
+        with pytest.raises(UserError, match="light checkpoint.*Fix: give an epoch-NNNN.pt"):
+            run_directory(OmegaConf.create(settings))
+    with pytest.raises(UserError, match="light checkpoint"):
+        evaluate_run(tmp_path, OmegaConf.create({"split": "val"}), only=light)
+    assert not (tmp_path / "eval").exists() and not (light.parent / "eval").exists()

@@ -39,7 +39,7 @@ from runner.evaluation import (
 )
 from runner.evaluation.checkpoint_model import model_of_checkpoint  # noqa: F401 (report_views, tests)
 from runner.evaluation.inference import assert_eval_mode, predict  # noqa: F401 (scripts/benchmark.py)
-from runner.evaluation.run_dirs import run_checkpoints
+from runner.evaluation.run_dirs import refuse_light, run_checkpoints
 from runner.evaluation.saved_splits import split_dataset
 from runner.evaluation.tables import print_table, warn_if_flipping_hurts
 from runner.evaluation.weight_names import WEIGHTS, wanted, weights_of
@@ -115,6 +115,8 @@ def skipped(error: UserError, strict: bool) -> None:
 def evaluate_run(run_dir: Path, settings: DictConfig, only: Path | None = None) -> dict | None:
     """Evaluate what is new in run_dir on settings.split; returns the best validation row (of any weights: the run's
     best is chosen among all its rows, whichever `weights` this evaluation asked for)."""
+    if only is not None:
+        refuse_light(only)
     eval_dir = results.eval_dir_of(run_dir)
     with results.log_file(eval_dir), results.locked(eval_dir):
         for folder in (eval_dir, eval_dir / "predictions", eval_dir / "predictions" / "updates"):  # killed writers' files

@@ -6,6 +6,7 @@ file that is a link out of the run, is refused or left out in one line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,6 +16,16 @@ from runner.common.errors import UserError
 from runner.common.run_folders import relative
 from runner.evaluation import results
 
+LIGHT = re.compile(r"^update-\d+\.pt$")  # checkpoint.every_updates' checkpoints/updates/update-NNNNNNNN.pt
+
+
+def refuse_light(path: Path) -> None:
+    """A light checkpoint (checkpoints/updates/) is for eval/dynamics.png alone: never a row, never the run's best."""
+    if LIGHT.match(path.name) or (path.parent.name == "updates" and path.parent.parent.name == "checkpoints"):
+        raise UserError(f"checkpoint={path} is a light checkpoint (checkpoint.every_updates), for the dynamics only: "
+                        "nothing was evaluated. Fix: give an epoch-NNNN.pt, or evaluate the run: its light "
+                        "checkpoints feed eval/dynamics.png")
+
 
 def run_directory(settings: DictConfig) -> Path:
     """The run to evaluate: run_dir, or the run that holds checkpoint=PATH."""
@@ -22,6 +33,7 @@ def run_directory(settings: DictConfig) -> Path:
         path = Path(settings.checkpoint)
         if not path.is_file():
             raise UserError(f"checkpoint={settings.checkpoint} does not exist. Fix: give a checkpoints/epoch-NNNN.pt file")
+        refuse_light(path)
         if not settings.get("run_dir"):
             return path.parent.parent if path.parent.name == "checkpoints" else path.parent
         run_dir = Path(settings.run_dir)
