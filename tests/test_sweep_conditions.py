@@ -138,3 +138,21 @@ def test_a_conditional_sweep_passes_momentum_only_to_sgd_runs(workdir):
             assert config.optimizer.momentum == t.params["optimizer.momentum"]
         else:
             assert "momentum" not in config.optimizer and "optimizer.momentum" not in t.params
+
+
+def test_a_trial_whose_config_does_not_compose_fails_with_its_reason_and_the_others_run():
+    from hydra_plugins.runner_sweeper.runner_sweeper import RunnerOptunaSweeper
+
+    sweeper = RunnerOptunaSweeper.__new__(RunnerOptunaSweeper)  # only its composition check, stubbed
+    why = "Could not override 'optimizer.momentum': adamw has no momentum"
+    sweeper.refusal = lambda overrides: why if "optimizer=adamw" in overrides else None
+    search = space.parse(ARGS, {})[1]
+    study = quiet_study()
+    for name in ("sgd", "adamw"):
+        study.enqueue_trial({"optimizer": name, "optimizer.lr": 1e-3, "optimizer.momentum": 0.9})
+    trials = [study.ask(search), study.ask(search)]
+    kept = sweeper.composable(study, trials, ["+experiment=smoke"])
+    assert [t.params["optimizer"] for t in kept] == ["sgd"]
+    failed = study.trials[1]
+    assert failed.state == optuna.trial.TrialState.FAIL and why in failed.user_attrs["fail_reason"]
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # launched as usual

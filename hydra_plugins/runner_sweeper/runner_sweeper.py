@@ -290,10 +290,24 @@ class RunnerOptunaSweeper(Sweeper):
                         study.note(the_study, trial._trial_id, "run_dir", f"trial_{trial.number:04d}")
             if not trials:
                 return
-            self.run_batch(the_study, trials, fixed, sweep_dir, storage_url)
+            trials = self.composable(the_study, trials, fixed)
+            if trials:
+                self.run_batch(the_study, trials, fixed, sweep_dir, storage_url)
             with study.sweep_lock(sweep_dir):  # read and written by one worker at a time: none writes a stale view
                 results.write_trials_csv(the_study, sweep_dir)  # after every batch: the file matches the study
             self.check_failures(the_study)
+
+    def composable(self, the_study: optuna.Study, trials: list, fixed: list[str]) -> list:
+        """The trials whose config composes and passes the runner's validation; each other one is FAIL with the
+        reason (e.g. a parameter its drawn config group lacks: Hydra's "Could not override"), and the sweep goes on."""
+        kept = []
+        for trial in trials:
+            problem = self.refusal([*fixed, *space.as_overrides(trial.params)])
+            if problem is None:
+                kept.append(trial)
+            else:
+                self.fail(the_study, trial, f"its config does not compose: {problem}")
+        return kept
 
     def run_batch(self, the_study: optuna.Study, trials: list, fixed: list[str], sweep_dir: Path, storage_url: str):
         """Launch the trials through Hydra's launcher and tell the study how each ended."""
@@ -361,6 +375,11 @@ class RunnerOptunaSweeper(Sweeper):
                     log.info("trial %d: PRUNED (%s)", trial.number, error)
                 return
             reason = f"{type(error).__name__}: {error}"
+        self.fail(the_study, trial, reason)
+
+    @staticmethod
+    def fail(the_study: optuna.Study, trial, reason: str) -> None:
+        """Tell the study the trial failed, its reason kept (trials.csv, optuna-dashboard)."""
         with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # ended elsewhere
             study.note(the_study, trial._trial_id, "fail_reason", reason[:1000])
         if study.tell_unless_ended(the_study, trial, state=TrialState.FAIL):
