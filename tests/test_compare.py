@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from runner.evaluation.paired import bootstrap_difference, mcnemar_exact, per_class_deltas
 
@@ -150,3 +151,15 @@ def test_samples_are_named_by_their_files_where_the_dataset_reads_files():
         samples = [("/data/roses/a.jpg", 0), ("/data/tulips/b.jpg", 1), ("/data/roses/c.jpg", 0)]
     assert sample_names(Subset(Folder(), [2, 0]), 2) == ["c.jpg", "a.jpg"]
     assert sample_names(object(), 2) == ["#0", "#1"]
+
+
+def test_settings_that_only_observe_are_no_setting_changed(tmp_path):
+    from runner.evaluation.run_differences import config_difference
+
+    for name, every in (("a", None), ("b", 100)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        config = {"optimizer": {"lr": 0.1}, "checkpoint": {"every_updates": every, "keep_updates": every},
+                  "trainer": {"log_histograms_every": every}, "logger": {"mlflow": {"experiment": name}},
+                  "evaluate": {"during_training": every is not None}}
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert config_difference(tmp_path / "a", tmp_path / "b") == []

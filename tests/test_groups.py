@@ -284,3 +284,23 @@ def test_a_partial_cross_validation_says_so_and_counts_each_fold_once(tmp_path, 
     row = group_rows(table(tmp_path), "auto")[0]
     assert row["runs"] == "2 of 5 folds" and row["mean"] == pytest.approx(0.75)  # fold 1: its newest run, 0.6
     assert "a fold was run more than once" in caplog.text
+
+
+def test_glob_operands_name_the_output_folder_by_their_fixed_part_and_a_hash(two_groups, monkeypatch):
+    from runner.compare import cli
+
+    monkeypatch.chdir(two_groups)
+    cli([str(two_groups / "lr01" / "[0-2]"), str(two_groups / "lr1*")])
+    (written,) = (two_groups / "outputs" / "tools" / "compare").iterdir()
+    assert not any(c in written.name for c in "*?[") and written.name.startswith("lr01-")
+    assert "_vs_" in written.name and (written / "compare.md").is_file()
+
+
+def test_overlapping_groups_are_refused_in_one_line(two_groups, tmp_path, capsys):
+    from runner.compare import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli([str(two_groups / "lr01"), str(two_groups / "lr01" / "[0-1]"), f"out={tmp_path / 'x'}"])
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said.count("\n") == 1 and "in both groups" in said and "Fix:" in said
+    assert not (tmp_path / "x").exists()

@@ -81,7 +81,8 @@ def compare_groups(operands: list[str], out: Path | None) -> None:
         raise UserError(f"{' and '.join(operands)}: one is a group of runs, the other a single run. Fix: compare a "
                         "group with a group (a folder of runs, or a quoted glob such as 'outputs/exp/*/lr0.1*')")
     result = group_comparison.compare_groups(*operands)
-    out = out or Path("outputs/tools/compare") / f"{Path(operands[0]).name}_vs_{Path(operands[1]).name}"
+    label_a, label_b = map(group_comparison.folder_label, operands)
+    out = out or Path("outputs/tools/compare") / f"{label_a}_vs_{label_b}"
     out.mkdir(parents=True, exist_ok=True)
     comparison.curves_png(result["runs_a"], result["runs_b"], out / "curves.png")
     text = group_comparison.group_report(result)

@@ -14,6 +14,7 @@ in compare.md:
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 from pathlib import Path
 
@@ -56,6 +57,24 @@ def group_runs(operand: str) -> list[Path]:
         raise UserError(f"{operand} names no runs (no run.json below it). Fix: a folder of runs or a quoted glob, "
                         "e.g. python -m runner.compare outputs/exp/lr0.01 'outputs/exp/*/lr0.1*'")
     return runs
+
+
+def folder_label(operand: str) -> str:
+    """A name for an operand in the output folder: a folder's name; a glob's fixed part (up to its first *, ?
+    or [) and a short hash of the whole pattern, so no folder is named '*' and two globs never share one."""
+    cut = min((operand.index(c) for c in GLOB_CHARACTERS if c in operand), default=None)
+    if cut is None:
+        return Path(operand).name
+    fixed = Path(operand[:cut]).name or "group"
+    return f"{fixed}-{hashlib.sha1(operand.encode()).hexdigest()[:6]}"
+
+
+def disjoint(operand_a: str, runs_a: list[Path], operand_b: str, runs_b: list[Path]) -> None:
+    """Refuse two groups that share a run: the tests assume independent groups."""
+    shared = sorted(set(runs_a) & set(runs_b))
+    if shared:
+        raise UserError(f"{operand_a} and {operand_b} share {len(shared)} run(s) ({shared[0]} is in both groups). "
+                        "Fix: name two groups without a run in common (a folder or quoted glob each)")
 
 
 def evaluated(operand: str, runs: list[Path]) -> tuple[list[Path], list[dict], list[dict]]:
@@ -112,8 +131,10 @@ def paired_over_samples(runs_a: list[Path], runs_b: list[Path]) -> dict | None:
 
 def compare_groups(operand_a: str, operand_b: str) -> dict:
     """Everything compare.md says of two groups, as numbers."""
-    (runs_a, bests_a, configs_a), (runs_b, bests_b, configs_b) = (evaluated(o, group_runs(o))
-                                                                  for o in (operand_a, operand_b))
+    found_a, found_b = group_runs(operand_a), group_runs(operand_b)
+    disjoint(operand_a, found_a, operand_b, found_b)
+    (runs_a, bests_a, configs_a), (runs_b, bests_b, configs_b) = (evaluated(operand_a, found_a),
+                                                                  evaluated(operand_b, found_b))
     if bests_a[0]["metric"] != bests_b[0]["metric"]:
         raise UserError(f"{operand_a} chose by {bests_a[0]['metric']}, {operand_b} by {bests_b[0]['metric']}. Fix: "
                         "evaluate both groups with the same metric=")
