@@ -145,6 +145,7 @@ def test_a_trial_whose_config_does_not_compose_fails_with_its_reason_and_the_oth
 
     sweeper = RunnerOptunaSweeper.__new__(RunnerOptunaSweeper)  # only its composition check, stubbed
     why = "Could not override 'optimizer.momentum': adamw has no momentum"
+    sweeper.config_loader = object()  # set up by Hydra
     sweeper.refusal = lambda overrides: why if "optimizer=adamw" in overrides else None
     search = space.parse(ARGS, {})[1]
     study = quiet_study()

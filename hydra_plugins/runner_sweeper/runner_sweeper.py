@@ -99,6 +99,7 @@ class RunnerOptunaSweeper(Sweeper):
         self.worker: Optional[workers.Entry] = None  # noqa: UP045  # this worker in the sweep folder's registry
         self.share = 0  # trial processes sharing this machine's cores, as last said
         self.pruner = "none"  # hydra.sweeper.pruner, or none with repeats
+        self.config_loader = None  # Hydra's, from setup
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -300,6 +301,8 @@ class RunnerOptunaSweeper(Sweeper):
     def composable(self, the_study: optuna.Study, trials: list, fixed: list[str]) -> list:
         """The trials whose config composes and passes the runner's validation; each other one is FAIL with the
         reason (e.g. a parameter its drawn config group lacks: Hydra's "Could not override"), and the sweep goes on."""
+        if self.config_loader is None:  # not set up by Hydra (a sweeper built in a test): no config to compose
+            return trials
         kept = []
         for trial in trials:
             problem = self.refusal([*fixed, *space.as_overrides(trial.params)])
