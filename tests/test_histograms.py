@@ -99,3 +99,25 @@ def test_the_benchmark_section_measures_a_histogram_step_against_an_update(capsy
     (step_over_update,), (ratio,) = figures["histogram_step_over_update"], figures["histograms_ratio_every_100"]
     assert step_over_update > 0 and ratio == pytest.approx(1 + step_over_update / 100)
     assert "histograms_ratio_every_100: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_skipped_not_a_crash_so_the_meter_stops_the_run(bad):
+    class Writer:
+        def __init__(self):
+            self.tags = []
+
+        def add_histogram_raw(self, tag, **_):
+            self.tags.append(tag)
+
+        def add_scalar(self, tag, *_):
+            self.tags.append(tag)
+
+    model, writer = nn.Linear(3, 2), Writer()
+    log = histograms.Histograms(model, writer, every=1)
+    log.before_update(global_step=0)
+    with torch.no_grad():
+        model.weight[0, 1] = bad  # a diverging run's weights
+    log.after_update(global_step=1)
+    assert "weights/weight" not in writer.tags and "updates/weight" not in writer.tags
+    assert {"weights/bias", "updates/bias"} <= set(writer.tags)  # the finite layers are still drawn

@@ -16,6 +16,8 @@ bucket also the minimum), as TensorBoard reads `add_histogram_raw`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -54,6 +56,8 @@ class Histograms:
         counts = torch.stack(counts).cpu().tolist()
         for index, (name, _) in enumerate(parameters):
             row = figures[index * 11:(index + 1) * 11]  # 5 figures of the weights, 5 of the update, the ratio
+            if not all(math.isfinite(x) for x in row[:10]):
+                continue  # a diverging run (NaN/inf weights): no histogram; the meter stops the run in one line
             write_histogram(self.writer, f"weights/{name}", row[:5], counts[2 * index], global_step)
             write_histogram(self.writer, f"updates/{name}", row[5:10], counts[2 * index + 1], global_step)
             self.writer.add_scalar(f"update_ratio/{name}", row[10], global_step)
@@ -68,8 +72,10 @@ def statistics(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     low, high = torch.aminmax(flat)
     width = ((high - low) / BINS).clamp_min(torch.finfo(torch.float32).tiny)
     # bucket i: (low + i*width, low + (i+1)*width]; the minimum (and a tensor of one value) in bucket 0.
-    # In place: a large layer's temporaries are the histogram's main cost on the CPU
-    index = (flat - low).div_(width).ceil_().sub_(1).clamp_(0, BINS - 1).long()
+    # In place: a large layer's temporaries are the histogram's main cost on the CPU. Non-finite values (a diverging
+    # run) would give NaN indices (INT64_MIN as long): nan_to_num keeps them in range, and the caller skips the
+    # tensor, its figures not being finite (no extra wait for the device)
+    index = (flat - low).div_(width).ceil_().sub_(1).nan_to_num_(0.0).clamp_(0, BINS - 1).long()
     counts = torch.zeros(BINS, dtype=torch.int64, device=flat.device)
     counts.scatter_add_(0, index, torch.ones(1, dtype=torch.int64, device=flat.device).expand_as(index))  # exact
     count = torch.full((), float(flat.numel()), device=flat.device)
