@@ -301,3 +301,16 @@ def test_runs_lists_the_human_beside_the_runs(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     row = next(line for line in lines if line.split(",")[1:2] == ["human"])
     assert "labelled 4/5" in row and ",0.7500," in row and "on 4 toy val samples" in row
+
+
+@pytest.mark.parametrize("column", ["start", "git", "overrides", "epochs", "checkpoint", "-start", "name", "best"])
+def test_the_human_row_has_every_runs_table_column_so_any_sort_works(tmp_path, column):
+    from runner.evaluation.run_table import COLUMNS, sorted_rows
+
+    folder = tmp_path / "labels" / "flowers_val_n2_seed0"
+    human.open_answers(folder, manifest([5, 0], [2, 0]))
+    human.record_answer(folder, 0, 2)
+    rows = human.human_rows(tmp_path)
+    assert len(rows) == 1 and set(COLUMNS) <= set(rows[0])
+    run = {c: "x" for c in COLUMNS} | {"best": 0.5, "epochs": "2/2", "start": "2026-12-04 00:00:00"}
+    assert len(sorted_rows(rows + [run], column, COLUMNS, "best")) == 2

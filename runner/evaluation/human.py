@@ -186,7 +186,8 @@ def human_rows(root: Path) -> list[dict]:
     for folder in sorted(path.parent for path in Path(root).rglob(MANIFEST) if is_answers_folder(path.parent)):
         manifest, score = read_manifest(folder), human_top1(folder)
         low, high = score["top1_ci95"]
-        rows.append({"name": "human", "run": str(folder.relative_to(root)),
+        rows.append({"start": "-", "git": "-", "overrides": "-", "epochs": "-", "checkpoint": "-",  # every column
+                     "name": "human", "run": str(folder.relative_to(root)),
                      "status": f"labelled {score['answered']}/{score['n']}", "metric": "top1", "best": score["top1"],
                      "ci95": f"[{low:.4f}, {high:.4f}]" if score["answered"] else "-",
                      "other": f"on {score['answered']} {manifest['dataset']} {manifest['split']} samples; "
