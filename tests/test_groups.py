@@ -223,14 +223,18 @@ def test_grouped_table_fits_100_columns_keeps_ci95_and_shows_no_plumbing(tmp_pat
 
     for lr in (0.01, 0.1):
         for seed in range(3):
-            swept(tmp_path, f"a_rather_long_sweep_folder_name/lr{lr}/trial_{seed}", 0.8 + seed / 100, lr, seed)
+            swept(tmp_path, f"a_rather_long_sweep_folder_name/lr{lr}/trial_{seed}", 0.95 + seed / 40, lr, seed)
+    swept(tmp_path, "cv/0", 0.9, 0.001, 0, fold=0, folds=5)
+    swept(tmp_path, "cv/1", 0.8, 0.001, 0, fold=1, folds=5)
     rows = group_rows(table(tmp_path), "auto")
     assert "sweep." not in formatted(rows, "csv", GROUP_COLUMNS)
     monkeypatch.setenv("COLUMNS", "100")
     text = formatted(rows, "table", GROUP_COLUMNS)
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 100, text
-    assert "ci95" in lines[[i for i, line in enumerate(lines) if line.startswith("name")][0]] and "sweep." not in text
+    assert all(line.count("[") == line.count("]") for line in lines), text  # no interval cut off
+    header = next(line for line in lines if line.startswith(("name  ", "group  ")))
+    assert "ci95" in header and "mean" in header and "sweep." not in text
     assert text.count("model=resnet_with_a_rather_long_name_for_wrapping") == 1  # shared: said once
     monkeypatch.setenv("COLUMNS", "40")
     assert max(len(line) for line in formatted(rows, "table", GROUP_COLUMNS).splitlines()) <= 40

@@ -18,7 +18,9 @@ import textwrap
 DROPPED_FIRST = ("start", "git", "checkpoint", "other", "ci95")  # on a narrow terminal, in this order
 GROUP_DROPPED_FIRST = ("kind", "std", "status")  # the runs table's group rows (a "mean" column): ci95 is kept
 WRAPPED = "overrides"
-NARROWEST_WRAP = 24  # the overrides never wrap narrower than this: a column is dropped instead
+NARROWEST_WRAP = 24  # the overrides wrap no narrower than this while a column can still be dropped instead
+NARROWEST_OVERRIDES = 20  # then the folder column is shortened from the left ("…/lr0.01") to leave them this much
+SHORTENED = ("group", "run")
 GAP = "  "
 
 
@@ -75,11 +77,21 @@ def fitted(columns: list[str], rows: list[dict], cells: list[list[str]], width: 
         if width_of(columns, cells, NARROWEST_WRAP) <= width:
             break
         columns, cells = drop(columns, cells, [column])
+    cells = shortened(columns, cells, width_of(columns, cells, NARROWEST_OVERRIDES) - width)
     lines = [line for note in notes for line in textwrap.wrap(note, width, subsequent_indent="  ")]
     # a failed run's reason (the other column) goes under its row when that column did not fit
     below = [f"    {r['other']}"[:width] if r.get("status") == "failed" and "other" not in columns
              and r.get("other", "-") != "-" else None for r in rows]
     return "\n".join([*lines, *table_lines(columns, cells, width, below)]) + "\n"
+
+
+def shortened(columns: list[str], cells: list[list[str]], excess: int) -> list[list[str]]:
+    """The folder column cut from the left by excess characters (its last part tells the rows apart)."""
+    at = next((columns.index(c) for c in SHORTENED if c in columns), None)
+    if excess <= 0 or at is None:
+        return cells
+    keep = max(8, max(len(row[at]) for row in cells) - excess)
+    return [[*row[:at], row[at] if len(row[at]) <= keep else "…" + row[at][1 - keep:], *row[at + 1:]] for row in cells]
 
 
 def drop(columns: list[str], cells: list[list[str]], dropped: list[str]) -> tuple[list[str], list[list[str]]]:
