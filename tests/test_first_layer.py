@@ -96,3 +96,20 @@ def test_a_linear_first_layer_is_drawn_as_its_rows_in_the_image_shape(tmp_path):
     assert found["shape"] == [70, 3, 11, 13]  # 429 inputs = 3 channels of 11 x 13
     assert found["tiles"] == 2 * first_layer.MOST_TILES  # the first 64 of 70 rows in each panel
     assert (run_dir / "eval" / "first_layer.png").exists()
+
+
+def test_a_layer_all_about_zero_or_mostly_unmoved_is_flagged_by_the_absolute_floors():
+    torch.manual_seed(0)
+    before = torch.randn(8, 3, 3, 3)
+    tiny = before * 1e-9  # the whole layer about 0: the relative test alone saw nothing
+    assert first_layer.dead_filters(tiny) == list(range(8))
+    after = before.clone()
+    after[:2] += torch.randn(2, 3, 3, 3)  # two filters learned; six moved by 1e-7 of their norm alone
+    after[2:] += 1e-7 * before[2:]
+    assert first_layer.unmoved_filters(after, before) == [2, 3, 4, 5, 6, 7]
+    assert first_layer.unmoved_filters(before.clone(), before) == list(range(8))
+    line = first_layer.flags_line({"dead": list(range(8)), "unmoved": list(range(8)), "reference": "r",
+                                   "shape": [8, 3, 3, 3]})
+    assert "the whole layer is dead" in line and "the whole layer did not move" in line
+    healthy = before + 0.1 * torch.randn(8, 3, 3, 3)
+    assert first_layer.dead_filters(healthy) == [] and first_layer.unmoved_filters(healthy, before) == []

@@ -33,6 +33,8 @@ log = logging.getLogger("runner.evaluate")
 MOST_TILES = 64  # per panel: more filters than this are flagged all the same, the first 64 drawn
 DEAD = 1e-3  # a filter whose norm is below this share of the layer's largest is dead
 UNMOVED = 1e-2  # one that moved less than this share of the layer's median movement did not move
+DEAD_FLOOR = 1e-6  # and dead in absolute terms: a norm below this times sqrt(fan_in) (a whole layer about 0 too)
+UNMOVED_FLOOR = 1e-4  # and unmoved when it moved less than this share of its own reference norm (a layer mostly so)
 INITIAL = "checkpoints/updates/update-00000000.pt"
 
 
@@ -62,15 +64,19 @@ def as_images(weight: torch.Tensor, image_shape: tuple[int, ...]) -> torch.Tenso
 
 
 def dead_filters(filters: torch.Tensor) -> list[int]:
+    """Filters about zero beside the layer's largest, or in absolute terms (so a layer all about zero is all dead)."""
     norms = filters.flatten(1).norm(dim=1)
-    return (norms <= DEAD * norms.max()).nonzero().flatten().tolist()
+    floor = DEAD_FLOOR * filters[0].numel() ** 0.5
+    return ((norms <= DEAD * norms.max()) | (norms <= floor)).nonzero().flatten().tolist()
 
 
 def unmoved_filters(filters: torch.Tensor, reference: torch.Tensor) -> list[int]:
     """Filters whose change from the reference is tiny beside the layer's typical change (the median filter's):
-    frozen, or shrunk by weight decay alone."""
+    frozen, or shrunk by weight decay alone; or tiny beside the filter's own reference norm (so a layer that mostly
+    did not move, its median about 0, is flagged too)."""
     moved = (filters - reference).flatten(1).norm(dim=1)
-    return (moved <= UNMOVED * moved.median()).nonzero().flatten().tolist()
+    own = UNMOVED_FLOOR * reference.flatten(1).norm(dim=1)
+    return ((moved <= UNMOVED * moved.median()) | (moved <= own)).nonzero().flatten().tolist()
 
 
 def mosaic(filters: torch.Tensor, columns: int) -> tuple[np.ndarray, int]:
@@ -133,9 +139,14 @@ def flags_line(found: dict) -> str:
     def named(indices: list[int]) -> str:
         return ", ".join(f"#{i}" for i in indices[:12]) + (f" and {len(indices) - 12} more" if len(indices) > 12 else "")
 
+    count = found["shape"][0]
     parts = [f"{len(found['dead'])} dead (all about 0): {named(found['dead'])}"] if found["dead"] else []
+    if found["dead"] and len(found["dead"]) == count:
+        parts = [f"all {count} dead: the whole layer is dead (all about 0)"]
     if found["reference"] is None:
         parts.append("movement not measured (the best is the run's first checkpoint)")
+    elif found["unmoved"] and len(found["unmoved"]) == count:
+        parts.append(f"all {count} did not move: the whole layer did not move from {found['reference']}")
     elif found["unmoved"]:
         parts.append(f"{len(found['unmoved'])} did not move from {found['reference']}: {named(found['unmoved'])}")
     return "filters " + "; ".join(parts) if parts else f"no dead or unmoved filter (moved from {found['reference']})"
