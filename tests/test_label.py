@@ -314,3 +314,54 @@ def test_the_human_row_has_every_runs_table_column_so_any_sort_works(tmp_path, c
     assert len(rows) == 1 and set(COLUMNS) <= set(rows[0])
     run = {c: "x" for c in COLUMNS} | {"best": 0.5, "epochs": "2/2", "start": "2026-12-04 00:00:00"}
     assert len(sorted_rows(rows + [run], column, COLUMNS, "best")) == 2
+
+
+def test_answers_that_is_a_file_or_a_run_folder_is_refused_before_anything_is_written(tmp_path):
+    from runner.cli.label import HELP, label_settings
+    from runner.common.errors import UserError
+
+    file, run, other = tmp_path / "notes.txt", tmp_path / "run", tmp_path / "run2"
+    file.write_text("x")
+    (run / "eval").mkdir(parents=True)
+    other.mkdir()
+    (other / "run.json").write_text("{}")
+    for path in (file, run, other):
+        with pytest.raises(UserError, match="Fix: answers="):
+            label_settings([f"answers={path}"])
+    assert sorted(p.name for p in run.iterdir()) == ["eval"] and sorted(p.name for p in other.iterdir()) == ["run.json"]
+    assert label_settings([f"answers={tmp_path / 'new'}"])[0]["answers"] == str(tmp_path / "new")
+    assert "python -m runner.compare ANSWERS RUN" in HELP and "human_vs_run" not in HELP
+
+
+def test_the_page_refuses_a_non_integer_answer_and_a_negative_or_huge_sample(tmp_path):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from runner.common.errors import UserError
+    from runner.evaluation.labeling_page import Session, open_server
+
+    folder = tmp_path / "answers"
+    human.open_answers(folder, manifest([5, 0], [2, 0]))
+    session = Session(folder, "toy val", sample=lambda k: (b"sample %d" % [5, 0][k], "image/png"),
+                      reference=lambda c, j: (b"r", "image/png"), examples=[1, 1, 0])
+    for body in (b'{"sample": 0, "answer": 1.9}', b'{"sample": 1e400, "answer": 1}', b'{"sample": 0, "answer": true}',
+                 b'{"sample": 0.0, "answer": 1}'):
+        with pytest.raises(UserError, match="Fix: reload the page"):
+            session.answer(body)
+    assert human.read_answers(folder) == {}
+    server = open_server(session, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for bad in ("-1", "1e400", "99999999999999999999999", "+1"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{url}/sample/{bad}")
+            assert refused.value.code == 404
+        request = urllib.request.Request(f"{url}/answer", b'{"sample": 0, "answer": 1.9}')
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 409
+    finally:
+        server.shutdown()
+        server.server_close()

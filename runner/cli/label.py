@@ -24,7 +24,7 @@ log = logging.getLogger("runner.label")
 HELP = """runner.label: a human baseline. Label n samples of a split yourself, one by one as stored, in a page
 served on 127.0.0.1 (keyboard: digits, or type a class number or name and Enter; a few training examples of
 each class beside). Each answer is saved as it is given; the same command goes on where you stopped. Compare
-with a run: runner.evaluation.human.human_vs_run(ANSWERS, RUN).
+with a run: python -m runner.compare ANSWERS RUN.
 
 python -m runner.label +experiment=flowers split=val n=100
 python -m runner.label +experiment=flowers split=val n=100 seed=1 port=8765 examples=5
@@ -60,7 +60,20 @@ def label_settings(argv: list[str]) -> tuple[dict, list[str]]:
         raise UserError(f"port={settings['port']} is not a port. Fix: port=0 (a free one) or 1024..65535")
     if settings["examples"] < 0:
         raise UserError(f"examples={settings['examples']} is not a count of examples. Fix: examples=3")
+    if settings["answers"]:
+        refuse_answers_folder(Path(settings["answers"]))
     return settings, rest
+
+
+def refuse_answers_folder(folder: Path) -> None:
+    """answers= must be a folder of answers (new, or one runner.label made): not a file, not a run's folder."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"answers={folder} is a file, not a folder: nothing was written. Fix: answers=NEW_FOLDER "
+                        "(e.g. outputs/labels/second_pass)")
+    if (folder / "eval").exists() or (folder / "run.json").exists():
+        raise UserError(f"answers={folder} is a run's folder (it has eval/ or run.json): nothing was written. "
+                        "Fix: answers=NEW_FOLDER (e.g. outputs/labels/second_pass); compare with the run by "
+                        f"python -m runner.compare ANSWERS {folder}")
 
 
 def sample_name(item, index: int, root) -> str:

@@ -81,7 +81,7 @@ class Session:
     def answer(self, body: bytes) -> dict:
         try:
             given = json.loads(body)
-            position, answer = int(given["sample"]), int(given["answer"])
+            position, answer = whole(given["sample"]), whole(given["answer"])
         except (ValueError, KeyError, TypeError) as error:
             raise UserError(f"an answer is {{\"sample\": K, \"answer\": C}} ({type(error).__name__}). "
                             "Fix: reload the page") from None
@@ -91,6 +91,20 @@ class Session:
         if state["next"] is None:
             self.finished.set()
         return state
+
+
+def whole(value) -> int:
+    """A JSON whole number (1.9, true, "1" or 1e400 are not: int() would truncate, convert or overflow)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a whole number")
+    return value
+
+
+def place(text: str) -> int:
+    """A position in a URL: ASCII digits only (-1 would be the last one, Python's index from the end)."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{text!r} is not a position")
+    return int(text)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -104,9 +118,9 @@ class Handler(BaseHTTPRequestHandler):
             elif parts == ["state"]:
                 self.send(json.dumps(self.session.state()).encode(), "application/json")
             elif parts[0] == "sample" and len(parts) == 2:
-                self.send(*self.session.sample(int(parts[1])))
+                self.send(*self.session.sample(place(parts[1])))
             elif parts[0] == "reference" and len(parts) == 3:
-                self.send(*self.session.reference(int(parts[1]), int(parts[2])), cache=True)
+                self.send(*self.session.reference(place(parts[1]), place(parts[2])), cache=True)
             else:
                 self.send_error(404)
         except (ValueError, IndexError, UserError) as error:
