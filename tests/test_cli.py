@@ -136,8 +136,8 @@ def test_the_evaluate_command(workdir):
     result = run_cli([f"run_dir={run_dir}"], cwd=workdir, module="runner.evaluate")
     assert result.returncode == 0, result.stderr
     table = result.stdout[result.stdout.index("val split"):].splitlines()
-    assert table[1].split() == ["checkpoint", "epoch", "loss", "top-1", "top-5", "bal.acc"]
-    assert [line.split()[-5] for line in table[2:]] == ["1", "2"]
+    assert table[1].split() == ["checkpoint", "epoch", "loss", "xentropy", "top-1", "top-5", "bal.acc"]
+    assert [line.split()[-6] for line in table[2:]] == ["1", "2"]
     assert (run_dir / "eval" / "evaluate.log").read_text().count("on val: loss") == 2
 
     missing = run_cli(["run_dir=no/such/run"], cwd=workdir, module="runner.evaluate")
