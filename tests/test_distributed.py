@@ -160,7 +160,8 @@ def test_two_torchrun_agents_as_two_nodes_make_one_run_folder(tmp_path):
               for rank in (0, 1)]
     outputs = [agent.communicate(timeout=300)[0] for agent in agents]
     assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    folders = sorted(p.name for p in (tmp_path / "outputs" / "default").iterdir())
+    # run folders (hparams/ beside them is the folder's TensorBoard HParams summary)
+    folders = sorted(p.name for p in (tmp_path / "outputs" / "default").iterdir() if p.name != "hparams")
     assert len(folders) == 1, folders
     assert (tmp_path / "outputs" / "default" / folders[0] / "checkpoints" / "epoch-0001.pt").is_file()
 
